@@ -1,0 +1,22 @@
+//! `fhec::Error`: every failure the library reports, each naming the file, node or tensor.
+
+use crate::import::ImportError;
+use fhec_ir::IrError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Import(#[from] ImportError),
+    #[error(transparent)]
+    Ir(#[from] IrError),
+    #[error("`{path}`: {reason}")]
+    Npy { path: String, reason: String },
+    #[error("cannot write `{path}`: {reason}")]
+    Write { path: String, reason: String },
+    #[error("input `{name}`: {reason}")]
+    Batch { name: String, reason: String },
+    #[error("{0}")]
+    Usage(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

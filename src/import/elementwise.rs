@@ -1,0 +1,132 @@
+//! Elementwise ops: Abs, Ceil, Elu, Erf, Exp, Floor, HardSigmoid, HardSwish, LeakyRelu, Log,
+//! Neg, Reciprocal, Relu, Selu, Sigmoid, Softplus, Sqrt, Tanh, Clip (bounds as attributes
+//! before opset 11, as constant inputs from 11); Add, Sub, Mul, Div, Pow, PRelu, and variadic
+//! Max, Min. Opsets 7 to 23.
+
+use super::attrs::Attrs;
+use super::{Cx, ImportError, Val};
+use fhec_ir::{Binary, Op, Unary};
+use tract_onnx::pb;
+
+pub(super) fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    let a = Attrs::of(n);
+    let unary = match n.op_type.as_str() {
+        "Abs" => Some(Unary::Abs),
+        "Ceil" => Some(Unary::Ceil),
+        "Elu" => Some(Unary::Elu {
+            alpha: a.float("alpha", 1.0)?,
+        }),
+        "Erf" => Some(Unary::Erf),
+        "Exp" => Some(Unary::Exp),
+        "Floor" => Some(Unary::Floor),
+        "HardSigmoid" => Some(Unary::HardSigmoid {
+            alpha: a.float("alpha", 0.2)?,
+            beta: a.float("beta", 0.5)?,
+        }),
+        "HardSwish" => Some(Unary::HardSwish),
+        "LeakyRelu" => Some(Unary::LeakyRelu {
+            alpha: a.float("alpha", 0.01)?,
+        }),
+        "Log" => Some(Unary::Log),
+        "Neg" => Some(Unary::Neg),
+        "Reciprocal" => Some(Unary::Reciprocal),
+        "Relu" => Some(Unary::Relu),
+        "Selu" => Some(Unary::Selu {
+            alpha: a.float("alpha", 1.673_263_2)?,
+            gamma: a.float("gamma", 1.050_701)?,
+        }),
+        "Sigmoid" => Some(Unary::Sigmoid),
+        "Softplus" => Some(Unary::Softplus),
+        "Sqrt" => Some(Unary::Sqrt),
+        "Tanh" => Some(Unary::Tanh),
+        "Clip" => Some(clip(cx, n)?),
+        _ => None,
+    };
+    if let Some(u) = unary {
+        return cx.emit(n, Op::Unary(u), &[0]);
+    }
+    let binary = match n.op_type.as_str() {
+        "Add" => Binary::Add,
+        "Sub" => Binary::Sub,
+        "Mul" => Binary::Mul,
+        "Div" => Binary::Div,
+        "Pow" => Binary::Pow,
+        "PRelu" => Binary::PRelu,
+        "Max" => Binary::Max,
+        "Min" => Binary::Min,
+        other => {
+            unreachable!("invariant: {other} passed the supported-op check but has no converter")
+        }
+    };
+    if matches!(binary, Binary::Max | Binary::Min) && n.input.len() != 2 {
+        return variadic(cx, n, binary);
+    }
+    if binary == Binary::Pow {
+        // Pow's exponent may be of another type than its base (e.g. an int64 exponent).
+        if let Some(Val::Const(t)) = cx.input(n, 1)? {
+            if t.dtype() != cx.in_ty(n, 0)?.dtype {
+                let base = cx.in_ty(n, 0)?.dtype;
+                let e = t.cast(base);
+                let name = n.input[1].clone();
+                cx.bind(&name, Val::Const(e));
+            }
+        }
+    }
+    cx.emit(n, Op::Binary(binary), &[0, 1])
+}
+
+fn clip(cx: &mut Cx, n: &pb::NodeProto) -> Result<Unary, ImportError> {
+    let a = Attrs::of(n);
+    let (min, max) = if cx.opset < 11 {
+        (
+            a.float("min", f32::NEG_INFINITY)?,
+            a.float("max", f32::INFINITY)?,
+        )
+    } else {
+        let scalar = |t: Option<fhec_ir::Tensor>, d: f32| {
+            t.and_then(|t| t.f32_values().first().copied()).unwrap_or(d)
+        };
+        (
+            scalar(cx.const_input(n, 1)?, f32::NEG_INFINITY),
+            scalar(cx.const_input(n, 2)?, f32::INFINITY),
+        )
+    };
+    Ok(Unary::Clip { min, max })
+}
+
+/// Max/Min over 1 or more than 2 inputs: a chain of binary ops.
+fn variadic(cx: &mut Cx, n: &pb::NodeProto, b: Binary) -> Result<(), ImportError> {
+    let ins: Vec<usize> = (0..n.input.len())
+        .filter(|&i| !n.input[i].is_empty())
+        .collect();
+    let first = *ins
+        .first()
+        .ok_or_else(|| Cx::err(n, "needs at least one input"))?;
+    if ins.len() == 1 {
+        return cx.emit(n, Op::Identity, &[first]);
+    }
+    // Fold pairwise through temporary value names.
+    let out = n
+        .output
+        .first()
+        .ok_or_else(|| Cx::err(n, "node has no output"))?
+        .clone();
+    let mut acc_name = n.input[first].clone();
+    for (k, &i) in ins.iter().enumerate().skip(1) {
+        let tmp = if k + 1 == ins.len() {
+            out.clone()
+        } else {
+            format!("{out}::{}#{k}", n.op_type)
+        };
+        let step = pb::NodeProto {
+            input: vec![acc_name.clone(), n.input[i].clone()],
+            output: vec![tmp.clone()],
+            name: format!("{}#{k}", Cx::node_name(n)),
+            op_type: n.op_type.clone(),
+            ..Default::default()
+        };
+        cx.emit(&step, Op::Binary(b), &[0, 1])?;
+        acc_name = tmp;
+    }
+    Ok(())
+}

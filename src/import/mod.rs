@@ -1,0 +1,483 @@
+//! ONNX → IR.
+//!
+//! The model is decoded with the prost types that `tract-onnx` exposes (`tract_onnx::pb`).
+//! Nodes are converted in file order (ONNX requires topological order). A node whose inputs
+//! are all constant is evaluated at import time, which folds the shape sub-graphs torch
+//! exports (`Shape → Gather → Unsqueeze → Concat → Reshape`) into static shapes; every
+//! other node becomes an IR node with a static type. A symbolic axis 0 of a graph input is
+//! the batch axis: fhec compiles for one sample and records that the batch is dynamic.
+//!
+//! Every unsupported node is reported at once, before anything is converted.
+
+mod attrs;
+mod elementwise;
+mod linear;
+mod pool;
+mod reduce;
+mod shape;
+mod tensor;
+
+use fhec_ir::{DType, Graph, IrError, NodeIndex, Op, Tensor, TensorType};
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use tract_onnx::pb;
+
+pub use tensor::tensor_from_proto;
+
+/// The opsets of the default ONNX domain fhec accepts.
+pub const MIN_OPSET: i64 = 7;
+pub const MAX_OPSET: i64 = 23;
+
+/// One node the importer cannot convert.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnsupportedOp {
+    pub node: String,
+    pub op_type: String,
+    pub domain: String,
+    pub opset: i64,
+}
+
+impl fmt::Display for UnsupportedOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let dom = if self.domain.is_empty() {
+            String::new()
+        } else {
+            format!("{}::", self.domain)
+        };
+        write!(
+            f,
+            "`{}` ({dom}{}, opset {})",
+            self.node, self.op_type, self.opset
+        )
+    }
+}
+
+/// Why a model could not be imported.
+#[derive(Debug, thiserror::Error)]
+pub enum ImportError {
+    #[error("cannot read `{path}`: {source}")]
+    Io {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("`{path}` is not a valid ONNX model ({source}); check that the file is complete and was written by an ONNX exporter")]
+    Decode {
+        path: String,
+        source: prost::DecodeError,
+    },
+    #[error("`{path}` holds no graph; is it an ONNX model?")]
+    NoGraph { path: String },
+    #[error("`{path}` uses opset {opset} of the default ONNX domain; fhec supports opsets {MIN_OPSET} to {MAX_OPSET} (re-export with e.g. `opset_version=17`)")]
+    Opset { path: String, opset: i64 },
+    #[error("{} unsupported node(s): {}; supported ops: {}", .0.len(), list_unsupported(.0), SUPPORTED_OPS.join(", "))]
+    Unsupported(Vec<UnsupportedOp>),
+    #[error("node `{node}` ({op_type}): {reason}")]
+    Node {
+        node: String,
+        op_type: String,
+        reason: String,
+    },
+    #[error("graph input `{name}`: {reason}")]
+    Input { name: String, reason: String },
+    #[error("tensor `{name}`: {reason}")]
+    Tensor { name: String, reason: String },
+    #[error("graph output `{name}` is not produced by any node")]
+    MissingOutput { name: String },
+    #[error(transparent)]
+    Ir(#[from] IrError),
+}
+
+fn list_unsupported(v: &[UnsupportedOp]) -> String {
+    v.iter()
+        .map(|u| u.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Every ONNX op type (default domain) the importer converts.
+pub const SUPPORTED_OPS: &[&str] = &[
+    "Abs",
+    "Add",
+    "AveragePool",
+    "BatchNormalization",
+    "Cast",
+    "Ceil",
+    "Clip",
+    "Concat",
+    "Constant",
+    "ConstantOfShape",
+    "Conv",
+    "Div",
+    "Dropout",
+    "Elu",
+    "Erf",
+    "Exp",
+    "Expand",
+    "Flatten",
+    "Floor",
+    "Gather",
+    "Gemm",
+    "GlobalAveragePool",
+    "HardSigmoid",
+    "HardSwish",
+    "Identity",
+    "LeakyRelu",
+    "Log",
+    "MatMul",
+    "Max",
+    "MaxPool",
+    "Min",
+    "Mul",
+    "Neg",
+    "PRelu",
+    "Pad",
+    "Pow",
+    "Reciprocal",
+    "ReduceMean",
+    "ReduceSum",
+    "Relu",
+    "Reshape",
+    "Selu",
+    "Shape",
+    "Sigmoid",
+    "Slice",
+    "Softmax",
+    "Softplus",
+    "Sqrt",
+    "Squeeze",
+    "Sub",
+    "Tanh",
+    "Transpose",
+    "Unsqueeze",
+];
+
+/// A value during import: known at compile time, or computed by a graph node.
+#[derive(Clone, Debug)]
+pub(crate) enum Val {
+    Const(Tensor),
+    Node(NodeIndex),
+}
+
+/// Import state: the graph being built and what each ONNX value name is bound to.
+pub(crate) struct Cx {
+    pub graph: Graph,
+    pub opset: i64,
+    values: HashMap<String, Val>,
+    materialized: HashMap<String, NodeIndex>,
+}
+
+impl Cx {
+    /// The node's name for messages: its ONNX name, or its first output's.
+    pub fn node_name(n: &pb::NodeProto) -> String {
+        if !n.name.is_empty() {
+            n.name.clone()
+        } else {
+            n.output
+                .first()
+                .cloned()
+                .unwrap_or_else(|| n.op_type.clone())
+        }
+    }
+
+    pub fn err(n: &pb::NodeProto, reason: impl Into<String>) -> ImportError {
+        ImportError::Node {
+            node: Self::node_name(n),
+            op_type: n.op_type.clone(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Input `i` of `n`, or `None` when it is absent or empty (an omitted optional input).
+    pub fn input(&self, n: &pb::NodeProto, i: usize) -> Result<Option<&Val>, ImportError> {
+        match n.input.get(i) {
+            None => Ok(None),
+            Some(name) if name.is_empty() => Ok(None),
+            Some(name) => self.values.get(name).map(Some).ok_or_else(|| {
+                Self::err(
+                    n,
+                    format!("input `{name}` is not produced by any earlier node"),
+                )
+            }),
+        }
+    }
+
+    /// Input `i`, which must be present.
+    pub fn req(&self, n: &pb::NodeProto, i: usize) -> Result<&Val, ImportError> {
+        self.input(n, i)?
+            .ok_or_else(|| Self::err(n, format!("missing required input {i}")))
+    }
+
+    /// Input `i` as a constant, if present; an error if it is computed at run time.
+    pub fn const_input(&self, n: &pb::NodeProto, i: usize) -> Result<Option<Tensor>, ImportError> {
+        match self.input(n, i)? {
+            None => Ok(None),
+            Some(Val::Const(t)) => Ok(Some(t.clone())),
+            Some(Val::Node(_)) => Err(Self::err(
+                n,
+                format!(
+                    "input {i} (`{}`) must be known at compile time (an initializer or a constant expression); fhec compiles static graphs",
+                    n.input[i]
+                ),
+            )),
+        }
+    }
+
+    pub fn ty(&self, v: &Val) -> TensorType {
+        match v {
+            Val::Const(t) => t.ty(),
+            Val::Node(i) => self.graph.g[*i].ty.clone(),
+        }
+    }
+
+    /// Type of input `i` (which must be present).
+    pub fn in_ty(&self, n: &pb::NodeProto, i: usize) -> Result<TensorType, ImportError> {
+        Ok(self.ty(self.req(n, i)?))
+    }
+
+    pub fn bind(&mut self, name: &str, v: Val) {
+        self.values.insert(name.to_string(), v);
+    }
+
+    /// Emits `op` over the given inputs (`None` = omitted optional input, which must be
+    /// trailing) and binds the node's first output. Constant inputs only → folded.
+    pub fn emit(&mut self, n: &pb::NodeProto, op: Op, inputs: &[usize]) -> Result<(), ImportError> {
+        let mut vals = Vec::with_capacity(inputs.len());
+        for &i in inputs {
+            vals.push((i, self.req(n, i)?.clone()));
+        }
+        let out = n
+            .output
+            .first()
+            .ok_or_else(|| Self::err(n, "node has no output"))?
+            .clone();
+        if vals.iter().all(|(_, v)| matches!(v, Val::Const(_))) {
+            let ts: Vec<&Tensor> = vals
+                .iter()
+                .map(|(_, v)| match v {
+                    Val::Const(t) => t,
+                    Val::Node(_) => unreachable!("invariant: all constant"),
+                })
+                .collect();
+            let t = fhec_ir::kernels::eval(&op, &ts).map_err(|e| Self::err(n, e.to_string()))?;
+            self.bind(&out, Val::Const(t));
+            return Ok(());
+        }
+        let mut idx = Vec::with_capacity(vals.len());
+        for (i, v) in vals {
+            idx.push(match v {
+                Val::Node(x) => x,
+                Val::Const(t) => self.materialize(&n.input[i], t),
+            });
+        }
+        let node = self.graph.add_op(&Self::node_name(n), op, &idx)?;
+        self.bind(&out, Val::Node(node));
+        Ok(())
+    }
+
+    fn materialize(&mut self, name: &str, t: Tensor) -> NodeIndex {
+        if let Some(&i) = self.materialized.get(name) {
+            return i;
+        }
+        let i = self.graph.add_const(name, t);
+        self.materialized.insert(name.to_string(), i);
+        i
+    }
+}
+
+/// Reads and imports an ONNX file.
+///
+/// # Errors
+/// Unreadable or malformed file, unsupported ops or opset, inconsistent shapes; each error
+/// names the file, node or tensor at fault.
+pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
+    let p = path.display().to_string();
+    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
+        path: p.clone(),
+        source,
+    })?;
+    import_bytes(&bytes, &p)
+}
+
+/// Imports an ONNX model from memory; `source` names it in errors.
+///
+/// # Errors
+/// As [`import_file`].
+pub fn import_bytes(bytes: &[u8], source: &str) -> Result<Graph, ImportError> {
+    use prost::Message;
+    let model = pb::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
+        path: source.to_string(),
+        source: e,
+    })?;
+    import_model(&model, source)
+}
+
+/// Imports a decoded model.
+///
+/// # Errors
+/// As [`import_file`].
+pub fn import_model(model: &pb::ModelProto, source: &str) -> Result<Graph, ImportError> {
+    let graph = model.graph.as_ref().ok_or_else(|| ImportError::NoGraph {
+        path: source.to_string(),
+    })?;
+    if graph.node.is_empty() && graph.output.is_empty() {
+        return Err(ImportError::NoGraph {
+            path: source.to_string(),
+        });
+    }
+    let opset = model
+        .opset_import
+        .iter()
+        .find(|o| o.domain.is_empty() || o.domain == "ai.onnx")
+        .map(|o| o.version)
+        .unwrap_or(1);
+    if !(MIN_OPSET..=MAX_OPSET).contains(&opset) {
+        return Err(ImportError::Opset {
+            path: source.to_string(),
+            opset,
+        });
+    }
+
+    // Report every unsupported node at once, before converting anything.
+    let unsupported: Vec<UnsupportedOp> = graph
+        .node
+        .iter()
+        .filter(|n| {
+            !(n.domain.is_empty() || n.domain == "ai.onnx")
+                || !SUPPORTED_OPS.contains(&n.op_type.as_str())
+        })
+        .map(|n| UnsupportedOp {
+            node: Cx::node_name(n),
+            op_type: n.op_type.clone(),
+            domain: n.domain.clone(),
+            opset,
+        })
+        .collect();
+    if !unsupported.is_empty() {
+        return Err(ImportError::Unsupported(unsupported));
+    }
+
+    let mut cx = Cx {
+        graph: Graph::new(),
+        opset,
+        values: HashMap::new(),
+        materialized: HashMap::new(),
+    };
+    for init in &graph.initializer {
+        let t = tensor_from_proto(init)?;
+        cx.bind(&init.name, Val::Const(t));
+    }
+    for vi in &graph.input {
+        if cx.values.contains_key(&vi.name) {
+            continue; // an initializer listed as input (IR version < 4)
+        }
+        let (ty, batch_dynamic) = input_type(vi)?;
+        let node = cx.graph.add_input(&vi.name, ty, batch_dynamic);
+        cx.bind(&vi.name, Val::Node(node));
+    }
+    for n in &graph.node {
+        convert(&mut cx, n)?;
+    }
+    for o in &graph.output {
+        let v = cx
+            .values
+            .get(&o.name)
+            .cloned()
+            .ok_or_else(|| ImportError::MissingOutput {
+                name: o.name.clone(),
+            })?;
+        let node = match v {
+            Val::Node(i) => i,
+            Val::Const(t) => cx.materialize(&o.name, t),
+        };
+        cx.graph.add_output(&o.name, node);
+    }
+    cx.graph.verify()?;
+    Ok(cx.graph)
+}
+
+fn input_type(vi: &pb::ValueInfoProto) -> Result<(TensorType, bool), ImportError> {
+    use pb::tensor_proto::DataType as D;
+    use pb::tensor_shape_proto::dimension::Value as Dv;
+    let bad = |reason: String| ImportError::Input {
+        name: vi.name.clone(),
+        reason,
+    };
+    let tt = match vi.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(t)) => t,
+        None => {
+            return Err(bad(
+                "has no tensor type; fhec needs typed, shaped inputs".into()
+            ))
+        }
+    };
+    let dtype = match D::try_from(tt.elem_type) {
+        Ok(D::Float | D::Double | D::Float16 | D::Bfloat16) => DType::F32,
+        Ok(
+            D::Int64
+            | D::Int32
+            | D::Int16
+            | D::Int8
+            | D::Uint8
+            | D::Uint16
+            | D::Uint32
+            | D::Uint64
+            | D::Bool,
+        ) => DType::I64,
+        Ok(other) => {
+            return Err(bad(format!(
+                "element type {} is not supported",
+                other.as_str_name()
+            )))
+        }
+        Err(_) => return Err(bad(format!("unknown element type {}", tt.elem_type))),
+    };
+    let shape = tt
+        .shape
+        .as_ref()
+        .ok_or_else(|| bad("has no shape; export the model with a known input shape".into()))?;
+    let mut dims = Vec::with_capacity(shape.dim.len());
+    let mut batch_dynamic = false;
+    for (axis, d) in shape.dim.iter().enumerate() {
+        match &d.value {
+            Some(Dv::DimValue(v)) if *v >= 0 => dims.push(*v as usize),
+            Some(Dv::DimValue(v)) => return Err(bad(format!("axis {axis} has negative size {v}"))),
+            _ if axis == 0 => {
+                batch_dynamic = true;
+                dims.push(1);
+            }
+            _ => {
+                return Err(bad(format!(
+                    "axis {axis} is symbolic; fhec needs static shapes except the batch axis (export with fixed sizes)"
+                )))
+            }
+        }
+    }
+    Ok((TensorType::new(dtype, dims), batch_dynamic))
+}
+
+fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    match n.op_type.as_str() {
+        "Gemm" => linear::gemm(cx, n),
+        "MatMul" => linear::matmul(cx, n),
+        "Conv" => linear::conv(cx, n),
+        "AveragePool" | "MaxPool" => pool::pool(cx, n),
+        "GlobalAveragePool" => cx.emit(n, Op::GlobalAveragePool, &[0]),
+        "BatchNormalization" => pool::batch_norm(cx, n),
+        "Softmax" => reduce::softmax(cx, n),
+        "ReduceSum" | "ReduceMean" => reduce::reduce(cx, n),
+        "Flatten" | "Reshape" | "Squeeze" | "Unsqueeze" => shape::reshape_like(cx, n),
+        "Transpose" => shape::transpose(cx, n),
+        "Concat" => shape::concat(cx, n),
+        "Gather" => shape::gather(cx, n),
+        "Slice" => shape::slice(cx, n),
+        "Pad" => shape::pad(cx, n),
+        "Shape" => shape::shape(cx, n),
+        "Cast" => shape::cast(cx, n),
+        "Constant" => shape::constant(cx, n),
+        "ConstantOfShape" => shape::constant_of_shape(cx, n),
+        "Expand" => shape::expand(cx, n),
+        "Identity" | "Dropout" => shape::identity(cx, n),
+        _ => elementwise::convert(cx, n),
+    }
+}

@@ -1,0 +1,20 @@
+//! fhec: compile ONNX neural networks into programs that run on encrypted data.
+//!
+//! The pipeline: [`import`] (ONNX → IR) → passes (`fhec-passes`) → backend → runtime.
+//!
+//! ```no_run
+//! let model = fhec::Model::load("models/digits_mlp.onnx".as_ref())?;
+//! let x = fhec::npy::read_f32("models/digits_mlp_test_x.npy".as_ref())?;
+//! let logits = model.run_float(&[x])?;
+//! # Ok::<(), fhec::Error>(())
+//! ```
+
+pub mod error;
+pub mod import;
+pub mod model;
+pub mod npy;
+
+pub use error::{Error, Result};
+pub use fhec_ir as ir;
+pub use import::{import_file, ImportError};
+pub use model::{accuracy, Model};

@@ -1,0 +1,171 @@
+//! The float side of the library API: a loaded ONNX model, run on batches.
+
+use crate::error::{Error, Result};
+use crate::import;
+use fhec_ir::{eval_f32, DType, Graph, ShapeFmt, Tensor};
+use ndarray::{concatenate, ArrayD, Axis};
+use std::path::Path;
+
+/// An imported ONNX model.
+#[derive(Clone, Debug)]
+pub struct Model {
+    pub graph: Graph,
+    /// The file it came from, for messages.
+    pub source: String,
+}
+
+impl Model {
+    /// Imports an ONNX file.
+    ///
+    /// # Errors
+    /// [`Error::Import`]: unreadable file, malformed protobuf, unsupported ops (all listed).
+    pub fn load(path: &Path) -> Result<Self> {
+        Ok(Self {
+            graph: import::import_file(path)?,
+            source: path.display().to_string(),
+        })
+    }
+
+    /// Runs the float graph on a batch: one array per graph input, axis 0 = batch.
+    ///
+    /// # Errors
+    /// Wrong number of inputs, mismatched shapes or batch sizes, NaN/inf inputs.
+    pub fn run_float(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>> {
+        run_batched(&self.graph, inputs, |sample| {
+            Ok(eval_f32(&self.graph, sample)?)
+        })
+    }
+}
+
+/// Splits `inputs` into samples along axis 0 for graph inputs with a dynamic batch axis,
+/// runs `f` on each, and concatenates the outputs along axis 0.
+///
+/// # Errors
+/// [`Error::Batch`] naming the input whose shape does not fit; whatever `f` returns.
+pub fn run_batched(
+    graph: &Graph,
+    inputs: &[ArrayD<f32>],
+    mut f: impl FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
+) -> Result<Vec<ArrayD<f32>>> {
+    if inputs.len() != graph.inputs.len() {
+        return Err(Error::Usage(format!(
+            "the model takes {} input(s) ({}), got {}",
+            graph.inputs.len(),
+            graph
+                .inputs
+                .iter()
+                .map(|i| format!("`{}`", i.name))
+                .collect::<Vec<_>>()
+                .join(", "),
+            inputs.len()
+        )));
+    }
+    let mut batch: Option<usize> = None;
+    for (gi, x) in graph.inputs.iter().zip(inputs) {
+        let ty = &graph.g[gi.node].ty;
+        let fits = if gi.batch_dynamic {
+            x.ndim() == ty.rank() && x.shape()[1..] == ty.shape[1..]
+        } else {
+            x.shape() == ty.shape.as_slice()
+        };
+        if !fits {
+            let want = if gi.batch_dynamic {
+                format!(
+                    "[N,{}]",
+                    ty.shape[1..]
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                )
+            } else {
+                ShapeFmt(&ty.shape).to_string()
+            };
+            return Err(Error::Batch {
+                name: gi.name.clone(),
+                reason: format!("expected shape {want}, got {}", ShapeFmt(x.shape())),
+            });
+        }
+        if gi.batch_dynamic {
+            let n = x.shape()[0];
+            if batch.is_some_and(|b| b != n) {
+                return Err(Error::Batch {
+                    name: gi.name.clone(),
+                    reason: "inputs disagree on the batch size".into(),
+                });
+            }
+            batch = Some(n);
+        }
+    }
+    let to_tensor = |gi: &fhec_ir::GraphInput, a: ArrayD<f32>| match graph.g[gi.node].ty.dtype {
+        DType::F32 => Tensor::F32(a),
+        DType::I64 => Tensor::I64(a.mapv(|v| v as i64)),
+    };
+    let Some(n) = batch else {
+        let ins: Vec<Tensor> = graph
+            .inputs
+            .iter()
+            .zip(inputs)
+            .map(|(gi, x)| to_tensor(gi, x.clone()))
+            .collect();
+        return Ok(f(&ins)?.iter().map(|t| t.to_f32()).collect());
+    };
+    let mut per_output: Vec<Vec<ArrayD<f32>>> = vec![Vec::with_capacity(n); graph.outputs.len()];
+    for s in 0..n {
+        let ins: Vec<Tensor> = graph
+            .inputs
+            .iter()
+            .zip(inputs)
+            .map(|(gi, x)| {
+                let a = if gi.batch_dynamic {
+                    x.slice_axis(Axis(0), ndarray::Slice::from(s..s + 1))
+                        .to_owned()
+                } else {
+                    x.clone()
+                };
+                to_tensor(gi, a)
+            })
+            .collect();
+        for (k, t) in f(&ins)?.into_iter().enumerate() {
+            per_output[k].push(t.to_f32());
+        }
+    }
+    per_output
+        .into_iter()
+        .map(|outs| {
+            let leading_one = outs
+                .first()
+                .is_some_and(|a| a.ndim() > 0 && a.shape()[0] == 1);
+            let views: Vec<_> = outs.iter().map(|a| a.view()).collect();
+            let joined = if leading_one {
+                concatenate(Axis(0), &views)
+            } else {
+                ndarray::stack(Axis(0), &views)
+            };
+            joined.map_err(|e| Error::Usage(format!("cannot assemble the batch of outputs: {e}")))
+        })
+        .collect()
+}
+
+/// Fraction of rows of `logits` (`[N, classes]`) whose argmax equals the label.
+pub fn accuracy(logits: &ArrayD<f32>, labels: &[i64]) -> Option<f64> {
+    if logits.ndim() != 2 || logits.shape()[0] != labels.len() || labels.is_empty() {
+        return None;
+    }
+    let hits = logits
+        .outer_iter()
+        .zip(labels)
+        .filter(|(row, &y)| {
+            let am = row
+                .iter()
+                .enumerate()
+                .fold(
+                    (0, f32::NEG_INFINITY),
+                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+                )
+                .0;
+            am as i64 == y
+        })
+        .count();
+    Some(hits as f64 / labels.len() as f64)
+}
