@@ -86,6 +86,12 @@ pub fn run_batched(
                 reason: format!("expected shape {want}, got {}", ShapeFmt(x.shape())),
             });
         }
+        if let Some((i, v)) = x.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(Error::Batch {
+                name: gi.name.clone(),
+                reason: format!("holds {v} at flat index {i}; inputs must be finite numbers"),
+            });
+        }
         if gi.batch_dynamic {
             let n = x.shape()[0];
             if batch.is_some_and(|b| b != n) {

@@ -50,12 +50,6 @@ pub enum IrError {
         expected: DType,
         actual: DType,
     },
-    #[error("input `{name}` holds {value} at flat index {index}; inputs must be finite numbers")]
-    NonFinite {
-        name: String,
-        index: usize,
-        value: f32,
-    },
     #[error("invalid graph: {what}")]
     Invalid { what: String },
 }

@@ -274,7 +274,7 @@ impl Graph {
         s
     }
 
-    /// Checks that `inputs` match the graph inputs in number, dtype, shape, and are finite.
+    /// Checks that `inputs` match the graph inputs in number, dtype and shape.
     ///
     /// # Errors
     /// The matching [`IrError`] variant, naming the input.
@@ -299,13 +299,6 @@ impl Graph {
                     name: gi.name.clone(),
                     expected: ShapeFmt(&ty.shape).to_string(),
                     actual: ShapeFmt(t.shape()).to_string(),
-                });
-            }
-            if let Some((index, value)) = t.first_non_finite() {
-                return Err(IrError::NonFinite {
-                    name: gi.name.clone(),
-                    index,
-                    value,
                 });
             }
         }

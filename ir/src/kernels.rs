@@ -110,7 +110,7 @@ fn conv_out_shape(x: &[usize], w: &[usize], c: &ConvAttrs) -> Result<Vec<usize>,
             ShapeFmt(w)
         )));
     }
-    if c.group == 0 || x[1] != w[1] * c.group || w[0] % c.group != 0 {
+    if c.group == 0 || x[1] != w[1] * c.group || !w[0].is_multiple_of(c.group) {
         return Err(OpError::shape(format!(
             "Conv channels: x {} and w {} do not agree with group {}",
             ShapeFmt(x),

@@ -45,6 +45,10 @@ pub enum Unary {
         min: f32,
         max: f32,
     },
+    /// Round to the nearest IEEE half (what a Cast through float16 does).
+    RoundF16,
+    /// Round to the nearest bfloat16.
+    RoundBf16,
 }
 
 impl Unary {
@@ -69,6 +73,8 @@ impl Unary {
             Unary::Floor => "Floor",
             Unary::Ceil => "Ceil",
             Unary::Clip { .. } => "Clip",
+            Unary::RoundF16 => "RoundF16",
+            Unary::RoundBf16 => "RoundBf16",
         }
     }
 
@@ -132,6 +138,8 @@ impl Unary {
                     x.max(min).min(max)
                 }
             }
+            Unary::RoundF16 => half::f16::from_f32(x).to_f32(),
+            Unary::RoundBf16 => half::bf16::from_f32(x).to_f32(),
         }
     }
 }

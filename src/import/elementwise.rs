@@ -39,7 +39,10 @@ pub(super) fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError>
         "Softplus" => Some(Unary::Softplus),
         "Sqrt" => Some(Unary::Sqrt),
         "Tanh" => Some(Unary::Tanh),
-        "Clip" => Some(clip(cx, n)?),
+        "Clip" => match clip(cx, n)? {
+            Some(c) => Some(c),
+            None => return clip_runtime(cx, n),
+        },
         _ => None,
     };
     if let Some(u) = unary {
@@ -62,36 +65,99 @@ pub(super) fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError>
         return variadic(cx, n, binary);
     }
     if binary == Binary::Pow {
-        // Pow's exponent may be of another type than its base (e.g. an int64 exponent).
-        if let Some(Val::Const(t)) = cx.input(n, 1)? {
-            if t.dtype() != cx.in_ty(n, 0)?.dtype {
-                let base = cx.in_ty(n, 0)?.dtype;
-                let e = t.cast(base);
-                let name = n.input[1].clone();
-                cx.bind(&name, Val::Const(e));
-            }
+        // Pow's exponent may be of another type than its base: cast it to the base's type.
+        let base = cx.in_ty(n, 0)?.dtype;
+        if cx.in_ty(n, 1)?.dtype != base {
+            let cast_out = format!("{}::cast_exponent", n.input[1]);
+            let cast = sub_node(n, "Cast", &[&n.input[1]], &cast_out, "cast_exponent");
+            cx.emit(&cast, Op::Cast { to: base }, &[0])?;
+            let pow = pb::NodeProto {
+                input: vec![n.input[0].clone(), cast_out],
+                ..n.clone()
+            };
+            return cx.emit(&pow, Op::Binary(binary), &[0, 1]);
         }
     }
     cx.emit(n, Op::Binary(binary), &[0, 1])
 }
 
-fn clip(cx: &mut Cx, n: &pb::NodeProto) -> Result<Unary, ImportError> {
-    let a = Attrs::of(n);
-    let (min, max) = if cx.opset < 11 {
-        (
-            a.float("min", f32::NEG_INFINITY)?,
-            a.float("max", f32::INFINITY)?,
-        )
-    } else {
-        let scalar = |t: Option<fhec_ir::Tensor>, d: f32| {
-            t.and_then(|t| t.f32_values().first().copied()).unwrap_or(d)
+/// A helper node derived from `n`, for lowering one ONNX node to several IR ops.
+fn sub_node(
+    n: &pb::NodeProto,
+    op_type: &str,
+    inputs: &[&str],
+    output: &str,
+    suffix: &str,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: format!("{}#{suffix}", Cx::node_name(n)),
+        op_type: op_type.to_string(),
+        ..Default::default()
+    }
+}
+
+/// Clip whose bounds are computed at run time: `Min(Max(x, min), max)`.
+fn clip_runtime(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    let out = n
+        .output
+        .first()
+        .ok_or_else(|| Cx::err(n, "node has no output"))?
+        .clone();
+    let has_min = cx.input(n, 1)?.is_some();
+    let has_max = cx.input(n, 2)?.is_some();
+    if !has_min && !has_max {
+        return cx.emit(n, Op::Identity, &[0]);
+    }
+    let mut cur = n.input[0].clone();
+    if has_min {
+        let o = if has_max {
+            format!("{out}::clip_min")
+        } else {
+            out.clone()
         };
-        (
-            scalar(cx.const_input(n, 1)?, f32::NEG_INFINITY),
-            scalar(cx.const_input(n, 2)?, f32::INFINITY),
-        )
+        cx.emit(
+            &sub_node(n, "Max", &[&cur, &n.input[1]], &o, "min"),
+            Op::Binary(Binary::Max),
+            &[0, 1],
+        )?;
+        cur = o;
+    }
+    if has_max {
+        cx.emit(
+            &sub_node(n, "Min", &[&cur, &n.input[2]], &out, "max"),
+            Op::Binary(Binary::Min),
+            &[0, 1],
+        )?;
+    }
+    Ok(())
+}
+
+/// Clip with bounds known at compile time, or `None` when a bound is computed at run time
+/// (or the input is not float).
+fn clip(cx: &mut Cx, n: &pb::NodeProto) -> Result<Option<Unary>, ImportError> {
+    let a = Attrs::of(n);
+    if cx.opset < 11 {
+        return Ok(Some(Unary::Clip {
+            min: a.float("min", f32::NEG_INFINITY)?,
+            max: a.float("max", f32::INFINITY)?,
+        }));
+    }
+    let is_const = |v: Option<&Val>| matches!(v, None | Some(Val::Const(_)));
+    if cx.in_ty(n, 0)?.dtype != fhec_ir::DType::F32
+        || !is_const(cx.input(n, 1)?)
+        || !is_const(cx.input(n, 2)?)
+    {
+        return Ok(None);
+    }
+    let scalar = |t: Option<fhec_ir::Tensor>, d: f32| {
+        t.and_then(|t| t.f32_values().first().copied()).unwrap_or(d)
     };
-    Ok(Unary::Clip { min, max })
+    Ok(Some(Unary::Clip {
+        min: scalar(cx.const_input(n, 1)?, f32::NEG_INFINITY),
+        max: scalar(cx.const_input(n, 2)?, f32::INFINITY),
+    }))
 }
 
 /// Max/Min over 1 or more than 2 inputs: a chain of binary ops.

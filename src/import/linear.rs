@@ -1,5 +1,5 @@
 //! Gemm, MatMul and Conv (1-d, 2-d and n-d; groups, pads, strides, dilations, `auto_pad`),
-//! opsets 7 to 23.
+//! opsets 7 to 27.
 
 use super::attrs::Attrs;
 use super::{Cx, ImportError};

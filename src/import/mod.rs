@@ -27,7 +27,7 @@ pub use tensor::tensor_from_proto;
 
 /// The opsets of the default ONNX domain fhec accepts.
 pub const MIN_OPSET: i64 = 7;
-pub const MAX_OPSET: i64 = 23;
+pub const MAX_OPSET: i64 = 27;
 
 /// One node the importer cannot convert.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -312,11 +312,31 @@ pub fn import_bytes(bytes: &[u8], source: &str) -> Result<Graph, ImportError> {
     import_model(&model, source)
 }
 
+/// How to import a model.
+#[derive(Clone, Debug, Default)]
+pub struct ImportOptions {
+    /// Graph inputs bound to known values at compile time (e.g. a shape or axes input that
+    /// an exporter left as a graph input). They stop being inputs of the compiled graph.
+    pub frozen_inputs: HashMap<String, Tensor>,
+}
+
 /// Imports a decoded model.
 ///
 /// # Errors
 /// As [`import_file`].
 pub fn import_model(model: &pb::ModelProto, source: &str) -> Result<Graph, ImportError> {
+    import_model_with(model, source, &ImportOptions::default())
+}
+
+/// Imports a decoded model with options.
+///
+/// # Errors
+/// As [`import_file`]; a frozen input whose value does not match its declared type.
+pub fn import_model_with(
+    model: &pb::ModelProto,
+    source: &str,
+    opts: &ImportOptions,
+) -> Result<Graph, ImportError> {
     let graph = model.graph.as_ref().ok_or_else(|| ImportError::NoGraph {
         path: source.to_string(),
     })?;
@@ -372,6 +392,22 @@ pub fn import_model(model: &pb::ModelProto, source: &str) -> Result<Graph, Impor
             continue; // an initializer listed as input (IR version < 4)
         }
         let (ty, batch_dynamic) = input_type(vi)?;
+        if let Some(t) = opts.frozen_inputs.get(&vi.name) {
+            if t.dtype() != ty.dtype
+                || (!batch_dynamic && t.shape() != ty.shape.as_slice())
+                || t.shape().len() != ty.rank()
+            {
+                return Err(ImportError::Input {
+                    name: vi.name.clone(),
+                    reason: format!(
+                        "frozen value {} does not match the declared type {ty}",
+                        t.ty()
+                    ),
+                });
+            }
+            cx.bind(&vi.name, Val::Const(t.clone()));
+            continue;
+        }
         let node = cx.graph.add_input(&vi.name, ty, batch_dynamic);
         cx.bind(&vi.name, Val::Node(node));
     }

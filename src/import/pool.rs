@@ -1,5 +1,5 @@
 //! AveragePool, MaxPool (ceil mode, dilations, `auto_pad`) and inference-mode
-//! BatchNormalization, opsets 7 to 23.
+//! BatchNormalization, opsets 7 to 27.
 
 use super::attrs::Attrs;
 use super::linear::window;

@@ -1,6 +1,6 @@
 //! Data movement and shape ops: Flatten, Reshape, Squeeze, Unsqueeze (all become a static
 //! `Reshape`), Transpose, Concat, Gather, Slice, Pad, Expand, Shape, Cast, Constant,
-//! ConstantOfShape, Identity and Dropout (inference: identity), opsets 7 to 23.
+//! ConstantOfShape, Identity and Dropout (inference: identity), opsets 7 to 27.
 
 use super::attrs::{axis, Attrs};
 use super::tensor::tensor_from_proto;
@@ -350,8 +350,31 @@ fn dtype_of(n: &pb::NodeProto, to: i64) -> Result<DType, ImportError> {
 }
 
 pub(super) fn cast(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
-    let to = dtype_of(n, Attrs::of(n).int("to", 1)?)?;
-    cx.emit(n, Op::Cast { to }, &[0])
+    let code = Attrs::of(n).int("to", 1)?;
+    let to = dtype_of(n, code)?;
+    // A cast to a narrow float keeps f32 storage but rounds as the narrow type would.
+    let round = match D::try_from(code as i32) {
+        Ok(D::Float16) => Some(fhec_ir::Unary::RoundF16),
+        Ok(D::Bfloat16) => Some(fhec_ir::Unary::RoundBf16),
+        _ => None,
+    };
+    match round {
+        Some(r) if cx.in_ty(n, 0)?.dtype == DType::F32 => cx.emit(n, Op::Unary(r), &[0]),
+        Some(r) => {
+            let tmp = format!("{}::as_f32", n.output.first().cloned().unwrap_or_default());
+            let c = pb::NodeProto {
+                output: vec![tmp.clone()],
+                ..n.clone()
+            };
+            cx.emit(&c, Op::Cast { to: DType::F32 }, &[0])?;
+            let rn = pb::NodeProto {
+                input: vec![tmp],
+                ..n.clone()
+            };
+            cx.emit(&rn, Op::Unary(r), &[0])
+        }
+        None => cx.emit(n, Op::Cast { to }, &[0]),
+    }
 }
 
 pub(super) fn constant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
@@ -401,11 +424,30 @@ pub(super) fn constant_of_shape(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Im
 }
 
 pub(super) fn identity(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
-    if n.op_type == "Dropout" && n.output.iter().skip(1).any(|o| !o.is_empty()) {
-        return Err(Cx::err(
-            n,
-            "the mask output of Dropout is not supported; export in eval() mode",
-        ));
+    if n.op_type == "Dropout" {
+        if n.output.iter().skip(1).any(|o| !o.is_empty()) {
+            return Err(Cx::err(
+                n,
+                "the mask output of Dropout is not supported; export in eval() mode",
+            ));
+        }
+        // opset 12+: a third input `training_mode`; a true or run-time value means training
+        let training = match cx.input(n, 2)? {
+            None => false,
+            Some(Val::Const(t)) => t.i64_values().first().is_some_and(|&v| v != 0),
+            Some(Val::Node(_)) => true,
+        };
+        let ratio = match cx.input(n, 1)? {
+            None => 0.5,
+            Some(Val::Const(t)) => t.f32_values().first().copied().unwrap_or(0.5),
+            Some(Val::Node(_)) => 0.5,
+        };
+        if training && ratio != 0.0 {
+            return Err(Cx::err(
+                n,
+                "training-mode Dropout is not supported; export the model in eval() mode",
+            ));
+        }
     }
     let v = cx.req(n, 0)?.clone();
     bind_out(cx, n, v)

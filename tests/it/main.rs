@@ -1,1 +1,6 @@
+//! fhec's integration tests, one binary so that they share one build.
 
+mod cli;
+mod common;
+mod models;
+mod node_tests;

@@ -1,0 +1,236 @@
+//! The `fhec` command on good and bad input: one-line errors, exit code 1, never a panic.
+
+use crate::common::model;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fhec(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fhec"))
+        .args(args)
+        .output()
+        .expect("fhec runs")
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fhec-it-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d.join(name)
+}
+
+/// Asserts a user error: exit code 1, one line on stderr mentioning every `needles`.
+fn user_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` missing from: {err}");
+    }
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+#[test]
+fn run_float_prints_accuracy_and_writes_outputs() {
+    let out_path = tmp("mlp_out.npy");
+    let out = fhec(&[
+        "run",
+        s(&model("digits_mlp.onnx")),
+        "--input",
+        s(&model("digits_mlp_test_x.npy")),
+        "--output",
+        s(&out_path),
+        "--labels",
+        s(&model("digits_mlp_test_y.npy")),
+    ]);
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(so.contains("accuracy (float): 0.9667"), "{so}");
+    let y = fhec::npy::read_f32(&out_path).expect("output written");
+    assert_eq!(y.shape(), &[360, 10]);
+}
+
+#[test]
+fn inspect_summarizes() {
+    let out = fhec(&["inspect", s(&model("digits_cnn.onnx"))]);
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(
+        so.contains("input  `input`: f32[1,1,8,8] (axis 0 = dynamic batch)"),
+        "{so}"
+    );
+    assert!(so.contains("Conv                 2"), "{so}");
+}
+
+#[test]
+fn missing_model_file() {
+    user_error(
+        &fhec(&["inspect", "/nonexistent/model.onnx"]),
+        &["/nonexistent/model.onnx", "cannot read"],
+    );
+}
+
+#[test]
+fn truncated_and_random_bytes_are_not_models() {
+    let bytes = std::fs::read(model("digits_mlp.onnx")).expect("model");
+    let trunc = tmp("trunc.onnx");
+    std::fs::write(&trunc, &bytes[..bytes.len() / 2]).expect("write");
+    user_error(
+        &fhec(&["inspect", s(&trunc)]),
+        &["trunc.onnx", "not a valid ONNX model"],
+    );
+    let rand = tmp("random.onnx");
+    let mut x: u64 = 0x9e3779b97f4a7c15;
+    let junk: Vec<u8> = (0..4096)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect();
+    std::fs::write(&rand, junk).expect("write");
+    let out = fhec(&["inspect", s(&rand)]);
+    user_error(&out, &["random.onnx"]);
+}
+
+/// Builds a model with two unsupported nodes, with the prost types.
+fn unsupported_model() -> PathBuf {
+    use prost::Message;
+    use tract_onnx::pb;
+    let vi = |name: &str| pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: 1,
+                shape: Some(pb::TensorShapeProto {
+                    dim: vec![pb::tensor_shape_proto::Dimension {
+                        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(4)),
+                        ..Default::default()
+                    }],
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let node = |name: &str, op: &str, i: &str, o: &str| pb::NodeProto {
+        name: name.into(),
+        op_type: op.into(),
+        input: vec![i.into()],
+        output: vec![o.into()],
+        ..Default::default()
+    };
+    let m = pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(pb::GraphProto {
+            node: vec![
+                node("a", "Relu", "x", "h"),
+                node("b", "Hardmax", "h", "h2"),
+                node("c", "Sin", "h2", "y"),
+            ],
+            input: vec![vi("x")],
+            output: vec![vi("y")],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let p = tmp("unsupported.onnx");
+    std::fs::write(&p, m.encode_to_vec()).expect("write");
+    p
+}
+
+#[test]
+fn unsupported_ops_are_all_listed_with_the_supported_set() {
+    let out = fhec(&["inspect", s(&unsupported_model())]);
+    user_error(
+        &out,
+        &[
+            "2 unsupported node(s)",
+            "`b` (Hardmax, opset 17)",
+            "`c` (Sin, opset 17)",
+            "supported ops: Abs",
+        ],
+    );
+}
+
+#[test]
+fn wrong_input_shape_dtype_and_nan() {
+    let m = model("digits_mlp.onnx");
+    let write = |name: &str, a: ndarray::ArrayD<f32>| {
+        let p = tmp(name);
+        fhec::npy::write_f32(&p, &a).expect("write");
+        p
+    };
+    let bad_shape = write(
+        "bad_shape.npy",
+        ndarray::ArrayD::zeros(ndarray::IxDyn(&[3, 63])),
+    );
+    user_error(
+        &fhec(&[
+            "run",
+            s(&m),
+            "--input",
+            s(&bad_shape),
+            "--output",
+            s(&tmp("o.npy")),
+        ]),
+        &["input `input`", "[N,64]", "[3,63]"],
+    );
+
+    let f64_path = tmp("f64.npy");
+    {
+        use ndarray_npy::WriteNpyExt;
+        let a = ndarray::Array2::<f64>::zeros((2, 64));
+        a.write_npy(std::fs::File::create(&f64_path).expect("create"))
+            .expect("write");
+    }
+    user_error(
+        &fhec(&[
+            "run",
+            s(&m),
+            "--input",
+            s(&f64_path),
+            "--output",
+            s(&tmp("o.npy")),
+        ]),
+        &["f64.npy", "float32"],
+    );
+
+    let mut nan = ndarray::ArrayD::<f32>::zeros(ndarray::IxDyn(&[2, 64]));
+    nan[[1, 5]] = f32::NAN;
+    let nan_path = write("nan.npy", nan);
+    user_error(
+        &fhec(&[
+            "run",
+            s(&m),
+            "--input",
+            s(&nan_path),
+            "--output",
+            s(&tmp("o.npy")),
+        ]),
+        &["input `input`", "NaN"],
+    );
+
+    user_error(
+        &fhec(&["run", s(&m), "--input", "/nonexistent/x.npy"]),
+        &["/nonexistent/x.npy"],
+    );
+}
+
+#[test]
+fn bad_arguments_exit_1() {
+    let out = fhec(&["run"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
+}
