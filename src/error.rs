@@ -2,6 +2,7 @@
 
 use crate::import::ImportError;
 use fhec_ir::IrError;
+use fhec_passes::PassError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -15,6 +16,10 @@ pub enum Error {
     Write { path: String, reason: String },
     #[error("input `{name}`: {reason}")]
     Batch { name: String, reason: String },
+    #[error(transparent)]
+    Pass(#[from] PassError),
+    #[error("`{path}`: {reason}")]
+    Artifact { path: String, reason: String },
     #[error("{0}")]
     Usage(String),
 }

@@ -9,12 +9,16 @@
 //! # Ok::<(), fhec::Error>(())
 //! ```
 
+pub mod compile;
 pub mod error;
 pub mod import;
 pub mod model;
 pub mod npy;
 
+pub use compile::{compile, compile_model, CompileOptions, CompileReport, CompiledModel};
 pub use error::{Error, Result};
 pub use fhec_ir as ir;
+pub use fhec_passes as passes;
+pub use fhec_passes::QuantConfig;
 pub use import::{import_file, ImportError};
 pub use model::{accuracy, Model};

@@ -2,7 +2,7 @@
 
 use clap::{Parser, Subcommand, ValueEnum};
 use fhec::ir::{Op, ShapeFmt};
-use fhec::{npy, Error, Model, Result};
+use fhec::{npy, CompileOptions, CompiledModel, Error, Model, QuantConfig, Result};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,8 +29,56 @@ enum Mode {
     Fhe,
 }
 
+/// Quantization and compilation settings.
+#[derive(clap::Args, Clone)]
+struct CompileArgs {
+    model: PathBuf,
+    /// Calibration inputs (.npy, float32, axis 0 = samples), one per graph input.
+    #[arg(long = "calib")]
+    calib: Vec<PathBuf>,
+    /// Bits of inputs, weights and activations.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(2..=16))]
+    n_bits: u32,
+    /// Bits of the inputs (overrides --n-bits).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
+    n_bits_inputs: Option<u32>,
+    /// Bits of the weights (overrides --n-bits).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
+    n_bits_weights: Option<u32>,
+    /// Bits of the activations (overrides --n-bits).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
+    n_bits_activations: Option<u32>,
+    /// Round accumulators to this many bits before their table lookups.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=16))]
+    rounding_bits: u32,
+    /// Keep accumulators exact (wide ones are then refused, or pruned with --n-accum-bits).
+    #[arg(long)]
+    no_rounding: bool,
+    /// Prune weights until every accumulator fits this many bits.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=24))]
+    n_accum_bits: Option<u32>,
+    /// One weight scale per output channel.
+    #[arg(long)]
+    per_channel: bool,
+    /// Widest table lookup accepted.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=16))]
+    max_tlu_bits: u32,
+    /// Write the report as JSON.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Print the IR after these passes (e.g. quantize,fuse_tlu,round).
+    #[arg(long, value_delimiter = ',')]
+    dump_after: Vec<String>,
+    /// Where to write the compiled model (default: MODEL.fhe beside the .onnx).
+    #[arg(short = 'o', long = "out")]
+    out: Option<PathBuf>,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
+    /// Compile an ONNX model with calibration data into MODEL.fhe and print the report.
+    /// `fhec MODEL.onnx --calib X.npy` is short for this.
+    Compile(CompileArgs),
     /// Summarize a model: inputs, outputs, op counts, parameters.
     Inspect {
         model: PathBuf,
@@ -56,7 +104,15 @@ enum Cmd {
 }
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    // `fhec MODEL.onnx …` is `fhec compile MODEL.onnx …`
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a.to_string_lossy().ends_with(".onnx"))
+    {
+        args.insert(1, "compile".into());
+    }
+    let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
         Err(e) => {
             let code = if e.use_stderr() { 1 } else { 0 };
@@ -76,6 +132,7 @@ fn main() -> ExitCode {
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Inspect { model, dump } => inspect(&model, dump),
+        Cmd::Compile(a) => compile(a),
         Cmd::Run {
             model,
             inputs,
@@ -83,25 +140,39 @@ fn run(cmd: Cmd) -> Result<()> {
             mode,
             labels,
         } => {
-            if mode != Mode::Float {
-                return Err(Error::Usage(format!(
-                    "--mode {} needs a compiled model; this build runs --mode float only",
-                    if mode == Mode::Clear { "clear" } else { "fhe" }
-                )));
-            }
-            let m = Model::load(&model)?;
             let xs = inputs
                 .iter()
                 .map(|p| npy::read_f32(p))
                 .collect::<Result<Vec<_>>>()?;
+            let is_fhe = model.extension().is_some_and(|e| e == "fhe");
             let t0 = Instant::now();
-            let ys = m.run_float(&xs)?;
+            let ys = match (mode, is_fhe) {
+                (Mode::Float, false) => Model::load(&model)?.run_float(&xs)?,
+                (Mode::Float, true) => CompiledModel::load(&model)?.run_float(&xs)?,
+                (Mode::Clear, true) => CompiledModel::load(&model)?.run_clear(&xs)?,
+                (Mode::Clear, false) => {
+                    return Err(Error::Usage(format!(
+                        "--mode clear runs a compiled model; compile first: `fhec compile {} --calib CALIB.npy -o MODEL.fhe`",
+                        model.display()
+                    )))
+                }
+                (Mode::Fhe, _) => {
+                    return Err(Error::Usage(
+                        "--mode fhe needs the TFHE backend, which this build does not have yet".into(),
+                    ))
+                }
+            };
             let dt = t0.elapsed();
             let n = xs
                 .first()
                 .map_or(0, |x| x.shape().first().copied().unwrap_or(1));
+            let mode_name = if mode == Mode::Float {
+                "float"
+            } else {
+                "clear"
+            };
             println!(
-                "float: {n} sample(s) in {:.1} ms ({:.3} ms/sample)",
+                "{mode_name}: {n} sample(s) in {:.1} ms ({:.3} ms/sample)",
                 dt.as_secs_f64() * 1e3,
                 dt.as_secs_f64() * 1e3 / n.max(1) as f64
             );
@@ -122,7 +193,11 @@ fn run(cmd: Cmd) -> Result<()> {
                         ShapeFmt(y.shape())
                     ))
                 })?;
-                println!("accuracy (float): {:.4} on {} samples", acc, labels.len());
+                println!(
+                    "accuracy ({mode_name}): {:.4} on {} samples",
+                    acc,
+                    labels.len()
+                );
             }
             Ok(())
         }
@@ -165,6 +240,53 @@ fn inspect(path: &std::path::Path, dump: bool) -> Result<()> {
     }
     if dump {
         print!("{}", g.dump());
+    }
+    Ok(())
+}
+
+fn compile(a: CompileArgs) -> Result<()> {
+    if a.calib.is_empty() {
+        return Err(Error::Usage(format!(
+            "compiling needs calibration data: `fhec compile {} --calib X.npy` (a few hundred representative inputs, float32, axis 0 = samples)",
+            a.model.display()
+        )));
+    }
+    let quant = QuantConfig {
+        n_bits_inputs: a.n_bits_inputs.unwrap_or(a.n_bits),
+        n_bits_weights: a.n_bits_weights.unwrap_or(a.n_bits),
+        n_bits_activations: a.n_bits_activations.unwrap_or(a.n_bits),
+        per_channel: a.per_channel,
+        rounding_bits: (!a.no_rounding).then_some(a.rounding_bits),
+        max_tlu_bits: a.max_tlu_bits,
+        n_accum_bits: a.n_accum_bits,
+    };
+    let calib = a
+        .calib
+        .iter()
+        .map(|p| npy::read_f32(p))
+        .collect::<Result<Vec<_>>>()?;
+    let opts = CompileOptions {
+        quant,
+        dump_after: a.dump_after,
+    };
+    let t0 = Instant::now();
+    let (m, dumps) = fhec::compile(&a.model, &calib, &opts)?;
+    let dt = t0.elapsed();
+    for d in dumps {
+        print!("{d}");
+    }
+    print!("{}", m.report.to_text());
+    let out = a.out.unwrap_or_else(|| a.model.with_extension("fhe"));
+    m.save(&out)?;
+    println!("wrote {} in {:.2} s", out.display(), dt.as_secs_f64());
+    if let Some(r) = a.report {
+        let werr = |e: String| Error::Write {
+            path: r.display().to_string(),
+            reason: e,
+        };
+        let json = serde_json::to_string_pretty(&m.report).map_err(|e| werr(e.to_string()))?;
+        std::fs::write(&r, json).map_err(|e| werr(e.to_string()))?;
+        println!("wrote {}", r.display());
     }
     Ok(())
 }

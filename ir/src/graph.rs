@@ -124,6 +124,45 @@ impl Graph {
             .collect()
     }
 
+    /// Makes every consumer of `old` (and every graph output pointing at it) use `new`.
+    pub fn replace_uses(&mut self, old: NodeIndex, new: NodeIndex) {
+        let edges: Vec<(NodeIndex, usize, petgraph::stable_graph::EdgeIndex)> = self
+            .g
+            .edges_directed(old, Direction::Outgoing)
+            .map(|e| (e.target(), *e.weight(), e.id()))
+            .collect();
+        for (t, port, id) in edges {
+            self.g.remove_edge(id);
+            self.g.add_edge(new, t, port);
+        }
+        for o in &mut self.outputs {
+            if o.node == old {
+                o.node = new;
+            }
+        }
+    }
+
+    /// Removes every node that no graph output depends on (graph inputs stay).
+    pub fn remove_dead(&mut self) -> usize {
+        let mut live = std::collections::HashSet::new();
+        let mut stack: Vec<NodeIndex> = self.outputs.iter().map(|o| o.node).collect();
+        stack.extend(self.inputs.iter().map(|i| i.node));
+        while let Some(n) = stack.pop() {
+            if live.insert(n) {
+                stack.extend(self.g.neighbors_directed(n, Direction::Incoming));
+            }
+        }
+        let dead: Vec<NodeIndex> = self
+            .g
+            .node_indices()
+            .filter(|n| !live.contains(n))
+            .collect();
+        for &n in &dead {
+            self.g.remove_node(n);
+        }
+        dead.len()
+    }
+
     /// Node indices in a deterministic topological order (ties broken by index).
     ///
     /// # Errors

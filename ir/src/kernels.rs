@@ -5,7 +5,8 @@
 //! tensors of exactly those types.
 
 use crate::error::OpError;
-use crate::op::{Binary, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, SliceAxis};
+use crate::op::{Binary, ConvAttrs, IntLinear, Op, PadMode, PoolAttrs, ReduceKind, SliceAxis};
+use crate::quant::ElemOp;
 use crate::tensor::{DType, ShapeFmt, Tensor, TensorType};
 use ndarray::{
     concatenate, Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Dimension, Ix2, IxDyn, Zip,
@@ -497,7 +498,92 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
         }
         Op::Cast { to } => TensorType::new(*to, ins[0].shape.clone()),
         Op::Identity => ins[0].clone(),
+        Op::IntLinear(l) => {
+            want(0, ins[0], DType::I64)?;
+            match l {
+                IntLinear::Dense { w } => {
+                    let s = &ins[0].shape;
+                    if w.ndim() != 2 || s.last() != Some(&w.shape()[0]) {
+                        return Err(OpError::shape(format!(
+                            "integer dense weights {} do not fit input {}",
+                            ShapeFmt(w.shape()),
+                            ShapeFmt(s)
+                        )));
+                    }
+                    let mut out = s.clone();
+                    *out.last_mut().expect("invariant: rank ≥ 1") = w.shape()[1];
+                    TensorType::new(DType::I64, out)
+                }
+                IntLinear::Conv { attrs, w, .. } => {
+                    TensorType::new(DType::I64, conv_out_shape(&ins[0].shape, w.shape(), attrs)?)
+                }
+            }
+        }
+        Op::Dequant { a, b } => {
+            want(0, ins[0], DType::I64)?;
+            per_element_len(a.len(), ins[0].len())?;
+            per_element_len(b.len(), ins[0].len())?;
+            TensorType::f32(ins[0].shape.clone())
+        }
+        Op::Quant(_) => {
+            want(0, ins[0], DType::F32)?;
+            TensorType::new(DType::I64, ins[0].shape.clone())
+        }
+        Op::Round { bits } => {
+            want(0, ins[0], DType::I64)?;
+            per_element_len(bits.len(), ins[0].len())?;
+            ins[0].clone()
+        }
+        Op::Tlu(t) => {
+            want(0, ins[0], DType::I64)?;
+            per_element_len(t.a.len(), ins[0].len())?;
+            per_element_len(t.b.len(), ins[0].len())?;
+            for e in &t.chain {
+                if let ElemOp::Binary { c, .. } = e {
+                    per_element_len(c.len(), ins[0].len())?;
+                }
+            }
+            ins[0].clone()
+        }
     })
+}
+
+fn per_element_len(have: usize, n: usize) -> Result<(), OpError> {
+    if have == 1 || have == n {
+        Ok(())
+    } else {
+        Err(OpError::shape(format!(
+            "{have} per-element coefficients for a tensor of {n} elements"
+        )))
+    }
+}
+
+fn i64_in<'a>(ins: &[&'a Tensor], port: usize) -> Result<&'a ArrayD<i64>, OpError> {
+    ins[port].as_i64().ok_or(OpError::DType {
+        port,
+        expected: DType::I64,
+        actual: ins[port].dtype(),
+    })
+}
+
+fn int_dense(x: &ArrayD<i64>, w: &ArrayD<i64>, out_shape: &[usize]) -> ArrayD<i64> {
+    let (k, n) = (w.shape()[0], w.shape()[1]);
+    let rows = x.len() / k.max(1);
+    let xs: Vec<i64> = x.iter().copied().collect();
+    let ws: Vec<i64> = w.iter().copied().collect();
+    let mut out = vec![0i64; rows * n];
+    for r in 0..rows {
+        for i in 0..k {
+            let xv = xs[r * k + i];
+            if xv == 0 {
+                continue;
+            }
+            for j in 0..n {
+                out[r * n + j] += xv * ws[i * n + j];
+            }
+        }
+    }
+    ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("invariant: infer computed the shape")
 }
 
 fn f32_in<'a>(ins: &[&'a Tensor], port: usize) -> Result<&'a ArrayD<f32>, OpError> {
@@ -550,7 +636,14 @@ pub fn eval(op: &Op, ins: &[&Tensor]) -> Result<Tensor, OpError> {
                 Some(t) => Some(f32_in(&[t], 0)?),
                 None => None,
             };
-            Tensor::F32(conv(f32_in(ins, 0)?, f32_in(ins, 1)?, b, c, &out_ty.shape))
+            Tensor::F32(conv(
+                f32_in(ins, 0)?,
+                f32_in(ins, 1)?,
+                b,
+                c,
+                &out_ty.shape,
+                None,
+            ))
         }
         Op::Unary(u) => Tensor::F32(f32_in(ins, 0)?.mapv(|x| u.apply(x))),
         Op::Binary(b) => binary(*b, ins[0], ins[1], &out_ty.shape)?,
@@ -662,6 +755,54 @@ pub fn eval(op: &Op, ins: &[&Tensor]) -> Result<Tensor, OpError> {
             .unwrap_or_else(|| unreachable!("invariant: infer checked the broadcast"))),
         Op::Cast { to } => ins[0].cast(*to),
         Op::Identity => ins[0].clone(),
+        Op::IntLinear(IntLinear::Dense { w }) => {
+            Tensor::I64(int_dense(i64_in(ins, 0)?, w, &out_ty.shape))
+        }
+        Op::IntLinear(IntLinear::Conv {
+            attrs,
+            w,
+            pad_value,
+        }) => Tensor::I64(conv(
+            i64_in(ins, 0)?,
+            w,
+            None,
+            attrs,
+            &out_ty.shape,
+            Some(*pad_value),
+        )),
+        Op::Dequant { a, b } => {
+            let x = i64_in(ins, 0)?;
+            let pick = |v: &Vec<f32>, i: usize| v[if v.len() == 1 { 0 } else { i }];
+            let vals: Vec<f32> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| crate::quant::dequant_affine(pick(a, i), pick(b, i), q))
+                .collect();
+            Tensor::F32(
+                ArrayD::from_shape_vec(IxDyn(x.shape()), vals).expect("invariant: same shape"),
+            )
+        }
+        Op::Quant(p) => Tensor::I64(f32_in(ins, 0)?.mapv(|v| p.quantize(v))),
+        Op::Round { bits } => {
+            let x = i64_in(ins, 0)?;
+            let vals: Vec<i64> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| {
+                    crate::quant::round_shift(v, bits[if bits.len() == 1 { 0 } else { i }])
+                })
+                .collect();
+            Tensor::I64(
+                ArrayD::from_shape_vec(IxDyn(x.shape()), vals).expect("invariant: same shape"),
+            )
+        }
+        Op::Tlu(t) => {
+            let x = i64_in(ins, 0)?;
+            let vals: Vec<i64> = x.iter().enumerate().map(|(i, &q)| t.eval(i, q)).collect();
+            Tensor::I64(
+                ArrayD::from_shape_vec(IxDyn(x.shape()), vals).expect("invariant: same shape"),
+            )
+        }
     };
     debug_assert_eq!(
         out.ty(),
@@ -807,13 +948,21 @@ fn strides_of(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-fn conv(
-    x: &ArrayD<f32>,
-    w: &ArrayD<f32>,
-    b: Option<&ArrayD<f32>>,
+/// Element types the convolution kernel runs on: f32 (float graph) and i64 (accumulators).
+trait ConvNum: Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> {}
+impl ConvNum for f32 {}
+impl ConvNum for i64 {}
+
+/// N-d convolution. Padded positions are skipped when `pad` is `None` (they read 0) or read
+/// `pad` (an integer input's zero point).
+fn conv<T: ConvNum>(
+    x: &ArrayD<T>,
+    w: &ArrayD<T>,
+    b: Option<&ArrayD<T>>,
     c: &ConvAttrs,
     out_shape: &[usize],
-) -> ArrayD<f32> {
+    pad: Option<T>,
+) -> ArrayD<T> {
     let x = x.as_standard_layout();
     let w = w.as_standard_layout();
     let xs = x.as_slice().expect("invariant: standard layout");
@@ -831,13 +980,13 @@ fn conv(
     // kernel positions as multi-indices
     let mut kpos = Vec::with_capacity(k_len);
     for_each_index(&c.kernel, |k| kpos.push(k.to_vec()));
-    let mut out = vec![0f32; n * m * out_plane];
+    let mut out = vec![T::default(); n * m * out_plane];
     let d = sp_in.len();
     let mut ipos = vec![0i64; d];
     for bn in 0..n {
         for oc in 0..m {
             let g = oc / mpg;
-            let bias = b.map_or(0.0, |b| b[[oc]]);
+            let bias = b.map_or(T::default(), |b| b[[oc]]);
             let mut o = 0;
             for_each_index(sp_out, |op| {
                 let mut acc = bias;
@@ -854,12 +1003,17 @@ fn conv(
                         off += ipos[a] as usize * in_str[a];
                     }
                     if !inside {
+                        if let Some(p) = pad {
+                            for ic in 0..cpg {
+                                acc = acc + p * ws[(oc * cpg + ic) * k_len + ki];
+                            }
+                        }
                         continue;
                     }
                     for ic in 0..cpg {
                         let xv = xs[(bn * cin + g * cpg + ic) * in_plane + off];
                         let wv = ws[(oc * cpg + ic) * k_len + ki];
-                        acc += xv * wv;
+                        acc = acc + xv * wv;
                     }
                 }
                 out[(bn * m + oc) * out_plane + o] = acc;

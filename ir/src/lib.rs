@@ -4,17 +4,23 @@
 //!   and outputs, [`Graph::verify`] and a stable text [`Graph::dump`].
 //! - [`eval_f32`]: the float reference interpreter (ONNX semantics), which tract and ONNX's
 //!   own node tests check.
+//! - [`quant`]: integer semantics (quantization, rounding, intervals, table functions), and
+//!   [`eval_int`], the clear interpreter of the quantized program: the spec of encrypted runs.
 
 pub mod error;
 pub mod eval_f32;
+pub mod eval_int;
 pub mod graph;
 pub mod kernels;
 pub mod op;
+pub mod quant;
 pub mod tensor;
 
 pub use error::{IrError, OpError};
 pub use eval_f32::{eval_all, eval_f32};
+pub use eval_int::eval_int;
 pub use graph::{Graph, GraphInput, GraphOutput, Node};
-pub use op::{Binary, ConvAttrs, Op, PadMode, PoolAttrs, ReduceKind, SliceAxis, Unary};
+pub use op::{Binary, ConvAttrs, IntLinear, Op, PadMode, PoolAttrs, ReduceKind, SliceAxis, Unary};
 pub use petgraph::stable_graph::NodeIndex;
+pub use quant::{round_shift, ElemOp, Interval, QuantParams, TluFn};
 pub use tensor::{DType, ShapeFmt, Tensor, TensorType};

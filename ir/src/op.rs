@@ -5,7 +5,9 @@
 //! target shape; attributes given as constant ONNX inputs (Clip bounds, Slice starts, Pad
 //! amounts, Gather indices) are resolved into the op at import time.
 
+use crate::quant::{QuantParams, TluFn};
 use crate::tensor::{DType, Tensor};
+use ndarray::ArrayD;
 use std::fmt;
 
 /// Univariate elementwise functions `f32 -> f32`. A chain of these is what a table lookup
@@ -350,6 +352,61 @@ pub enum Op {
         to: DType,
     },
     Identity,
+
+    // ---- integer program (after quantization) ----
+    /// A linear map with clear integer weights: the accumulator of a quantized
+    /// Gemm/MatMul/Conv/AveragePool. I64 → I64, no bootstrap.
+    IntLinear(IntLinear),
+    /// The float value of an integer tensor, per element: `a[i] · x + b[i]`. I64 → F32.
+    Dequant {
+        a: Vec<f32>,
+        b: Vec<f32>,
+    },
+    /// Requantization of a float tensor. F32 → I64.
+    Quant(QuantParams),
+    /// Drop `bits[i]` low bits of element `i` (one value: all elements), rounding to
+    /// nearest: `(x + 2^(k-1)) >> k`. I64 → I64.
+    Round {
+        bits: Vec<u32>,
+    },
+    /// A table lookup per element (one programmable bootstrap each). I64 → I64.
+    Tlu(TluFn),
+}
+
+/// Integer linear maps.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum IntLinear {
+    /// `x[…, K] · w[K, N]`.
+    Dense { w: ArrayD<i64> },
+    /// Convolution with integer weights `[M, C/group, k…]`; padded positions read `pad_value`
+    /// (the input's zero point, so that padding means 0.0).
+    Conv {
+        attrs: ConvAttrs,
+        w: ArrayD<i64>,
+        pad_value: i64,
+    },
+}
+
+impl IntLinear {
+    /// Weights as `[outputs, fan-in]` rows (a conv's filters flattened).
+    pub fn rows(&self) -> Vec<Vec<i64>> {
+        match self {
+            IntLinear::Dense { w } => {
+                let (k, n) = (w.shape()[0], w.shape()[1]);
+                (0..n)
+                    .map(|j| (0..k).map(|i| w[[i, j]]).collect())
+                    .collect()
+            }
+            IntLinear::Conv { w, .. } => {
+                let m = w.shape()[0];
+                let per = w.len() / m.max(1);
+                let flat: Vec<i64> = w.iter().copied().collect();
+                (0..m)
+                    .map(|j| flat[j * per..(j + 1) * per].to_vec())
+                    .collect()
+            }
+        }
+    }
 }
 
 impl Op {
@@ -385,6 +442,12 @@ impl Op {
             Op::Expand { .. } => "Expand",
             Op::Cast { .. } => "Cast",
             Op::Identity => "Identity",
+            Op::IntLinear(IntLinear::Dense { .. }) => "IntDense",
+            Op::IntLinear(IntLinear::Conv { .. }) => "IntConv",
+            Op::Dequant { .. } => "Dequant",
+            Op::Quant(_) => "Quant",
+            Op::Round { .. } => "Round",
+            Op::Tlu(_) => "Tlu",
         }
     }
 
@@ -480,6 +543,50 @@ impl Op {
             Op::Softmax { axis, flatten } => format!("axis={axis} flatten={}", *flatten as u8),
             Op::Cast { to } => format!("to={to}"),
             Op::MatMul | Op::Binary(_) | Op::GlobalAveragePool | Op::Identity => String::new(),
+            Op::IntLinear(IntLinear::Dense { w }) => {
+                format!("w=i64{}", crate::tensor::ShapeFmt(w.shape()))
+            }
+            Op::IntLinear(IntLinear::Conv {
+                attrs,
+                w,
+                pad_value,
+            }) => format!(
+                "w=i64{} strides={} pads={}{} dilations={} group={} pad_value={pad_value}",
+                crate::tensor::ShapeFmt(w.shape()),
+                list(&attrs.strides),
+                list(&attrs.pads_begin),
+                list(&attrs.pads_end),
+                list(&attrs.dilations),
+                attrs.group
+            ),
+            Op::Dequant { a, .. } => format!("per_element={}", (a.len() > 1) as u8),
+            Op::Quant(q) => format!(
+                "scale={} zero_point={} range=[{},{}]",
+                q.scale, q.zero_point, q.qmin, q.qmax
+            ),
+            Op::Round { bits } => match (bits.iter().min(), bits.iter().max()) {
+                (Some(lo), Some(hi)) if lo == hi => format!("bits={lo}"),
+                (Some(lo), Some(hi)) => format!("bits={lo}..{hi} per element"),
+                _ => String::new(),
+            },
+            Op::Tlu(t) => {
+                let chain: Vec<String> = t
+                    .chain
+                    .iter()
+                    .map(|e| match e {
+                        crate::quant::ElemOp::Unary(u) => u.name().to_string(),
+                        crate::quant::ElemOp::Binary { op, .. } => format!("{}(c)", op.name()),
+                    })
+                    .collect();
+                format!(
+                    "fn=[{}] out_scale={} out_zp={} out_range=[{},{}]",
+                    chain.join(","),
+                    t.out.scale,
+                    t.out.zero_point,
+                    t.out.qmin,
+                    t.out.qmax
+                )
+            }
         }
     }
 }

@@ -1,1 +1,242 @@
-pub fn x() {}
+//! fhec's compiler passes, one file per pass, and the pass manager.
+//!
+//! The pipeline is data, built in one place ([`Pipeline::standard`]); it reads top to bottom:
+//!
+//! | pass | needs → makes | does |
+//! |---|---|---|
+//! | [`canonicalize`] | float → float | folds BatchNorm into Conv/Gemm, folds constants, drops Identity |
+//! | [`calibrate`] | float → calibrated | runs `eval_f32` on calibration data, records every tensor's range |
+//! | [`quantize`] | calibrated → quantized | integer accumulators, `Dequant → float ops → Quant` chains, client-side tail |
+//! | [`fuse_tlu`] | quantized → fused | each `Dequant → univariate* → Quant` chain becomes one `Tlu` |
+//! | [`bitwidth`] | fused → fused | worst-case and observed interval of every integer tensor (analysis) |
+//! | [`prune_check`] | fused → fused | accumulator budget per neuron; L1 pruning with `n_accum_bits` |
+//! | [`round`] | fused → fused | `Round` before every table/output wider than `rounding_bits` |
+//!
+//! The manager runs `Graph::verify` after every pass and refuses to run a pass on a graph in
+//! the wrong stage.
+
+pub mod bitwidth;
+pub mod calibrate;
+pub mod canonicalize;
+pub mod fuse_tlu;
+pub mod prune_check;
+pub mod quantize;
+pub mod round;
+
+use fhec_ir::{Graph, Interval, IrError, NodeIndex, QuantParams, Tensor};
+use std::collections::HashMap;
+
+/// How far lowering has come.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub enum Stage {
+    Float,
+    Calibrated,
+    Quantized,
+    Fused,
+}
+
+/// Quantization settings (Concrete ML's names where they exist).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QuantConfig {
+    /// Bits of the quantized model inputs (unsigned).
+    pub n_bits_inputs: u32,
+    /// Bits of the weights (signed symmetric).
+    pub n_bits_weights: u32,
+    /// Bits of the requantized activations (unsigned).
+    pub n_bits_activations: u32,
+    /// One weight scale per output channel instead of one per tensor.
+    pub per_channel: bool,
+    /// Drop the low bits of every accumulator wider than this before its table lookup.
+    pub rounding_bits: Option<u32>,
+    /// Widest table-lookup input the backend accepts; wider accumulators are refused.
+    pub max_tlu_bits: u32,
+    /// Prune weights (L1, smallest first) until every accumulator fits this many bits.
+    pub n_accum_bits: Option<u32>,
+}
+
+impl Default for QuantConfig {
+    fn default() -> Self {
+        Self {
+            n_bits_inputs: 6,
+            n_bits_weights: 6,
+            n_bits_activations: 6,
+            per_channel: false,
+            rounding_bits: Some(6),
+            max_tlu_bits: 8,
+            n_accum_bits: None,
+        }
+    }
+}
+
+impl QuantConfig {
+    /// One `n_bits` for inputs, weights and activations.
+    pub fn with_n_bits(n: u32) -> Self {
+        Self {
+            n_bits_inputs: n,
+            n_bits_weights: n,
+            n_bits_activations: n,
+            ..Self::default()
+        }
+    }
+}
+
+/// What the passes know about the graph, beyond the graph itself.
+#[derive(Clone, Debug, Default)]
+pub struct PassContext {
+    pub config: QuantConfig,
+    /// Calibration samples: one tensor per graph input, per sample (batch axis 1).
+    pub calib: Vec<Vec<Tensor>>,
+    /// `calibrate`: `(min, max)` of every float node over the calibration set.
+    pub float_ranges: HashMap<NodeIndex, (f32, f32)>,
+    /// `quantize`: how the client quantizes each graph input.
+    pub input_quant: Vec<QuantParams>,
+    /// `quantize`: the float node name each integer node stands for.
+    pub origin: HashMap<NodeIndex, String>,
+    /// `bitwidth`: proven per-element bounds of every integer node.
+    pub bounds: HashMap<NodeIndex, bitwidth::Bounds>,
+    /// `bitwidth`: proven interval of every integer node (union over its elements).
+    pub intervals: HashMap<NodeIndex, Interval>,
+    /// `bitwidth`: interval observed on the calibration set.
+    pub observed: HashMap<NodeIndex, Interval>,
+    /// `prune_check`: weights zeroed per layer.
+    pub pruned: Vec<(String, usize)>,
+    /// `round`: most bits dropped by each `Round` node.
+    pub rounded: HashMap<NodeIndex, u32>,
+    pub stage: Option<Stage>,
+    /// One line per pass: what it did.
+    pub log: Vec<String>,
+}
+
+impl PassContext {
+    pub fn new(config: QuantConfig, calib: Vec<Vec<Tensor>>) -> Self {
+        Self {
+            config,
+            calib,
+            stage: Some(Stage::Float),
+            ..Self::default()
+        }
+    }
+}
+
+/// Why compilation stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum PassError {
+    #[error("pass `{pass}` needs a {needs:?} graph, but the graph is {have:?}")]
+    Stage {
+        pass: &'static str,
+        needs: Stage,
+        have: Option<Stage>,
+    },
+    #[error("pass `{pass}` left an invalid graph: {source}")]
+    Verify { pass: &'static str, source: IrError },
+    #[error(transparent)]
+    Ir(#[from] IrError),
+    #[error("calibration: {reason}")]
+    Calibration { reason: String },
+    #[error("node `{node}` ({op}): {reason}")]
+    Unsupported {
+        node: String,
+        op: &'static str,
+        reason: String,
+    },
+    #[error(
+        "layer `{layer}`, neuron {neuron}: the accumulator needs {bits} bits (range [{lo}, {hi}]) but table lookups take at most {budget}; \
+         the seed bound Ω = {omega} active weights of {fan_in} at these widths; fix: use --rounding-bits {budget} (or lower), \
+         fewer bits (--n-bits {fewer}), or prune with --n-accum-bits {budget}"
+    )]
+    Accumulator {
+        layer: String,
+        neuron: usize,
+        bits: u32,
+        lo: i64,
+        hi: i64,
+        budget: u32,
+        omega: u64,
+        fan_in: usize,
+        fewer: u32,
+    },
+}
+
+/// Whether a pass changed the graph.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Changed {
+    Yes,
+    No,
+}
+
+/// A compiler pass: a small struct with one `run`.
+pub trait Pass {
+    fn name(&self) -> &'static str;
+    /// The stage the graph must be in.
+    fn requires(&self) -> Stage;
+    /// The stage the graph is in afterwards.
+    fn produces(&self) -> Stage;
+    /// # Errors
+    /// The pass cannot do its job on this graph; the error names the node and the fix.
+    fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError>;
+}
+
+/// An ordered list of passes.
+pub struct Pipeline {
+    pub passes: Vec<Box<dyn Pass>>,
+}
+
+impl Pipeline {
+    /// The compiler: float graph to the rounded, analyzed integer program.
+    pub fn standard() -> Self {
+        Self {
+            passes: vec![
+                Box::new(canonicalize::Canonicalize),
+                Box::new(calibrate::Calibrate),
+                Box::new(quantize::Quantize),
+                Box::new(fuse_tlu::FuseTlu),
+                Box::new(bitwidth::Bitwidth),
+                Box::new(prune_check::PruneCheck),
+                Box::new(round::Round),
+                Box::new(bitwidth::Bitwidth),
+            ],
+        }
+    }
+
+    /// Runs every pass in order, verifying the graph after each. `dump_after` names passes
+    /// whose output is appended to the returned dumps (`--dump-after`).
+    ///
+    /// # Errors
+    /// The first pass that fails, a pass run out of stage order, or an invalid graph.
+    pub fn run(
+        &self,
+        g: &mut Graph,
+        cx: &mut PassContext,
+        dump_after: &[String],
+    ) -> Result<Vec<String>, PassError> {
+        let mut dumps = Vec::new();
+        for p in &self.passes {
+            if cx.stage != Some(p.requires()) {
+                return Err(PassError::Stage {
+                    pass: p.name(),
+                    needs: p.requires(),
+                    have: cx.stage,
+                });
+            }
+            let changed = p.run(g, cx)?;
+            g.verify().map_err(|source| PassError::Verify {
+                pass: p.name(),
+                source,
+            })?;
+            cx.stage = Some(p.produces());
+            if changed == Changed::Yes {
+                cx.log.push(format!(
+                    "{}: changed the graph ({} nodes)",
+                    p.name(),
+                    g.g.node_count()
+                ));
+            }
+            if dump_after.iter().any(|d| d == p.name()) {
+                dumps.push(format!("// after {}\n{}", p.name(), g.dump()));
+            }
+        }
+        Ok(dumps)
+    }
+}

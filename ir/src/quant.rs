@@ -1,0 +1,270 @@
+//! Integer semantics, defined once: affine quantization, rounding, intervals, and the
+//! table-lookup function. The clear interpreter, the table builder and the tests all call
+//! this code, so a table is bit-identical to what `eval_int` computes.
+
+use crate::op::{Binary, Unary};
+use ndarray::ArrayD;
+
+/// Affine quantization `q = clamp(round(x / scale) + zero_point, qmin, qmax)`,
+/// `x ≈ scale · (q − zero_point)`.
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QuantParams {
+    pub scale: f32,
+    pub zero_point: i64,
+    pub qmin: i64,
+    pub qmax: i64,
+}
+
+impl QuantParams {
+    /// Unsigned `n_bits` parameters covering `[min, max]` (widened to contain 0, so that 0 is
+    /// exactly representable — padding and ReLU rely on it).
+    pub fn unsigned(min: f32, max: f32, n_bits: u32) -> Self {
+        let (min, max) = (min.min(0.0), max.max(0.0));
+        let qmax = (1i64 << n_bits) - 1;
+        let span = max - min;
+        let scale = if span > 0.0 && span.is_finite() {
+            span / qmax as f32
+        } else {
+            1.0
+        };
+        let zero_point = ((-min / scale).round() as i64).clamp(0, qmax);
+        Self {
+            scale,
+            zero_point,
+            qmin: 0,
+            qmax,
+        }
+    }
+
+    /// Signed symmetric `n_bits` parameters for values in `[-absmax, absmax]` (zero point 0),
+    /// range `[-(2^(n-1) - 1), 2^(n-1) - 1]`.
+    pub fn symmetric(absmax: f32, n_bits: u32) -> Self {
+        let qmax = (1i64 << (n_bits - 1)) - 1;
+        let scale = if absmax > 0.0 && absmax.is_finite() {
+            absmax / qmax as f32
+        } else {
+            1.0
+        };
+        Self {
+            scale,
+            zero_point: 0,
+            qmin: -qmax,
+            qmax,
+        }
+    }
+
+    pub fn quantize(&self, x: f32) -> i64 {
+        let q = (x / self.scale).round();
+        // saturate before the cast: inf/NaN never reach here from checked inputs, but a
+        // table entry of a function like 1/x may be infinite
+        let q = if q.is_nan() {
+            0.0
+        } else {
+            q.clamp(-4.0e18, 4.0e18)
+        };
+        (q as i64 + self.zero_point).clamp(self.qmin, self.qmax)
+    }
+
+    pub fn dequantize(&self, q: i64) -> f32 {
+        self.scale * (q - self.zero_point) as f32
+    }
+
+    pub fn bits(&self) -> u32 {
+        Interval::new(self.qmin, self.qmax).bits()
+    }
+}
+
+/// `round(x / 2^k)` to nearest, ties up: `(x + 2^(k-1)) >> k` (arithmetic shift).
+pub fn round_shift(x: i64, k: u32) -> i64 {
+    if k == 0 {
+        x
+    } else {
+        (x + (1i64 << (k - 1))) >> k
+    }
+}
+
+/// A closed integer interval.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Interval {
+    pub lo: i64,
+    pub hi: i64,
+}
+
+impl Interval {
+    pub fn new(lo: i64, hi: i64) -> Self {
+        Self {
+            lo: lo.min(hi),
+            hi: hi.max(lo),
+        }
+    }
+    pub fn point(v: i64) -> Self {
+        Self { lo: v, hi: v }
+    }
+    /// Bits needed to index `hi − lo + 1` values (the TLU input width once shifted to 0).
+    pub fn bits(&self) -> u32 {
+        let n = (self.hi - self.lo) as u64;
+        64 - n.leading_zeros()
+    }
+    pub fn union(&self, o: &Interval) -> Interval {
+        Interval {
+            lo: self.lo.min(o.lo),
+            hi: self.hi.max(o.hi),
+        }
+    }
+    pub fn contains(&self, v: i64) -> bool {
+        (self.lo..=self.hi).contains(&v)
+    }
+    pub fn add(&self, o: &Interval) -> Interval {
+        Interval {
+            lo: self.lo.saturating_add(o.lo),
+            hi: self.hi.saturating_add(o.hi),
+        }
+    }
+    pub fn neg(&self) -> Interval {
+        Interval {
+            lo: -self.hi,
+            hi: -self.lo,
+        }
+    }
+    pub fn scale(&self, w: i64) -> Interval {
+        Interval::new(self.lo.saturating_mul(w), self.hi.saturating_mul(w))
+    }
+    pub fn round_shift(&self, k: u32) -> Interval {
+        Interval {
+            lo: round_shift(self.lo, k),
+            hi: round_shift(self.hi, k),
+        }
+    }
+}
+
+/// One step of an elementwise float function: a univariate op, or a binary op with a
+/// constant operand given per element (flattened, in the tensor's row-major order).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub enum ElemOp {
+    Unary(Unary),
+    /// `op(x, c[i])`, or `op(c[i], x)` when `const_first`.
+    Binary {
+        op: Binary,
+        c: Vec<f32>,
+        const_first: bool,
+    },
+}
+
+impl ElemOp {
+    pub fn apply(&self, i: usize, x: f32) -> f32 {
+        match self {
+            ElemOp::Unary(u) => u.apply(x),
+            ElemOp::Binary { op, c, const_first } => {
+                let k = c[if c.len() == 1 { 0 } else { i }];
+                if *const_first {
+                    op.apply_f32(k, x)
+                } else {
+                    op.apply_f32(x, k)
+                }
+            }
+        }
+    }
+}
+
+/// The function a table lookup computes, element by element:
+/// `out[i] = quant(chain_i(a[i] · x + b[i]))`, with `x` the integer input.
+/// `a`, `b` hold one value per element (or one for all).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct TluFn {
+    pub a: Vec<f32>,
+    pub b: Vec<f32>,
+    pub chain: Vec<ElemOp>,
+    pub out: QuantParams,
+}
+
+impl TluFn {
+    /// The float value before requantization (what the unfused graph computes).
+    pub fn eval_float(&self, i: usize, x: i64) -> f32 {
+        let a = self.a[if self.a.len() == 1 { 0 } else { i }];
+        let b = self.b[if self.b.len() == 1 { 0 } else { i }];
+        let mut v = dequant_affine(a, b, x);
+        for op in &self.chain {
+            v = op.apply(i, v);
+        }
+        v
+    }
+
+    pub fn eval(&self, i: usize, x: i64) -> i64 {
+        self.out.quantize(self.eval_float(i, x))
+    }
+
+    /// Number of distinct per-element functions (tables): elements share a table when their
+    /// affine map and constants are the same.
+    pub fn distinct_tables(&self, len: usize) -> usize {
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..len {
+            let mut key: Vec<u32> = Vec::new();
+            let pick = |v: &Vec<f32>| v[if v.len() == 1 { 0 } else { i }].to_bits();
+            key.push(pick(&self.a));
+            key.push(pick(&self.b));
+            for op in &self.chain {
+                if let ElemOp::Binary { c, .. } = op {
+                    key.push(c[if c.len() == 1 { 0 } else { i }].to_bits());
+                }
+            }
+            seen.insert(key);
+        }
+        seen.len()
+    }
+}
+
+/// `a · x + b` in f32, the one definition of dequantization used everywhere.
+pub fn dequant_affine(a: f32, b: f32, x: i64) -> f32 {
+    a * (x as f32) + b
+}
+
+/// A dense tensor of per-element affine coefficients, flattened.
+pub fn flat(a: &ArrayD<f32>) -> Vec<f32> {
+    a.iter().copied().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn quantize_dequantize_within_half_a_step(min in -100f32..0.0, span in 0.01f32..200.0, n in 2u32..=8, t in 0f32..1.0) {
+            let max = min + span;
+            let p = QuantParams::unsigned(min, max, n);
+            let x = min.min(0.0) + t * (max.max(0.0) - min.min(0.0));
+            let err = (p.dequantize(p.quantize(x)) - x).abs();
+            prop_assert!(err <= p.scale * 0.5 + 1e-4 * span, "err {err} scale {}", p.scale);
+        }
+
+        #[test]
+        fn symmetric_round_trip(absmax in 0.01f32..100.0, n in 2u32..=8, t in -1f32..1.0) {
+            let p = QuantParams::symmetric(absmax, n);
+            let x = t * absmax;
+            prop_assert!((p.dequantize(p.quantize(x)) - x).abs() <= p.scale * 0.5 + 1e-5 * absmax);
+            prop_assert_eq!(p.zero_point, 0);
+        }
+
+        #[test]
+        fn round_shift_is_round_half_up(x in -100_000i64..100_000, k in 0u32..12) {
+            let r = round_shift(x, k);
+            let exact = x as f64 / (1u64 << k) as f64;
+            prop_assert_eq!(r, (exact + 0.5).floor() as i64);
+        }
+
+        #[test]
+        fn interval_bits_cover(lo in -5000i64..5000, n in 0i64..5000) {
+            let i = Interval::new(lo, lo + n);
+            prop_assert!((1i128 << i.bits()) > n as i128);
+            prop_assert!(i.bits() == 0 || (1i128 << (i.bits() - 1)) <= n as i128);
+        }
+    }
+
+    #[test]
+    fn zero_is_exact() {
+        let p = QuantParams::unsigned(-0.37, 1.91, 6);
+        assert_eq!(p.dequantize(p.zero_point), 0.0);
+        assert_eq!(p.quantize(0.0), p.zero_point);
+    }
+}

@@ -1,0 +1,260 @@
+//! bitwidth: interval analysis (fused → fused, reads only).
+//!
+//! For every integer node and every element: the interval it provably stays in (worst case
+//! from the input ranges and the weights), computed by running the integer kernels on the
+//! bounds (`lo·W⁺ + hi·W⁻` for a linear layer); and, per node, the interval observed on the
+//! calibration set. A table lookup's input width is `bits(hi − lo)`. Postcondition: every
+//! observed value lies inside its proven interval (a violation is a compiler bug, reported as
+//! such).
+
+use crate::{Changed, Pass, PassContext, PassError, Stage};
+use fhec_ir::{
+    eval_all, kernels, Binary, DType, Graph, IntLinear, Interval, NodeIndex, Op, Tensor,
+};
+use ndarray::{ArrayD, IxDyn, Zip};
+use std::collections::HashMap;
+
+pub struct Bitwidth;
+
+/// Per-element proven bounds of an integer tensor.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Bounds {
+    pub lo: ArrayD<i64>,
+    pub hi: ArrayD<i64>,
+}
+
+impl Bounds {
+    pub fn uniform(shape: &[usize], iv: Interval) -> Self {
+        Self {
+            lo: ArrayD::from_elem(IxDyn(shape), iv.lo),
+            hi: ArrayD::from_elem(IxDyn(shape), iv.hi),
+        }
+    }
+    /// The interval of element `i` (row-major).
+    pub fn at(&self, i: usize) -> Interval {
+        let (lo, hi) = (
+            self.lo.as_slice_memory_order(),
+            self.hi.as_slice_memory_order(),
+        );
+        match (lo, hi) {
+            (Some(l), Some(h)) if self.lo.is_standard_layout() => Interval::new(l[i], h[i]),
+            _ => Interval::new(
+                *self.lo.iter().nth(i).expect("invariant: index in range"),
+                *self.hi.iter().nth(i).expect("invariant: index in range"),
+            ),
+        }
+    }
+    /// The union over all elements.
+    pub fn union(&self) -> Interval {
+        Interval::new(
+            self.lo.iter().copied().min().unwrap_or(0),
+            self.hi.iter().copied().max().unwrap_or(0),
+        )
+    }
+    pub fn len(&self) -> usize {
+        self.lo.len()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.lo.is_empty()
+    }
+}
+
+impl Pass for Bitwidth {
+    fn name(&self) -> &'static str {
+        "bitwidth"
+    }
+    fn requires(&self) -> Stage {
+        Stage::Fused
+    }
+    fn produces(&self) -> Stage {
+        Stage::Fused
+    }
+    fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
+        cx.bounds = bounds(g, cx)?;
+        cx.intervals = cx.bounds.iter().map(|(n, b)| (*n, b.union())).collect();
+        cx.observed = observed(g, cx)?;
+        for (n, o) in &cx.observed {
+            if let Some(w) = cx.intervals.get(n) {
+                if o.lo < w.lo || o.hi > w.hi {
+                    return Err(PassError::Unsupported {
+                        node: g.g[*n].name.clone(),
+                        op: g.g[*n].op.name(),
+                        reason: format!(
+                            "internal error: observed range [{}, {}] escapes the proven [{}, {}]; please report",
+                            o.lo, o.hi, w.lo, w.hi
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(Changed::No)
+    }
+}
+
+/// Per-output intervals of an integer linear map given one interval for all its inputs.
+pub fn neuron_intervals(l: &IntLinear, x: Interval) -> Vec<Interval> {
+    l.rows()
+        .iter()
+        .map(|row| {
+            row.iter()
+                .fold(Interval::point(0), |acc, &w| acc.add(&x.scale(w)))
+        })
+        .collect()
+}
+
+fn run_i64(op: &Op, ins: &[ArrayD<i64>]) -> Option<ArrayD<i64>> {
+    let ts: Vec<Tensor> = ins.iter().map(|a| Tensor::I64(a.clone())).collect();
+    let refs: Vec<&Tensor> = ts.iter().collect();
+    kernels::eval(op, &refs)
+        .ok()
+        .and_then(|t| t.as_i64().cloned())
+}
+
+fn linear_bounds(l: &IntLinear, x: &Bounds) -> Option<Bounds> {
+    let split = |w: &ArrayD<i64>| (w.mapv(|v| v.max(0)), w.mapv(|v| v.min(0)));
+    let with_w = |w: ArrayD<i64>| match l {
+        IntLinear::Dense { .. } => Op::IntLinear(IntLinear::Dense { w }),
+        IntLinear::Conv {
+            attrs, pad_value, ..
+        } => Op::IntLinear(IntLinear::Conv {
+            attrs: attrs.clone(),
+            w,
+            pad_value: *pad_value,
+        }),
+    };
+    let w = match l {
+        IntLinear::Dense { w } | IntLinear::Conv { w, .. } => w,
+    };
+    let (wp, wn) = split(w);
+    // padding reads the same code in both bounds, so it contributes w·pad exactly
+    let lo = run_i64(&with_w(wp.clone()), std::slice::from_ref(&x.lo))?
+        + run_i64(&with_w(wn.clone()), std::slice::from_ref(&x.hi))?;
+    let hi = run_i64(&with_w(wp), std::slice::from_ref(&x.hi))?
+        + run_i64(&with_w(wn), std::slice::from_ref(&x.lo))?;
+    Some(Bounds { lo, hi })
+}
+
+/// The proven per-element bounds of every integer node.
+///
+/// # Errors
+/// A cycle in the graph.
+pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>, PassError> {
+    let mut bs: HashMap<NodeIndex, Bounds> = HashMap::new();
+    for n in g.topo()? {
+        let node = &g.g[n];
+        if node.ty.dtype != DType::I64 {
+            continue;
+        }
+        let ins = g.inputs_of(n);
+        let get = |i: usize| ins.get(i).and_then(|x| bs.get(x));
+        let shape = &node.ty.shape;
+        let r: Option<Bounds> = match &node.op {
+            Op::Input { index } => cx
+                .input_quant
+                .get(*index)
+                .map(|p| Bounds::uniform(shape, Interval::new(p.qmin, p.qmax))),
+            Op::Const(Tensor::I64(a)) => Some(Bounds {
+                lo: a.clone(),
+                hi: a.clone(),
+            }),
+            Op::IntLinear(l) => get(0).and_then(|x| linear_bounds(l, x)),
+            Op::Round { bits } => get(0).map(|x| {
+                let k = |i: usize| bits[if bits.len() == 1 { 0 } else { i }];
+                let mut lo = x.lo.clone();
+                let mut hi = x.hi.clone();
+                for (i, (l, h)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
+                    *l = fhec_ir::round_shift(*l, k(i));
+                    *h = fhec_ir::round_shift(*h, k(i));
+                }
+                Bounds { lo, hi }
+            }),
+            Op::Quant(p) => Some(Bounds::uniform(shape, Interval::new(p.qmin, p.qmax))),
+            Op::Tlu(t) => get(0).map(|x| {
+                let mut lo = ArrayD::zeros(IxDyn(shape));
+                let mut hi = ArrayD::zeros(IxDyn(shape));
+                for (i, (l, h)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
+                    let iv = x.at(i);
+                    let out = if iv.hi - iv.lo <= 1 << 16 {
+                        // exact: this element's table extremes
+                        (iv.lo..=iv.hi)
+                            .map(|v| t.eval(i, v))
+                            .fold(Interval::point(t.eval(i, iv.lo)), |a, y| {
+                                a.union(&Interval::point(y))
+                            })
+                    } else {
+                        Interval::new(t.out.qmin, t.out.qmax)
+                    };
+                    *l = out.lo;
+                    *h = out.hi;
+                }
+                Bounds { lo, hi }
+            }),
+            Op::Binary(op @ (Binary::Add | Binary::Sub)) => match (get(0), get(1)) {
+                (Some(a), Some(b)) => {
+                    let (blo, bhi) = if *op == Binary::Add {
+                        (&b.lo, &b.hi)
+                    } else {
+                        (&b.hi, &b.lo)
+                    };
+                    let sign = if *op == Binary::Add { 1 } else { -1 };
+                    let lo = Zip::from(&a.lo).and(blo).map_collect(|x, y| x + sign * y);
+                    let hi = Zip::from(&a.hi).and(bhi).map_collect(|x, y| x + sign * y);
+                    Some(Bounds { lo, hi })
+                }
+                _ => None,
+            },
+            Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::Gather { .. }
+            | Op::Expand { .. }
+            | Op::Pad { .. }
+            | Op::Concat { .. }
+            | Op::Identity => {
+                let srcs: Option<Vec<&Bounds>> = (0..ins.len()).map(get).collect();
+                srcs.and_then(|srcs| {
+                    let los: Vec<ArrayD<i64>> = srcs.iter().map(|b| b.lo.clone()).collect();
+                    let his: Vec<ArrayD<i64>> = srcs.iter().map(|b| b.hi.clone()).collect();
+                    Some(Bounds {
+                        lo: run_i64(&node.op, &los)?,
+                        hi: run_i64(&node.op, &his)?,
+                    })
+                })
+            }
+            _ => None,
+        };
+        if let Some(r) = r {
+            bs.insert(n, r);
+        }
+    }
+    Ok(bs)
+}
+
+/// Quantizes the calibration samples with the client's input parameters.
+pub fn quantized_calib(cx: &PassContext) -> Vec<Vec<Tensor>> {
+    cx.calib
+        .iter()
+        .map(|s| {
+            s.iter()
+                .zip(&cx.input_quant)
+                .map(|(t, p)| Tensor::I64(t.to_f32().mapv(|v| p.quantize(v))))
+                .collect()
+        })
+        .collect()
+}
+
+fn observed(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Interval>, PassError> {
+    let mut ob: HashMap<NodeIndex, Interval> = HashMap::new();
+    for sample in quantized_calib(cx) {
+        for (n, v) in eval_all(g, &sample)? {
+            if let Tensor::I64(a) = v {
+                let (Some(&lo), Some(&hi)) = (a.iter().min(), a.iter().max()) else {
+                    continue;
+                };
+                let i = Interval::new(lo, hi);
+                ob.entry(n).and_modify(|o| *o = o.union(&i)).or_insert(i);
+            }
+        }
+    }
+    Ok(ob)
+}

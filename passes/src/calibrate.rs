@@ -1,0 +1,61 @@
+//! calibrate: float → calibrated (analysis).
+//!
+//! Runs `eval_f32` on every calibration sample and records, for every node, the smallest and
+//! largest value seen. Precondition: a float graph and at least one calibration sample whose
+//! tensors match the graph inputs. The graph is not changed.
+
+use crate::{Changed, Pass, PassContext, PassError, Stage};
+use fhec_ir::{eval_all, Graph, Tensor};
+
+pub struct Calibrate;
+
+impl Pass for Calibrate {
+    fn name(&self) -> &'static str {
+        "calibrate"
+    }
+    fn requires(&self) -> Stage {
+        Stage::Float
+    }
+    fn produces(&self) -> Stage {
+        Stage::Calibrated
+    }
+    fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
+        if cx.calib.is_empty() {
+            return Err(PassError::Calibration {
+                reason:
+                    "no calibration samples; pass --calib X.npy with a few representative inputs"
+                        .into(),
+            });
+        }
+        cx.float_ranges.clear();
+        for sample in &cx.calib {
+            let values = eval_all(g, sample)?;
+            for (n, v) in values {
+                if let Tensor::F32(a) = v {
+                    let (lo, hi) = a
+                        .iter()
+                        .fold((f32::INFINITY, f32::NEG_INFINITY), |(l, h), &x| {
+                            (l.min(x), h.max(x))
+                        });
+                    if !lo.is_finite() || !hi.is_finite() {
+                        return Err(PassError::Calibration {
+                            reason: format!(
+                                "node `{}` produced a non-finite value on calibration data",
+                                g.g[n].name
+                            ),
+                        });
+                    }
+                    let e = cx.float_ranges.entry(n).or_insert((lo, hi));
+                    e.0 = e.0.min(lo);
+                    e.1 = e.1.max(hi);
+                }
+            }
+        }
+        cx.log.push(format!(
+            "calibrate: {} sample(s), {} tensors",
+            cx.calib.len(),
+            cx.float_ranges.len()
+        ));
+        Ok(Changed::No)
+    }
+}

@@ -1,0 +1,499 @@
+//! Compilation: ONNX + calibration data → [`CompiledModel`] (the integer program, the
+//! client's quantization parameters, the report), and the versioned `.fhe` artifact.
+
+use crate::error::{Error, Result};
+use crate::model::{run_batched, Model};
+use fhec_ir::{
+    eval_f32, eval_int, DType, Graph, Interval, NodeIndex, Op, QuantParams, ShapeFmt, Tensor,
+};
+use fhec_passes::{PassContext, Pipeline, QuantConfig};
+use ndarray::{ArrayD, Axis};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use std::path::Path;
+
+/// Options of [`compile`].
+#[derive(Clone, Debug, Default)]
+pub struct CompileOptions {
+    pub quant: QuantConfig,
+    /// Passes after which to print the IR (`--dump-after`).
+    pub dump_after: Vec<String>,
+}
+
+/// One row of the compile report: a layer (integer accumulator) or a table-lookup group.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LayerReport {
+    pub layer: String,
+    pub op: String,
+    pub shape: Vec<usize>,
+    /// Accumulator width, worst case (bits of `hi − lo`).
+    pub acc_bits: Option<u32>,
+    /// Accumulator width observed on the calibration set.
+    pub acc_bits_observed: Option<u32>,
+    /// Low bits dropped by rounding before the tables.
+    pub rounded_bits: u32,
+    /// Table lookups (programmable bootstraps) fed by this layer.
+    pub tlu_count: usize,
+    /// Distinct tables among them.
+    pub tables: usize,
+    /// Table input width after rounding.
+    pub tlu_input_bits: Option<u32>,
+}
+
+/// The compile report (also written as JSON with `--report`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CompileReport {
+    pub model: String,
+    pub config: QuantConfig,
+    pub layers: Vec<LayerReport>,
+    /// Total table lookups per sample = programmable bootstraps per sample.
+    pub pbs_count: usize,
+    /// Widest table-lookup input.
+    pub max_tlu_bits: u32,
+    /// Integers the client decrypts, with their widths.
+    pub outputs: Vec<(String, u32)>,
+    /// What runs on the client after decryption (op → count).
+    pub client_ops: BTreeMap<String, usize>,
+    /// Weights zeroed by pruning, per layer.
+    pub pruned: Vec<(String, usize)>,
+    /// Top-1 agreement of clear mode with float on the calibration set (classifiers).
+    pub calib_agreement: Option<f64>,
+}
+
+/// A compiled model: everything the client and the server need, and nothing secret.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CompiledModel {
+    /// The canonicalized float graph (`--mode float`).
+    pub float_graph: Graph,
+    /// The integer program, with the client-side float tail (dequantization, Softmax, …).
+    pub program: Graph,
+    /// How the client quantizes each input.
+    pub input_quant: Vec<QuantParams>,
+    pub report: CompileReport,
+}
+
+const MAGIC: &[u8; 8] = b"FHEC\x00MDL";
+/// Bumped whenever the artifact layout changes.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Compiles a model: import, then the pass pipeline on `calib` (one array per graph input,
+/// axis 0 = samples).
+///
+/// # Errors
+/// Import errors; calibration data that does not fit the inputs; a pass refusing the model
+/// (unsupported op, accumulator over budget), each naming the node and the fix.
+pub fn compile(
+    model: &Path,
+    calib: &[ArrayD<f32>],
+    opts: &CompileOptions,
+) -> Result<(CompiledModel, Vec<String>)> {
+    let m = Model::load(model)?;
+    compile_model(&m, calib, opts)
+}
+
+/// [`compile`] on an already imported model.
+///
+/// # Errors
+/// As [`compile`].
+pub fn compile_model(
+    m: &Model,
+    calib: &[ArrayD<f32>],
+    opts: &CompileOptions,
+) -> Result<(CompiledModel, Vec<String>)> {
+    let samples = split_samples(&m.graph, calib)?;
+    let mut g = m.graph.clone();
+    let mut cx = PassContext::new(opts.quant.clone(), samples);
+    // the float graph after canonicalization is what --mode float runs
+    let pipeline = Pipeline::standard();
+    let dumps = pipeline.run(&mut g, &mut cx, &opts.dump_after)?;
+    let mut float_graph = m.graph.clone();
+    let mut fcx = PassContext::new(opts.quant.clone(), Vec::new());
+    fhec_passes::Pass::run(
+        &fhec_passes::canonicalize::Canonicalize,
+        &mut float_graph,
+        &mut fcx,
+    )?;
+    let report = build_report(&m.source, &g, &cx, &float_graph)?;
+    Ok((
+        CompiledModel {
+            float_graph,
+            program: g,
+            input_quant: cx.input_quant.clone(),
+            report,
+        },
+        dumps,
+    ))
+}
+
+/// Splits calibration arrays into single samples (batch axis of size 1).
+fn split_samples(g: &Graph, calib: &[ArrayD<f32>]) -> Result<Vec<Vec<Tensor>>> {
+    let mut out: Vec<Vec<Tensor>> = Vec::new();
+    run_batched(g, calib, |sample| {
+        out.push(sample.to_vec());
+        // outputs are not needed: return one empty per graph output
+        Ok(g.outputs
+            .iter()
+            .map(|_| Tensor::F32(ArrayD::zeros(ndarray::IxDyn(&[1]))))
+            .collect())
+    })?;
+    if out.is_empty() {
+        return Err(Error::Usage("the calibration data holds no samples".into()));
+    }
+    Ok(out)
+}
+
+fn argmax(t: &Tensor) -> usize {
+    t.f32_values()
+        .iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
+}
+
+fn build_report(
+    source: &str,
+    g: &Graph,
+    cx: &PassContext,
+    float_graph: &Graph,
+) -> Result<CompileReport> {
+    let order = g.topo()?;
+    let iv = |n: NodeIndex| cx.intervals.get(&n).copied();
+    // each Tlu's integer source, through an optional Round
+    let source_of = |t: NodeIndex| -> (NodeIndex, u32) {
+        let x = g.inputs_of(t)[0];
+        match g.g[x].op {
+            Op::Round { ref bits } => (g.inputs_of(x)[0], bits.iter().copied().max().unwrap_or(0)),
+            _ => (x, 0),
+        }
+    };
+    let mut rows: Vec<LayerReport> = Vec::new();
+    let mut by_src: BTreeMap<NodeIndex, usize> = BTreeMap::new();
+    for &n in &order {
+        if let Op::IntLinear(_) = g.g[n].op {
+            by_src.insert(n, rows.len());
+            rows.push(LayerReport {
+                layer: cx
+                    .origin
+                    .get(&n)
+                    .cloned()
+                    .unwrap_or_else(|| g.g[n].name.clone()),
+                op: g.g[n].op.name().to_string(),
+                shape: g.g[n].ty.shape.clone(),
+                acc_bits: iv(n).map(|i| i.bits()),
+                acc_bits_observed: cx.observed.get(&n).map(|i| i.bits()),
+                rounded_bits: 0,
+                tlu_count: 0,
+                tables: 0,
+                tlu_input_bits: None,
+            });
+        }
+    }
+    let mut pbs = 0;
+    let mut max_bits = 0;
+    for &n in &order {
+        let Op::Tlu(t) = &g.g[n].op else { continue };
+        let (src, k) = source_of(n);
+        let len = g.g[n].ty.len();
+        // each element is shifted by its own lower bound before its table
+        let in_bits = cx
+            .bounds
+            .get(&g.inputs_of(n)[0])
+            .map(|b| (0..b.len()).map(|i| b.at(i).bits()).max().unwrap_or(0));
+        pbs += len;
+        max_bits = max_bits.max(in_bits.unwrap_or(0));
+        let row = match by_src.get(&src) {
+            Some(&r) => r,
+            None => {
+                by_src.insert(src, rows.len());
+                rows.push(LayerReport {
+                    layer: cx
+                        .origin
+                        .get(&n)
+                        .cloned()
+                        .unwrap_or_else(|| g.g[n].name.clone()),
+                    op: format!("Tlu({})", g.g[src].op.name()),
+                    shape: g.g[n].ty.shape.clone(),
+                    acc_bits: iv(src).map(|i| i.bits()),
+                    acc_bits_observed: cx.observed.get(&src).map(|i| i.bits()),
+                    rounded_bits: 0,
+                    tlu_count: 0,
+                    tables: 0,
+                    tlu_input_bits: None,
+                });
+                rows.len() - 1
+            }
+        };
+        let r = &mut rows[row];
+        r.rounded_bits = r.rounded_bits.max(k);
+        r.tlu_count += len;
+        r.tables += t.distinct_tables(len);
+        r.tlu_input_bits = r.tlu_input_bits.max(in_bits);
+    }
+    // the encrypted boundary: integers read by client-side float ops
+    let mut outputs = Vec::new();
+    let mut client_ops: BTreeMap<String, usize> = BTreeMap::new();
+    for &n in &order {
+        let node = &g.g[n];
+        if node.ty.dtype != DType::F32 || matches!(node.op, Op::Const(_)) {
+            continue;
+        }
+        *client_ops.entry(node.op.name().to_string()).or_default() += 1;
+        for i in g.inputs_of(n) {
+            if g.g[i].ty.dtype == DType::I64 {
+                let bits = iv(i).map_or(0, |x: Interval| x.bits());
+                outputs.push((
+                    cx.origin
+                        .get(&i)
+                        .cloned()
+                        .unwrap_or_else(|| g.g[i].name.clone()),
+                    bits,
+                ));
+            }
+        }
+    }
+    // agreement with float on the calibration set
+    let mut agree = 0usize;
+    let mut total = 0usize;
+    for (f, q) in cx
+        .calib
+        .iter()
+        .zip(fhec_passes::bitwidth::quantized_calib(cx))
+    {
+        let (fo, qo) = (eval_f32(float_graph, f)?, eval_int(g, &q)?);
+        if let (Some(a), Some(b)) = (fo.first(), qo.first()) {
+            if a.len() > 1 {
+                total += 1;
+                agree += usize::from(argmax(a) == argmax(b));
+            }
+        }
+    }
+    Ok(CompileReport {
+        model: source.to_string(),
+        config: cx.config.clone(),
+        layers: rows,
+        pbs_count: pbs,
+        max_tlu_bits: max_bits,
+        outputs,
+        client_ops,
+        pruned: cx.pruned.clone(),
+        calib_agreement: (total > 0).then(|| agree as f64 / total as f64),
+    })
+}
+
+impl CompileReport {
+    /// The per-layer table an engineer reads after `fhec compile`.
+    pub fn to_text(&self) -> String {
+        use std::fmt::Write as _;
+        let c = &self.config;
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "compiled {}: n_bits inputs/weights/activations {}/{}/{}, rounding {}, per-channel {}",
+            self.model,
+            c.n_bits_inputs,
+            c.n_bits_weights,
+            c.n_bits_activations,
+            c.rounding_bits
+                .map_or("off".to_string(), |r| format!("{r} bits")),
+            c.per_channel
+        );
+        let _ = writeln!(
+            s,
+            "{:<28} {:<12} {:<14} {:>9} {:>9} {:>7} {:>6} {:>7} {:>8}",
+            "layer", "op", "shape", "acc bits", "observed", "rounded", "TLUs", "tables", "TLU bits"
+        );
+        let opt = |v: Option<u32>| v.map_or("-".to_string(), |b| b.to_string());
+        for r in &self.layers {
+            let _ = writeln!(
+                s,
+                "{:<28} {:<12} {:<14} {:>9} {:>9} {:>7} {:>6} {:>7} {:>8}",
+                truncate(&r.layer, 28),
+                truncate(&r.op, 12),
+                ShapeFmt(&r.shape).to_string(),
+                opt(r.acc_bits),
+                opt(r.acc_bits_observed),
+                r.rounded_bits,
+                r.tlu_count,
+                r.tables,
+                opt(r.tlu_input_bits)
+            );
+        }
+        let _ = writeln!(
+            s,
+            "total: {} table lookups (PBS) per sample, widest table input {} bits",
+            self.pbs_count, self.max_tlu_bits
+        );
+        let outs: Vec<String> = self
+            .outputs
+            .iter()
+            .map(|(n, b)| format!("`{n}` ({b} bits)"))
+            .collect();
+        let _ = writeln!(
+            s,
+            "client decrypts: {}",
+            if outs.is_empty() {
+                "-".into()
+            } else {
+                outs.join(", ")
+            }
+        );
+        let ops: Vec<String> = self
+            .client_ops
+            .iter()
+            .map(|(o, c)| format!("{o} ×{c}"))
+            .collect();
+        let _ = writeln!(s, "client side after decryption: {}", ops.join(", "));
+        for (l, z) in &self.pruned {
+            let _ = writeln!(s, "pruned: {z} weight(s) of `{l}`");
+        }
+        if let Some(a) = self.calib_agreement {
+            let _ = writeln!(
+                s,
+                "clear vs float top-1 agreement on calibration data: {:.2}%",
+                a * 100.0
+            );
+        }
+        s
+    }
+}
+
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        let t: String = s
+            .chars()
+            .rev()
+            .take(n - 1)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        format!("…{t}")
+    }
+}
+
+impl CompiledModel {
+    /// Quantizes a batch of float inputs as the client does: one i64 array per input.
+    ///
+    /// # Errors
+    /// Inputs that do not fit the model.
+    pub fn quantize_inputs(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<i64>>> {
+        if inputs.len() != self.input_quant.len() {
+            return Err(Error::Usage(format!(
+                "the model takes {} input(s), got {}",
+                self.input_quant.len(),
+                inputs.len()
+            )));
+        }
+        Ok(inputs
+            .iter()
+            .zip(&self.input_quant)
+            .map(|(x, p)| x.mapv(|v| p.quantize(v)))
+            .collect())
+    }
+
+    /// Clear mode: quantize, run the integer program (`eval_int`), dequantize and run the
+    /// client-side tail. The reference that encrypted runs must match.
+    ///
+    /// # Errors
+    /// Inputs that do not fit the model.
+    pub fn run_clear(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>> {
+        let g = &self.float_graph;
+        let qp = &self.input_quant;
+        run_batched(g, inputs, |sample| {
+            let q: Vec<Tensor> = sample
+                .iter()
+                .zip(qp)
+                .map(|(t, p)| Tensor::I64(t.to_f32().mapv(|v| p.quantize(v))))
+                .collect();
+            Ok(eval_int(&self.program, &q)?)
+        })
+    }
+
+    /// The float graph on a batch (`--mode float` on a compiled model).
+    ///
+    /// # Errors
+    /// Inputs that do not fit the model.
+    pub fn run_float(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>> {
+        run_batched(&self.float_graph, inputs, |s| {
+            Ok(eval_f32(&self.float_graph, s)?)
+        })
+    }
+
+    /// Writes the artifact: magic, format version, then the model (bincode).
+    ///
+    /// # Errors
+    /// [`Error::Write`] naming the file.
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let w = |e: String| Error::Write {
+            path: path.display().to_string(),
+            reason: e,
+        };
+        let body = bincode::serialize(self).map_err(|e| w(e.to_string()))?;
+        let mut f = std::fs::File::create(path).map_err(|e| w(e.to_string()))?;
+        f.write_all(MAGIC).map_err(|e| w(e.to_string()))?;
+        f.write_all(&FORMAT_VERSION.to_le_bytes())
+            .map_err(|e| w(e.to_string()))?;
+        f.write_all(&(body.len() as u64).to_le_bytes())
+            .map_err(|e| w(e.to_string()))?;
+        f.write_all(&body).map_err(|e| w(e.to_string()))
+    }
+
+    /// Reads an artifact written by [`CompiledModel::save`].
+    ///
+    /// # Errors
+    /// [`Error::Artifact`] naming the file: not an fhec model, another format version,
+    /// truncated or corrupt.
+    pub fn load(path: &Path) -> Result<Self> {
+        let bad = |reason: String| Error::Artifact {
+            path: path.display().to_string(),
+            reason,
+        };
+        let mut f = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        let mut head = [0u8; 20];
+        f.read_exact(&mut head)
+            .map_err(|_| bad("too short to be an fhec model".into()))?;
+        if &head[..8] != MAGIC {
+            return Err(bad(
+                "not an fhec compiled model (bad magic); compile one with `fhec compile`".into(),
+            ));
+        }
+        let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        if version != FORMAT_VERSION {
+            return Err(bad(format!(
+                "format version {version}, this fhec reads version {FORMAT_VERSION}; recompile the model"
+            )));
+        }
+        let mut len8 = [0u8; 8];
+        len8.copy_from_slice(&head[12..20]);
+        let len = u64::from_le_bytes(len8);
+        let mut body = Vec::new();
+        f.read_to_end(&mut body).map_err(|e| bad(e.to_string()))?;
+        if body.len() as u64 != len {
+            return Err(bad(format!(
+                "truncated or padded: {} payload bytes, header says {len}",
+                body.len()
+            )));
+        }
+        let m: CompiledModel =
+            bincode::deserialize(&body).map_err(|e| bad(format!("corrupt payload ({e})")))?;
+        m.program
+            .verify()
+            .map_err(|e| bad(format!("corrupt program ({e})")))?;
+        m.float_graph
+            .verify()
+            .map_err(|e| bad(format!("corrupt float graph ({e})")))?;
+        Ok(m)
+    }
+}
+
+/// Stacks per-sample calibration arrays (for tests).
+pub fn stack_samples(xs: &[ArrayD<f32>]) -> Option<ArrayD<f32>> {
+    let v: Vec<_> = xs.iter().map(|x| x.view()).collect();
+    ndarray::concatenate(Axis(0), &v).ok()
+}
