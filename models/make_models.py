@@ -75,6 +75,35 @@ class PolyNet(nn.Module):
         return self.fc2(torch.pow(h + self.c, 2))
 
 
+class ResNetMax(nn.Module):
+    """A residual block and a max-pool: encrypted + encrypted Add and encrypted maxima."""
+
+    def __init__(self):
+        super().__init__()
+        self.c1 = nn.Conv2d(1, 6, 3, padding=1)
+        self.c2 = nn.Conv2d(6, 6, 3, padding=1)
+        self.pool = nn.MaxPool2d(2)
+        self.fc = nn.Linear(6 * 4 * 4, 10)
+
+    def forward(self, x):
+        h = torch.relu(self.c1(x))
+        h = torch.relu(h + self.c2(h))
+        return self.fc(torch.flatten(self.pool(h), 1))
+
+
+class GatedMLP(nn.Module):
+    """A multiplicative gate: encrypted × encrypted Mul."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Linear(64, 16)
+        self.b = nn.Linear(64, 16)
+        self.out = nn.Linear(16, 10)
+
+    def forward(self, x):
+        return self.out(torch.relu(self.a(x)) * torch.sigmoid(self.b(x)))
+
+
 def train(model, x, y, epochs, lr=1e-2, wd=1e-4):
     torch.manual_seed(SEED)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
@@ -140,6 +169,16 @@ def main():
     torch.manual_seed(SEED)
     poly = train(PolyNet(64, 16, 10), xtr, ytr, epochs=60, lr=3e-3)
     manifest["models"].append(export("digits_poly", poly, xtr, xte, yte, opset=14))
+
+    torch.manual_seed(SEED)
+    res = train(ResNetMax(), xtr.reshape(-1, 1, 8, 8), ytr, epochs=30)
+    manifest["models"].append(
+        export("digits_resnet", res, xtr.reshape(-1, 1, 8, 8), xte.reshape(-1, 1, 8, 8), yte, opset=13)
+    )
+
+    torch.manual_seed(SEED)
+    gated = train(GatedMLP(), xtr, ytr, epochs=40, lr=3e-3)
+    manifest["models"].append(export("digits_gated", gated, xtr, xte, yte, opset=13))
 
     b = load_breast_cancer()
     xtr, xte, ytr, yte = train_test_split(

@@ -3,11 +3,12 @@
 
 use crate::error::{Error, Result};
 use crate::model::{run_batched, Model};
+use bincode::Options as _;
 use fhec_ir::{
     eval_f32, eval_int, DType, Graph, Interval, NodeIndex, Op, QuantParams, ShapeFmt, Tensor,
 };
 use fhec_passes::{PassContext, Pipeline, QuantConfig};
-use ndarray::{ArrayD, Axis};
+use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
@@ -425,7 +426,8 @@ impl CompiledModel {
         })
     }
 
-    /// Writes the artifact: magic, format version, then the model (bincode).
+    /// Writes the artifact: magic, format version, payload length, CRC-32 of the payload,
+    /// then the model (bincode).
     ///
     /// # Errors
     /// [`Error::Write`] naming the file.
@@ -434,28 +436,32 @@ impl CompiledModel {
             path: path.display().to_string(),
             reason: e,
         };
-        let body = bincode::serialize(self).map_err(|e| w(e.to_string()))?;
-        let mut f = std::fs::File::create(path).map_err(|e| w(e.to_string()))?;
-        f.write_all(MAGIC).map_err(|e| w(e.to_string()))?;
-        f.write_all(&FORMAT_VERSION.to_le_bytes())
+        let body = bincode_options(u64::MAX)
+            .serialize(self)
             .map_err(|e| w(e.to_string()))?;
-        f.write_all(&(body.len() as u64).to_le_bytes())
-            .map_err(|e| w(e.to_string()))?;
-        f.write_all(&body).map_err(|e| w(e.to_string()))
+        let mut out = Vec::with_capacity(body.len() + 24);
+        out.extend_from_slice(MAGIC);
+        out.extend_from_slice(&FORMAT_VERSION.to_le_bytes());
+        out.extend_from_slice(&(body.len() as u64).to_le_bytes());
+        out.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+        out.extend_from_slice(&body);
+        std::fs::File::create(path)
+            .and_then(|mut f| f.write_all(&out))
+            .map_err(|e| w(e.to_string()))
     }
 
     /// Reads an artifact written by [`CompiledModel::save`].
     ///
     /// # Errors
     /// [`Error::Artifact`] naming the file: not an fhec model, another format version,
-    /// truncated or corrupt.
+    /// truncated, or corrupt (checksum).
     pub fn load(path: &Path) -> Result<Self> {
         let bad = |reason: String| Error::Artifact {
             path: path.display().to_string(),
             reason,
         };
         let mut f = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-        let mut head = [0u8; 20];
+        let mut head = [0u8; 24];
         f.read_exact(&mut head)
             .map_err(|_| bad("too short to be an fhec model".into()))?;
         if &head[..8] != MAGIC {
@@ -463,15 +469,14 @@ impl CompiledModel {
                 "not an fhec compiled model (bad magic); compile one with `fhec compile`".into(),
             ));
         }
-        let version = u32::from_le_bytes([head[8], head[9], head[10], head[11]]);
+        let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
+        let version = word(8);
         if version != FORMAT_VERSION {
             return Err(bad(format!(
                 "format version {version}, this fhec reads version {FORMAT_VERSION}; recompile the model"
             )));
         }
-        let mut len8 = [0u8; 8];
-        len8.copy_from_slice(&head[12..20]);
-        let len = u64::from_le_bytes(len8);
+        let len = u64::from(word(12)) | (u64::from(word(16)) << 32);
         let mut body = Vec::new();
         f.read_to_end(&mut body).map_err(|e| bad(e.to_string()))?;
         if body.len() as u64 != len {
@@ -480,8 +485,14 @@ impl CompiledModel {
                 body.len()
             )));
         }
-        let m: CompiledModel =
-            bincode::deserialize(&body).map_err(|e| bad(format!("corrupt payload ({e})")))?;
+        if crc32fast::hash(&body) != word(20) {
+            return Err(bad(
+                "corrupt: checksum mismatch; recompile the model or copy the file again".into(),
+            ));
+        }
+        let m: CompiledModel = bincode_options(len)
+            .deserialize(&body)
+            .map_err(|e| bad(format!("corrupt payload ({e})")))?;
         m.program
             .verify()
             .map_err(|e| bad(format!("corrupt program ({e})")))?;
@@ -492,8 +503,10 @@ impl CompiledModel {
     }
 }
 
-/// Stacks per-sample calibration arrays (for tests).
-pub fn stack_samples(xs: &[ArrayD<f32>]) -> Option<ArrayD<f32>> {
-    let v: Vec<_> = xs.iter().map(|x| x.view()).collect();
-    ndarray::concatenate(Axis(0), &v).ok()
+/// bincode with a size limit: a corrupt length prefix fails instead of allocating.
+fn bincode_options(limit: u64) -> impl bincode::Options {
+    use bincode::Options;
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(limit)
 }

@@ -75,14 +75,18 @@ impl Pass for PruneCheck {
                 .cloned()
                 .unwrap_or_else(|| g.g[n].name.clone());
             // the widest element of the proven per-element bounds, and its neuron
-            let Some(bounds) = cx.bounds.get(&n) else { continue };
+            let Some(bounds) = cx.bounds.get(&n) else {
+                continue;
+            };
             let outs = l.rows().len();
             let shape = &g.g[n].ty.shape;
             let neuron_of = |e: usize| match l {
                 IntLinear::Dense { .. } => e % outs,
                 IntLinear::Conv { .. } => (e / (bounds.len() / (shape[0] * outs)).max(1)) % outs,
             };
-            let widest = (0..bounds.len()).map(|e| (e, bounds.at(e))).max_by_key(|(_, iv)| iv.bits());
+            let widest = (0..bounds.len())
+                .map(|e| (e, bounds.at(e)))
+                .max_by_key(|(_, iv)| iv.bits());
             let Some((elem, iv)) = widest else { continue };
             let neuron = neuron_of(elem);
             if iv.bits() <= budget {

@@ -86,6 +86,9 @@ struct Builder<'a> {
     needs_server: HashMap<NodeIndex, bool>,
     input_quant: Vec<QuantParams>,
     origin: HashMap<NodeIndex, String>,
+    /// For values requantized from a float chain: that chain's float node, so that another
+    /// quantization of the same value reads the chain (one table) instead of the codes.
+    float_src: HashMap<NodeIndex, NodeIndex>,
 }
 
 fn full(v: &[f32], n: usize) -> Vec<f32> {
@@ -138,6 +141,7 @@ impl<'a> Builder<'a> {
             needs_server,
             input_quant: Vec::new(),
             origin: HashMap::new(),
+            float_src: HashMap::new(),
         }
     }
 
@@ -212,6 +216,9 @@ impl<'a> Builder<'a> {
             }
             _ => {
                 let p = self.act_params(n)?;
+                if let QVal::Float { node } = self.val(n) {
+                    self.float_src.insert(n, node);
+                }
                 let (node, p) = self.requant_with(n, p)?;
                 let s = p.scale;
                 self.vals.insert(
@@ -244,7 +251,10 @@ impl<'a> Builder<'a> {
                 return Ok((node, p));
             }
         }
-        let fl = self.float_node(n)?;
+        let fl = match self.float_src.get(&n) {
+            Some(&f) => f,
+            None => self.float_node(n)?,
+        };
         let name = format!("{}:quant", self.name(n));
         let node = self.add(&name, Op::Quant(p), &[fl])?;
         Ok((node, p))

@@ -234,3 +234,151 @@ fn bad_arguments_exit_1() {
     assert_eq!(out.status.code(), Some(1));
     assert!(!String::from_utf8_lossy(&out.stderr).contains("panicked"));
 }
+
+#[test]
+fn bare_form_compiles_and_clear_mode_runs() {
+    let out_path = tmp("mlp.fhe");
+    let report = tmp("mlp.json");
+    let out = fhec(&[
+        s(&model("digits_mlp.onnx")),
+        "--calib",
+        s(&model("digits_mlp_calib.npy")),
+        "-o",
+        s(&out_path),
+        "--report",
+        s(&report),
+    ]);
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for needle in [
+        "/net/net.0/Gemm",
+        "acc bits",
+        "total: 64 table lookups (PBS) per sample, widest table input 6 bits",
+    ] {
+        assert!(so.contains(needle), "`{needle}` missing from:\n{so}");
+    }
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).expect("report")).expect("json");
+    assert_eq!(json["pbs_count"], 64);
+    assert!(json["layers"][0]["acc_bits"].as_u64().is_some());
+    let run = fhec(&[
+        "run",
+        s(&out_path),
+        "--mode",
+        "clear",
+        "--input",
+        s(&model("digits_mlp_test_x.npy")),
+        "--labels",
+        s(&model("digits_mlp_test_y.npy")),
+    ]);
+    let so = String::from_utf8_lossy(&run.stdout);
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    assert!(so.contains("accuracy (clear): 0.96"), "{so}");
+}
+
+#[test]
+fn compile_refusals() {
+    user_error(
+        &fhec(&["compile", s(&model("digits_mlp.onnx"))]),
+        &["calibration data", "--calib"],
+    );
+    // an over-wide accumulator without rounding: named layer, neuron, width and the fixes
+    let out = fhec(&[
+        "compile",
+        s(&model("digits_mlp.onnx")),
+        "--calib",
+        s(&model("digits_mlp_calib.npy")),
+        "--no-rounding",
+        "-o",
+        s(&tmp("never.fhe")),
+    ]);
+    user_error(
+        &out,
+        &[
+            "layer `/net/net.0/Gemm`",
+            "neuron",
+            "needs 15 bits",
+            "--rounding-bits",
+            "--n-accum-bits",
+            "Ω",
+        ],
+    );
+    // calibration data of the wrong shape
+    user_error(
+        &fhec(&[
+            "compile",
+            s(&model("digits_mlp.onnx")),
+            "--calib",
+            s(&model("digits_cnn_calib.npy")),
+            "-o",
+            s(&tmp("x.fhe")),
+        ]),
+        &["input `input`", "[N,64]"],
+    );
+    user_error(
+        &fhec(&[
+            "run",
+            s(&model("digits_mlp.onnx")),
+            "--mode",
+            "clear",
+            "--input",
+            s(&model("digits_mlp_test_x.npy")),
+        ]),
+        &["compile first"],
+    );
+}
+
+#[test]
+fn corrupt_or_foreign_artifacts_are_refused() {
+    let good = tmp("good.fhe");
+    let out = fhec(&[
+        "compile",
+        s(&model("breast_cancer_mlp.onnx")),
+        "--calib",
+        s(&model("breast_cancer_mlp_calib.npy")),
+        "-o",
+        s(&good),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bytes = std::fs::read(&good).expect("artifact");
+    let x = model("breast_cancer_mlp_test_x.npy");
+    let run = |p: &Path| fhec(&["run", s(p), "--mode", "clear", "--input", s(&x)]);
+
+    let trunc = tmp("trunc.fhe");
+    std::fs::write(&trunc, &bytes[..bytes.len() - 100]).expect("write");
+    user_error(&run(&trunc), &["trunc.fhe", "truncated"]);
+
+    let foreign = tmp("foreign.fhe");
+    std::fs::copy(model("breast_cancer_mlp.onnx"), &foreign).expect("copy");
+    user_error(
+        &run(&foreign),
+        &["foreign.fhe", "not an fhec compiled model"],
+    );
+
+    let mut flipped = bytes.clone();
+    let mid = 24 + (flipped.len() - 24) / 3;
+    for b in &mut flipped[mid..mid + 64] {
+        *b ^= 0xA5;
+    }
+    let corrupt = tmp("corrupt.fhe");
+    std::fs::write(&corrupt, &flipped).expect("write");
+    user_error(&run(&corrupt), &["corrupt.fhe", "checksum mismatch"]);
+
+    let mut newer = bytes;
+    newer[8] = 99;
+    let v = tmp("newer.fhe");
+    std::fs::write(&v, &newer).expect("write");
+    user_error(&run(&v), &["format version 99", "recompile"]);
+}

@@ -4,3 +4,4 @@ mod cli;
 mod common;
 mod models;
 mod node_tests;
+mod quantized;

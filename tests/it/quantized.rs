@@ -1,0 +1,317 @@
+//! The integer program: accuracy of clear mode, passes that must not change `eval_int`, the
+//! soundness of the interval analysis, and refusals.
+
+use crate::common::model;
+use fhec::ir::{eval_all, eval_int, Graph, Tensor};
+use fhec::passes::{self, bitwidth, Pass, PassContext, QuantConfig, Stage};
+use fhec::{npy, CompileOptions, Model};
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::{Config, TestRunner};
+
+/// Inputs or outputs of several runs.
+type Samples = Vec<Vec<Tensor>>;
+
+fn manifest() -> Vec<(String, f64)> {
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model("manifest.json")).expect("manifest"))
+            .expect("json");
+    m["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .map(|e| {
+            (
+                e["name"].as_str().expect("name").to_string(),
+                e["float_accuracy"].as_f64().expect("acc"),
+            )
+        })
+        .collect()
+}
+
+fn calib(name: &str) -> ndarray::ArrayD<f32> {
+    npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calibration data")
+}
+
+#[test]
+fn clear_accuracy_is_within_one_point_of_float_at_6_bits_rounding_6() {
+    for (name, float_acc) in manifest() {
+        let opts = CompileOptions {
+            quant: QuantConfig::with_n_bits(6),
+            ..Default::default()
+        };
+        assert_eq!(opts.quant.rounding_bits, Some(6));
+        let (m, _) = fhec::compile(&model(&format!("{name}.onnx")), &[calib(&name)], &opts)
+            .expect("compiles");
+        let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+        let y = npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
+        let acc = fhec::accuracy(&m.run_clear(&[x]).expect("runs")[0], &y).expect("accuracy");
+        println!(
+            "{name}: float {:.2}%, clear {:.2}%, {} PBS, widest table {} bits",
+            float_acc * 100.0,
+            acc * 100.0,
+            m.report.pbs_count,
+            m.report.max_tlu_bits
+        );
+        assert!(
+            acc >= float_acc - 0.01,
+            "{name}: clear {acc} vs float {float_acc}"
+        );
+        assert!(
+            m.report.max_tlu_bits <= 6,
+            "{name}: a table input wider than the rounding"
+        );
+    }
+}
+
+/// Runs the standard pipeline one pass at a time, handing each intermediate graph to `check`.
+fn stepwise(name: &str, cfg: QuantConfig, mut check: impl FnMut(&str, &Graph, &PassContext)) {
+    let m = Model::load(&model(&format!("{name}.onnx"))).expect("imports");
+    let samples: Vec<Vec<Tensor>> = calib(name)
+        .outer_iter()
+        .take(40)
+        .map(|row| vec![Tensor::F32(row.to_owned().insert_axis(ndarray::Axis(0)))])
+        .collect();
+    let mut g = m.graph.clone();
+    let mut cx = PassContext::new(cfg, samples);
+    for p in passes::Pipeline::standard().passes {
+        p.run(&mut g, &mut cx)
+            .unwrap_or_else(|e| panic!("{name}: {}: {e}", p.name()));
+        g.verify().expect("verifies");
+        cx.stage = Some(p.produces());
+        check(p.name(), &g, &cx);
+    }
+}
+
+fn random_inputs(g: &Graph, cx: &PassContext, seed: u64, n: usize) -> Vec<Vec<Tensor>> {
+    let mut runner = TestRunner::new_with_rng(
+        Config::default(),
+        proptest::test_runner::TestRng::from_seed(proptest::test_runner::RngAlgorithm::ChaCha, &{
+            let mut s = [0u8; 32];
+            s[..8].copy_from_slice(&seed.to_le_bytes());
+            s
+        }),
+    );
+    (0..n)
+        .map(|_| {
+            g.inputs
+                .iter()
+                .zip(&cx.input_quant)
+                .map(|(gi, p)| {
+                    let shape = g.g[gi.node].ty.shape.clone();
+                    let len: usize = shape.iter().product();
+                    let v = proptest::collection::vec(p.qmin..=p.qmax, len)
+                        .new_tree(&mut runner)
+                        .expect("strategy")
+                        .current();
+                    Tensor::I64(
+                        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&shape), v).expect("shape"),
+                    )
+                })
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn fusion_does_not_change_eval_int_and_intervals_hold_on_random_inputs() {
+    for name in [
+        "digits_mlp",
+        "digits_cnn",
+        "digits_resnet",
+        "digits_gated",
+        "digits_poly",
+    ] {
+        let mut before_fuse: Option<(Samples, Samples)> = None;
+        let mut checked_bounds = false;
+        stepwise(name, QuantConfig::with_n_bits(6), |pass, g, cx| {
+            if pass == "quantize" {
+                // the extremes of the input range plus random codes
+                let mut ins = random_inputs(g, cx, 7, 12);
+                ins.extend(bitwidth::quantized_calib(cx).into_iter().take(8));
+                let outs = ins.iter().map(|x| eval_int(g, x).expect("runs")).collect();
+                before_fuse = Some((ins, outs));
+            }
+            if pass == "fuse_tlu" {
+                let (ins, outs) = before_fuse.take().expect("quantize ran");
+                for (x, want) in ins.iter().zip(&outs) {
+                    assert_eq!(
+                        &eval_int(g, x).expect("runs"),
+                        want,
+                        "{name}: fusion changed eval_int"
+                    );
+                }
+            }
+            if pass == "bitwidth"
+                && cx.stage == Some(Stage::Fused)
+                && g.g.node_weights().any(|n| n.op.name() == "Round")
+            {
+                for x in random_inputs(g, cx, 11, 16) {
+                    for (n, v) in eval_all(g, &x).expect("runs") {
+                        let (Tensor::I64(a), Some(b)) = (v, cx.bounds.get(&n)) else {
+                            continue;
+                        };
+                        for (i, &q) in a.iter().enumerate() {
+                            assert!(
+                                b.at(i).contains(q),
+                                "{name}: `{}` element {i} = {q} outside {:?}",
+                                g.g[n].name,
+                                b.at(i)
+                            );
+                        }
+                    }
+                }
+                checked_bounds = true;
+            }
+        });
+        assert!(
+            checked_bounds,
+            "{name}: the final bitwidth pass did not run"
+        );
+    }
+}
+
+#[test]
+fn rounding_to_enough_bits_changes_nothing() {
+    let run = |rounding| {
+        let cfg = QuantConfig {
+            rounding_bits: rounding,
+            max_tlu_bits: 16,
+            ..QuantConfig::with_n_bits(6)
+        };
+        let (m, _) = fhec::compile(
+            &model("digits_mlp.onnx"),
+            &[calib("digits_mlp")],
+            &CompileOptions {
+                quant: cfg,
+                ..Default::default()
+            },
+        )
+        .expect("compiles");
+        let x = npy::read_f32(&model("digits_mlp_test_x.npy")).expect("x");
+        m.run_clear(&[x]).expect("runs")
+    };
+    assert_eq!(run(None), run(Some(16)));
+}
+
+#[test]
+fn canonicalize_folds_batch_norm_into_conv() {
+    use fhec::ir::{ConvAttrs, Op, TensorType};
+    use ndarray::{ArrayD, IxDyn};
+    let mut g = Graph::new();
+    let x = g.add_input("x", TensorType::f32(vec![1, 2, 5, 5]), true);
+    let w = g.add_const(
+        "w",
+        Tensor::F32(ArrayD::from_shape_fn(IxDyn(&[3, 2, 3, 3]), |i| {
+            (i[0] + 2 * i[1] + i[2]) as f32 * 0.1 - 0.4
+        })),
+    );
+    let b = g.add_const(
+        "b",
+        Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[3]), vec![0.1, -0.2, 0.3]).expect("b")),
+    );
+    let attrs = ConvAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        pads_begin: vec![1, 1],
+        pads_end: vec![1, 1],
+        dilations: vec![1, 1],
+        group: 1,
+    };
+    let conv = g.add_op("conv", Op::Conv(attrs), &[x, w, b]).expect("conv");
+    let p = |v: [f32; 3], n: &str| g_const(n, v);
+    fn g_const(n: &str, v: [f32; 3]) -> (String, Tensor) {
+        (
+            n.to_string(),
+            Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[3]), v.to_vec()).expect("p")),
+        )
+    }
+    let params: Vec<_> = [
+        p([1.5, 0.5, 2.0], "g"),
+        p([0.1, 0.0, -0.1], "beta"),
+        p([0.2, -0.3, 0.0], "mean"),
+        p([1.0, 4.0, 0.25], "var"),
+    ]
+    .into_iter()
+    .map(|(n, t)| g.add_const(&n, t))
+    .collect();
+    let bn = g
+        .add_op(
+            "bn",
+            Op::BatchNorm { epsilon: 1e-5 },
+            &[conv, params[0], params[1], params[2], params[3]],
+        )
+        .expect("bn");
+    g.add_output("y", bn);
+    let input = vec![Tensor::F32(ArrayD::from_shape_fn(
+        IxDyn(&[1, 2, 5, 5]),
+        |i| ((i[1] * 25 + i[2] * 5 + i[3]) as f32).sin(),
+    ))];
+    let want = fhec::ir::eval_f32(&g, &input).expect("runs");
+    let mut cx = PassContext::default();
+    passes::canonicalize::Canonicalize
+        .run(&mut g, &mut cx)
+        .expect("runs");
+    g.verify().expect("verifies");
+    assert!(!g.dump().contains("BatchNormalization"), "{}", g.dump());
+    let got = fhec::ir::eval_f32(&g, &input).expect("runs");
+    let err = crate::common::rel_err(&got[0].f32_values(), &want[0].f32_values());
+    assert!(err < 1e-5, "rel. error {err}");
+}
+
+#[test]
+fn pruning_meets_the_accumulator_budget() {
+    let cfg = QuantConfig {
+        rounding_bits: None,
+        n_accum_bits: Some(8),
+        ..QuantConfig::with_n_bits(3)
+    };
+    let (m, _) = fhec::compile(
+        &model("digits_mlp.onnx"),
+        &[calib("digits_mlp")],
+        &CompileOptions {
+            quant: cfg,
+            ..Default::default()
+        },
+    )
+    .expect("compiles");
+    let zeroed: usize = m.report.pruned.iter().map(|(_, z)| z).sum();
+    assert!(zeroed > 0, "nothing pruned: {:?}", m.report.pruned);
+    assert!(m.report.max_tlu_bits <= 8);
+    let x = npy::read_f32(&model("digits_mlp_test_x.npy")).expect("x");
+    let y = npy::read_labels(&model("digits_mlp_test_y.npy")).expect("y");
+    let acc = fhec::accuracy(&m.run_clear(&[x]).expect("runs")[0], &y).expect("acc");
+    println!("3-bit digits MLP pruned to 8-bit accumulators: {zeroed} weights zeroed, clear accuracy {:.2}%", acc * 100.0);
+    assert!(acc > 0.8, "accuracy collapsed: {acc}");
+}
+
+#[test]
+fn artifact_round_trips() {
+    let (m, _) = fhec::compile(
+        &model("digits_cnn.onnx"),
+        &[calib("digits_cnn")],
+        &CompileOptions::default(),
+    )
+    .expect("compiles");
+    let p = std::env::temp_dir().join(format!("fhec-rt-{}.fhe", std::process::id()));
+    m.save(&p).expect("saves");
+    let back = fhec::CompiledModel::load(&p).expect("loads");
+    let x = npy::read_f32(&model("digits_cnn_test_x.npy")).expect("x");
+    assert_eq!(
+        m.run_clear(std::slice::from_ref(&x)).expect("runs"),
+        back.run_clear(&[x]).expect("runs")
+    );
+    assert_eq!(m.report, back.report);
+}
+
+proptest! {
+    #![proptest_config(Config { cases: 24, ..Config::default() })]
+    /// Random calibration subsets still give a sound analysis and a fusion-invariant program.
+    #[test]
+    fn compile_is_sound_for_any_calibration_subset(start in 0usize..150, len in 5usize..40) {
+        let c = calib("digits_mlp");
+        let sub = c.slice_axis(ndarray::Axis(0), ndarray::Slice::from(start..start + len)).to_owned();
+        let (m, _) = fhec::compile(&model("digits_mlp.onnx"), &[sub], &CompileOptions::default()).expect("compiles");
+        prop_assert!(m.report.max_tlu_bits <= 6);
+    }
+}
