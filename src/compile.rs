@@ -171,26 +171,28 @@ fn build_report(
             _ => (x, 0),
         }
     };
+    // a report row for node `n`, whose accumulator is `acc`
+    let new_row = |n: NodeIndex, op: String, acc: NodeIndex| LayerReport {
+        layer: cx
+            .origin
+            .get(&n)
+            .cloned()
+            .unwrap_or_else(|| g.g[n].name.clone()),
+        op,
+        shape: g.g[n].ty.shape.clone(),
+        acc_bits: iv(acc).map(|i| i.bits()),
+        acc_bits_observed: cx.observed.get(&acc).map(|i| i.bits()),
+        rounded_bits: 0,
+        tlu_count: 0,
+        tables: 0,
+        tlu_input_bits: None,
+    };
     let mut rows: Vec<LayerReport> = Vec::new();
     let mut by_src: BTreeMap<NodeIndex, usize> = BTreeMap::new();
     for &n in &order {
         if let Op::IntLinear(_) = g.g[n].op {
             by_src.insert(n, rows.len());
-            rows.push(LayerReport {
-                layer: cx
-                    .origin
-                    .get(&n)
-                    .cloned()
-                    .unwrap_or_else(|| g.g[n].name.clone()),
-                op: g.g[n].op.name().to_string(),
-                shape: g.g[n].ty.shape.clone(),
-                acc_bits: iv(n).map(|i| i.bits()),
-                acc_bits_observed: cx.observed.get(&n).map(|i| i.bits()),
-                rounded_bits: 0,
-                tlu_count: 0,
-                tables: 0,
-                tlu_input_bits: None,
-            });
+            rows.push(new_row(n, g.g[n].op.name().to_string(), n));
         }
     }
     let mut pbs = 0;
@@ -200,31 +202,14 @@ fn build_report(
         let (src, k) = source_of(n);
         let len = g.g[n].ty.len();
         // each element is shifted by its own lower bound before its table
-        let in_bits = cx
-            .bounds
-            .get(&g.inputs_of(n)[0])
-            .map(|b| (0..b.len()).map(|i| b.at(i).bits()).max().unwrap_or(0));
+        let in_bits = cx.bounds.get(&g.inputs_of(n)[0]).map(|b| b.max_bits());
         pbs += len;
         max_bits = max_bits.max(in_bits.unwrap_or(0));
         let row = match by_src.get(&src) {
             Some(&r) => r,
             None => {
                 by_src.insert(src, rows.len());
-                rows.push(LayerReport {
-                    layer: cx
-                        .origin
-                        .get(&n)
-                        .cloned()
-                        .unwrap_or_else(|| g.g[n].name.clone()),
-                    op: format!("Tlu({})", g.g[src].op.name()),
-                    shape: g.g[n].ty.shape.clone(),
-                    acc_bits: iv(src).map(|i| i.bits()),
-                    acc_bits_observed: cx.observed.get(&src).map(|i| i.bits()),
-                    rounded_bits: 0,
-                    tlu_count: 0,
-                    tables: 0,
-                    tlu_input_bits: None,
-                });
+                rows.push(new_row(n, format!("Tlu({})", g.g[src].op.name()), src));
                 rows.len() - 1
             }
         };

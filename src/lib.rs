@@ -9,11 +9,14 @@
 //! # Ok::<(), fhec::Error>(())
 //! ```
 
+pub mod backend;
 pub mod compile;
 pub mod error;
+pub mod fhe;
 pub mod import;
 pub mod model;
 pub mod npy;
+pub mod runtime;
 
 pub use compile::{compile, compile_model, CompileOptions, CompileReport, CompiledModel};
 pub use error::{Error, Result};

@@ -100,6 +100,15 @@ enum Cmd {
         /// Class labels (.npy, int): print the accuracy of the first output's argmax.
         #[arg(long)]
         labels: Option<PathBuf>,
+        /// With an .onnx model in clear/fhe mode: calibration data to compile it first (defaults).
+        #[arg(long = "calib")]
+        calib: Vec<PathBuf>,
+        /// fhe mode: how many samples of the input to run encrypted (default: all).
+        #[arg(long)]
+        samples: Option<usize>,
+        /// fhe mode: error probability of one bootstrap (e.g. 2^-40 = 9.1e-13).
+        #[arg(long, default_value_t = 2f64.powi(-40))]
+        p_error: f64,
     },
 }
 
@@ -139,40 +148,69 @@ fn run(cmd: Cmd) -> Result<()> {
             outputs,
             mode,
             labels,
+            calib,
+            samples,
+            p_error,
         } => {
-            let xs = inputs
+            let mut xs = inputs
                 .iter()
                 .map(|p| npy::read_f32(p))
                 .collect::<Result<Vec<_>>>()?;
+            if let Some(k) = samples {
+                xs = xs
+                    .into_iter()
+                    .map(|x| {
+                        let k = k.min(x.shape().first().copied().unwrap_or(0));
+                        x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..k))
+                            .to_owned()
+                    })
+                    .collect();
+            }
             let is_fhe = model.extension().is_some_and(|e| e == "fhe");
-            let t0 = Instant::now();
-            let ys = match (mode, is_fhe) {
-                (Mode::Float, false) => Model::load(&model)?.run_float(&xs)?,
-                (Mode::Float, true) => CompiledModel::load(&model)?.run_float(&xs)?,
-                (Mode::Clear, true) => CompiledModel::load(&model)?.run_clear(&xs)?,
-                (Mode::Clear, false) => {
+            // the compiled model, for the modes that need one
+            let compiled = match (mode, is_fhe) {
+                (Mode::Float, false) => None,
+                (_, true) => Some(CompiledModel::load(&model)?),
+                (_, false) if !calib.is_empty() => {
+                    let c = calib.iter().map(|p| npy::read_f32(p)).collect::<Result<Vec<_>>>()?;
+                    let t0 = Instant::now();
+                    let (m, _) = fhec::compile(&model, &c, &CompileOptions::default())?;
+                    print!("{}", m.report.to_text());
+                    println!("compiled in {:.2} s", t0.elapsed().as_secs_f64());
+                    Some(m)
+                }
+                (_, false) => {
                     return Err(Error::Usage(format!(
-                        "--mode clear runs a compiled model; compile first: `fhec compile {} --calib CALIB.npy -o MODEL.fhe`",
+                        "--mode {} runs a compiled model: compile first (`fhec compile {} --calib CALIB.npy -o MODEL.fhe`) or pass --calib",
+                        mode_name(mode),
                         model.display()
                     )))
                 }
-                (Mode::Fhe, _) => {
-                    return Err(Error::Usage(
-                        "--mode fhe needs the TFHE backend, which this build does not have yet".into(),
-                    ))
-                }
             };
-            let dt = t0.elapsed();
+            let labels = labels
+                .map(|l| {
+                    npy::read_labels(&l).map(|mut v| {
+                        if let Some(k) = samples {
+                            v.truncate(k);
+                        }
+                        (l, v)
+                    })
+                })
+                .transpose()?;
             let n = xs
                 .first()
                 .map_or(0, |x| x.shape().first().copied().unwrap_or(1));
-            let mode_name = if mode == Mode::Float {
-                "float"
-            } else {
-                "clear"
+            let t0 = Instant::now();
+            let ys = match (&compiled, mode) {
+                (None, _) => Model::load(&model)?.run_float(&xs)?,
+                (Some(m), Mode::Float) => m.run_float(&xs)?,
+                (Some(m), Mode::Clear) => m.run_clear(&xs)?,
+                (Some(m), Mode::Fhe) => run_fhe(m, &xs, p_error)?,
             };
+            let dt = t0.elapsed();
             println!(
-                "{mode_name}: {n} sample(s) in {:.1} ms ({:.3} ms/sample)",
+                "{}: {n} sample(s) in {:.1} ms ({:.3} ms/sample)",
+                mode_name(mode),
                 dt.as_secs_f64() * 1e3,
                 dt.as_secs_f64() * 1e3 / n.max(1) as f64
             );
@@ -180,27 +218,53 @@ fn run(cmd: Cmd) -> Result<()> {
                 npy::write_f32(p, y)?;
                 println!("wrote {} {}", p.display(), ShapeFmt(y.shape()));
             }
-            if let Some(l) = labels {
-                let labels = npy::read_labels(&l)?;
+            if let Some((path, labels)) = labels {
+                let acc = |y: &ndarray::ArrayD<f32>| {
+                    fhec::accuracy(y, &labels).ok_or_else(|| {
+                        Error::Usage(format!(
+                            "labels `{}` ({} values) do not match the output {}; expected one class index per row of a [N, classes] output",
+                            path.display(),
+                            labels.len(),
+                            ShapeFmt(y.shape())
+                        ))
+                    })
+                };
                 let y = ys
                     .first()
                     .ok_or_else(|| Error::Usage("the model has no output".into()))?;
-                let acc = fhec::accuracy(y, &labels).ok_or_else(|| {
-                    Error::Usage(format!(
-                        "labels `{}` ({} values) do not match the output {}; expected one class index per row of a [N, classes] output",
-                        l.display(),
-                        labels.len(),
-                        ShapeFmt(y.shape())
-                    ))
-                })?;
                 println!(
-                    "accuracy ({mode_name}): {:.4} on {} samples",
-                    acc,
+                    "accuracy ({}): {:.4} on {} samples",
+                    mode_name(mode),
+                    acc(y)?,
                     labels.len()
                 );
+                if let (Some(m), true) = (&compiled, mode != Mode::Float) {
+                    if mode == Mode::Fhe {
+                        let yc = m.run_clear(&xs)?;
+                        println!(
+                            "accuracy (clear): {:.4} on {} samples",
+                            acc(&yc[0])?,
+                            labels.len()
+                        );
+                    }
+                    let yf = m.run_float(&xs)?;
+                    println!(
+                        "accuracy (float): {:.4} on {} samples",
+                        acc(&yf[0])?,
+                        labels.len()
+                    );
+                }
             }
             Ok(())
         }
+    }
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Float => "float",
+        Mode::Clear => "clear",
+        Mode::Fhe => "fhe",
     }
 }
 
@@ -289,4 +353,75 @@ fn compile(a: CompileArgs) -> Result<()> {
         println!("wrote {}", r.display());
     }
     Ok(())
+}
+
+/// Keygen, then encrypt → evaluate → decrypt each sample, checking it against clear mode.
+fn run_fhe(
+    m: &CompiledModel,
+    xs: &[ndarray::ArrayD<f32>],
+    p_error: f64,
+) -> Result<Vec<ndarray::ArrayD<f32>>> {
+    let t0 = Instant::now();
+    let session = m.fhe_session(p_error)?;
+    let prog = &session.program;
+    let c = &session.choice;
+    let pr = &c.params;
+    println!(
+        "fhe: {} table lookups + {} bit extractions = {} bootstraps per sample; tables of {} bits, {} message bits",
+        prog.tlu_count,
+        prog.pbs_count - prog.tlu_count,
+        prog.pbs_count,
+        prog.tlu_bits,
+        prog.msg_bits
+    );
+    println!(
+        "parameters: n={} k={} N={} pbs {}x{} ks {}x{}; security 128 bits (tfhe 132-bit curves), p_error {:.2e} per bootstrap, {:.2e} per sample",
+        pr.lwe_dimension,
+        pr.glwe_dimension,
+        pr.polynomial_size,
+        pr.pbs_level,
+        pr.pbs_base_log,
+        pr.ks_level,
+        pr.ks_base_log,
+        c.p_error,
+        c.global_p_error
+    );
+    println!(
+        "keygen: {:.2} s (plan {:.2} s)",
+        session.keygen_time.as_secs_f64(),
+        (t0.elapsed() - session.keygen_time).as_secs_f64()
+    );
+    let qp = &m.input_quant;
+    let mut exact = 0usize;
+    let mut total = 0usize;
+    let mut eval_time = std::time::Duration::ZERO;
+    let outs =
+        fhec::model::run_batched(&m.float_graph, xs, |sample| {
+            let q: Vec<fhec::ir::Tensor> = sample
+                .iter()
+                .zip(qp)
+                .map(|(t, p)| fhec::ir::Tensor::I64(t.to_f32().mapv(|v| p.quantize(v))))
+                .collect();
+            let (ints, t) = session.run_sample(&q)?;
+            let want = m.boundary_clear(prog, &q)?;
+            total += 1;
+            exact += usize::from(ints == want);
+            eval_time += t.evaluate;
+            println!(
+            "sample {total}: encrypt {:.1} ms, evaluate {:.2} s, decrypt {:.1} ms, {} clear mode",
+            t.encrypt.as_secs_f64() * 1e3,
+            t.evaluate.as_secs_f64(),
+            t.decrypt.as_secs_f64() * 1e3,
+            if ints == want { "equals" } else { "DIFFERS FROM" }
+        );
+            m.client_tail(prog, &ints)
+        })?;
+    let per = eval_time.as_secs_f64() / total.max(1) as f64;
+    println!(
+        "fhe: {exact}/{total} samples equal clear mode bit for bit; {:.2} s per sample, {:.1} ms per bootstrap, {} thread(s)",
+        per,
+        per * 1e3 / prog.pbs_count.max(1) as f64,
+        rayon::current_num_threads()
+    );
+    Ok(outs)
 }

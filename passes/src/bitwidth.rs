@@ -44,6 +44,14 @@ impl Bounds {
             ),
         }
     }
+    /// The widest element: table inputs are shifted by their own lower bound, so this (not
+    /// the union) is the width a table needs.
+    pub fn max_bits(&self) -> u32 {
+        (0..self.len())
+            .map(|i| self.at(i).bits())
+            .max()
+            .unwrap_or(0)
+    }
     /// The union over all elements.
     pub fn union(&self) -> Interval {
         Interval::new(

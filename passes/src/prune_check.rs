@@ -124,7 +124,7 @@ impl Pass for PruneCheck {
                     continue; // pruned above
                 }
                 let Some(b) = cx.bounds.get(&x) else { continue };
-                let bits = (0..b.len()).map(|i| b.at(i).bits()).max().unwrap_or(0);
+                let bits = b.max_bits();
                 if bits > cfg.max_tlu_bits {
                     return Err(PassError::Unsupported {
                         node: cx.origin.get(&n).cloned().unwrap_or_else(|| g.g[n].name.clone()),

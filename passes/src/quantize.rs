@@ -417,15 +417,7 @@ impl<'a> Builder<'a> {
             Op::MaxPool(p) => self.max_pool(n, ins[0], p, &name, out_shape),
             Op::BatchNorm { epsilon } if matches!(vals[0], QVal::Enc { .. }) => {
                 // per-channel affine: update a, b
-                let cs: Vec<Vec<f32>> = vals[1..]
-                    .iter()
-                    .map(|v| match v {
-                        QVal::Const(t) => Ok(t.f32_values()),
-                        _ => {
-                            Err(self.unsupported(n, "BatchNormalization with encrypted parameters"))
-                        }
-                    })
-                    .collect::<Result<_, _>>()?;
+                let cs = self.bn_params(n, &vals[1..])?;
                 let QVal::Enc { node: qn, a, b, .. } = &vals[0] else {
                     unreachable!("invariant: matched Enc")
                 };
@@ -443,15 +435,7 @@ impl<'a> Builder<'a> {
             }
             Op::BatchNorm { epsilon } => {
                 // on a float value: y = x·k + (β − mean·k), as two elementwise constant ops
-                let cs: Vec<Vec<f32>> = vals[1..]
-                    .iter()
-                    .map(|v| match v {
-                        QVal::Const(t) => Ok(t.f32_values()),
-                        _ => {
-                            Err(self.unsupported(n, "BatchNormalization with encrypted parameters"))
-                        }
-                    })
-                    .collect::<Result<_, _>>()?;
+                let cs = self.bn_params(n, &vals[1..])?;
                 let c = out_shape[1];
                 let mut cshape = vec![1; out_shape.len()];
                 cshape[1] = c;
@@ -515,6 +499,16 @@ impl<'a> Builder<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// BatchNormalization's scale, bias, mean and variance, which must be clear.
+    fn bn_params(&self, n: NodeIndex, vals: &[QVal]) -> Result<Vec<Vec<f32>>, PassError> {
+        vals.iter()
+            .map(|v| match v {
+                QVal::Const(t) => Ok(t.f32_values()),
+                _ => Err(self.unsupported(n, "BatchNormalization with encrypted parameters")),
+            })
+            .collect()
     }
 
     /// Symmetric weight quantization of `rows[j]` (one row per output), per channel or per
@@ -795,6 +789,30 @@ impl<'a> Builder<'a> {
         y: NodeIndex,
         qp: &QuantParams,
     ) -> Result<NodeIndex, PassError> {
+        let r = self.relu_diff(name, x, y, qp)?;
+        self.add(name, Op::Binary(Binary::Add), &[y, r])
+    }
+
+    /// `min(x, y) = x − relu(x − y)`.
+    fn int_min(
+        &mut self,
+        name: &str,
+        x: NodeIndex,
+        y: NodeIndex,
+        qp: &QuantParams,
+    ) -> Result<NodeIndex, PassError> {
+        let r = self.relu_diff(name, x, y, qp)?;
+        self.add(name, Op::Binary(Binary::Sub), &[x, r])
+    }
+
+    /// `relu(x − y)` of two codes of `qp`, exact (a table on the difference).
+    fn relu_diff(
+        &mut self,
+        name: &str,
+        x: NodeIndex,
+        y: NodeIndex,
+        qp: &QuantParams,
+    ) -> Result<NodeIndex, PassError> {
         let d = self.add(&format!("{name}:diff"), Op::Binary(Binary::Sub), &[x, y])?;
         let dq = self.add(
             &format!("{name}:dequant"),
@@ -805,18 +823,13 @@ impl<'a> Builder<'a> {
             &[d],
         )?;
         let r = self.add(&format!("{name}:relu"), Op::Unary(Unary::Relu), &[dq])?;
-        let span = qp.qmax - qp.qmin;
-        let rq = self.add(
-            &format!("{name}:quant"),
-            Op::Quant(QuantParams {
-                scale: 1.0,
-                zero_point: 0,
-                qmin: 0,
-                qmax: span,
-            }),
-            &[r],
-        )?;
-        self.add(name, Op::Binary(Binary::Add), &[y, rq])
+        let codes = QuantParams {
+            scale: 1.0,
+            zero_point: 0,
+            qmin: 0,
+            qmax: qp.qmax - qp.qmin,
+        };
+        self.add(&format!("{name}:quant"), Op::Quant(codes), &[r])
     }
 
     fn binary(
@@ -958,34 +971,12 @@ impl<'a> Builder<'a> {
             }
             Binary::Max | Binary::Min => {
                 // max(x, y) = y + relu(x − y); min(x, y) = x − relu(x − y)
-                if op == Binary::Max {
-                    let node = self.int_max(name, x, y, &common)?;
-                    self.set_enc(n, node, vec![s], vec![-s * z], Some(common));
+                let node = if op == Binary::Max {
+                    self.int_max(name, x, y, &common)?
                 } else {
-                    let d = self.add(&format!("{name}:diff"), Op::Binary(Binary::Sub), &[x, y])?;
-                    let dq = self.add(
-                        &format!("{name}:dequant"),
-                        Op::Dequant {
-                            a: vec![1.0],
-                            b: vec![0.0],
-                        },
-                        &[d],
-                    )?;
-                    let r = self.add(&format!("{name}:relu"), Op::Unary(Unary::Relu), &[dq])?;
-                    let span = common.qmax - common.qmin;
-                    let rq = self.add(
-                        &format!("{name}:quant"),
-                        Op::Quant(QuantParams {
-                            scale: 1.0,
-                            zero_point: 0,
-                            qmin: 0,
-                            qmax: span,
-                        }),
-                        &[r],
-                    )?;
-                    let node = self.add(name, Op::Binary(Binary::Sub), &[x, rq])?;
-                    self.set_enc(n, node, vec![s], vec![-s * z], Some(common));
-                }
+                    self.int_min(name, x, y, &common)?
+                };
+                self.set_enc(n, node, vec![s], vec![-s * z], Some(common));
             }
             Binary::Mul => {
                 // x·y = ((x+y)² − (x−y)²)/4, both squares requantized on one scale

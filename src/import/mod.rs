@@ -17,7 +17,7 @@ mod reduce;
 mod shape;
 mod tensor;
 
-use fhec_ir::{DType, Graph, IrError, NodeIndex, Op, Tensor, TensorType};
+use fhec_ir::{Graph, IrError, NodeIndex, Op, Tensor, TensorType};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -433,7 +433,6 @@ pub fn import_model_with(
 }
 
 fn input_type(vi: &pb::ValueInfoProto) -> Result<(TensorType, bool), ImportError> {
-    use pb::tensor_proto::DataType as D;
     use pb::tensor_shape_proto::dimension::Value as Dv;
     let bad = |reason: String| ImportError::Input {
         name: vi.name.clone(),
@@ -447,27 +446,12 @@ fn input_type(vi: &pb::ValueInfoProto) -> Result<(TensorType, bool), ImportError
             ))
         }
     };
-    let dtype = match D::try_from(tt.elem_type) {
-        Ok(D::Float | D::Double | D::Float16 | D::Bfloat16) => DType::F32,
-        Ok(
-            D::Int64
-            | D::Int32
-            | D::Int16
-            | D::Int8
-            | D::Uint8
-            | D::Uint16
-            | D::Uint32
-            | D::Uint64
-            | D::Bool,
-        ) => DType::I64,
-        Ok(other) => {
-            return Err(bad(format!(
-                "element type {} is not supported",
-                other.as_str_name()
-            )))
-        }
-        Err(_) => return Err(bad(format!("unknown element type {}", tt.elem_type))),
-    };
+    let dtype = tensor::ir_dtype(tt.elem_type).ok_or_else(|| {
+        bad(format!(
+            "element type {} is not supported",
+            tensor::elem_type_name(tt.elem_type)
+        ))
+    })?;
     let shape = tt
         .shape
         .as_ref()

@@ -328,25 +328,15 @@ fn bind_out(cx: &mut Cx, n: &pb::NodeProto, v: Val) -> Result<(), ImportError> {
 }
 
 fn dtype_of(n: &pb::NodeProto, to: i64) -> Result<DType, ImportError> {
-    match D::try_from(to as i32) {
-        Ok(D::Float | D::Double | D::Float16 | D::Bfloat16) => Ok(DType::F32),
-        Ok(
-            D::Int64
-            | D::Int32
-            | D::Int16
-            | D::Int8
-            | D::Uint8
-            | D::Uint16
-            | D::Uint32
-            | D::Uint64
-            | D::Bool,
-        ) => Ok(DType::I64),
-        Ok(d) => Err(Cx::err(
+    super::tensor::ir_dtype(to as i32).ok_or_else(|| {
+        Cx::err(
             n,
-            format!("cast to {} is not supported", d.as_str_name()),
-        )),
-        Err(_) => Err(Cx::err(n, format!("unknown element type {to}"))),
-    }
+            format!(
+                "cast to {} is not supported",
+                super::tensor::elem_type_name(to as i32)
+            ),
+        )
+    })
 }
 
 pub(super) fn cast(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {

@@ -137,3 +137,29 @@ pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<Tensor, ImportError> {
         dt.as_str_name()
     )))
 }
+
+/// The IR element type an ONNX element type is computed in: floats in f32, integers and bools
+/// in i64; `None` for types fhec does not read (strings, float8, int4, complex, …).
+pub fn ir_dtype(code: i32) -> Option<fhec_ir::DType> {
+    match D::try_from(code).ok()? {
+        D::Float | D::Double | D::Float16 | D::Bfloat16 => Some(fhec_ir::DType::F32),
+        D::Int64
+        | D::Int32
+        | D::Int16
+        | D::Int8
+        | D::Uint8
+        | D::Uint16
+        | D::Uint32
+        | D::Uint64
+        | D::Bool => Some(fhec_ir::DType::I64),
+        _ => None,
+    }
+}
+
+/// The ONNX name of an element type code.
+pub fn elem_type_name(code: i32) -> String {
+    D::try_from(code).map_or_else(
+        |_| format!("unknown element type {code}"),
+        |d| d.as_str_name().to_string(),
+    )
+}

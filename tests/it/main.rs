@@ -2,6 +2,7 @@
 
 mod cli;
 mod common;
+mod fhe;
 mod models;
 mod node_tests;
 mod quantized;

@@ -1,0 +1,562 @@
+//! Backend: the integer IR becomes a flat [`Program`] over ciphertext registers, and TFHE
+//! parameters are chosen for it ([`params`]).
+//!
+//! One LWE ciphertext per integer, as Concrete does. Leveled work is a `Lin` (a weighted sum
+//! of registers plus a constant: dense and convolution accumulators, encrypted ± encrypted);
+//! reshapes, transposes, slices, gathers, pads and concats are register renaming, free at run
+//! time. Each table lookup is a `Tlu`: with exact rounding of `k` low bits it costs `k` 1-bit
+//! sign bootstraps (bit extraction: the bit is multiplied up to the most significant position
+//! and read by a constant table) plus one table bootstrap, and equals `eval_int` exactly up to
+//! the bootstraps' error probability.
+//!
+//! Encoding: every integer `x` is `x·Δ`, `Δ = 2^64 / 2^(B+1)`, with one circuit-wide `B`
+//! large enough for every table input's bits (`k + p`) and every decrypted integer.
+
+pub mod params;
+
+use crate::compile::CompiledModel;
+use crate::error::{Error, Result};
+use fhec_ir::{kernels, DType, Graph, IntLinear, NodeIndex, Op, Tensor};
+use fhec_passes::bitwidth::{bounds, Bounds};
+use fhec_passes::PassContext;
+use ndarray::{ArrayD, IxDyn};
+use params::{Choice, Constraint};
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
+
+/// A value in the program: a ciphertext register or a clear constant.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Operand {
+    Reg(u32),
+    Const(i64),
+}
+
+/// One instruction.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub enum Instr {
+    /// `dst = Σ w·src + c` (leveled).
+    Lin {
+        dst: u32,
+        terms: Vec<(u32, i64)>,
+        c: i64,
+    },
+    /// `dst = tables[table][(src + offset) >> drop]`, the low `drop` bits removed exactly.
+    Tlu {
+        dst: u32,
+        src: u32,
+        offset: i64,
+        drop: u32,
+        table: u32,
+    },
+}
+
+/// An integer tensor the client decrypts.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProgramOutput {
+    /// The node of the compiled model's program graph it stands for.
+    pub node: NodeIndex,
+    pub shape: Vec<usize>,
+    pub elems: Vec<Operand>,
+    /// Lower bound of each element (decoding window).
+    pub lo: Vec<i64>,
+}
+
+/// The flat program the server runs.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Program {
+    pub n_regs: u32,
+    /// Registers of each graph input, row-major.
+    pub inputs: Vec<Vec<u32>>,
+    /// Groups of independent instructions, in order.
+    pub stages: Vec<Vec<Instr>>,
+    /// Table contents, `2^tlu_bits` values each.
+    pub tables: Vec<Vec<i64>>,
+    pub outputs: Vec<ProgramOutput>,
+    /// Table precision `p` (bits of a table index).
+    pub tlu_bits: u32,
+    /// Message bits `B` of the encoding.
+    pub msg_bits: u32,
+    /// Bootstraps per sample: tables plus bit extractions.
+    pub pbs_count: usize,
+    pub tlu_count: usize,
+    /// The noise checks the parameters must pass.
+    pub constraints: Vec<Constraint>,
+}
+
+/// One element of a table lookup before registers are assigned: source, offset, bits
+/// dropped, table id.
+type TluElem = (Operand, i64, u32, u32);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Noise {
+    alpha: f64,
+    beta: f64,
+}
+
+struct Lowering<'a> {
+    g: &'a Graph,
+    bounds: HashMap<NodeIndex, Bounds>,
+    regs: u32,
+    noise: Vec<Noise>,
+    vals: HashMap<NodeIndex, Vec<Operand>>,
+    stages: Vec<Vec<Instr>>,
+    tables: Vec<Vec<i64>>,
+    table_ids: HashMap<Vec<i64>, u32>,
+    worst: HashMap<(String, String), Constraint>,
+}
+
+impl Lowering<'_> {
+    fn reg(&mut self, n: Noise) -> u32 {
+        self.regs += 1;
+        self.noise.push(n);
+        self.regs - 1
+    }
+
+    fn lin(&mut self, stage: &mut Vec<Instr>, terms: Vec<(Operand, i64)>, c: i64) -> Operand {
+        let mut constant = c;
+        let mut regs = Vec::new();
+        let mut nz = Noise::default();
+        for (o, w) in terms {
+            if w == 0 {
+                continue;
+            }
+            match o {
+                Operand::Const(v) => constant = constant.wrapping_add(v.wrapping_mul(w)),
+                Operand::Reg(r) => {
+                    let s = (w as f64) * (w as f64);
+                    nz.alpha += s * self.noise[r as usize].alpha;
+                    nz.beta += s * self.noise[r as usize].beta;
+                    regs.push((r, w));
+                }
+            }
+        }
+        if regs.is_empty() {
+            return Operand::Const(constant);
+        }
+        if regs.len() == 1 && regs[0].1 == 1 && constant == 0 {
+            return Operand::Reg(regs[0].0);
+        }
+        let dst = self.reg(nz);
+        stage.push(Instr::Lin {
+            dst,
+            terms: regs,
+            c: constant,
+        });
+        Operand::Reg(dst)
+    }
+
+    fn note(&mut self, kind: &str, at: &str, alpha: f64, beta: f64, margin: f64, bootstrap: bool) {
+        let e = self
+            .worst
+            .entry((kind.to_string(), at.to_string()))
+            .or_insert(Constraint {
+                kind: kind.to_string(),
+                at: at.to_string(),
+                count: 0,
+                alpha: 0.0,
+                beta: 0.0,
+                scale: 1.0,
+                margin,
+                bootstrap,
+            });
+        e.count += 1;
+        e.alpha = e.alpha.max(alpha);
+        e.beta = e.beta.max(beta);
+    }
+
+    fn bounds_of(&self, n: NodeIndex) -> Result<&Bounds> {
+        self.bounds.get(&n).ok_or_else(|| {
+            Error::Usage(format!(
+                "internal error: no proven bounds for `{}`; please report",
+                self.g.g[n].name
+            ))
+        })
+    }
+}
+
+/// Terms of each output of an integer convolution: `(input flat index or None for padding, w)`.
+fn conv_terms(
+    x_shape: &[usize],
+    l: &IntLinear,
+    out_shape: &[usize],
+) -> Vec<Vec<(Option<usize>, i64)>> {
+    let IntLinear::Conv { attrs: c, w, .. } = l else {
+        return Vec::new();
+    };
+    let ws: Vec<i64> = w.iter().copied().collect();
+    let (n, cin) = (x_shape[0], x_shape[1]);
+    let m = w.shape()[0];
+    let (cpg, mpg) = (cin / c.group, m / c.group);
+    let sp_in = &x_shape[2..];
+    let sp_out = &out_shape[2..];
+    let d = sp_in.len();
+    let mut in_str = vec![1usize; d];
+    for i in (0..d.saturating_sub(1)).rev() {
+        in_str[i] = in_str[i + 1] * sp_in[i + 1];
+    }
+    let in_plane: usize = sp_in.iter().product();
+    let k_len: usize = c.kernel.iter().product();
+    let mut kpos = Vec::new();
+    kernels::for_each_index(&c.kernel, |k| kpos.push(k.to_vec()));
+    let mut out = Vec::new();
+    for bn in 0..n {
+        for oc in 0..m {
+            let g = oc / mpg;
+            kernels::for_each_index(sp_out, |op| {
+                let mut terms = Vec::new();
+                for (ki, k) in kpos.iter().enumerate() {
+                    let mut off = 0usize;
+                    let mut inside = true;
+                    for a in 0..d {
+                        let p = (op[a] * c.strides[a] + k[a] * c.dilations[a]) as i64
+                            - c.pads_begin[a] as i64;
+                        if p < 0 || p as usize >= sp_in[a] {
+                            inside = false;
+                            break;
+                        }
+                        off += p as usize * in_str[a];
+                    }
+                    for ic in 0..cpg {
+                        let wv = ws[(oc * cpg + ic) * k_len + ki];
+                        let src = inside.then(|| (bn * cin + g * cpg + ic) * in_plane + off);
+                        terms.push((src, wv));
+                    }
+                }
+                out.push(terms);
+            });
+        }
+    }
+    out
+}
+
+/// Lowers a compiled model's integer program.
+///
+/// # Errors
+/// A float operation on the server side (not fused into a table), or a table too wide.
+pub fn lower(m: &CompiledModel) -> Result<Program> {
+    let g = &m.program;
+    let cx = PassContext {
+        input_quant: m.input_quant.clone(),
+        ..Default::default()
+    };
+    let bounds = bounds(g, &cx)?;
+    let order = g.topo()?;
+    // table precision: the widest per-element table input
+    let mut p = 1u32;
+    for &n in &order {
+        if let Op::Tlu(_) = g.g[n].op {
+            let x = g.inputs_of(n)[0];
+            if let Some(b) = bounds.get(&x) {
+                p = p.max(b.max_bits().max(1));
+            }
+        }
+    }
+    let mut lw = Lowering {
+        g,
+        bounds,
+        regs: 0,
+        noise: Vec::new(),
+        vals: HashMap::new(),
+        stages: Vec::new(),
+        tables: Vec::new(),
+        table_ids: HashMap::new(),
+        worst: HashMap::new(),
+    };
+    let mut inputs = Vec::new();
+    // (node, element) → (bits dropped, source operand) for Round nodes, resolved by their Tlu
+    let mut rounds: HashMap<NodeIndex, (Vec<u32>, NodeIndex)> = HashMap::new();
+    let mut tlu_specs: Vec<(NodeIndex, Vec<TluElem>)> = Vec::new();
+    let mut max_drop = 0u32;
+    for &n in &order {
+        let node = &g.g[n];
+        if node.ty.dtype != DType::I64 {
+            continue;
+        }
+        let ins = g.inputs_of(n);
+        let name = node.name.clone();
+        let mut stage = Vec::new();
+        let out: Vec<Operand> = match &node.op {
+            Op::Input { .. } => {
+                let r: Vec<u32> = (0..node.ty.len())
+                    .map(|_| {
+                        lw.reg(Noise {
+                            alpha: 0.0,
+                            beta: 1.0,
+                        })
+                    })
+                    .collect();
+                inputs.push(r.clone());
+                r.into_iter().map(Operand::Reg).collect()
+            }
+            Op::Const(t) => t.i64_values().into_iter().map(Operand::Const).collect(),
+            Op::IntLinear(l @ IntLinear::Dense { w }) => {
+                let _ = l;
+                let x = lw.vals[&ins[0]].clone();
+                let (k, nn) = (w.shape()[0], w.shape()[1]);
+                let rows = x.len() / k;
+                let mut out = Vec::with_capacity(rows * nn);
+                for r in 0..rows {
+                    for j in 0..nn {
+                        let terms = (0..k).map(|i| (x[r * k + i], w[[i, j]])).collect();
+                        out.push(lw.lin(&mut stage, terms, 0));
+                    }
+                }
+                out
+            }
+            Op::IntLinear(l @ IntLinear::Conv { pad_value, .. }) => {
+                let x = lw.vals[&ins[0]].clone();
+                let xs = g.g[ins[0]].ty.shape.clone();
+                let mut out = Vec::new();
+                for terms in conv_terms(&xs, l, &node.ty.shape) {
+                    let t = terms
+                        .into_iter()
+                        .map(|(src, w)| (src.map_or(Operand::Const(*pad_value), |i| x[i]), w))
+                        .collect();
+                    out.push(lw.lin(&mut stage, t, 0));
+                }
+                out
+            }
+            Op::Binary(b @ (fhec_ir::Binary::Add | fhec_ir::Binary::Sub)) => {
+                let (x, y) = (lw.vals[&ins[0]].clone(), lw.vals[&ins[1]].clone());
+                let sign = if *b == fhec_ir::Binary::Add { 1 } else { -1 };
+                x.iter()
+                    .zip(&y)
+                    .map(|(&a, &c)| lw.lin(&mut stage, vec![(a, 1), (c, sign)], 0))
+                    .collect()
+            }
+            Op::Round { bits } => {
+                rounds.insert(n, (bits.clone(), ins[0]));
+                lw.vals[&ins[0]].clone()
+            }
+            Op::Tlu(t) => {
+                let x = ins[0];
+                let (ks, src) = match rounds.get(&x) {
+                    Some((b, s)) => (b.clone(), *s),
+                    None => (vec![0], x),
+                };
+                let xb = lw.bounds_of(x)?.clone();
+                let srcv = lw.vals[&src].clone();
+                let len = node.ty.len();
+                let mut spec = Vec::with_capacity(len);
+                for i in 0..len {
+                    let k = ks[if ks.len() == 1 { 0 } else { i }];
+                    max_drop = max_drop.max(k);
+                    let lo_r = xb.at(i).lo; // lower bound of the (rounded) table input
+                    let offset = if k == 0 {
+                        -lo_r
+                    } else {
+                        (1i64 << (k - 1)) - (lo_r << k)
+                    };
+                    let table: Vec<i64> = (0..1i64 << p).map(|idx| t.eval(i, lo_r + idx)).collect();
+                    let next = lw.tables.len() as u32;
+                    let id = *lw.table_ids.entry(table.clone()).or_insert(next);
+                    if id == next {
+                        lw.tables.push(table);
+                    }
+                    spec.push((srcv[i], offset, k, id));
+                }
+                tlu_specs.push((n, spec));
+                // registers are made below, once B is known (constraints depend on it)
+                vec![Operand::Const(0); len]
+            }
+            Op::Reshape { .. }
+            | Op::Transpose { .. }
+            | Op::Slice { .. }
+            | Op::Gather { .. }
+            | Op::Expand { .. }
+            | Op::Pad { .. }
+            | Op::Concat { .. }
+            | Op::Identity => {
+                // move operand indices with the op itself
+                let mut pool: Vec<Operand> = Vec::new();
+                let mut idx_ins = Vec::new();
+                for &i in &ins {
+                    let v = &lw.vals[&i];
+                    let base = pool.len() as i64;
+                    pool.extend(v.iter().copied());
+                    let shape = g.g[i].ty.shape.clone();
+                    let a = ArrayD::from_shape_vec(
+                        IxDyn(&shape),
+                        (0..v.len() as i64).map(|j| j + base).collect(),
+                    )
+                    .map_err(|e| Error::Usage(e.to_string()))?;
+                    idx_ins.push(Tensor::I64(a));
+                }
+                let mut op = node.op.clone();
+                if let Op::Pad { value, .. } = &mut op {
+                    pool.push(Operand::Const(*value as i64));
+                    *value = (pool.len() - 1) as f32;
+                }
+                let refs: Vec<&Tensor> = idx_ins.iter().collect();
+                let moved = kernels::eval(&op, &refs)
+                    .map_err(|e| Error::Usage(format!("`{name}`: {e}")))?;
+                moved
+                    .i64_values()
+                    .into_iter()
+                    .map(|j| pool[j as usize])
+                    .collect()
+            }
+            other => return Err(Error::Usage(format!(
+                "`{name}` ({}) cannot run on encrypted data; it was not fused into a table lookup",
+                other.name()
+            ))),
+        };
+        lw.vals.insert(n, out);
+        if !stage.is_empty() {
+            lw.stages.push(stage);
+        }
+        // Tlu registers: one stage per table node
+        if let Some((tn, spec)) = tlu_specs.pop() {
+            debug_assert_eq!(tn, n);
+            let mut stage = Vec::new();
+            let mut outs = Vec::with_capacity(spec.len());
+            for (src, offset, drop, table) in spec {
+                match src {
+                    Operand::Const(v) => {
+                        let idx = (v + offset) >> drop;
+                        outs.push(Operand::Const(lw.tables[table as usize][idx as usize]));
+                    }
+                    Operand::Reg(r) => {
+                        let nz = lw.noise[r as usize];
+                        let dst = lw.reg(Noise {
+                            alpha: 1.0,
+                            beta: 0.0,
+                        });
+                        stage.push(Instr::Tlu {
+                            dst,
+                            src: r,
+                            offset,
+                            drop,
+                            table,
+                        });
+                        lw.note_tlu(&name, nz, drop, p);
+                        outs.push(Operand::Reg(dst));
+                    }
+                }
+            }
+            lw.vals.insert(n, outs);
+            lw.stages.push(stage);
+        }
+    }
+    // outputs: integers read by client-side float nodes
+    let mut outputs = Vec::new();
+    let mut out_bits = 0u32;
+    for &n in &order {
+        if g.g[n].ty.dtype != DType::F32 {
+            continue;
+        }
+        for i in g.inputs_of(n) {
+            if g.g[i].ty.dtype != DType::I64 || outputs.iter().any(|o: &ProgramOutput| o.node == i)
+            {
+                continue;
+            }
+            let b = lw.bounds_of(i)?.clone();
+            let lo: Vec<i64> = (0..b.len()).map(|e| b.at(e).lo).collect();
+            out_bits = out_bits.max(b.max_bits());
+            let elems = lw.vals[&i].clone();
+            let oname = g.g[i].name.clone();
+            for e in &elems {
+                if let Operand::Reg(r) = e {
+                    let nz = lw.noise[*r as usize];
+                    lw.note("decryption", &oname, nz.alpha, nz.beta, 0.0, false);
+                }
+            }
+            outputs.push(ProgramOutput {
+                node: i,
+                shape: g.g[i].ty.shape.clone(),
+                elems,
+                lo,
+            });
+        }
+    }
+    let msg_bits = (p + max_drop).max(out_bits).max(p);
+    if msg_bits > 40 {
+        return Err(Error::Usage(format!(
+            "the program needs {msg_bits} message bits, more than TFHE can carry; use fewer bits or stronger rounding"
+        )));
+    }
+    // margins and scales now that B is known
+    let mut constraints: Vec<Constraint> = lw.worst.into_values().collect();
+    for c in &mut constraints {
+        match c.kind.as_str() {
+            "decryption" => c.margin = 2f64.powi(-(msg_bits as i32) - 2),
+            "table" => {
+                // alpha/beta were stored pre-multiplied by 2^(2·(−k−p)); apply 2^(2B)
+                c.alpha *= 4f64.powi(msg_bits as i32);
+                c.beta *= 4f64.powi(msg_bits as i32);
+                c.margin = 2f64.powi(-(p as i32) - 2);
+            }
+            _ => {
+                c.alpha *= 4f64.powi(msg_bits as i32);
+                c.beta *= 4f64.powi(msg_bits as i32);
+                c.margin = 0.25;
+            }
+        }
+    }
+    constraints.sort_by(|a, b| (&a.kind, &a.at).cmp(&(&b.kind, &b.at)));
+    let tlu_count = lw
+        .stages
+        .iter()
+        .flatten()
+        .filter(|i| matches!(i, Instr::Tlu { .. }))
+        .count();
+    let pbs_count = lw
+        .stages
+        .iter()
+        .flatten()
+        .map(|i| match i {
+            Instr::Tlu { drop, .. } => 1 + *drop as usize,
+            Instr::Lin { .. } => 0,
+        })
+        .sum();
+    Ok(Program {
+        n_regs: lw.regs,
+        inputs,
+        stages: lw.stages,
+        tables: lw.tables,
+        outputs,
+        tlu_bits: p,
+        msg_bits,
+        pbs_count,
+        tlu_count,
+        constraints,
+    })
+}
+
+impl Lowering<'_> {
+    /// Records the noise checks of one table lookup with `drop` exact bits: the sign
+    /// bootstraps of bits `j < drop` read the register times `2^(B−j)`; the table reads it
+    /// times `2^(B−drop−p)`. Scales are stored without the `2^B` factor, applied once `B`
+    /// is known.
+    fn note_tlu(&mut self, at: &str, nz: Noise, drop: u32, p: u32) {
+        for j in 0..drop {
+            let s = 4f64.powi(-(j as i32));
+            self.note(
+                "bit extraction",
+                at,
+                (nz.alpha + j as f64) * s,
+                nz.beta * s,
+                0.25,
+                true,
+            );
+        }
+        let s = 4f64.powi(-((drop + p) as i32));
+        self.note(
+            "table",
+            at,
+            (nz.alpha + drop as f64) * s,
+            nz.beta * s,
+            0.0,
+            true,
+        );
+    }
+}
+
+/// Chooses parameters for a program at a per-bootstrap error probability `p_error`.
+///
+/// # Errors
+/// No secure parameters meet the target; the error names the hardest layer.
+pub fn choose_params(p: &Program, p_error: f64) -> Result<Choice> {
+    params::search(&p.constraints, p.tlu_bits, p_error, 2.5e9)
+        .map_err(|e| Error::Usage(e.to_string()))
+}

@@ -1,0 +1,346 @@
+//! TFHE parameters chosen for the circuit.
+//!
+//! # Model
+//! Variances are in torus units (a fraction of the ciphertext modulus q = 2^64, squared).
+//! Every ciphertext is one LWE encryption of one integer `x` with the encoding `x·Δ`,
+//! `Δ = 2^-(B+1)` (B message bits and one padding bit, for the whole circuit). A register's
+//! noise is `α·V_pbs + β·V_fresh`: `V_pbs` is a bootstrap's output variance and `V_fresh` a
+//! fresh encryption's (inputs are encrypted under the big key, dimension k·N); a leveled
+//! `Σ wᵢ·xᵢ` gives `α = Σ wᵢ²αᵢ`, `β = Σ wᵢ²βᵢ` (the 2-norm, not tfhe's L1 `max_noise_level`).
+//! Before a bootstrap the register is multiplied by a power of two `M` (to bring the bits read
+//! to the top), key-switched (`V_ks`) and modulus-switched to 2N (`V_ms`):
+//! `V = M²·(α·V_pbs + β·V_fresh) + V_ks + V_ms`, and the bootstrap is right unless the noise
+//! passes its margin `m` (half a box): `p_err = erfc(m / √(2V))` for Gaussian noise.
+//!
+//! # Formulas
+//! `V_pbs`, `V_ks`, `V_ms` are tfhe 1.8's own (`noise_formulas::{lwe_programmable_bootstrap,
+//! lwe_keyswitch, modulus_switch}`, FFT with a 53-bit mantissa). Keys are made with the
+//! smallest Gaussian noise that tfhe's curves (`noise_formulas::secure_noise`,
+//! `minimal_{lwe,glwe}_variance_for_132_bits_security_gaussian`) give 132 bits of security at
+//! that dimension: security ≥ 128 bits by construction, for every candidate.
+//!
+//! # Search
+//! Over polynomial sizes, GLWE dimensions, LWE dimensions and decomposition (base, level) of
+//! the bootstrap and the key switch, the cheapest candidate (cost ∝ `n·ℓ_pbs·(k+1)²·N·log N +
+//! k·N·n·ℓ_ks` per bootstrap) whose every constraint meets the target error probability and
+//! whose bootstrapping key fits the memory cap.
+
+use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::keyswitch_additive_variance_132_bits_security_gaussian_impl as ks_var;
+use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::pbs_variance_132_bits_security_gaussian_fft_mul_impl as pbs_var;
+use tfhe::core_crypto::commons::noise_formulas::modulus_switch::modulus_switch_additive_variance_impl as ms_var;
+use tfhe::core_crypto::commons::noise_formulas::secure_noise::minimal_lwe_variance_for_132_bits_security_gaussian_impl as min_var;
+
+const Q: f64 = 18_446_744_073_709_551_616.0; // 2^64
+const MANTISSA: f64 = 53.0;
+
+/// A TFHE parameter set (keyswitch-then-bootstrap, Gaussian noise, native 2^64 modulus).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FheParams {
+    pub lwe_dimension: usize,
+    pub glwe_dimension: usize,
+    pub polynomial_size: usize,
+    pub pbs_base_log: usize,
+    pub pbs_level: usize,
+    pub ks_base_log: usize,
+    pub ks_level: usize,
+    /// Standard deviations, torus units.
+    pub lwe_std: f64,
+    pub glwe_std: f64,
+}
+
+impl FheParams {
+    /// Secure parameters for these dimensions: the minimal 132-bit-secure noise.
+    pub fn secure(
+        n: usize,
+        k: usize,
+        big_n: usize,
+        pbs: (usize, usize),
+        ks: (usize, usize),
+    ) -> Self {
+        Self {
+            lwe_dimension: n,
+            glwe_dimension: k,
+            polynomial_size: big_n,
+            pbs_base_log: pbs.0,
+            pbs_level: pbs.1,
+            ks_base_log: ks.0,
+            ks_level: ks.1,
+            lwe_std: min_var(n as f64, Q).sqrt(),
+            glwe_std: min_var((k * big_n) as f64, Q).sqrt(),
+        }
+    }
+    pub fn v_pbs(&self) -> f64 {
+        pbs_var(
+            self.lwe_dimension as f64,
+            self.glwe_dimension as f64,
+            self.polynomial_size as f64,
+            2f64.powi(self.pbs_base_log as i32),
+            self.pbs_level as f64,
+            MANTISSA,
+            Q,
+        )
+    }
+    pub fn v_ks(&self) -> f64 {
+        ks_var(
+            (self.glwe_dimension * self.polynomial_size) as f64,
+            self.lwe_dimension as f64,
+            2f64.powi(self.ks_base_log as i32),
+            self.ks_level as f64,
+            Q,
+            Q,
+        )
+    }
+    pub fn v_ms(&self) -> f64 {
+        ms_var(
+            self.lwe_dimension as f64,
+            Q,
+            2.0 * self.polynomial_size as f64,
+        )
+    }
+    pub fn v_fresh(&self) -> f64 {
+        self.glwe_std * self.glwe_std
+    }
+    /// Relative cost of one keyswitch + bootstrap.
+    pub fn cost(&self) -> f64 {
+        let (n, k, big_n) = (
+            self.lwe_dimension as f64,
+            self.glwe_dimension as f64,
+            self.polynomial_size as f64,
+        );
+        n * self.pbs_level as f64 * (k + 1.0).powi(2) * big_n * big_n.log2()
+            + k * big_n * n * self.ks_level as f64
+    }
+    /// Size of the bootstrapping key in the Fourier domain, bytes.
+    pub fn bsk_bytes(&self) -> f64 {
+        let k1 = (self.glwe_dimension + 1) as f64;
+        self.lwe_dimension as f64
+            * k1
+            * k1
+            * self.pbs_level as f64
+            * self.polynomial_size as f64
+            * 8.0
+    }
+    /// Error probability of one constraint under these parameters.
+    pub fn p_error(&self, c: &Constraint) -> f64 {
+        let mut v = c.alpha * self.v_pbs() + c.beta * self.v_fresh();
+        v *= c.scale * c.scale;
+        if c.bootstrap {
+            v += self.v_ks() + self.v_ms();
+        }
+        if v <= 0.0 {
+            return 0.0;
+        }
+        libm::erfc(c.margin / (2.0 * v).sqrt())
+    }
+}
+
+/// One kind of noise check the circuit needs (a worst case over its instances).
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Constraint {
+    /// What it guards: `table`, `bit extraction`, `decryption`.
+    pub kind: String,
+    /// Where the worst case is (a layer name).
+    pub at: String,
+    /// How many times per sample.
+    pub count: usize,
+    /// Register noise `α·V_pbs + β·V_fresh`.
+    pub alpha: f64,
+    pub beta: f64,
+    /// The multiplier applied before reading (a power of two).
+    pub scale: f64,
+    /// Half the decision interval, torus units.
+    pub margin: f64,
+    /// Read by a bootstrap (adds key switch and modulus switch noise), or by decryption.
+    pub bootstrap: bool,
+}
+
+/// What the search found, for the report.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Choice {
+    pub params: FheParams,
+    /// Worst error probability of one bootstrap or decryption.
+    pub p_error: f64,
+    /// Union bound over one sample's bootstraps and decryptions.
+    pub global_p_error: f64,
+    pub security_bits: u32,
+}
+
+/// Why no parameters were found.
+#[derive(Debug, thiserror::Error)]
+pub enum ParamsError {
+    #[error(
+        "no 128-bit-secure TFHE parameters reach p_error {target:.1e} for {at} ({kind}: register noise {alpha:.1}·V_pbs, read with scale 2^{scale_log2}, margin 2^{margin_log2:.0}); \
+         fix: fewer bits (--n-bits), stronger rounding (--rounding-bits), or a looser --p-error"
+    )]
+    Infeasible {
+        target: f64,
+        at: String,
+        kind: String,
+        alpha: f64,
+        scale_log2: i32,
+        margin_log2: f64,
+    },
+}
+
+/// The cheapest secure parameters meeting `target` for every constraint.
+///
+/// # Errors
+/// [`ParamsError::Infeasible`] naming the hardest constraint.
+pub fn search(
+    constraints: &[Constraint],
+    min_poly_log: u32,
+    target: f64,
+    max_bsk_bytes: f64,
+) -> Result<Choice, ParamsError> {
+    let mut best: Option<FheParams> = None;
+    for log_n in min_poly_log.max(8)..=16u32 {
+        let big_n = 1usize << log_n;
+        for k in 1..=3usize {
+            if k * big_n > 1 << 16 {
+                continue;
+            }
+            for n in (384..=1536).step_by(8) {
+                let base = FheParams::secure(n, k, big_n, (1, 1), (1, 1));
+                if best.as_ref().is_some_and(|b| {
+                    FheParams {
+                        pbs_level: 1,
+                        ks_level: 1,
+                        ..base.clone()
+                    }
+                    .cost()
+                        >= b.cost()
+                }) {
+                    continue;
+                }
+                // best base for each level: the smallest variance
+                let pbs_for = |l: usize| {
+                    (1..=(64 / l).min(40))
+                        .map(|b| FheParams {
+                            pbs_base_log: b,
+                            pbs_level: l,
+                            ..base.clone()
+                        })
+                        .min_by(|a, b| a.v_pbs().total_cmp(&b.v_pbs()))
+                };
+                let ks_for = |l: usize| {
+                    (1..=(64 / l).min(30))
+                        .map(|b| FheParams {
+                            ks_base_log: b,
+                            ks_level: l,
+                            ..base.clone()
+                        })
+                        .min_by(|a, b| a.v_ks().total_cmp(&b.v_ks()))
+                };
+                for lp in 1..=5 {
+                    let Some(p) = pbs_for(lp) else { continue };
+                    if p.bsk_bytes() > max_bsk_bytes {
+                        break;
+                    }
+                    for lk in 1..=12 {
+                        let Some(kk) = ks_for(lk) else { continue };
+                        let cand = FheParams {
+                            ks_base_log: kk.ks_base_log,
+                            ks_level: lk,
+                            ..p.clone()
+                        };
+                        if best.as_ref().is_some_and(|b| cand.cost() >= b.cost()) {
+                            break;
+                        }
+                        if constraints.iter().all(|c| cand.p_error(c) <= target) {
+                            best = Some(cand);
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+    match best {
+        Some(params) => {
+            let p_error = constraints
+                .iter()
+                .map(|c| params.p_error(c))
+                .fold(0.0, f64::max);
+            let global = constraints
+                .iter()
+                .map(|c| params.p_error(c) * c.count as f64)
+                .sum::<f64>()
+                .min(1.0);
+            Ok(Choice {
+                params,
+                p_error,
+                global_p_error: global,
+                security_bits: 128,
+            })
+        }
+        None => {
+            // the constraint the largest secure set fails by the most
+            let big = FheParams::secure(1024, 1, 1 << 15, (15, 3), (3, 8));
+            let hardest = constraints
+                .iter()
+                .max_by(|a, b| big.p_error(a).total_cmp(&big.p_error(b)))
+                .cloned()
+                .unwrap_or(Constraint {
+                    kind: "table".into(),
+                    at: "?".into(),
+                    count: 0,
+                    alpha: 0.0,
+                    beta: 0.0,
+                    scale: 1.0,
+                    margin: 0.0,
+                    bootstrap: true,
+                });
+            Err(ParamsError::Infeasible {
+                target,
+                at: hardest.at,
+                kind: hardest.kind,
+                alpha: hardest.alpha,
+                scale_log2: hardest.scale.log2().round() as i32,
+                margin_log2: hardest.margin.log2(),
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(p: u32, alpha: f64) -> Constraint {
+        Constraint {
+            kind: "table".into(),
+            at: "t".into(),
+            count: 1,
+            alpha,
+            beta: 0.0,
+            scale: 1.0,
+            margin: 2f64.powi(-(p as i32) - 2),
+            bootstrap: true,
+        }
+    }
+
+    #[test]
+    fn search_is_monotone_in_precision_and_norm() {
+        let t = 2f64.powi(-40);
+        let c4 = search(&[table(4, 100.0)], 4, t, 2e9).expect("4 bits");
+        let c6 = search(&[table(6, 100.0)], 6, t, 2e9).expect("6 bits");
+        let c6w = search(&[table(6, 10_000.0)], 6, t, 2e9).expect("6 bits, wide");
+        assert!(c4.params.cost() <= c6.params.cost());
+        assert!(c6.params.cost() <= c6w.params.cost());
+        assert!(c6.p_error <= t);
+    }
+
+    #[test]
+    fn impossible_requests_are_refused() {
+        assert!(search(&[table(40, 1.0)], 16, 2f64.powi(-40), 2e9).is_err());
+    }
+
+    #[test]
+    fn secure_noise_is_tfhes_curve() {
+        let p = FheParams::secure(742, 1, 2048, (23, 1), (3, 5));
+        // tfhe's 132-bit curve at n = 742: 2^(5.3147 - 0.04978·742) + 2^-124
+        let want =
+            (2f64.powf(5.31469187675068 - 0.0497829131652661 * 742.0) + 2f64.powi(-124)).sqrt();
+        assert!((p.lwe_std / want - 1.0).abs() < 1e-12);
+    }
+}
