@@ -1,6 +1,8 @@
 //! fhec: compile ONNX neural networks into programs that run on encrypted data.
 //!
-//! The pipeline: [`import`] (ONNX → IR) → passes (`fhec-passes`) → backend → runtime.
+//! The pipeline: [`import`] (ONNX → IR) → passes (`fhec-passes`) → [`compile`] (the
+//! integer program and its report) → [`backend`] (register program, TFHE parameters) →
+//! [`runtime`] (keys, encryption, evaluation, decryption); [`fhe`] ties the last two together.
 //!
 //! ```no_run
 //! let model = fhec::Model::load("models/digits_mlp.onnx".as_ref())?;
