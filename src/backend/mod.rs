@@ -396,10 +396,12 @@ pub fn lower(m: &CompiledModel) -> Result<Program> {
                     .map(|j| pool[j as usize])
                     .collect()
             }
-            other => return Err(Error::Usage(format!(
+            other => {
+                return Err(Error::Usage(format!(
                 "`{name}` ({}) cannot run on encrypted data; it was not fused into a table lookup",
                 other.name()
-            ))),
+            )))
+            }
         };
         lw.vals.insert(n, out);
         if !stage.is_empty() {
