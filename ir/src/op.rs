@@ -451,6 +451,22 @@ impl Op {
         }
     }
 
+    /// Ops that only move, copy or pad elements (no arithmetic): on encrypted integers they are
+    /// register renaming, and they map bounds and operands element by element.
+    pub fn is_data_movement(&self) -> bool {
+        matches!(
+            self,
+            Op::Reshape { .. }
+                | Op::Transpose { .. }
+                | Op::Slice { .. }
+                | Op::Gather { .. }
+                | Op::Expand { .. }
+                | Op::Pad { .. }
+                | Op::Concat { .. }
+                | Op::Identity
+        )
+    }
+
     /// How many inputs the op takes: `(min, max)`.
     pub fn arity(&self) -> (usize, usize) {
         match self {

@@ -211,14 +211,7 @@ pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>,
                 }
                 _ => None,
             },
-            Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Slice { .. }
-            | Op::Gather { .. }
-            | Op::Expand { .. }
-            | Op::Pad { .. }
-            | Op::Concat { .. }
-            | Op::Identity => {
+            op if op.is_data_movement() => {
                 let srcs: Option<Vec<&Bounds>> = (0..ins.len()).map(get).collect();
                 srcs.and_then(|srcs| {
                     let los: Vec<ArrayD<i64>> = srcs.iter().map(|b| b.lo.clone()).collect();

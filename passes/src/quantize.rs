@@ -468,15 +468,9 @@ impl<'a> Builder<'a> {
                 Ok(())
             }
             Op::Binary(op) => self.binary(n, op, &ins, &vals, &name, &out_shape),
-            Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Slice { .. }
-            | Op::Gather { .. }
-            | Op::Expand { .. }
-            | Op::Pad { .. }
-            | Op::Concat { .. }
-                if vals.iter().any(|v| !matches!(v, QVal::Float { .. }))
-                    || self.needs_server[&n] =>
+            op if op.is_data_movement()
+                && (vals.iter().any(|v| !matches!(v, QVal::Float { .. }))
+                    || self.needs_server[&n]) =>
             {
                 self.data_movement(n, &ins, &vals, &name)
             }

@@ -359,14 +359,7 @@ pub fn lower(m: &CompiledModel) -> Result<Program> {
                 // registers are made below, once B is known (constraints depend on it)
                 vec![Operand::Const(0); len]
             }
-            Op::Reshape { .. }
-            | Op::Transpose { .. }
-            | Op::Slice { .. }
-            | Op::Gather { .. }
-            | Op::Expand { .. }
-            | Op::Pad { .. }
-            | Op::Concat { .. }
-            | Op::Identity => {
+            op if op.is_data_movement() => {
                 // move operand indices with the op itself
                 let mut pool: Vec<Operand> = Vec::new();
                 let mut idx_ins = Vec::new();
