@@ -364,40 +364,17 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 impl CompiledModel {
-    /// Quantizes a batch of float inputs as the client does: one i64 array per input.
-    ///
-    /// # Errors
-    /// Inputs that do not fit the model.
-    pub fn quantize_inputs(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<i64>>> {
-        if inputs.len() != self.input_quant.len() {
-            return Err(Error::Usage(format!(
-                "the model takes {} input(s), got {}",
-                self.input_quant.len(),
-                inputs.len()
-            )));
-        }
-        Ok(inputs
-            .iter()
-            .zip(&self.input_quant)
-            .map(|(x, p)| x.mapv(|v| p.quantize(v)))
-            .collect())
-    }
-
     /// Clear mode: quantize, run the integer program (`eval_int`), dequantize and run the
     /// client-side tail. The reference that encrypted runs must match.
     ///
     /// # Errors
     /// Inputs that do not fit the model.
     pub fn run_clear(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>> {
-        let g = &self.float_graph;
-        let qp = &self.input_quant;
-        run_batched(g, inputs, |sample| {
-            let q: Vec<Tensor> = sample
-                .iter()
-                .zip(qp)
-                .map(|(t, p)| Tensor::I64(t.to_f32().mapv(|v| p.quantize(v))))
-                .collect();
-            Ok(eval_int(&self.program, &q)?)
+        run_batched(&self.float_graph, inputs, |sample| {
+            Ok(eval_int(
+                &self.program,
+                &fhec_ir::quantize_sample(sample, &self.input_quant),
+            )?)
         })
     }
 

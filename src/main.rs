@@ -391,17 +391,12 @@ fn run_fhe(
         session.keygen_time.as_secs_f64(),
         (t0.elapsed() - session.keygen_time).as_secs_f64()
     );
-    let qp = &m.input_quant;
     let mut exact = 0usize;
     let mut total = 0usize;
     let mut eval_time = std::time::Duration::ZERO;
     let outs =
         fhec::model::run_batched(&m.float_graph, xs, |sample| {
-            let q: Vec<fhec::ir::Tensor> = sample
-                .iter()
-                .zip(qp)
-                .map(|(t, p)| fhec::ir::Tensor::I64(t.to_f32().mapv(|v| p.quantize(v))))
-                .collect();
+            let q = fhec::ir::quantize_sample(sample, &m.input_quant);
             let (ints, t) = session.run_sample(&q)?;
             let want = m.boundary_clear(prog, &q)?;
             total += 1;

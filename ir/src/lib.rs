@@ -22,5 +22,5 @@ pub use eval_int::eval_int;
 pub use graph::{Graph, GraphInput, GraphOutput, Node};
 pub use op::{Binary, ConvAttrs, IntLinear, Op, PadMode, PoolAttrs, ReduceKind, SliceAxis, Unary};
 pub use petgraph::stable_graph::NodeIndex;
-pub use quant::{round_shift, ElemOp, Interval, QuantParams, TluFn};
+pub use quant::{quantize_sample, round_shift, ElemOp, Interval, QuantParams, TluFn};
 pub use tensor::{DType, ShapeFmt, Tensor, TensorType};

@@ -3,6 +3,7 @@
 //! this code, so a table is bit-identical to what `eval_int` computes.
 
 use crate::op::{Binary, Unary};
+use crate::tensor::Tensor;
 use ndarray::ArrayD;
 
 /// Affine quantization `q = clamp(round(x / scale) + zero_point, qmin, qmax)`,
@@ -72,6 +73,16 @@ impl QuantParams {
     pub fn bits(&self) -> u32 {
         Interval::new(self.qmin, self.qmax).bits()
     }
+}
+
+/// Quantizes one sample as the client does before encrypting: each input tensor with its
+/// own parameters, giving the integer tensors `eval_int` and the encrypted program take.
+pub fn quantize_sample(sample: &[Tensor], params: &[QuantParams]) -> Vec<Tensor> {
+    sample
+        .iter()
+        .zip(params)
+        .map(|(t, p)| Tensor::I64(t.to_f32().mapv(|v| p.quantize(v))))
+        .collect()
 }
 
 /// `round(x / 2^k)` to nearest, ties up: `(x + 2^(k-1)) >> k` (arithmetic shift).

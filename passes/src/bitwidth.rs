@@ -235,12 +235,7 @@ pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>,
 pub fn quantized_calib(cx: &PassContext) -> Vec<Vec<Tensor>> {
     cx.calib
         .iter()
-        .map(|s| {
-            s.iter()
-                .zip(&cx.input_quant)
-                .map(|(t, p)| Tensor::I64(t.to_f32().mapv(|v| p.quantize(v))))
-                .collect()
-        })
+        .map(|s| fhec_ir::quantize_sample(s, &cx.input_quant))
         .collect()
 }
 
