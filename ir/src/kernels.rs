@@ -967,61 +967,75 @@ fn conv<T: ConvNum>(
     let w = w.as_standard_layout();
     let xs = x.as_slice().expect("invariant: standard layout");
     let ws = w.as_slice().expect("invariant: standard layout");
-    let (n, cin) = (x.shape()[0], x.shape()[1]);
     let m = w.shape()[0];
+    let out_plane: usize = out_shape[2..].iter().product();
+    let mut out: Vec<T> = (0..out_shape.iter().product::<usize>())
+        .map(|o| b.map_or(T::default(), |b| b[[(o / out_plane) % m]]))
+        .collect();
+    conv_taps(x.shape(), w.shape(), c, out_shape, |o, wi, xi| {
+        let v = match (xi, pad) {
+            (Some(i), _) => xs[i],
+            (None, Some(p)) => p,
+            (None, None) => return,
+        };
+        out[o] = out[o] + v * ws[wi];
+    });
+    ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("invariant: infer computed the shape")
+}
+
+/// Walks a convolution's geometry: for every output element (row-major flat index `o` of
+/// `out_shape`), for every kernel position and input channel of its group, calls
+/// `f(o, weight_index, input_index)`, with `input_index` `None` where the window reads
+/// padding. Indices are flat, row-major. The float kernel, the integer kernel and the
+/// backend's lowering all read convolutions through this one walk.
+pub fn conv_taps(
+    x_shape: &[usize],
+    w_shape: &[usize],
+    c: &ConvAttrs,
+    out_shape: &[usize],
+    mut f: impl FnMut(usize, usize, Option<usize>),
+) {
+    let (n, cin) = (x_shape[0], x_shape[1]);
+    let m = w_shape[0];
     let cpg = cin / c.group;
     let mpg = m / c.group;
-    let sp_in = &x.shape()[2..];
+    let sp_in = &x_shape[2..];
     let sp_out = &out_shape[2..];
     let in_str = strides_of(sp_in);
     let in_plane: usize = sp_in.iter().product();
     let k_len: usize = c.kernel.iter().product();
-    let out_plane: usize = sp_out.iter().product();
-    // kernel positions as multi-indices
     let mut kpos = Vec::with_capacity(k_len);
     for_each_index(&c.kernel, |k| kpos.push(k.to_vec()));
-    let mut out = vec![T::default(); n * m * out_plane];
     let d = sp_in.len();
-    let mut ipos = vec![0i64; d];
+    let mut o = 0;
     for bn in 0..n {
         for oc in 0..m {
             let g = oc / mpg;
-            let bias = b.map_or(T::default(), |b| b[[oc]]);
-            let mut o = 0;
             for_each_index(sp_out, |op| {
-                let mut acc = bias;
                 for (ki, k) in kpos.iter().enumerate() {
-                    let mut off = 0usize;
-                    let mut inside = true;
+                    let mut off = Some(0usize);
                     for a in 0..d {
-                        ipos[a] = (op[a] * c.strides[a] + k[a] * c.dilations[a]) as i64
+                        let p = (op[a] * c.strides[a] + k[a] * c.dilations[a]) as i64
                             - c.pads_begin[a] as i64;
-                        if ipos[a] < 0 || ipos[a] as usize >= sp_in[a] {
-                            inside = false;
+                        if p < 0 || p as usize >= sp_in[a] {
+                            off = None;
                             break;
                         }
-                        off += ipos[a] as usize * in_str[a];
-                    }
-                    if !inside {
-                        if let Some(p) = pad {
-                            for ic in 0..cpg {
-                                acc = acc + p * ws[(oc * cpg + ic) * k_len + ki];
-                            }
-                        }
-                        continue;
+                        off = off.map(|v| v + p as usize * in_str[a]);
                     }
                     for ic in 0..cpg {
-                        let xv = xs[(bn * cin + g * cpg + ic) * in_plane + off];
-                        let wv = ws[(oc * cpg + ic) * k_len + ki];
-                        acc = acc + xv * wv;
+                        let wi = (oc * cpg + ic) * k_len + ki;
+                        f(
+                            o,
+                            wi,
+                            off.map(|off| (bn * cin + g * cpg + ic) * in_plane + off),
+                        );
                     }
                 }
-                out[(bn * m + oc) * out_plane + o] = acc;
                 o += 1;
             });
         }
     }
-    ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("invariant: infer computed the shape")
 }
 
 fn pool(x: &ArrayD<f32>, p: &PoolAttrs, out_shape: &[usize], max: bool) -> ArrayD<f32> {

@@ -180,52 +180,14 @@ fn conv_terms(
     l: &IntLinear,
     out_shape: &[usize],
 ) -> Vec<Vec<(Option<usize>, i64)>> {
-    let IntLinear::Conv { attrs: c, w, .. } = l else {
+    let IntLinear::Conv { attrs, w, .. } = l else {
         return Vec::new();
     };
     let ws: Vec<i64> = w.iter().copied().collect();
-    let (n, cin) = (x_shape[0], x_shape[1]);
-    let m = w.shape()[0];
-    let (cpg, mpg) = (cin / c.group, m / c.group);
-    let sp_in = &x_shape[2..];
-    let sp_out = &out_shape[2..];
-    let d = sp_in.len();
-    let mut in_str = vec![1usize; d];
-    for i in (0..d.saturating_sub(1)).rev() {
-        in_str[i] = in_str[i + 1] * sp_in[i + 1];
-    }
-    let in_plane: usize = sp_in.iter().product();
-    let k_len: usize = c.kernel.iter().product();
-    let mut kpos = Vec::new();
-    kernels::for_each_index(&c.kernel, |k| kpos.push(k.to_vec()));
-    let mut out = Vec::new();
-    for bn in 0..n {
-        for oc in 0..m {
-            let g = oc / mpg;
-            kernels::for_each_index(sp_out, |op| {
-                let mut terms = Vec::new();
-                for (ki, k) in kpos.iter().enumerate() {
-                    let mut off = 0usize;
-                    let mut inside = true;
-                    for a in 0..d {
-                        let p = (op[a] * c.strides[a] + k[a] * c.dilations[a]) as i64
-                            - c.pads_begin[a] as i64;
-                        if p < 0 || p as usize >= sp_in[a] {
-                            inside = false;
-                            break;
-                        }
-                        off += p as usize * in_str[a];
-                    }
-                    for ic in 0..cpg {
-                        let wv = ws[(oc * cpg + ic) * k_len + ki];
-                        let src = inside.then(|| (bn * cin + g * cpg + ic) * in_plane + off);
-                        terms.push((src, wv));
-                    }
-                }
-                out.push(terms);
-            });
-        }
-    }
+    let mut out = vec![Vec::new(); out_shape.iter().product()];
+    kernels::conv_taps(x_shape, w.shape(), attrs, out_shape, |o, wi, xi| {
+        out[o].push((xi, ws[wi]))
+    });
     out
 }
 
