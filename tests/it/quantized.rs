@@ -33,6 +33,15 @@ fn calib(name: &str) -> ndarray::ArrayD<f32> {
     npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calibration data")
 }
 
+/// The digits MLP compiled with `cfg` on its calibration set.
+fn compile_mlp(cfg: QuantConfig) -> (fhec::CompiledModel, Vec<String>) {
+    let opts = CompileOptions {
+        quant: cfg,
+        ..Default::default()
+    };
+    fhec::compile(&model("digits_mlp.onnx"), &[calib("digits_mlp")], &opts).expect("compiles")
+}
+
 #[test]
 fn clear_accuracy_is_within_one_point_of_float_at_6_bits_rounding_6() {
     for (name, float_acc) in manifest() {
@@ -179,15 +188,7 @@ fn rounding_to_enough_bits_changes_nothing() {
             max_tlu_bits: 16,
             ..QuantConfig::with_n_bits(6)
         };
-        let (m, _) = fhec::compile(
-            &model("digits_mlp.onnx"),
-            &[calib("digits_mlp")],
-            &CompileOptions {
-                quant: cfg,
-                ..Default::default()
-            },
-        )
-        .expect("compiles");
+        let (m, _) = compile_mlp(cfg);
         let x = npy::read_f32(&model("digits_mlp_test_x.npy")).expect("x");
         m.run_clear(&[x]).expect("runs")
     };
@@ -266,15 +267,7 @@ fn pruning_meets_the_accumulator_budget() {
         n_accum_bits: Some(8),
         ..QuantConfig::with_n_bits(3)
     };
-    let (m, _) = fhec::compile(
-        &model("digits_mlp.onnx"),
-        &[calib("digits_mlp")],
-        &CompileOptions {
-            quant: cfg,
-            ..Default::default()
-        },
-    )
-    .expect("compiles");
+    let (m, _) = compile_mlp(cfg);
     let zeroed: usize = m.report.pruned.iter().map(|(_, z)| z).sum();
     assert!(zeroed > 0, "nothing pruned: {:?}", m.report.pruned);
     assert!(m.report.max_tlu_bits <= 8);
