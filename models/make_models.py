@@ -21,7 +21,7 @@ import os
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.datasets import load_breast_cancer, load_digits
+from sklearn.datasets import load_breast_cancer, load_digits, load_iris
 from sklearn.model_selection import train_test_split
 
 OUT = os.path.dirname(os.path.abspath(__file__))
@@ -189,6 +189,17 @@ def main():
     torch.manual_seed(SEED)
     bc = train(MLP([30, 16, 16, 2]), xtr, ytr, epochs=60, lr=3e-3)
     manifest["models"].append(export("breast_cancer_mlp", bc, xtr, xte, yte, opset=11))
+
+    # the tiny model of the encrypted CLI tests: 4 → 8 → ReLU → 3
+    ir = load_iris()
+    xtr, xte, ytr, yte = train_test_split(
+        ir.data.astype(np.float32), ir.target, test_size=0.3, random_state=SEED, stratify=ir.target
+    )
+    mean, std = xtr.mean(0), xtr.std(0) + 1e-6
+    xtr, xte = ((xtr - mean) / std).astype(np.float32), ((xte - mean) / std).astype(np.float32)
+    torch.manual_seed(SEED)
+    iris = train(MLP([4, 8, 3]), xtr, ytr, epochs=200, lr=1e-2)
+    manifest["models"].append(export("iris_mlp", iris, xtr, xte, yte, opset=13))
 
     with open(os.path.join(OUT, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=2)

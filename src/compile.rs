@@ -20,6 +20,9 @@ pub struct CompileOptions {
     pub quant: QuantConfig,
     /// Passes after which to print the IR (`--dump-after`).
     pub dump_after: Vec<String>,
+    /// Encrypted-program settings (error probability, rounding method, parameter source),
+    /// stored in the compiled model.
+    pub fhe: crate::backend::FheOptions,
 }
 
 /// One row of the compile report: a layer (integer accumulator) or a table-lookup group.
@@ -72,11 +75,16 @@ pub struct CompiledModel {
     /// How the client quantizes each input.
     pub input_quant: Vec<QuantParams>,
     pub report: CompileReport,
+    /// How the encrypted program is built and parameterized.
+    pub fhe: crate::backend::FheOptions,
+    /// The lowered program and its parameters, made on first use.
+    #[serde(skip)]
+    pub(crate) plan: std::sync::OnceLock<crate::fhe::Plan>,
 }
 
 const MAGIC: &[u8; 8] = b"FHEC\x00MDL";
 /// Bumped whenever the artifact layout changes.
-pub const FORMAT_VERSION: u32 = 1;
+pub const FORMAT_VERSION: u32 = 2;
 
 /// Compiles a model: import, then the pass pipeline on `calib` (one array per graph input,
 /// axis 0 = samples).
@@ -122,6 +130,8 @@ pub fn compile_model(
             program: g,
             input_quant: cx.input_quant.clone(),
             report,
+            fhe: opts.fhe.clone(),
+            plan: std::sync::OnceLock::new(),
         },
         dumps,
     ))

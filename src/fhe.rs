@@ -2,21 +2,33 @@
 //! encrypt, evaluate, decrypt, and run the client-side tail on the decrypted integers.
 
 use crate::backend::params::Choice;
-use crate::backend::{choose_params, lower, Program};
+use crate::backend::{choose_params, lower, FheOptions, Program};
 use crate::compile::CompiledModel;
 use crate::error::{Error, Result};
-use crate::runtime::{keygen, ClientKey, ServerKey};
-use fhec_ir::{kernels, DType, Graph, NodeIndex, Op, Tensor};
+use crate::model::{join_batch, split_batch};
+use crate::runtime::{
+    keygen, ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs, KeyInfo, ServerKey,
+};
+use fhec_ir::{kernels, quantize_sample, DType, Graph, NodeIndex, Op, Tensor};
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-/// A model ready for encrypted inference: its program, parameters and keys.
-pub struct FheSession {
+/// The encrypted form of a compiled model: its register program, its parameters, and the
+/// fingerprint keys and ciphertexts are bound to.
+#[derive(Clone, Debug)]
+pub struct Plan {
     pub program: Program,
     pub choice: Choice,
+    pub model_id: u64,
+}
+
+/// A model ready for encrypted inference in one process: its plan and a fresh key pair.
+pub struct FheSession {
+    pub plan: Plan,
     pub client: ClientKey,
     pub server: ServerKey,
+    /// Key generation, including the server key's expansion.
     pub keygen_time: Duration,
 }
 
@@ -28,28 +40,225 @@ pub struct SampleTimes {
     pub decrypt: Duration,
 }
 
+/// Identity of a program under parameters: payload length and CRC-32 of both.
+fn fingerprint(prog: &Program, choice: &Choice) -> u64 {
+    let mut h = crc32fast::Hasher::new();
+    let mut len = 0u64;
+    for bytes in [bincode::serialize(prog), bincode::serialize(&choice.params)]
+        .into_iter()
+        .flatten()
+    {
+        len += bytes.len() as u64;
+        h.update(&bytes);
+    }
+    (len << 32) | u64::from(h.finalize())
+}
+
 impl CompiledModel {
-    /// Lowers the program and chooses parameters at `p_error` per bootstrap.
+    /// The same model with other encrypted-program settings (the plan is remade).
+    #[must_use]
+    pub fn with_fhe_options(mut self, opts: FheOptions) -> Self {
+        self.fhe = opts;
+        self.plan = std::sync::OnceLock::new();
+        self
+    }
+
+    /// Lowers the program and chooses its parameters (once; cached).
     ///
     /// # Errors
     /// No secure parameters fit (the error names the layer), or a server-side float op.
-    pub fn plan(&self, p_error: f64) -> Result<(Program, Choice)> {
-        let prog = lower(self)?;
-        let choice = choose_params(&prog, p_error)?;
-        Ok((prog, choice))
+    pub fn plan(&self) -> Result<&Plan> {
+        if let Some(p) = self.plan.get() {
+            return Ok(p);
+        }
+        let program = lower(self, self.fhe.rounding)?;
+        let choice = choose_params(&program, &self.fhe)?;
+        let model_id = fingerprint(&program, &choice);
+        Ok(self.plan.get_or_init(|| Plan {
+            program,
+            choice,
+            model_id,
+        }))
     }
 
-    /// Plans and makes keys.
+    /// Makes a key pair for this model: the client key (secret) and the server key
+    /// (evaluation keys, compressed; [`CompressedServerKey::expand`] on the server).
     ///
     /// # Errors
     /// As [`CompiledModel::plan`].
-    pub fn fhe_session(&self, p_error: f64) -> Result<FheSession> {
-        let (program, choice) = self.plan(p_error)?;
+    pub fn keygen(&self) -> Result<(ClientKey, CompressedServerKey)> {
+        let plan = self.plan()?;
+        Ok(keygen(
+            &plan.choice.params,
+            plan.program.msg_bits,
+            plan.model_id,
+        ))
+    }
+
+    /// Checks that a key was made for this model and these parameters.
+    ///
+    /// # Errors
+    /// A key of another model, or of the same model compiled with other settings.
+    pub fn check_key(&self, info: &KeyInfo) -> Result<()> {
+        let plan = self.plan()?;
+        if info.model_id != plan.model_id
+            || info.params != plan.choice.params
+            || info.msg_bits != plan.program.msg_bits
+        {
+            return Err(Error::Usage(format!(
+                "the key was made for another model or other compile settings (model id {:016x}, this model {:016x}); make keys for this model with `fhec keygen`",
+                info.model_id, plan.model_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// Client side: quantizes and encrypts a batch (one array per graph input, axis 0 =
+    /// samples).
+    ///
+    /// # Errors
+    /// Inputs that do not fit the model; a key of another model.
+    pub fn encrypt(&self, key: &ClientKey, inputs: &[ArrayD<f32>]) -> Result<EncryptedInputs> {
+        self.check_key(&key.info)?;
+        let samples = split_batch(&self.float_graph, inputs)?;
+        Ok(EncryptedInputs {
+            model_id: key.info.model_id,
+            key_id: key.info.key_id,
+            samples: samples
+                .iter()
+                .map(|s| {
+                    quantize_sample(s, &self.input_quant)
+                        .iter()
+                        .map(|q| key.encrypt(&q.i64_values()))
+                        .collect()
+                })
+                .collect(),
+        })
+    }
+
+    /// Server side: runs the encrypted program on every sample.
+    ///
+    /// # Errors
+    /// Ciphertexts of another model or made under another key.
+    pub fn evaluate(&self, key: &ServerKey, cts: &EncryptedInputs) -> Result<EncryptedOutputs> {
+        self.evaluate_with_progress(key, cts, None)
+    }
+
+    /// [`CompiledModel::evaluate`], advancing `progress` by one per table lookup.
+    ///
+    /// # Errors
+    /// As [`CompiledModel::evaluate`].
+    pub fn evaluate_with_progress(
+        &self,
+        key: &ServerKey,
+        cts: &EncryptedInputs,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<EncryptedOutputs> {
+        self.check_key(&key.info)?;
+        if cts.model_id != key.info.model_id {
+            return Err(Error::Usage(format!(
+                "the ciphertexts are for another model (model id {:016x}, this model {:016x}); encrypt with this model's client key",
+                cts.model_id, key.info.model_id
+            )));
+        }
+        if cts.key_id != key.info.key_id {
+            return Err(Error::Usage(format!(
+                "the ciphertexts were encrypted under another key pair (key id {:016x}, server key {:016x}); use the server key made with the client key that encrypted them",
+                cts.key_id, key.info.key_id
+            )));
+        }
+        let plan = self.plan()?;
+        let samples = cts
+            .samples
+            .iter()
+            .map(|s| key.evaluate(&plan.program, s, progress))
+            .collect::<Result<_>>()?;
+        Ok(EncryptedOutputs {
+            model_id: cts.model_id,
+            key_id: cts.key_id,
+            samples,
+        })
+    }
+
+    /// Client side: decrypts the integers of every sample (before the client-side tail).
+    ///
+    /// # Errors
+    /// Results of another model or under another key.
+    pub fn decrypt_integers(
+        &self,
+        key: &ClientKey,
+        outs: &EncryptedOutputs,
+    ) -> Result<Vec<Vec<Vec<i64>>>> {
+        self.check_key(&key.info)?;
+        if outs.model_id != key.info.model_id || outs.key_id != key.info.key_id {
+            return Err(Error::Usage(format!(
+                "the encrypted result was made under another key pair or model (key id {:016x}, this client key {:016x}); decrypt with the client key that encrypted the inputs",
+                outs.key_id, key.info.key_id
+            )));
+        }
+        let plan = self.plan()?;
+        outs.samples
+            .iter()
+            .map(|s| key.decrypt(&plan.program, s))
+            .collect()
+    }
+
+    /// Client side: decrypts, then runs the client-side tail (dequantization, Softmax …);
+    /// one array per graph output, axis 0 = samples.
+    ///
+    /// # Errors
+    /// As [`CompiledModel::decrypt_integers`].
+    pub fn decrypt(&self, key: &ClientKey, outs: &EncryptedOutputs) -> Result<Vec<ArrayD<f32>>> {
+        let plan = self.plan()?;
+        let ints = self.decrypt_integers(key, outs)?;
+        let tails = ints
+            .iter()
+            .map(|s| self.client_tail(&plan.program, s))
+            .collect::<Result<Vec<_>>>()?;
+        join_batch(
+            &self.float_graph,
+            tails,
+            self.float_graph.inputs.iter().any(|gi| gi.batch_dynamic),
+        )
+    }
+
+    /// The encrypted program run in the clear on a batch, with approximate rounding's noise
+    /// simulated (exact rounding: equals [`CompiledModel::run_clear`]). Predicts the accuracy
+    /// of encrypted runs without their cost.
+    ///
+    /// # Errors
+    /// As [`CompiledModel::plan`]; inputs that do not fit.
+    pub fn run_simulated(&self, inputs: &[ArrayD<f32>], seed: u64) -> Result<Vec<ArrayD<f32>>> {
+        use rand::SeedableRng;
+        use rand_distr::{Distribution, StandardNormal};
+        let plan = self.plan()?;
+        let sigma = plan.choice.approx_sigma;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let mut normal = move || -> f64 { StandardNormal.sample(&mut rng) };
+        crate::model::run_batched(&self.float_graph, inputs, |sample| {
+            let q: Vec<Vec<i64>> = quantize_sample(sample, &self.input_quant)
+                .iter()
+                .map(Tensor::i64_values)
+                .collect();
+            let dec = plan.choice.decrypt_sigma * 2f64.powi(plan.program.msg_bits as i32 + 1);
+            let ints = plan
+                .program
+                .eval_clear(&q, Some((&mut normal, sigma)), dec)?;
+            self.client_tail(&plan.program, &ints)
+        })
+    }
+
+    /// Plans and makes a key pair in this process.
+    ///
+    /// # Errors
+    /// As [`CompiledModel::plan`].
+    pub fn fhe_session(&self) -> Result<FheSession> {
+        let plan = self.plan()?.clone();
         let t0 = Instant::now();
-        let (client, server) = keygen(&choice.params, program.msg_bits);
+        let (client, server) = self.keygen()?;
+        let server = server.expand();
         Ok(FheSession {
-            program,
-            choice,
+            plan,
             client,
             server,
             keygen_time: t0.elapsed(),
@@ -90,19 +299,23 @@ impl FheSession {
     ///
     /// # Errors
     /// Inputs that do not match the program.
-    pub fn run_sample(&self, sample: &[Tensor]) -> Result<(Vec<Vec<i64>>, SampleTimes)> {
+    pub fn run_sample(
+        &self,
+        sample: &[Tensor],
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<(Vec<Vec<i64>>, SampleTimes)> {
         let mut t = SampleTimes::default();
         let t0 = Instant::now();
-        let cts = sample
+        let cts: Vec<_> = sample
             .iter()
             .map(|x| self.client.encrypt(&x.i64_values()))
             .collect();
         t.encrypt = t0.elapsed();
         let t1 = Instant::now();
-        let outs = self.server.evaluate(&self.program, cts)?;
+        let outs = self.server.evaluate(&self.plan.program, &cts, progress)?;
         t.evaluate = t1.elapsed();
         let t2 = Instant::now();
-        let ints = self.client.decrypt(&self.program, &outs);
+        let ints = self.client.decrypt(&self.plan.program, &outs)?;
         t.decrypt = t2.elapsed();
         Ok((ints, t))
     }

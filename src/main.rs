@@ -1,11 +1,17 @@
 //! The `fhec` command. Exit code 0 on success, 1 on any error (one line on stderr).
 
 use clap::{Parser, Subcommand, ValueEnum};
+use fhec::backend::{FheOptions, ParamsPolicy, Rounding};
+use fhec::fhe::Plan;
 use fhec::ir::{Op, ShapeFmt};
+use fhec::runtime::files::{self, CT_LIMIT, KEY_LIMIT};
+use fhec::runtime::{ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs};
 use fhec::{npy, CompileOptions, CompiledModel, Error, Model, QuantConfig, Result};
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -27,6 +33,99 @@ enum Mode {
     Clear,
     /// Encrypted: keygen, encrypt, evaluate, decrypt.
     Fhe,
+    /// The encrypted program in the clear, with approximate rounding's noise simulated
+    /// (predicts fhe-mode accuracy; equals clear mode with exact rounding).
+    Sim,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RoundingArg {
+    /// Bit for bit equal to clear mode: one extra bootstrap per dropped bit.
+    Exact,
+    /// The bootstrap's modulus switch drops the bits: no extra bootstrap; a table index may
+    /// be off by one near a rounding boundary (predicted rate printed).
+    Approximate,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ParamsArg {
+    /// Searched for this circuit (128-bit security, --p-error per bootstrap).
+    Optimized,
+    /// The cheapest of tfhe 1.8's vetted Gaussian sets that meets --p-error.
+    Vetted,
+}
+
+/// Settings of the encrypted program (stored in the compiled model).
+#[derive(clap::Args, Clone, Default)]
+struct FheArgs {
+    /// Error probability of one bootstrap [default: 2^-40 = 9.1e-13].
+    #[arg(long)]
+    p_error: Option<f64>,
+    /// Error probability of a whole sample, split over its bootstraps (replaces --p-error).
+    #[arg(long)]
+    global_p_error: Option<f64>,
+    /// How accumulators drop their low bits before a table lookup [default: exact].
+    #[arg(long, value_enum)]
+    rounding_method: Option<RoundingArg>,
+    /// Where the TFHE parameters come from [default: optimized].
+    #[arg(long, value_enum)]
+    params: Option<ParamsArg>,
+    /// Approximate rounding: cap on the predicted rate of a table index off by one
+    /// (e.g. 0.01); tighter costs larger parameters [default: no cap].
+    #[arg(long)]
+    max_off_by_one: Option<f64>,
+}
+
+impl FheArgs {
+    fn apply(&self, mut o: FheOptions) -> Result<FheOptions> {
+        for (name, v) in [
+            ("--p-error", self.p_error),
+            ("--global-p-error", self.global_p_error),
+        ] {
+            if let Some(v) = v {
+                if !(v > 0.0 && v < 1.0) {
+                    return Err(Error::Usage(format!(
+                        "{name} must be a probability in (0, 1), got {v}"
+                    )));
+                }
+            }
+        }
+        if let Some(p) = self.p_error {
+            o.p_error = p;
+            o.global_p_error = None;
+        }
+        if let Some(g) = self.global_p_error {
+            o.global_p_error = Some(g);
+        }
+        if let Some(r) = self.rounding_method {
+            o.rounding = match r {
+                RoundingArg::Exact => Rounding::Exact,
+                RoundingArg::Approximate => Rounding::Approximate,
+            };
+        }
+        if let Some(r) = self.max_off_by_one {
+            if !(r > 0.0 && r <= 1.0) {
+                return Err(Error::Usage(format!(
+                    "--max-off-by-one must be a rate in (0, 1], got {r}"
+                )));
+            }
+            o.max_off_by_one = r;
+        }
+        if let Some(p) = self.params {
+            o.params = match p {
+                ParamsArg::Optimized => ParamsPolicy::Optimized,
+                ParamsArg::Vetted => ParamsPolicy::Vetted,
+            };
+        }
+        Ok(o)
+    }
+    fn is_set(&self) -> bool {
+        self.p_error.is_some()
+            || self.global_p_error.is_some()
+            || self.rounding_method.is_some()
+            || self.params.is_some()
+            || self.max_off_by_one.is_some()
+    }
 }
 
 /// Quantization and compilation settings.
@@ -72,6 +171,8 @@ struct CompileArgs {
     /// Where to write the compiled model (default: MODEL.fhe beside the .onnx).
     #[arg(short = 'o', long = "out")]
     out: Option<PathBuf>,
+    #[command(flatten)]
+    fhe: FheArgs,
 }
 
 #[derive(Subcommand)]
@@ -106,9 +207,101 @@ enum Cmd {
         /// fhe mode: how many samples of the input to run encrypted (default: all).
         #[arg(long)]
         samples: Option<usize>,
-        /// fhe mode: error probability of one bootstrap (e.g. 2^-40 = 9.1e-13).
+        /// fhe mode: worker threads (default: all cores, or RAYON_NUM_THREADS).
+        #[arg(long)]
+        threads: Option<usize>,
+        #[command(flatten)]
+        fhe: FheArgs,
+    },
+    /// Client: make a key pair for a compiled model (DIR/client.key, DIR/server.key).
+    Keygen {
+        model: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Client: quantize and encrypt inputs (.npy, axis 0 = samples).
+    Encrypt {
+        model: PathBuf,
+        /// The client key.
+        #[arg(long)]
+        key: PathBuf,
+        /// One per graph input, in graph-input order.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        /// Only the first N samples.
+        #[arg(long)]
+        samples: Option<usize>,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Server: run the model on encrypted inputs with the server key only.
+    ServeRun {
+        model: PathBuf,
+        /// The server key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Encrypted inputs (from `fhec encrypt`).
+        #[arg(long)]
+        input: PathBuf,
+        /// Encrypted outputs.
+        #[arg(long)]
+        out: PathBuf,
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Client: decrypt encrypted outputs into .npy files (one per graph output).
+    Decrypt {
+        model: PathBuf,
+        /// The client key.
+        #[arg(long)]
+        key: PathBuf,
+        /// Encrypted outputs (from `fhec serve-run`).
+        #[arg(long)]
+        input: PathBuf,
+        #[arg(long = "output", required = true)]
+        outputs: Vec<PathBuf>,
+        /// Class labels (.npy, int): print the accuracy.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+    },
+    /// Measure encrypted inference: keygen once, then N samples; checks each against clear
+    /// mode.
+    Bench {
+        model: PathBuf,
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        #[arg(long, default_value_t = 3)]
+        samples: usize,
+        /// Print one JSON line only.
+        #[arg(long)]
+        json: bool,
+        #[arg(long)]
+        threads: Option<usize>,
+        #[command(flatten)]
+        fhe: FheArgs,
+    },
+    /// Measure one keyswitch + bootstrap (one thread) at several table widths, with the
+    /// optimizer's parameters and with tfhe's vetted sets.
+    BenchPbs {
+        /// Table widths.
+        #[arg(long, value_delimiter = ',', default_value = "4,5,6,7,8")]
+        bits: Vec<u32>,
+        /// Squared 2-norm of the dot product feeding the table (the optimizer's input).
+        #[arg(long, default_value_t = 1.0)]
+        norm2: f64,
+        /// Error probability per bootstrap for the optimizer.
         #[arg(long, default_value_t = 2f64.powi(-40))]
         p_error: f64,
+        /// Bootstraps timed per parameter set.
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+        /// Also measure tfhe's vetted set for each width (the 8-bit one takes minutes of
+        /// key generation).
+        #[arg(long)]
+        vetted: bool,
+        /// One JSON line per measurement.
+        #[arg(long)]
+        json: bool,
     },
 }
 
@@ -150,8 +343,10 @@ fn run(cmd: Cmd) -> Result<()> {
             labels,
             calib,
             samples,
-            p_error,
+            threads,
+            fhe,
         } => {
+            set_threads(threads)?;
             let mut xs = inputs
                 .iter()
                 .map(|p| npy::read_f32(p))
@@ -170,11 +365,23 @@ fn run(cmd: Cmd) -> Result<()> {
             // the compiled model, for the modes that need one
             let compiled = match (mode, is_fhe) {
                 (Mode::Float, false) => None,
-                (_, true) => Some(CompiledModel::load(&model)?),
+                (_, true) => {
+                    let m = CompiledModel::load(&model)?;
+                    if fhe.is_set() {
+                        let o = fhe.apply(m.fhe.clone())?;
+                        Some(m.with_fhe_options(o))
+                    } else {
+                        Some(m)
+                    }
+                }
                 (_, false) if !calib.is_empty() => {
                     let c = calib.iter().map(|p| npy::read_f32(p)).collect::<Result<Vec<_>>>()?;
                     let t0 = Instant::now();
-                    let (m, _) = fhec::compile(&model, &c, &CompileOptions::default())?;
+                    let opts = CompileOptions {
+                        fhe: fhe.apply(FheOptions::default())?,
+                        ..Default::default()
+                    };
+                    let (m, _) = fhec::compile(&model, &c, &opts)?;
                     print!("{}", m.report.to_text());
                     println!("compiled in {:.2} s", t0.elapsed().as_secs_f64());
                     Some(m)
@@ -205,7 +412,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 (None, _) => Model::load(&model)?.run_float(&xs)?,
                 (Some(m), Mode::Float) => m.run_float(&xs)?,
                 (Some(m), Mode::Clear) => m.run_clear(&xs)?,
-                (Some(m), Mode::Fhe) => run_fhe(m, &xs, p_error)?,
+                (Some(m), Mode::Fhe) => run_fhe(m, &xs)?,
+                (Some(m), Mode::Sim) => m.run_simulated(&xs, 0)?,
             };
             let dt = t0.elapsed();
             println!(
@@ -239,7 +447,7 @@ fn run(cmd: Cmd) -> Result<()> {
                     labels.len()
                 );
                 if let (Some(m), true) = (&compiled, mode != Mode::Float) {
-                    if mode == Mode::Fhe {
+                    if matches!(mode, Mode::Fhe | Mode::Sim) {
                         let yc = m.run_clear(&xs)?;
                         println!(
                             "accuracy (clear): {:.4} on {} samples",
@@ -257,6 +465,50 @@ fn run(cmd: Cmd) -> Result<()> {
             }
             Ok(())
         }
+        Cmd::Keygen { model, out } => keygen_cmd(&model, &out),
+        Cmd::Encrypt {
+            model,
+            key,
+            inputs,
+            samples,
+            out,
+        } => encrypt_cmd(&model, &key, &inputs, samples, &out),
+        Cmd::ServeRun {
+            model,
+            key,
+            input,
+            out,
+            threads,
+        } => {
+            set_threads(threads)?;
+            serve_run_cmd(&model, &key, &input, &out)
+        }
+        Cmd::Decrypt {
+            model,
+            key,
+            input,
+            outputs,
+            labels,
+        } => decrypt_cmd(&model, &key, &input, &outputs, labels.as_deref()),
+        Cmd::Bench {
+            model,
+            inputs,
+            samples,
+            json,
+            threads,
+            fhe,
+        } => {
+            set_threads(threads)?;
+            bench_cmd(&model, &inputs, samples, json, &fhe)
+        }
+        Cmd::BenchPbs {
+            bits,
+            norm2,
+            p_error,
+            reps,
+            vetted,
+            json,
+        } => bench_pbs_cmd(&bits, norm2, p_error, reps, vetted, json),
     }
 }
 
@@ -265,6 +517,7 @@ fn mode_name(m: Mode) -> &'static str {
         Mode::Float => "float",
         Mode::Clear => "clear",
         Mode::Fhe => "fhe",
+        Mode::Sim => "sim",
     }
 }
 
@@ -332,6 +585,7 @@ fn compile(a: CompileArgs) -> Result<()> {
     let opts = CompileOptions {
         quant,
         dump_after: a.dump_after,
+        fhe: a.fhe.apply(FheOptions::default())?,
     };
     let t0 = Instant::now();
     let (m, dumps) = fhec::compile(&a.model, &calib, &opts)?;
@@ -340,6 +594,10 @@ fn compile(a: CompileArgs) -> Result<()> {
         print!("{d}");
     }
     print!("{}", m.report.to_text());
+    match m.plan() {
+        Ok(plan) => print_plan(plan),
+        Err(e) => println!("encrypted execution: not available: {e}"),
+    }
     let out = a.out.unwrap_or_else(|| a.model.with_extension("fhe"));
     m.save(&out)?;
     println!("wrote {} in {:.2} s", out.display(), dt.as_secs_f64());
@@ -355,27 +613,40 @@ fn compile(a: CompileArgs) -> Result<()> {
     Ok(())
 }
 
-/// Keygen, then encrypt → evaluate → decrypt each sample, checking it against clear mode.
-fn run_fhe(
-    m: &CompiledModel,
-    xs: &[ndarray::ArrayD<f32>],
-    p_error: f64,
-) -> Result<Vec<ndarray::ArrayD<f32>>> {
-    let t0 = Instant::now();
-    let session = m.fhe_session(p_error)?;
-    let prog = &session.program;
-    let c = &session.choice;
+/// Sizes the worker pool (`--threads`); default: rayon's (all cores, or RAYON_NUM_THREADS).
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err(Error::Usage("--threads must be at least 1".into()));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .map_err(|e| Error::Usage(format!("cannot start {t} threads: {e}")))?;
+    }
+    Ok(())
+}
+
+fn print_plan(plan: &Plan) {
+    let prog = &plan.program;
+    let c = &plan.choice;
     let pr = &c.params;
     println!(
-        "fhe: {} table lookups + {} bit extractions = {} bootstraps per sample; tables of {} bits, {} message bits",
+        "encrypted program: {} table lookups{} = {} bootstraps per sample; tables of {} bits, {} message bits, {} rounding",
         prog.tlu_count,
-        prog.pbs_count - prog.tlu_count,
+        if prog.pbs_count > prog.tlu_count {
+            format!(" + {} bit extractions", prog.pbs_count - prog.tlu_count)
+        } else {
+            String::new()
+        },
         prog.pbs_count,
         prog.tlu_bits,
-        prog.msg_bits
+        prog.msg_bits,
+        prog.rounding.name()
     );
     println!(
-        "parameters: n={} k={} N={} pbs {}x{} ks {}x{}; security 128 bits (tfhe 132-bit curves), p_error {:.2e} per bootstrap, {:.2e} per sample",
+        "parameters ({}): n={} k={} N={} pbs {}x{} ks {}x{}; security {} bits (tfhe's lattice-estimator curves); p_error {:.2e} per bootstrap, {:.2e} per sample{}",
+        c.source,
         pr.lwe_dimension,
         pr.glwe_dimension,
         pr.polynomial_size,
@@ -383,40 +654,426 @@ fn run_fhe(
         pr.pbs_base_log,
         pr.ks_level,
         pr.ks_base_log,
+        c.security_bits,
         c.p_error,
-        c.global_p_error
+        c.global_p_error,
+        if c.off_by_one > 0.0 {
+            format!("; off-by-one table index rate {:.1e} (approximate rounding)", c.off_by_one)
+        } else {
+            String::new()
+        }
     );
     println!(
-        "keygen: {:.2} s (plan {:.2} s)",
-        session.keygen_time.as_secs_f64(),
-        (t0.elapsed() - session.keygen_time).as_secs_f64()
+        "estimated: {:.1} ms per bootstrap on one thread, {:.2} s per sample on one thread",
+        pr.est_ms_per_pbs(),
+        pr.est_ms_per_pbs() * prog.pbs_count as f64 / 1e3
     );
-    let mut exact = 0usize;
-    let mut total = 0usize;
-    let mut eval_time = std::time::Duration::ZERO;
-    let outs =
-        fhec::model::run_batched(&m.float_graph, xs, |sample| {
-            let q = fhec::ir::quantize_sample(sample, &m.input_quant);
-            let (ints, t) = session.run_sample(&q)?;
-            let want = m.boundary_clear(prog, &q)?;
-            total += 1;
-            exact += usize::from(ints == want);
-            eval_time += t.evaluate;
-            println!(
-            "sample {total}: encrypt {:.1} ms, evaluate {:.2} s, decrypt {:.1} ms, {} clear mode",
-            t.encrypt.as_secs_f64() * 1e3,
-            t.evaluate.as_secs_f64(),
-            t.decrypt.as_secs_f64() * 1e3,
-            if ints == want { "equals" } else { "DIFFERS FROM" }
-        );
-            m.client_tail(prog, &ints)
-        })?;
-    let per = eval_time.as_secs_f64() / total.max(1) as f64;
+}
+
+/// A progress bar on a terminal (hidden otherwise) counting table lookups.
+fn progress(len: u64) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} table lookups ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+fn load_model(path: &Path) -> Result<CompiledModel> {
+    if path.extension().is_some_and(|e| e == "onnx") {
+        return Err(Error::Usage(format!(
+            "`{}` is an ONNX model; this command takes a compiled model: `fhec compile {} --calib CALIB.npy -o MODEL.fhe`",
+            path.display(),
+            path.display()
+        )));
+    }
+    CompiledModel::load(path)
+}
+
+/// Prefixes an error with the file it concerns.
+fn in_file(path: &Path) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        e @ (Error::Artifact { .. } | Error::Write { .. } | Error::Npy { .. }) => e,
+        e => Error::Artifact {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+fn read_inputs(paths: &[PathBuf], samples: Option<usize>) -> Result<Vec<ndarray::ArrayD<f32>>> {
+    paths
+        .iter()
+        .map(|p| {
+            let x = npy::read_f32(p)?;
+            Ok(match samples {
+                Some(k) => {
+                    let k = k.min(x.shape().first().copied().unwrap_or(0));
+                    x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..k))
+                        .to_owned()
+                }
+                None => x,
+            })
+        })
+        .collect()
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+fn keygen_cmd(model: &Path, out: &Path) -> Result<()> {
+    let m = load_model(model)?;
+    let plan = m.plan()?;
+    print_plan(plan);
+    std::fs::create_dir_all(out).map_err(|e| Error::Write {
+        path: out.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let t0 = Instant::now();
+    let (ck, sk) = m.keygen()?;
+    let dt = t0.elapsed();
+    let (cp, sp) = (out.join("client.key"), out.join("server.key"));
+    let cb = files::save(&ck, &cp)?;
+    let sb = files::save(&sk, &sp)?;
     println!(
-        "fhe: {exact}/{total} samples equal clear mode bit for bit; {:.2} s per sample, {:.1} ms per bootstrap, {} thread(s)",
+        "keygen: {:.2} s; wrote {} ({:.1} MiB, secret: keep it) and {} ({:.1} MiB, for the server)",
+        dt.as_secs_f64(),
+        cp.display(),
+        mb(cb),
+        sp.display(),
+        mb(sb)
+    );
+    Ok(())
+}
+
+fn encrypt_cmd(
+    model: &Path,
+    key: &Path,
+    inputs: &[PathBuf],
+    samples: Option<usize>,
+    out: &Path,
+) -> Result<()> {
+    let m = load_model(model)?;
+    let ck: ClientKey = files::load(key, "client key", KEY_LIMIT)?;
+    m.check_key(&ck.info).map_err(in_file(key))?;
+    let xs = read_inputs(inputs, samples)?;
+    let t0 = Instant::now();
+    let cts = m.encrypt(&ck, &xs)?;
+    let dt = t0.elapsed();
+    let bytes = files::save(&cts, out)?;
+    println!(
+        "encrypted {} sample(s) in {:.1} ms; wrote {} ({:.2} MiB)",
+        cts.samples.len(),
+        dt.as_secs_f64() * 1e3,
+        out.display(),
+        mb(bytes)
+    );
+    Ok(())
+}
+
+fn serve_run_cmd(model: &Path, key: &Path, input: &Path, out: &Path) -> Result<()> {
+    let m = load_model(model)?;
+    let t0 = Instant::now();
+    let sk: CompressedServerKey = files::load(key, "server key", KEY_LIMIT)?;
+    m.check_key(&sk.info).map_err(in_file(key))?;
+    let sk = sk.expand();
+    let t_key = t0.elapsed();
+    let cts: EncryptedInputs = files::load(input, "encrypted input", CT_LIMIT)?;
+    let plan = m.plan()?;
+    let n = cts.samples.len();
+    let pb = progress((plan.program.tlu_count * n) as u64);
+    let t1 = Instant::now();
+    let outs = m
+        .evaluate_with_progress(&sk, &cts, Some(&pb))
+        .map_err(in_file(input))?;
+    let dt = t1.elapsed();
+    pb.finish_and_clear();
+    let bytes = files::save(&outs, out)?;
+    let per = dt.as_secs_f64() / n.max(1) as f64;
+    println!(
+        "server key loaded in {:.2} s; evaluated {n} sample(s) in {:.2} s ({:.2} s per sample, {} bootstraps each, {:.1} ms per bootstrap, {} thread(s)); wrote {} ({:.2} MiB)",
+        t_key.as_secs_f64(),
+        dt.as_secs_f64(),
+        per,
+        plan.program.pbs_count,
+        per * 1e3 / plan.program.pbs_count.max(1) as f64,
+        rayon::current_num_threads(),
+        out.display(),
+        mb(bytes)
+    );
+    Ok(())
+}
+
+fn decrypt_cmd(
+    model: &Path,
+    key: &Path,
+    input: &Path,
+    outputs: &[PathBuf],
+    labels: Option<&Path>,
+) -> Result<()> {
+    let m = load_model(model)?;
+    let ck: ClientKey = files::load(key, "client key", KEY_LIMIT)?;
+    m.check_key(&ck.info).map_err(in_file(key))?;
+    let outs: EncryptedOutputs = files::load(input, "encrypted result", CT_LIMIT)?;
+    let ys = m.decrypt(&ck, &outs).map_err(in_file(input))?;
+    if outputs.len() != ys.len() {
+        return Err(Error::Usage(format!(
+            "the model has {} output(s); give one --output per output",
+            ys.len()
+        )));
+    }
+    for (p, y) in outputs.iter().zip(&ys) {
+        npy::write_f32(p, y)?;
+        println!("wrote {} {}", p.display(), ShapeFmt(y.shape()));
+    }
+    if let Some(l) = labels {
+        let mut v = npy::read_labels(l)?;
+        v.truncate(outs.samples.len());
+        let acc = fhec::accuracy(&ys[0], &v).ok_or_else(|| labels_mismatch(l, v.len(), &ys[0]))?;
+        println!("accuracy (fhe): {acc:.4} on {} samples", v.len());
+    }
+    Ok(())
+}
+
+fn labels_mismatch(path: &Path, n: usize, y: &ndarray::ArrayD<f32>) -> Error {
+    Error::Usage(format!(
+        "labels `{}` ({n} values) do not match the output {}; expected one class index per row of a [N, classes] output",
+        path.display(),
+        ShapeFmt(y.shape())
+    ))
+}
+
+/// Timings and checks of encrypted runs of a batch.
+struct FheRun {
+    outputs: Vec<ndarray::ArrayD<f32>>,
+    keygen: Duration,
+    evaluate: Vec<Duration>,
+    encrypt: Vec<Duration>,
+    decrypt: Vec<Duration>,
+    exact: usize,
+}
+
+/// Keygen, then encrypt → evaluate → decrypt each sample, comparing it with clear mode.
+fn fhe_batch(m: &CompiledModel, xs: &[ndarray::ArrayD<f32>], verbose: bool) -> Result<FheRun> {
+    let session = m.fhe_session()?;
+    let prog = &session.plan.program;
+    let samples = fhec::model::split_batch(&m.float_graph, xs)?;
+    let pb = progress((prog.tlu_count * samples.len()) as u64);
+    let mut run = FheRun {
+        outputs: Vec::new(),
+        keygen: session.keygen_time,
+        evaluate: Vec::new(),
+        encrypt: Vec::new(),
+        decrypt: Vec::new(),
+        exact: 0,
+    };
+    if verbose {
+        pb.suspend(|| println!("keygen: {:.2} s", session.keygen_time.as_secs_f64()));
+    }
+    let mut tails = Vec::new();
+    for (i, sample) in samples.iter().enumerate() {
+        let q = fhec::ir::quantize_sample(sample, &m.input_quant);
+        let (ints, t) = session.run_sample(&q, Some(&pb))?;
+        let want = m.boundary_clear(prog, &q)?;
+        run.exact += usize::from(ints == want);
+        if verbose {
+            pb.suspend(|| {
+                println!(
+                    "sample {}: encrypt {:.1} ms, evaluate {:.2} s, decrypt {:.1} ms, {} clear mode",
+                    i + 1,
+                    t.encrypt.as_secs_f64() * 1e3,
+                    t.evaluate.as_secs_f64(),
+                    t.decrypt.as_secs_f64() * 1e3,
+                    if ints == want { "equals" } else { "differs from" }
+                )
+            });
+        }
+        run.encrypt.push(t.encrypt);
+        run.evaluate.push(t.evaluate);
+        run.decrypt.push(t.decrypt);
+        tails.push(m.client_tail(prog, &ints)?);
+    }
+    pb.finish_and_clear();
+    run.outputs = fhec::model::join_batch(
+        &m.float_graph,
+        tails,
+        m.float_graph.inputs.iter().any(|gi| gi.batch_dynamic),
+    )?;
+    Ok(run)
+}
+
+fn run_fhe(m: &CompiledModel, xs: &[ndarray::ArrayD<f32>]) -> Result<Vec<ndarray::ArrayD<f32>>> {
+    let plan = m.plan()?;
+    print_plan(plan);
+    let prog = &plan.program;
+    let run = fhe_batch(m, xs, true)?;
+    let total = run.evaluate.len();
+    let per = run.evaluate.iter().map(Duration::as_secs_f64).sum::<f64>() / total.max(1) as f64;
+    println!(
+        "fhe: {}/{total} samples equal clear mode bit for bit{}; {:.2} s per sample, {:.1} ms per bootstrap, {} thread(s)",
+        run.exact,
+        if prog.rounding == Rounding::Approximate {
+            " (approximate rounding: differences are expected)"
+        } else {
+            ""
+        },
         per,
         per * 1e3 / prog.pbs_count.max(1) as f64,
         rayon::current_num_threads()
     );
-    Ok(outs)
+    Ok(run.outputs)
+}
+
+fn bench_cmd(
+    model: &Path,
+    inputs: &[PathBuf],
+    samples: usize,
+    json: bool,
+    fhe: &FheArgs,
+) -> Result<()> {
+    let mut m = load_model(model)?;
+    if fhe.is_set() {
+        let o = fhe.apply(m.fhe.clone())?;
+        m = m.with_fhe_options(o);
+    }
+    let xs = read_inputs(inputs, Some(samples.max(1)))?;
+    let t0 = Instant::now();
+    let plan = m.plan()?.clone();
+    let plan_s = t0.elapsed().as_secs_f64();
+    if !json {
+        print_plan(&plan);
+    }
+    let run = fhe_batch(&m, &xs, !json)?;
+    let mut lat: Vec<f64> = run.evaluate.iter().map(Duration::as_secs_f64).collect();
+    let all = lat.clone();
+    lat.sort_by(f64::total_cmp);
+    let median = match lat.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => lat[n / 2],
+        n => (lat[n / 2 - 1] + lat[n / 2]) / 2.0,
+    };
+    let mean =
+        |v: &[Duration]| v.iter().map(Duration::as_secs_f64).sum::<f64>() / v.len().max(1) as f64;
+    let pr = &plan.choice.params;
+    let report = serde_json::json!({
+        "model": model.display().to_string(),
+        "samples": all.len(),
+        "latency_s_median": median,
+        "latency_s_all": all,
+        "encrypt_s_mean": mean(&run.encrypt),
+        "decrypt_s_mean": mean(&run.decrypt),
+        "keygen_s": run.keygen.as_secs_f64(),
+        "plan_s": plan_s,
+        "pbs_count": plan.program.pbs_count,
+        "tlu_count": plan.program.tlu_count,
+        "ms_per_pbs": median * 1e3 / plan.program.pbs_count.max(1) as f64,
+        "max_tlu_bits": plan.program.tlu_bits,
+        "msg_bits": plan.program.msg_bits,
+        "rounding": plan.program.rounding.name(),
+        "params_source": plan.choice.source,
+        "params": {
+            "lwe_dimension": pr.lwe_dimension,
+            "glwe_dimension": pr.glwe_dimension,
+            "polynomial_size": pr.polynomial_size,
+            "pbs_level": pr.pbs_level,
+            "pbs_base_log": pr.pbs_base_log,
+            "ks_level": pr.ks_level,
+            "ks_base_log": pr.ks_base_log,
+        },
+        "security_bits": plan.choice.security_bits,
+        "p_error": plan.choice.p_error,
+        "global_p_error": plan.choice.global_p_error,
+        "off_by_one_rate": plan.choice.off_by_one,
+        "equal_clear": run.exact,
+        "threads": rayon::current_num_threads(),
+    });
+    println!("{report}");
+    Ok(())
+}
+
+fn bench_pbs_cmd(
+    bits: &[u32],
+    norm2: f64,
+    p_error: f64,
+    reps: usize,
+    vetted: bool,
+    json: bool,
+) -> Result<()> {
+    use fhec::backend::params::{search, vetted_sets, Target};
+    use fhec::runtime::measure;
+    if !(p_error > 0.0 && p_error < 1.0) || norm2 < 0.0 || reps == 0 {
+        return Err(Error::Usage(
+            "--p-error must be in (0, 1), --norm2 non-negative, --reps at least 1".into(),
+        ));
+    }
+    if let Some(b) = bits.iter().find(|&&b| !(1..=12).contains(&b)) {
+        return Err(Error::Usage(format!(
+            "--bits {b}: table widths 1..=12 are measured"
+        )));
+    }
+    if !json {
+        println!(
+            "{:<5} {:<52} {:>9} {:>11} {:>10} {:>9}",
+            "bits", "parameters", "keygen s", "ms per PBS", "p_error", "est. ms"
+        );
+    }
+    for &p in bits {
+        let c = fhec::runtime::measure::table_constraint(p, 1);
+        let c = fhec::backend::params::Constraint {
+            alpha: norm2.max(1e-9),
+            ..c
+        };
+        let mut sets: Vec<(String, fhec::backend::params::FheParams)> = Vec::new();
+        match search(std::slice::from_ref(&c), p, Target::p_error(p_error), 2.5e9) {
+            Ok(ch) => sets.push(("optimizer".into(), ch.params)),
+            Err(e) => println!("{p} bits: {e}"),
+        }
+        if vetted {
+            if let Some((name, _, v)) = vetted_sets().into_iter().find(|(_, b, _)| *b >= p) {
+                sets.push((name.to_string(), v));
+            }
+        }
+        for (source, pr) in sets {
+            let (ck, sk, keygen_s) = measure::keys(&pr, p);
+            let ms = measure::pbs_latency(&ck, &sk, p, reps).ok_or_else(|| {
+                Error::Usage(format!(
+                    "{source} at {p} bits: a bootstrap returned a wrong value"
+                ))
+            })?;
+            let pe = pr.p_error(&c);
+            let desc = format!(
+                "{source}: n={} k={} N={} pbs {}x{} ks {}x{}",
+                pr.lwe_dimension,
+                pr.glwe_dimension,
+                pr.polynomial_size,
+                pr.pbs_level,
+                pr.pbs_base_log,
+                pr.ks_level,
+                pr.ks_base_log
+            );
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "bits": p, "source": source, "norm2": norm2,
+                        "lwe_dimension": pr.lwe_dimension, "glwe_dimension": pr.glwe_dimension,
+                        "polynomial_size": pr.polynomial_size, "pbs_level": pr.pbs_level,
+                        "pbs_base_log": pr.pbs_base_log, "ks_level": pr.ks_level,
+                        "ks_base_log": pr.ks_base_log, "keygen_s": keygen_s, "ms_per_pbs": ms,
+                        "p_error": pe, "est_ms_per_pbs": pr.est_ms_per_pbs(), "threads": 1,
+                    })
+                );
+            } else {
+                println!(
+                    "{p:<5} {desc:<52} {keygen_s:>9.1} {ms:>11.1} {pe:>10.1e} {:>9.1}",
+                    pr.est_ms_per_pbs()
+                );
+            }
+        }
+    }
+    Ok(())
 }

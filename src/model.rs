@@ -47,6 +47,25 @@ pub fn run_batched(
     inputs: &[ArrayD<f32>],
     mut f: impl FnMut(&[Tensor]) -> Result<Vec<Tensor>>,
 ) -> Result<Vec<ArrayD<f32>>> {
+    let samples = split_batch(graph, inputs)?;
+    let mut outs = Vec::with_capacity(samples.len());
+    for s in &samples {
+        outs.push(f(s)?);
+    }
+    join_batch(graph, outs, has_batch(graph))
+}
+
+fn has_batch(graph: &Graph) -> bool {
+    graph.inputs.iter().any(|gi| gi.batch_dynamic)
+}
+
+/// Checks a batch against the graph's inputs (shapes, finite values, agreeing batch sizes)
+/// and cuts it into samples along axis 0 of the batch-dynamic inputs (one sample when none
+/// is dynamic).
+///
+/// # Errors
+/// [`Error::Batch`] naming the input.
+pub fn split_batch(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<Vec<Vec<Tensor>>> {
     if inputs.len() != graph.inputs.len() {
         return Err(Error::Usage(format!(
             "the model takes {} input(s) ({}), got {}",
@@ -114,9 +133,9 @@ pub fn run_batched(
             .zip(inputs)
             .map(|(gi, x)| to_tensor(gi, x.clone()))
             .collect();
-        return Ok(f(&ins)?.iter().map(|t| t.to_f32()).collect());
+        return Ok(vec![ins]);
     };
-    let mut per_output: Vec<Vec<ArrayD<f32>>> = vec![Vec::with_capacity(n); graph.outputs.len()];
+    let mut samples = Vec::with_capacity(n);
     for s in 0..n {
         let ins: Vec<Tensor> = graph
             .inputs
@@ -132,8 +151,37 @@ pub fn run_batched(
                 to_tensor(gi, a)
             })
             .collect();
-        for (k, t) in f(&ins)?.into_iter().enumerate() {
-            per_output[k].push(t.to_f32());
+        samples.push(ins);
+    }
+    Ok(samples)
+}
+
+/// Assembles per-sample outputs into one array per graph output (axis 0 = batch); with
+/// `batched` false, the single sample's outputs as they are.
+///
+/// # Errors
+/// Samples whose outputs disagree in shape.
+pub fn join_batch(
+    graph: &Graph,
+    samples: Vec<Vec<Tensor>>,
+    batched: bool,
+) -> Result<Vec<ArrayD<f32>>> {
+    if !batched {
+        return Ok(samples
+            .into_iter()
+            .next()
+            .unwrap_or_default()
+            .iter()
+            .map(|t| t.to_f32())
+            .collect());
+    }
+    let mut per_output: Vec<Vec<ArrayD<f32>>> =
+        vec![Vec::with_capacity(samples.len()); graph.outputs.len()];
+    for outs in samples {
+        for (k, t) in outs.into_iter().enumerate() {
+            if let Some(v) = per_output.get_mut(k) {
+                v.push(t.to_f32());
+            }
         }
     }
     per_output

@@ -9,6 +9,13 @@
 //! and read by a constant table) plus one table bootstrap, and equals `eval_int` exactly up to
 //! the bootstraps' error probability.
 //!
+//! With [`Rounding::Approximate`] the `k` low bits are not extracted: the table input is
+//! scaled so that its `p` high bits select the table box and the `k` low bits only move the
+//! value inside its box; the bootstrap's modulus switch discards them. One bootstrap per
+//! table, and the noise budget is that of the `p`-bit table instead of the `(p+k)`-bit
+//! accumulator; the price is that a value near a box edge may land in the neighbouring box
+//! (the table index is then off by one), at a rate the parameter search predicts.
+//!
 //! Encoding: every integer `x` is `x·Δ`, `Δ = 2^64 / 2^(B+1)`, with one circuit-wide `B`
 //! large enough for every table input's bits (`k + p`) and every decrypted integer.
 
@@ -23,6 +30,26 @@ use ndarray::{ArrayD, IxDyn};
 use params::{Choice, Constraint};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
+
+/// How table inputs drop their low bits (`--rounding-method`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Rounding {
+    /// Bit for bit equal to `eval_int`: one sign bootstrap per dropped bit.
+    #[default]
+    Exact,
+    /// The modulus switch absorbs the dropped bits: no extra bootstrap, a table index may be
+    /// off by one near a rounding boundary.
+    Approximate,
+}
+
+impl Rounding {
+    pub fn name(self) -> &'static str {
+        match self {
+            Rounding::Exact => "exact",
+            Rounding::Approximate => "approximate",
+        }
+    }
+}
 
 /// A value in the program: a ciphertext register or a clear constant.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -59,6 +86,10 @@ pub struct ProgramOutput {
     pub elems: Vec<Operand>,
     /// Lower bound of each element (decoding window).
     pub lo: Vec<i64>,
+    /// Approximate rounding: decryption may be off by up to `2^tolerance` units (the
+    /// precision beyond the tables' `p` bits that approximate rounding gives up anyway);
+    /// 0 = exact.
+    pub tolerance: u32,
 }
 
 /// The flat program the server runs.
@@ -81,6 +112,7 @@ pub struct Program {
     pub tlu_count: usize,
     /// The noise checks the parameters must pass.
     pub constraints: Vec<Constraint>,
+    pub rounding: Rounding,
 }
 
 /// One element of a table lookup before registers are assigned: source, offset, bits
@@ -94,6 +126,7 @@ struct Noise {
 }
 
 struct Lowering<'a> {
+    rounding: Rounding,
     g: &'a Graph,
     bounds: HashMap<NodeIndex, Bounds>,
     regs: u32,
@@ -195,7 +228,7 @@ fn conv_terms(
 ///
 /// # Errors
 /// A float operation on the server side (not fused into a table), or a table too wide.
-pub fn lower(m: &CompiledModel) -> Result<Program> {
+pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
     let g = &m.program;
     let cx = PassContext {
         input_quant: m.input_quant.clone(),
@@ -214,6 +247,7 @@ pub fn lower(m: &CompiledModel) -> Result<Program> {
         }
     }
     let mut lw = Lowering {
+        rounding,
         g,
         bounds,
         regs: 0,
@@ -303,7 +337,13 @@ pub fn lower(m: &CompiledModel) -> Result<Program> {
                 for i in 0..len {
                     let k = ks[if ks.len() == 1 { 0 } else { i }];
                     max_drop = max_drop.max(k);
-                    let lo_r = xb.at(i).lo; // lower bound of the (rounded) table input
+                    let iv = xb.at(i); // bounds of the (rounded) table input
+                                       // approximate rounding may land one box below the lowest value: give it
+                                       // the neighbouring entry instead of the negacyclic wrap when there is room
+                    let guard = lw.rounding == Rounding::Approximate
+                        && k > 0
+                        && iv.hi - iv.lo + 3 <= 1i64 << p;
+                    let lo_r = iv.lo - i64::from(guard);
                     let offset = if k == 0 {
                         -lo_r
                     } else {
@@ -412,10 +452,22 @@ pub fn lower(m: &CompiledModel) -> Result<Program> {
             out_bits = out_bits.max(b.max_bits());
             let elems = lw.vals[&i].clone();
             let oname = g.g[i].name.clone();
+            let tolerance = match rounding {
+                Rounding::Exact => 0,
+                Rounding::Approximate => b.max_bits().saturating_sub(p + 1),
+            };
             for e in &elems {
                 if let Operand::Reg(r) = e {
                     let nz = lw.noise[*r as usize];
-                    lw.note("decryption", &oname, nz.alpha, nz.beta, 0.0, false);
+                    // the margin holds the tolerance until B is known
+                    lw.note(
+                        "decryption",
+                        &oname,
+                        nz.alpha,
+                        nz.beta,
+                        f64::from(tolerance),
+                        false,
+                    );
                 }
             }
             outputs.push(ProgramOutput {
@@ -423,6 +475,7 @@ pub fn lower(m: &CompiledModel) -> Result<Program> {
                 shape: g.g[i].ty.shape.clone(),
                 elems,
                 lo,
+                tolerance,
             });
         }
     }
@@ -436,12 +489,24 @@ pub fn lower(m: &CompiledModel) -> Result<Program> {
     let mut constraints: Vec<Constraint> = lw.worst.into_values().collect();
     for c in &mut constraints {
         match c.kind.as_str() {
-            "decryption" => c.margin = 2f64.powi(-(msg_bits as i32) - 2),
-            "table" => {
+            "decryption" => {
+                // half a unit, or 2^tolerance units
+                let tol = c.margin as i32;
+                c.margin = if tol == 0 {
+                    2f64.powi(-(msg_bits as i32) - 2)
+                } else {
+                    2f64.powi(tol - msg_bits as i32 - 1)
+                };
+            }
+            "table" | "approximate table" => {
                 // alpha/beta were stored pre-multiplied by 2^(2·(−k−p)); apply 2^(2B)
                 c.alpha *= 4f64.powi(msg_bits as i32);
                 c.beta *= 4f64.powi(msg_bits as i32);
-                c.margin = 2f64.powi(-(p as i32) - 2);
+                c.margin = if c.kind == "table" {
+                    2f64.powi(-(p as i32) - 2)
+                } else {
+                    2f64.powi(-(p as i32) - 1)
+                };
             }
             _ => {
                 c.alpha *= 4f64.powi(msg_bits as i32);
@@ -462,7 +527,8 @@ pub fn lower(m: &CompiledModel) -> Result<Program> {
         .iter()
         .flatten()
         .map(|i| match i {
-            Instr::Tlu { drop, .. } => 1 + *drop as usize,
+            Instr::Tlu { drop, .. } if rounding == Rounding::Exact => 1 + *drop as usize,
+            Instr::Tlu { .. } => 1,
             Instr::Lin { .. } => 0,
         })
         .sum();
@@ -477,6 +543,7 @@ pub fn lower(m: &CompiledModel) -> Result<Program> {
         pbs_count,
         tlu_count,
         constraints,
+        rounding,
     })
 }
 
@@ -484,8 +551,21 @@ impl Lowering<'_> {
     /// Records the noise checks of one table lookup with `drop` exact bits: the sign
     /// bootstraps of bits `j < drop` read the register times `2^(B−j)`; the table reads it
     /// times `2^(B−drop−p)`. Scales are stored without the `2^B` factor, applied once `B`
-    /// is known.
+    /// is known. Approximate rounding: only the table, read at the same scale, with a whole
+    /// box of margin (an error is a landing beyond the neighbouring boxes).
     fn note_tlu(&mut self, at: &str, nz: Noise, drop: u32, p: u32) {
+        if self.rounding == Rounding::Approximate && drop > 0 {
+            let s = 4f64.powi(-((drop + p) as i32));
+            self.note(
+                "approximate table",
+                at,
+                nz.alpha * s,
+                nz.beta * s,
+                0.0,
+                true,
+            );
+            return;
+        }
         for j in 0..drop {
             let s = 4f64.powi(-(j as i32));
             self.note(
@@ -509,11 +589,164 @@ impl Lowering<'_> {
     }
 }
 
-/// Chooses parameters for a program at a per-bootstrap error probability `p_error`.
+/// Where the TFHE parameters come from (`--params`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ParamsPolicy {
+    /// Searched for this circuit ([`params::search`]).
+    #[default]
+    Optimized,
+    /// The cheapest of tfhe's vetted sets that meets the target ([`params::search_vetted`]).
+    Vetted,
+}
+
+/// How the encrypted program is built and parameterized; stored in the compiled model so
+/// that every process (keygen, encrypt, serve-run, decrypt) derives the same program.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FheOptions {
+    /// Error probability of one bootstrap (default 2^-40, as Concrete ML).
+    pub p_error: f64,
+    /// Error probability of one whole sample, split evenly over its bootstraps and
+    /// decryptions (union bound); replaces `p_error` when set.
+    pub global_p_error: Option<f64>,
+    pub rounding: Rounding,
+    pub params: ParamsPolicy,
+    /// Approximate rounding: largest predicted rate of a table index off by one (1 = any).
+    pub max_off_by_one: f64,
+}
+
+impl Default for FheOptions {
+    fn default() -> Self {
+        FheOptions {
+            p_error: 2f64.powi(-40),
+            global_p_error: None,
+            rounding: Rounding::Exact,
+            params: ParamsPolicy::Optimized,
+            max_off_by_one: 1.0,
+        }
+    }
+}
+
+impl FheOptions {
+    /// The per-bootstrap target for a program.
+    pub fn target(&self, p: &Program) -> f64 {
+        match self.global_p_error {
+            Some(g) => {
+                let reads: usize = p.constraints.iter().map(|c| c.count).sum();
+                g / reads.max(1) as f64
+            }
+            None => self.p_error,
+        }
+    }
+}
+
+/// Chooses parameters for a program.
 ///
 /// # Errors
 /// No secure parameters meet the target; the error names the hardest layer.
-pub fn choose_params(p: &Program, p_error: f64) -> Result<Choice> {
-    params::search(&p.constraints, p.tlu_bits, p_error, 2.5e9)
-        .map_err(|e| Error::Usage(e.to_string()))
+pub fn choose_params(p: &Program, opts: &FheOptions) -> Result<Choice> {
+    let target = opts.target(p);
+    if !(target > 0.0 && target < 1.0) {
+        return Err(Error::Usage(format!(
+            "the error probability must be in (0, 1), got {target:e}"
+        )));
+    }
+    let target = params::Target {
+        p_error: target,
+        off_by_one: opts.max_off_by_one,
+    };
+    match opts.params {
+        ParamsPolicy::Optimized => params::search(&p.constraints, p.tlu_bits, target, 2.5e9),
+        ParamsPolicy::Vetted => params::search_vetted(&p.constraints, p.tlu_bits, target),
+    }
+    .map_err(|e| Error::Usage(e.to_string()))
+}
+
+impl Program {
+    /// Runs the program on clear integers (one vector per graph input, row-major) exactly as
+    /// the encrypted run computes it; returns one integer vector per output. Without noise it
+    /// equals `eval_int` (a test checks it); with `noise` (a standard normal sampler and the
+    /// noise's standard deviation in table boxes) approximate rounding is simulated: the
+    /// table reads `⌊u/2^k + (½ + e)/2^k… ⌋` where the value sits in its box, beyond the
+    /// table's range wrapping negacyclically as the bootstrap does.
+    ///
+    /// With noise, outputs that tolerate an approximate decryption get the decryption noise
+    /// (`decrypt_sigma` units of the output, standard deviation) too.
+    ///
+    /// # Errors
+    /// Inputs that do not match the program.
+    pub fn eval_clear(
+        &self,
+        inputs: &[Vec<i64>],
+        mut noise: Option<(&mut dyn FnMut() -> f64, f64)>,
+        decrypt_sigma: f64,
+    ) -> Result<Vec<Vec<i64>>> {
+        if inputs.len() != self.inputs.len()
+            || inputs
+                .iter()
+                .zip(&self.inputs)
+                .any(|(a, b)| a.len() != b.len())
+        {
+            return Err(Error::Usage(
+                "inputs do not match the program's inputs".into(),
+            ));
+        }
+        let mut regs = vec![0i64; self.n_regs as usize];
+        for (rs, xs) in self.inputs.iter().zip(inputs) {
+            for (&r, &x) in rs.iter().zip(xs) {
+                regs[r as usize] = x;
+            }
+        }
+        let p = self.tlu_bits;
+        let boxes = 1i64 << p;
+        for stage in &self.stages {
+            for ins in stage {
+                match ins {
+                    Instr::Lin { dst, terms, c } => {
+                        regs[*dst as usize] = terms.iter().fold(*c, |a, &(r, w)| {
+                            a.wrapping_add(regs[r as usize].wrapping_mul(w))
+                        });
+                    }
+                    Instr::Tlu {
+                        dst,
+                        src,
+                        offset,
+                        drop,
+                        table,
+                    } => {
+                        let u = regs[*src as usize] + offset;
+                        let mut idx = u >> drop;
+                        if let (Some((sample, s)), Rounding::Approximate, true) =
+                            (noise.as_mut(), self.rounding, *drop > 0)
+                        {
+                            let unit = 1.0 / (1i64 << drop) as f64;
+                            let pos = (u & ((1i64 << drop) - 1)) as f64 * unit + 0.5 * unit;
+                            idx += (pos + *s * sample()).floor() as i64;
+                        }
+                        let t = &self.tables[*table as usize];
+                        let wrapped = idx.rem_euclid(boxes);
+                        let v = t[wrapped as usize];
+                        // each wrap around the 2^p boxes negates (negacyclic)
+                        let flips = (idx - wrapped) / boxes;
+                        regs[*dst as usize] = if flips % 2 == 0 { v } else { -v };
+                    }
+                }
+            }
+        }
+        Ok(self
+            .outputs
+            .iter()
+            .map(|o| {
+                o.elems
+                    .iter()
+                    .map(|e| match (e, noise.as_mut()) {
+                        (Operand::Reg(r), Some((sample, _))) if o.tolerance > 0 => {
+                            regs[*r as usize] + (decrypt_sigma * sample()).round() as i64
+                        }
+                        (Operand::Reg(r), _) => regs[*r as usize],
+                        (Operand::Const(v), _) => *v,
+                    })
+                    .collect()
+            })
+            .collect())
+    }
 }

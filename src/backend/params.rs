@@ -32,9 +32,14 @@ use tfhe::core_crypto::commons::noise_formulas::secure_noise::minimal_lwe_varian
 
 const Q: f64 = 18_446_744_073_709_551_616.0; // 2^64
 const MANTISSA: f64 = 53.0;
+/// Milliseconds per unit of [`FheParams::cost`] on one thread, fitted to measurements.
+const MS_PER_COST: f64 = 1.41e-7;
 
 /// A TFHE parameter set (keyswitch-then-bootstrap, Gaussian noise, native 2^64 modulus).
-#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, tfhe_versionable::Versionize,
+)]
+#[versionize(FheParamsVersions)]
 pub struct FheParams {
     pub lwe_dimension: usize,
     pub glwe_dimension: usize,
@@ -46,6 +51,12 @@ pub struct FheParams {
     /// Standard deviations, torus units.
     pub lwe_std: f64,
     pub glwe_std: f64,
+}
+
+#[derive(tfhe_versionable::VersionsDispatch)]
+#[allow(unused)]
+pub enum FheParamsVersions {
+    V0(FheParams),
 }
 
 impl FheParams {
@@ -110,6 +121,11 @@ impl FheParams {
         n * self.pbs_level as f64 * (k + 1.0).powi(2) * big_n * big_n.log2()
             + k * big_n * n * self.ks_level as f64
     }
+    /// Estimated wall time of one keyswitch + bootstrap on one thread of this machine, ms:
+    /// [`FheParams::cost`] times a constant fitted to measurements (`fhec bench-pbs`).
+    pub fn est_ms_per_pbs(&self) -> f64 {
+        self.cost() * MS_PER_COST
+    }
     /// Size of the bootstrapping key in the Fourier domain, bytes.
     pub fn bsk_bytes(&self) -> f64 {
         let k1 = (self.glwe_dimension + 1) as f64;
@@ -120,17 +136,29 @@ impl FheParams {
             * self.polynomial_size as f64
             * 8.0
     }
-    /// Error probability of one constraint under these parameters.
-    pub fn p_error(&self, c: &Constraint) -> f64 {
+    /// Variance of the value a constraint reads, torus units.
+    pub fn read_variance(&self, c: &Constraint) -> f64 {
         let mut v = c.alpha * self.v_pbs() + c.beta * self.v_fresh();
         v *= c.scale * c.scale;
         if c.bootstrap {
             v += self.v_ks() + self.v_ms();
         }
+        v
+    }
+    /// Error probability of one constraint under these parameters.
+    pub fn p_error(&self, c: &Constraint) -> f64 {
+        let v = self.read_variance(c);
         if v <= 0.0 {
             return 0.0;
         }
         libm::erfc(c.margin / (2.0 * v).sqrt())
+    }
+    /// Approximate rounding: the rate at which a table index is off by one, for a value
+    /// uniformly placed in its box (box = the margin): `2∫₀¹ Q(f/s) df ≈ s·√(2/π)` with
+    /// `s = σ / box`.
+    pub fn off_by_one(&self, c: &Constraint) -> f64 {
+        let s = self.read_variance(c).sqrt() / c.margin;
+        (s * (2.0 / std::f64::consts::PI).sqrt()).min(1.0)
     }
 }
 
@@ -157,12 +185,156 @@ pub struct Constraint {
 /// What the search found, for the report.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Choice {
+    /// `optimizer`, or the name of the tfhe vetted set.
+    pub source: String,
     pub params: FheParams,
     /// Worst error probability of one bootstrap or decryption.
     pub p_error: f64,
     /// Union bound over one sample's bootstraps and decryptions.
     pub global_p_error: f64,
     pub security_bits: u32,
+    /// Approximate rounding: predicted rate of a table index off by one, per lookup
+    /// (worst layer); 0 in exact mode.
+    pub off_by_one: f64,
+    /// Approximate rounding: standard deviation of the noise where the table reads, in table
+    /// boxes (worst layer); 0 in exact mode.
+    pub approx_sigma: f64,
+    /// Standard deviation of the noise at decryption, torus units (worst output).
+    pub decrypt_sigma: f64,
+}
+
+impl Choice {
+    fn new(source: String, params: FheParams, constraints: &[Constraint]) -> Self {
+        let p_error = constraints
+            .iter()
+            .map(|c| params.p_error(c))
+            .fold(0.0, f64::max);
+        let global_p_error = constraints
+            .iter()
+            .map(|c| params.p_error(c) * c.count as f64)
+            .sum::<f64>()
+            .min(1.0);
+        let approx = constraints.iter().filter(|c| c.kind == "approximate table");
+        let off_by_one = approx
+            .clone()
+            .map(|c| params.off_by_one(c))
+            .fold(0.0, f64::max);
+        let decrypt_sigma = constraints
+            .iter()
+            .filter(|c| c.kind == "decryption")
+            .map(|c| params.read_variance(c).sqrt())
+            .fold(0.0, f64::max);
+        let approx_sigma = approx
+            .map(|c| params.read_variance(c).sqrt() / c.margin)
+            .fold(0.0, f64::max);
+        Choice {
+            source,
+            params,
+            p_error,
+            global_p_error,
+            security_bits: 128,
+            off_by_one,
+            approx_sigma,
+            decrypt_sigma,
+        }
+    }
+}
+
+/// tfhe 1.8's vetted Gaussian KS-PBS sets (2^-128 failure probability at their own
+/// precision), as `--params vetted` uses them: name and message+carry bits.
+pub fn vetted_sets() -> Vec<(&'static str, u32, FheParams)> {
+    use tfhe::core_crypto::prelude::DynamicDistribution;
+    use tfhe::shortint::parameters::v1_8::*;
+    let std = |d: DynamicDistribution<u64>| match d {
+        DynamicDistribution::Gaussian(g) => g.std,
+        // not used by the Gaussian sets below
+        DynamicDistribution::TUniform(_) => f64::NAN,
+    };
+    let conv = |p: tfhe::shortint::ClassicPBSParameters| FheParams {
+        lwe_dimension: p.lwe_dimension.0,
+        glwe_dimension: p.glwe_dimension.0,
+        polynomial_size: p.polynomial_size.0,
+        pbs_base_log: p.pbs_base_log.0,
+        pbs_level: p.pbs_level.0,
+        ks_base_log: p.ks_base_log.0,
+        ks_level: p.ks_level.0,
+        lwe_std: std(p.lwe_noise_distribution),
+        glwe_std: std(p.glwe_noise_distribution),
+    };
+    vec![
+        (
+            "V1_8_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128",
+            2,
+            conv(V1_8_PARAM_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128),
+        ),
+        (
+            "V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_GAUSSIAN_2M128",
+            4,
+            conv(V1_8_PARAM_MESSAGE_2_CARRY_2_KS_PBS_GAUSSIAN_2M128),
+        ),
+        (
+            "V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_GAUSSIAN_2M128",
+            6,
+            conv(V1_8_PARAM_MESSAGE_3_CARRY_3_KS_PBS_GAUSSIAN_2M128),
+        ),
+        (
+            "V1_8_PARAM_MESSAGE_4_CARRY_4_KS_PBS_GAUSSIAN_2M128",
+            8,
+            conv(V1_8_PARAM_MESSAGE_4_CARRY_4_KS_PBS_GAUSSIAN_2M128),
+        ),
+    ]
+}
+
+/// The cheapest vetted set that meets `target` for every constraint and has room for
+/// `p`-bit tables.
+///
+/// # Errors
+/// [`ParamsError::Vetted`] when none does.
+pub fn search_vetted(
+    constraints: &[Constraint],
+    p: u32,
+    target: Target,
+) -> Result<Choice, ParamsError> {
+    for (name, bits, params) in vetted_sets() {
+        if bits < p {
+            continue;
+        }
+        if constraints.iter().all(|c| target.meets(&params, c)) {
+            return Ok(Choice::new(name.to_string(), params, constraints));
+        }
+    }
+    let (name, _, params) = vetted_sets().pop().expect("four vetted sets");
+    let worst = constraints
+        .iter()
+        .max_by(|a, b| params.p_error(a).total_cmp(&params.p_error(b)));
+    Err(ParamsError::Vetted {
+        target: target.p_error,
+        at: worst.map_or_else(String::new, |c| format!("{} at `{}`", c.kind, c.at)),
+        best: worst.map_or(0.0, |c| params.p_error(c)),
+        name: name.to_string(),
+    })
+}
+
+/// What the parameters must reach.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Target {
+    /// Error probability of every bootstrap and decryption.
+    pub p_error: f64,
+    /// Approximate rounding: largest off-by-one rate of a table index (1 = no limit).
+    pub off_by_one: f64,
+}
+
+impl Target {
+    pub fn p_error(p_error: f64) -> Self {
+        Target {
+            p_error,
+            off_by_one: 1.0,
+        }
+    }
+    fn meets(&self, params: &FheParams, c: &Constraint) -> bool {
+        params.p_error(c) <= self.p_error
+            && (c.kind != "approximate table" || params.off_by_one(c) <= self.off_by_one)
+    }
 }
 
 /// Why no parameters were found.
@@ -180,6 +352,17 @@ pub enum ParamsError {
         scale_log2: i32,
         margin_log2: f64,
     },
+    #[error(
+        "no tfhe vetted parameter set reaches p_error {target:.1e}: the {at} fails with p_error {best:.1e} even under {name} \
+         (vetted sets budget for an L1 noise of a few fresh ciphertexts, not this circuit's dot products); \
+         fix: drop `--params vetted` to let the optimizer choose, use --rounding-method approximate, or fewer bits"
+    )]
+    Vetted {
+        target: f64,
+        at: String,
+        best: f64,
+        name: String,
+    },
 }
 
 /// The cheapest secure parameters meeting `target` for every constraint.
@@ -189,7 +372,7 @@ pub enum ParamsError {
 pub fn search(
     constraints: &[Constraint],
     min_poly_log: u32,
-    target: f64,
+    target: Target,
     max_bsk_bytes: f64,
 ) -> Result<Choice, ParamsError> {
     let mut best: Option<FheParams> = None;
@@ -246,7 +429,7 @@ pub fn search(
                         if best.as_ref().is_some_and(|b| cand.cost() >= b.cost()) {
                             break;
                         }
-                        if constraints.iter().all(|c| cand.p_error(c) <= target) {
+                        if constraints.iter().all(|c| target.meets(&cand, c)) {
                             best = Some(cand);
                             break;
                         }
@@ -256,23 +439,7 @@ pub fn search(
         }
     }
     match best {
-        Some(params) => {
-            let p_error = constraints
-                .iter()
-                .map(|c| params.p_error(c))
-                .fold(0.0, f64::max);
-            let global = constraints
-                .iter()
-                .map(|c| params.p_error(c) * c.count as f64)
-                .sum::<f64>()
-                .min(1.0);
-            Ok(Choice {
-                params,
-                p_error,
-                global_p_error: global,
-                security_bits: 128,
-            })
-        }
+        Some(params) => Ok(Choice::new("optimizer".into(), params, constraints)),
         None => {
             // the constraint the largest secure set fails by the most
             let big = FheParams::secure(1024, 1, 1 << 15, (15, 3), (3, 8));
@@ -291,7 +458,7 @@ pub fn search(
                     bootstrap: true,
                 });
             Err(ParamsError::Infeasible {
-                target,
+                target: target.p_error,
                 at: hardest.at,
                 kind: hardest.kind,
                 alpha: hardest.alpha,
@@ -322,9 +489,9 @@ mod tests {
     #[test]
     fn search_is_monotone_in_precision_and_norm() {
         let t = 2f64.powi(-40);
-        let c4 = search(&[table(4, 100.0)], 4, t, 2e9).expect("4 bits");
-        let c6 = search(&[table(6, 100.0)], 6, t, 2e9).expect("6 bits");
-        let c6w = search(&[table(6, 10_000.0)], 6, t, 2e9).expect("6 bits, wide");
+        let c4 = search(&[table(4, 100.0)], 4, Target::p_error(t), 2e9).expect("4 bits");
+        let c6 = search(&[table(6, 100.0)], 6, Target::p_error(t), 2e9).expect("6 bits");
+        let c6w = search(&[table(6, 10_000.0)], 6, Target::p_error(t), 2e9).expect("6 bits, wide");
         assert!(c4.params.cost() <= c6.params.cost());
         assert!(c6.params.cost() <= c6w.params.cost());
         assert!(c6.p_error <= t);
@@ -332,7 +499,7 @@ mod tests {
 
     #[test]
     fn impossible_requests_are_refused() {
-        assert!(search(&[table(40, 1.0)], 16, 2f64.powi(-40), 2e9).is_err());
+        assert!(search(&[table(40, 1.0)], 16, Target::p_error(2f64.powi(-40)), 2e9).is_err());
     }
 
     #[test]

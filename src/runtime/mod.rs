@@ -5,31 +5,121 @@
 //! The client holds the secret keys; the server gets the keyswitching key and the bootstrapping
 //! key only. Independent instructions of a stage run in parallel (rayon).
 
+pub mod files;
+pub mod measure;
+
 use crate::backend::params::FheParams;
-use crate::backend::{Instr, Operand, Program};
+use crate::backend::{Instr, Operand, Program, Rounding};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
 use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
 use tfhe::core_crypto::prelude::*;
+use tfhe::named::Named;
+use tfhe_versionable::{Versionize, VersionsDispatch};
 
-/// The client's secret keys.
-pub struct ClientKey {
-    pub params: FheParams,
+/// What a key was made for: the model's program (by fingerprint), one key pair (random id),
+/// the encoding and the parameters. Every key and ciphertext file carries it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Versionize)]
+#[versionize(KeyInfoVersions)]
+pub struct KeyInfo {
+    pub model_id: u64,
+    pub key_id: u64,
     pub msg_bits: u32,
+    pub params: FheParams,
+}
+
+#[derive(VersionsDispatch)]
+#[allow(unused)]
+pub enum KeyInfoVersions {
+    V0(KeyInfo),
+}
+
+/// The client's secret key (the GLWE key; its flattening is the LWE key inputs are encrypted
+/// under and outputs decrypted with).
+#[derive(Clone, Serialize, Deserialize, Versionize)]
+#[versionize(ClientKeyVersions)]
+pub struct ClientKey {
+    pub info: KeyInfo,
     glwe: GlweSecretKeyOwned<u64>,
 }
 
-/// The server's evaluation keys (no secret).
+#[derive(VersionsDispatch)]
+#[allow(unused)]
+pub enum ClientKeyVersions {
+    V0(ClientKey),
+}
+
+impl Named for ClientKey {
+    const NAME: &'static str = "fhec::ClientKey";
+}
+
+/// The server's evaluation keys as the client sends them: seeded (the random masks are
+/// regenerated from a seed), half the size of the expanded keys. No secret.
+#[derive(Clone, Serialize, Deserialize, Versionize)]
+#[versionize(CompressedServerKeyVersions)]
+pub struct CompressedServerKey {
+    pub info: KeyInfo,
+    ksk: SeededLweKeyswitchKeyOwned<u64>,
+    bsk: SeededLweBootstrapKeyOwned<u64>,
+}
+
+#[derive(VersionsDispatch)]
+#[allow(unused)]
+pub enum CompressedServerKeyVersions {
+    V0(CompressedServerKey),
+}
+
+impl Named for CompressedServerKey {
+    const NAME: &'static str = "fhec::ServerKey";
+}
+
+/// The server's evaluation keys, expanded and with the bootstrapping key in the Fourier
+/// domain, ready to run.
 pub struct ServerKey {
-    pub params: FheParams,
-    pub msg_bits: u32,
+    pub info: KeyInfo,
     ksk: LweKeyswitchKeyOwned<u64>,
     bsk: FourierLweBootstrapKeyOwned,
 }
 
-/// Encrypted inputs or outputs: one ciphertext per integer.
-pub struct Ciphertexts {
-    pub cts: Vec<LweCiphertextOwned<u64>>,
+/// Encrypted inputs of a batch: per sample, one seeded ciphertext list per graph input (one
+/// ciphertext per integer; seeded = only the bodies travel).
+#[derive(Clone, Serialize, Deserialize, Versionize)]
+#[versionize(EncryptedInputsVersions)]
+pub struct EncryptedInputs {
+    pub model_id: u64,
+    pub key_id: u64,
+    pub samples: Vec<Vec<SeededLweCiphertextListOwned<u64>>>,
+}
+
+#[derive(VersionsDispatch)]
+#[allow(unused)]
+pub enum EncryptedInputsVersions {
+    V0(EncryptedInputs),
+}
+
+impl Named for EncryptedInputs {
+    const NAME: &'static str = "fhec::EncryptedInputs";
+}
+
+/// Encrypted outputs of a batch: per sample, one ciphertext list per program output (its
+/// encrypted elements, in order; clear-constant elements are not sent).
+#[derive(Clone, Serialize, Deserialize, Versionize)]
+#[versionize(EncryptedOutputsVersions)]
+pub struct EncryptedOutputs {
+    pub model_id: u64,
+    pub key_id: u64,
+    pub samples: Vec<Vec<LweCiphertextListOwned<u64>>>,
+}
+
+#[derive(VersionsDispatch)]
+#[allow(unused)]
+pub enum EncryptedOutputsVersions {
+    V0(EncryptedOutputs),
+}
+
+impl Named for EncryptedOutputs {
+    const NAME: &'static str = "fhec::EncryptedOutputs";
 }
 
 fn modulus() -> CiphertextModulus<u64> {
@@ -41,13 +131,20 @@ fn delta(msg_bits: u32) -> u64 {
     1u64 << (63 - msg_bits)
 }
 
-/// Makes a fresh key pair for `params` and message width `msg_bits`.
-pub fn keygen(params: &FheParams, msg_bits: u32) -> (ClientKey, ServerKey) {
+/// Makes a fresh key pair for `params`, message width `msg_bits` and the program
+/// fingerprinted `model_id`.
+pub fn keygen(
+    params: &FheParams,
+    msg_bits: u32,
+    model_id: u64,
+) -> (ClientKey, CompressedServerKey) {
     let mut seeder = new_seeder();
     let seeder = seeder.as_mut();
+    let key_id = {
+        let s = seeder.seed().0;
+        (s as u64) ^ ((s >> 64) as u64)
+    };
     let mut secret_gen = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed());
-    let mut enc_gen =
-        EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
     let small =
         LweSecretKey::generate_new_binary(LweDimension(params.lwe_dimension), &mut secret_gen);
     let glwe = GlweSecretKey::generate_new_binary(
@@ -58,110 +155,160 @@ pub fn keygen(params: &FheParams, msg_bits: u32) -> (ClientKey, ServerKey) {
     let big = glwe.as_lwe_secret_key();
     let lwe_noise = Gaussian::from_dispersion_parameter(StandardDev(params.lwe_std), 0.0);
     let glwe_noise = Gaussian::from_dispersion_parameter(StandardDev(params.glwe_std), 0.0);
-    let ksk = allocate_and_generate_new_lwe_keyswitch_key(
+    let ksk = allocate_and_generate_new_seeded_lwe_keyswitch_key(
         &big,
         &small,
         DecompositionBaseLog(params.ks_base_log),
         DecompositionLevelCount(params.ks_level),
         lwe_noise,
         modulus(),
-        &mut enc_gen,
+        seeder,
     );
-    let std_bsk = par_allocate_and_generate_new_lwe_bootstrap_key(
+    let bsk = par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
         &small,
         &glwe,
         DecompositionBaseLog(params.pbs_base_log),
         DecompositionLevelCount(params.pbs_level),
         glwe_noise,
         modulus(),
-        &mut enc_gen,
+        seeder,
     );
-    let mut bsk = FourierLweBootstrapKey::new(
-        std_bsk.input_lwe_dimension(),
-        std_bsk.glwe_size(),
-        std_bsk.polynomial_size(),
-        std_bsk.decomposition_base_log(),
-        std_bsk.decomposition_level_count(),
-    );
-    par_convert_standard_lwe_bootstrap_key_to_fourier(&std_bsk, &mut bsk);
+    let info = KeyInfo {
+        model_id,
+        key_id,
+        msg_bits,
+        params: params.clone(),
+    };
     (
         ClientKey {
-            params: params.clone(),
-            msg_bits,
+            info: info.clone(),
             glwe,
         },
-        ServerKey {
-            params: params.clone(),
-            msg_bits,
-            ksk,
-            bsk,
-        },
+        CompressedServerKey { info, ksk, bsk },
     )
 }
 
+impl CompressedServerKey {
+    /// Regenerates the masks and converts the bootstrapping key to the Fourier domain.
+    pub fn expand(&self) -> ServerKey {
+        let ksk = self.ksk.clone().par_decompress_into_lwe_keyswitch_key();
+        let std_bsk = self.bsk.clone().par_decompress_into_lwe_bootstrap_key();
+        let mut bsk = FourierLweBootstrapKey::new(
+            std_bsk.input_lwe_dimension(),
+            std_bsk.glwe_size(),
+            std_bsk.polynomial_size(),
+            std_bsk.decomposition_base_log(),
+            std_bsk.decomposition_level_count(),
+        );
+        par_convert_standard_lwe_bootstrap_key_to_fourier(&std_bsk, &mut bsk);
+        ServerKey {
+            info: self.info.clone(),
+            ksk,
+            bsk,
+        }
+    }
+}
+
 impl ClientKey {
-    /// Encrypts integers under the big (GLWE-derived) key.
-    pub fn encrypt(&self, values: &[i64]) -> Ciphertexts {
+    fn params(&self) -> &FheParams {
+        &self.info.params
+    }
+
+    /// Encrypts integers under the big (GLWE-derived) key, as one seeded list.
+    pub fn encrypt(&self, values: &[i64]) -> SeededLweCiphertextListOwned<u64> {
         let mut seeder = new_seeder();
         let seeder = seeder.as_mut();
-        let mut enc_gen =
-            EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
-        let noise = Gaussian::from_dispersion_parameter(StandardDev(self.params.glwe_std), 0.0);
+        let noise = Gaussian::from_dispersion_parameter(StandardDev(self.params().glwe_std), 0.0);
         let big = self.glwe.as_lwe_secret_key();
-        let d = delta(self.msg_bits);
-        let cts = values
-            .iter()
-            .map(|&v| {
-                allocate_and_encrypt_new_lwe_ciphertext(
-                    &big,
-                    Plaintext((v as u64).wrapping_mul(d)),
-                    noise,
-                    modulus(),
-                    &mut enc_gen,
-                )
-            })
-            .collect();
-        Ciphertexts { cts }
+        let d = delta(self.info.msg_bits);
+        let plain = PlaintextList::from_container(
+            values
+                .iter()
+                .map(|&v| (v as u64).wrapping_mul(d))
+                .collect::<Vec<u64>>(),
+        );
+        let mut out = SeededLweCiphertextList::new(
+            0u64,
+            big.lwe_dimension().to_lwe_size(),
+            LweCiphertextCount(values.len()),
+            seeder.seed().into(),
+            modulus(),
+        );
+        encrypt_seeded_lwe_ciphertext_list(&big, &mut out, &plain, noise, seeder);
+        out
     }
 
     /// Decrypts one integer known to lie in `[lo, lo + 2^(B+1))`.
-    pub fn decrypt_one(&self, ct: &LweCiphertextOwned<u64>, lo: i64) -> i64 {
+    pub fn decrypt_one(&self, ct: &LweCiphertextView<'_, u64>, lo: i64) -> i64 {
         let big = self.glwe.as_lwe_secret_key();
         let phase = decrypt_lwe_ciphertext(&big, ct).0;
-        let b = self.msg_bits + 1;
+        let b = self.info.msg_bits + 1;
         // round to the nearest multiple of Δ, keep B+1 bits
-        let d = delta(self.msg_bits);
+        let d = delta(self.info.msg_bits);
         let code = (phase.wrapping_add(d / 2) / d) & ((1u64 << b) - 1);
         let lo_code = (lo as u64) & ((1u64 << b) - 1);
         lo + (code.wrapping_sub(lo_code) & ((1u64 << b) - 1)) as i64
     }
 
-    /// Decrypts the program's outputs, one integer vector per output.
+    /// Decrypts one sample's program outputs, one integer vector per output.
+    ///
+    /// # Errors
+    /// Ciphertext lists that do not match the program's outputs.
     pub fn decrypt(
         &self,
         prog: &Program,
-        outs: &[Vec<Option<LweCiphertextOwned<u64>>>],
-    ) -> Vec<Vec<i64>> {
+        outs: &[LweCiphertextListOwned<u64>],
+    ) -> Result<Vec<Vec<i64>>> {
+        if outs.len() != prog.outputs.len() {
+            return Err(Error::Usage(format!(
+                "the encrypted result has {} output(s), the model {}",
+                outs.len(),
+                prog.outputs.len()
+            )));
+        }
         prog.outputs
             .iter()
             .zip(outs)
             .map(|(o, cts)| {
-                o.elems
+                let n_regs = o.elems.iter().filter(|e| matches!(e, Operand::Reg(_))).count();
+                let big = self.glwe.polynomial_size().0 * self.glwe.glwe_dimension().0;
+                if cts.lwe_ciphertext_count().0 != n_regs || cts.lwe_size().0 != big + 1 {
+                    return Err(Error::Usage(format!(
+                        "the encrypted result holds {} ciphertext(s) of size {}, the model expects {} of size {}",
+                        cts.lwe_ciphertext_count().0,
+                        cts.lwe_size().0,
+                        n_regs,
+                        big + 1
+                    )));
+                }
+                let mut it = cts.iter();
+                Ok(o.elems
                     .iter()
-                    .zip(cts)
                     .zip(&o.lo)
-                    .map(|((e, ct), &lo)| match (e, ct) {
-                        (Operand::Const(v), _) => *v,
-                        (Operand::Reg(_), Some(ct)) => self.decrypt_one(ct, lo),
-                        (Operand::Reg(_), None) => lo,
+                    .map(|(e, &lo)| match e {
+                        Operand::Const(v) => *v,
+                        Operand::Reg(_) => it.next().map_or(lo, |ct| self.decrypt_one(&ct, lo)),
                     })
-                    .collect()
+                    .collect())
             })
+            .collect()
+    }
+
+    /// Decrypts every register of a program run (debugging and noise measurements).
+    pub fn decrypt_registers(
+        &self,
+        regs: &[Option<LweCiphertextOwned<u64>>],
+        lo: &[i64],
+    ) -> Vec<Option<i64>> {
+        regs.iter()
+            .zip(lo)
+            .map(|(r, &lo)| r.as_ref().map(|ct| self.decrypt_one(&ct.as_view(), lo)))
             .collect()
     }
 }
 
-/// Fills a bootstrap test polynomial so that a phase in box `i` gives `f(i)·Δ`.
+/// Fills a bootstrap test polynomial so that a phase in box `i` (the torus interval
+/// `[i, i+1)·2^-(p+1)`) gives `f(i)·Δ`. The caller places values inside their boxes.
 fn table_lut(
     params: &FheParams,
     p: u32,
@@ -176,49 +323,76 @@ fn table_lut(
         let v = f(i).wrapping_mul(d);
         chunk.iter_mut().for_each(|a| *a = v);
     }
-    // center each box on its value: negate the first half box and rotate it to the end
-    let half = box_size / 2;
-    for a in acc[..half].iter_mut() {
-        *a = a.wrapping_neg();
-    }
-    acc.rotate_left(half);
-    let poly = Polynomial::from_container(acc);
     allocate_and_trivially_encrypt_new_glwe_ciphertext(
         GlweDimension(params.glwe_dimension).to_glwe_size(),
-        &PlaintextList::from_container(poly.into_container()),
+        &PlaintextList::from_container(acc),
         modulus(),
     )
 }
 
 impl ServerKey {
-    fn bootstrap(
+    pub(crate) fn params(&self) -> &FheParams {
+        &self.info.params
+    }
+
+    pub(crate) fn big_size(&self) -> LweSize {
+        LweDimension(self.params().glwe_dimension * self.params().polynomial_size).to_lwe_size()
+    }
+
+    pub(crate) fn bootstrap(
         &self,
         ct: &LweCiphertextOwned<u64>,
         lut: &GlweCiphertextOwned<u64>,
     ) -> LweCiphertextOwned<u64> {
         let mut small = LweCiphertext::new(
             0u64,
-            LweDimension(self.params.lwe_dimension).to_lwe_size(),
+            LweDimension(self.params().lwe_dimension).to_lwe_size(),
             modulus(),
         );
         keyswitch_lwe_ciphertext(&self.ksk, ct, &mut small);
-        let big_size =
-            LweDimension(self.params.glwe_dimension * self.params.polynomial_size).to_lwe_size();
-        let mut out = LweCiphertext::new(0u64, big_size, modulus());
+        let mut out = LweCiphertext::new(0u64, self.big_size(), modulus());
         programmable_bootstrap_lwe_ciphertext(&small, &mut out, lut, &self.bsk);
         out
     }
 
-    /// Runs the program on encrypted inputs; returns the output ciphertexts (`None` where an
-    /// output element is a clear constant).
+    /// Runs the program on one sample's encrypted inputs; returns its encrypted outputs.
     ///
     /// # Errors
-    /// Inputs that do not match the program.
+    /// Inputs that do not match the program or the key.
     pub fn evaluate(
         &self,
         prog: &Program,
-        inputs: Vec<Ciphertexts>,
-    ) -> Result<Vec<Vec<Option<LweCiphertextOwned<u64>>>>> {
+        inputs: &[SeededLweCiphertextListOwned<u64>],
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<Vec<LweCiphertextListOwned<u64>>> {
+        let regs = self.evaluate_registers(prog, inputs, progress)?;
+        Ok(prog
+            .outputs
+            .iter()
+            .map(|o| {
+                let mut data = Vec::new();
+                for e in &o.elems {
+                    if let Operand::Reg(r) = e {
+                        if let Some(ct) = &regs[*r as usize] {
+                            data.extend_from_slice(ct.as_ref());
+                        }
+                    }
+                }
+                LweCiphertextList::from_container(data, self.big_size(), modulus())
+            })
+            .collect())
+    }
+
+    /// [`ServerKey::evaluate`], returning every register.
+    ///
+    /// # Errors
+    /// As [`ServerKey::evaluate`].
+    pub fn evaluate_registers(
+        &self,
+        prog: &Program,
+        inputs: &[SeededLweCiphertextListOwned<u64>],
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<Vec<Option<LweCiphertextOwned<u64>>>> {
         if inputs.len() != prog.inputs.len() {
             return Err(Error::Usage(format!(
                 "the program takes {} input(s), got {}",
@@ -226,47 +400,48 @@ impl ServerKey {
                 inputs.len()
             )));
         }
-        let big_size =
-            LweDimension(self.params.glwe_dimension * self.params.polynomial_size).to_lwe_size();
+        let big_size = self.big_size();
         let mut regs: Vec<Option<LweCiphertextOwned<u64>>> = vec![None; prog.n_regs as usize];
-        for (rs, cts) in prog.inputs.iter().zip(inputs) {
-            if rs.len() != cts.cts.len() {
+        for (i, (rs, cts)) in prog.inputs.iter().zip(inputs).enumerate() {
+            if rs.len() != cts.lwe_ciphertext_count().0 || cts.lwe_size() != big_size {
                 return Err(Error::Usage(format!(
-                    "an input has {} ciphertexts, the program expects {}",
-                    cts.cts.len(),
-                    rs.len()
+                    "encrypted input {i} holds {} ciphertext(s) of size {}, the model expects {} of size {}",
+                    cts.lwe_ciphertext_count().0,
+                    cts.lwe_size().0,
+                    rs.len(),
+                    big_size.0
                 )));
             }
-            for (&r, ct) in rs.iter().zip(cts.cts) {
-                if ct.lwe_size() != big_size {
-                    return Err(Error::Usage(
-                        "ciphertexts made with other keys (wrong LWE size)".into(),
-                    ));
-                }
-                regs[r as usize] = Some(ct);
+            let list = cts.clone().decompress_into_lwe_ciphertext_list();
+            for (&r, ct) in rs.iter().zip(list.iter()) {
+                regs[r as usize] = Some(LweCiphertext::from_container(
+                    ct.as_ref().to_vec(),
+                    modulus(),
+                ));
             }
         }
-        let d = delta(self.msg_bits);
+        let b = self.info.msg_bits;
+        let d = delta(b);
         let p = prog.tlu_bits;
-        let b = self.msg_bits;
         let luts: Vec<GlweCiphertextOwned<u64>> = prog
             .tables
             .iter()
-            .map(|t| table_lut(&self.params, p, d, |i| t[i] as u64))
+            .map(|t| table_lut(self.params(), p, d, |i| t[i] as u64))
             .collect();
         // sign bootstrap for bit j: constant −2^(j−1)·Δ everywhere
         let sign_luts: Vec<GlweCiphertextOwned<u64>> = (0..=b)
             .map(|j| {
                 let c = if j == 0 { d / 2 } else { d << (j - 1) };
                 let v = c.wrapping_neg();
-                let poly = vec![v; self.params.polynomial_size];
+                let poly = vec![v; self.params().polynomial_size];
                 allocate_and_trivially_encrypt_new_glwe_ciphertext(
-                    GlweDimension(self.params.glwe_dimension).to_glwe_size(),
+                    GlweDimension(self.params().glwe_dimension).to_glwe_size(),
                     &PlaintextList::from_container(poly),
                     modulus(),
                 )
             })
             .collect();
+        let exact = prog.rounding == Rounding::Exact;
         for stage in &prog.stages {
             let results: Vec<(u32, LweCiphertextOwned<u64>)> = stage
                 .par_iter()
@@ -304,24 +479,42 @@ impl ServerKey {
                                 &mut x,
                                 Plaintext((*offset as u64).wrapping_mul(d)),
                             );
-                            // exact removal of the low `drop` bits, lowest first
-                            for j in 0..*drop {
-                                let mut t = x.clone();
-                                lwe_ciphertext_cleartext_mul_assign(
-                                    &mut t,
-                                    Cleartext(1u64 << (b - j)),
-                                );
-                                lwe_ciphertext_plaintext_add_assign(&mut t, Plaintext(1u64 << 62));
-                                let mut bit = self.bootstrap(&t, &sign_luts[j as usize]);
-                                let c = if j == 0 { d / 2 } else { d << (j - 1) };
-                                lwe_ciphertext_plaintext_add_assign(&mut bit, Plaintext(c));
-                                lwe_ciphertext_sub_assign(&mut x, &bit);
+                            // bits left below the table index when the table reads
+                            let mut below = *drop;
+                            if exact {
+                                // exact removal of the low `drop` bits, lowest first
+                                for j in 0..*drop {
+                                    let mut t = x.clone();
+                                    lwe_ciphertext_cleartext_mul_assign(
+                                        &mut t,
+                                        Cleartext(1u64 << (b - j)),
+                                    );
+                                    lwe_ciphertext_plaintext_add_assign(
+                                        &mut t,
+                                        Plaintext(1u64 << 62),
+                                    );
+                                    let mut bit = self.bootstrap(&t, &sign_luts[j as usize]);
+                                    let c = if j == 0 { d / 2 } else { d << (j - 1) };
+                                    lwe_ciphertext_plaintext_add_assign(&mut bit, Plaintext(c));
+                                    lwe_ciphertext_sub_assign(&mut x, &bit);
+                                }
+                                below = 0;
                             }
+                            // the index's top bit under the padding bit, then half a unit up so
+                            // that the value sits mid-way in its slot
                             lwe_ciphertext_cleartext_mul_assign(
                                 &mut x,
                                 Cleartext(1u64 << (b - drop - p)),
                             );
-                            Ok((*dst, self.bootstrap(&x, &luts[*table as usize])))
+                            lwe_ciphertext_plaintext_add_assign(
+                                &mut x,
+                                Plaintext(1u64 << (62 - below - p)),
+                            );
+                            let out = self.bootstrap(&x, &luts[*table as usize]);
+                            if let Some(pb) = progress {
+                                pb.inc(1);
+                            }
+                            Ok((*dst, out))
                         }
                     }
                 })
@@ -330,18 +523,6 @@ impl ServerKey {
                 regs[dst as usize] = Some(ct);
             }
         }
-        Ok(prog
-            .outputs
-            .iter()
-            .map(|o| {
-                o.elems
-                    .iter()
-                    .map(|e| match e {
-                        Operand::Reg(r) => regs[*r as usize].clone(),
-                        Operand::Const(_) => None,
-                    })
-                    .collect()
-            })
-            .collect())
+        Ok(regs)
     }
 }

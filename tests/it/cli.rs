@@ -382,3 +382,150 @@ fn corrupt_or_foreign_artifacts_are_refused() {
     std::fs::write(&v, &newer).expect("write");
     user_error(&run(&v), &["format version 99", "recompile"]);
 }
+
+/// keygen → encrypt → serve-run → decrypt through files, in separate processes, equals
+/// clear mode; a result decrypted with another key pair's client key and a truncated
+/// ciphertext file are refused with one-line errors.
+#[test]
+fn client_server_commands_round_trip() {
+    let fhe = tmp("iris.fhe");
+    let out = fhec(&[
+        "compile",
+        s(&model("iris_mlp.onnx")),
+        "--calib",
+        s(&model("iris_mlp_calib.npy")),
+        "--n-bits",
+        "3",
+        "--rounding-bits",
+        "4",
+        "-o",
+        s(&fhe),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let so = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        so.contains("security 128 bits") && so.contains("p_error"),
+        "{so}"
+    );
+    let (keys, keys2) = (tmp("keys"), tmp("keys2"));
+    for k in [&keys, &keys2] {
+        let out = fhec(&["keygen", s(&fhe), "--out", s(k)]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let (ct, yct, y, yc) = (tmp("x.ct"), tmp("y.ct"), tmp("y.npy"), tmp("yc.npy"));
+    let x = model("iris_mlp_test_x.npy");
+    let run = |args: &[&str]| {
+        let out = fhec(args);
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    run(&[
+        "encrypt",
+        s(&fhe),
+        "--key",
+        s(&keys.join("client.key")),
+        "--input",
+        s(&x),
+        "--samples",
+        "4",
+        "--out",
+        s(&ct),
+    ]);
+    let so = run(&[
+        "serve-run",
+        s(&fhe),
+        "--key",
+        s(&keys.join("server.key")),
+        "--input",
+        s(&ct),
+        "--out",
+        s(&yct),
+    ]);
+    assert!(so.contains("ms per bootstrap"), "{so}");
+    run(&[
+        "decrypt",
+        s(&fhe),
+        "--key",
+        s(&keys.join("client.key")),
+        "--input",
+        s(&yct),
+        "--output",
+        s(&y),
+    ]);
+    // clear mode on the same four samples
+    let x4 = tmp("x4.npy");
+    let xa = fhec::npy::read_f32(&x).expect("x");
+    fhec::npy::write_f32(
+        &x4,
+        &xa.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..4))
+            .to_owned(),
+    )
+    .expect("write");
+    run(&[
+        "run",
+        s(&fhe),
+        "--input",
+        s(&x4),
+        "--mode",
+        "clear",
+        "--output",
+        s(&yc),
+    ]);
+    assert_eq!(
+        fhec::npy::read_f32(&y).expect("fhe output"),
+        fhec::npy::read_f32(&yc).expect("clear output")
+    );
+    // another key pair's client key
+    let out = fhec(&[
+        "decrypt",
+        s(&fhe),
+        "--key",
+        s(&keys2.join("client.key")),
+        "--input",
+        s(&yct),
+        "--output",
+        s(&y),
+    ]);
+    user_error(&out, &["y.ct", "another key pair"]);
+    // the server key where the client key belongs
+    let out = fhec(&[
+        "encrypt",
+        s(&fhe),
+        "--key",
+        s(&keys.join("server.key")),
+        "--input",
+        s(&x),
+        "--out",
+        s(&ct),
+    ]);
+    user_error(&out, &["server.key", "not an fhec client key"]);
+    // a truncated ciphertext file
+    let bytes = std::fs::read(&yct).expect("read");
+    std::fs::write(&yct, &bytes[..bytes.len() - 100]).expect("write");
+    let out = fhec(&[
+        "decrypt",
+        s(&fhe),
+        "--key",
+        s(&keys.join("client.key")),
+        "--input",
+        s(&yct),
+        "--output",
+        s(&y),
+    ]);
+    user_error(&out, &["y.ct", "truncated or corrupt"]);
+    // an ONNX file where a compiled model belongs
+    let out = fhec(&["keygen", s(&model("iris_mlp.onnx")), "--out", s(&keys2)]);
+    user_error(&out, &["fhec compile"]);
+}

@@ -90,11 +90,11 @@ fn encrypted_tiny_mlp_equals_eval_int_exactly() {
         },
     )
     .expect("compiles");
-    let session = m.fhe_session(2f64.powi(-40)).expect("parameters and keys");
-    let p = &session.program;
+    let session = m.fhe_session().expect("parameters and keys");
+    let p = &session.plan.program;
     println!(
         "tiny: {} table lookups, {} bootstraps, table bits {}, message bits {}, params {:?}, p_error {:.2e}, keygen {:.2?}",
-        p.tlu_count, p.pbs_count, p.tlu_bits, p.msg_bits, session.choice.params, session.choice.p_error, session.keygen_time
+        p.tlu_count, p.pbs_count, p.tlu_bits, p.msg_bits, session.plan.choice.params, session.plan.choice.p_error, session.keygen_time
     );
     assert!(
         p.pbs_count > p.tlu_count,
@@ -108,7 +108,7 @@ fn encrypted_tiny_mlp_equals_eval_int_exactly() {
                 .into_dyn(),
         )];
         let want = m.boundary_clear(p, &q).expect("clear");
-        let (got, t) = session.run_sample(&q).expect("encrypted run");
+        let (got, t) = session.run_sample(&q, None).expect("encrypted run");
         println!(
             "sample {s}: clear {want:?} encrypted {got:?} in {:.2?}",
             t.evaluate
@@ -118,4 +118,262 @@ fn encrypted_tiny_mlp_equals_eval_int_exactly() {
         let clear = fhec::ir::eval_int(&m.program, &q).expect("eval_int");
         assert_eq!(outs, clear, "client tail");
     }
+}
+
+/// The register program run in the clear equals `eval_int` on every shipped model: the
+/// lowering (register renaming, leveled sums, table offsets and contents) is checked without
+/// the cost of encryption.
+#[test]
+fn program_interpreter_equals_eval_int_on_shipped_models() {
+    use crate::common::model;
+    for name in [
+        "digits_mlp",
+        "digits_cnn",
+        "digits_poly",
+        "digits_resnet",
+        "digits_gated",
+        "breast_cancer_mlp",
+        "iris_mlp",
+    ] {
+        let calib = fhec::npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
+        let (m, _) = fhec::compile(
+            &model(&format!("{name}.onnx")),
+            &[calib],
+            &CompileOptions::default(),
+        )
+        .expect("compiles");
+        let x = fhec::npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("test x");
+        let x = x
+            .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..12))
+            .to_owned();
+        let prog = fhec::backend::lower(&m, fhec::backend::Rounding::Exact).expect("lowers");
+        for sample in fhec::model::split_batch(&m.float_graph, &[x]).expect("batch") {
+            let q = fhec::ir::quantize_sample(&sample, &m.input_quant);
+            let ints: Vec<Vec<i64>> = q.iter().map(Tensor::i64_values).collect();
+            let got = prog.eval_clear(&ints, None, 0.0).expect("runs");
+            assert_eq!(got, m.boundary_clear(&prog, &q).expect("clear"), "{name}");
+        }
+        println!(
+            "{name}: {} table lookups, {} bootstraps (exact), tables of {} bits, {} message bits",
+            prog.tlu_count, prog.pbs_count, prog.tlu_bits, prog.msg_bits
+        );
+    }
+}
+
+/// Approximate rounding on real ciphertexts: every table lookup returns the entry of the
+/// exact index or of a neighbour (checked per lookup on decrypted registers, so errors do not
+/// compound), and neighbours occur at about the predicted rate.
+#[test]
+fn approximate_rounding_is_off_by_at_most_one_per_lookup() {
+    use fhec::backend::{FheOptions, Instr, Rounding};
+    let cfg = QuantConfig {
+        rounding_bits: Some(3),
+        ..QuantConfig::with_n_bits(4)
+    };
+    let (m, _) = fhec::compile_model(
+        &tiny(),
+        &[calib()],
+        &CompileOptions {
+            quant: cfg,
+            fhe: FheOptions {
+                rounding: Rounding::Approximate,
+                ..Default::default()
+            },
+            ..Default::default()
+        },
+    )
+    .expect("compiles");
+    let session = m.fhe_session().expect("parameters and keys");
+    let prog = &session.plan.program;
+    assert_eq!(prog.pbs_count, prog.tlu_count, "no bit extraction");
+    let b = prog.msg_bits;
+    let (mut lookups, mut neighbours, mut rounded) = (0usize, 0usize, 0usize);
+    let x = calib();
+    for s in 0..24 {
+        let q = [Tensor::I64(
+            x.slice(ndarray::s![s..s + 1, ..])
+                .mapv(|v| m.input_quant[0].quantize(v))
+                .into_dyn(),
+        )];
+        let cts: Vec<_> = q
+            .iter()
+            .map(|t| session.client.encrypt(&t.i64_values()))
+            .collect();
+        let regs = session
+            .server
+            .evaluate_registers(prog, &cts, None)
+            .expect("runs");
+        let lo = vec![-(1i64 << b); regs.len()];
+        let vals = session.client.decrypt_registers(&regs, &lo);
+        for ins in prog.stages.iter().flatten() {
+            let Instr::Tlu {
+                dst,
+                src,
+                offset,
+                drop,
+                table,
+            } = ins
+            else {
+                continue;
+            };
+            let u = vals[*src as usize].expect("source decrypts") + offset;
+            let idx = u >> drop;
+            let t = &prog.tables[*table as usize];
+            let got = vals[*dst as usize].expect("result decrypts");
+            let at = |i: i64| t.get(i as usize).copied();
+            lookups += 1;
+            rounded += usize::from(*drop > 0);
+            if Some(got) == at(idx) {
+                continue;
+            }
+            assert!(
+                *drop > 0 && (Some(got) == at(idx - 1) || Some(got) == at(idx + 1)),
+                "lookup {u} >> {drop}: got {got}, table around {idx}: {:?}",
+                &t[(idx - 1).max(0) as usize..(idx + 2).min(t.len() as i64) as usize]
+            );
+            neighbours += 1;
+        }
+    }
+    let rate = neighbours as f64 / rounded.max(1) as f64;
+    println!(
+        "approximate: {lookups} lookups ({rounded} rounded), {neighbours} neighbour entries (rate {rate:.3}, predicted at most {:.3}), params {:?}",
+        session.plan.choice.off_by_one, session.plan.choice.params
+    );
+    assert!(
+        rate <= 4.0 * session.plan.choice.off_by_one + 0.05,
+        "off-by-one rate {rate}"
+    );
+}
+
+/// The noise model against real bootstraps: with the input noise tuned so that the model
+/// predicts a 2^-6 error rate, the observed rate over 1,500 lookups is within a factor of 4;
+/// with the noise the optimizer allows at 2^-40, no error.
+#[test]
+fn observed_table_error_rate_matches_the_noise_model() {
+    use fhec::backend::params::{search, Target};
+    use fhec::runtime::measure;
+    let p = 4;
+    let one = measure::table_constraint(p, 1);
+    let params = search(
+        std::slice::from_ref(&one),
+        p,
+        Target::p_error(2f64.powi(-40)),
+        2.5e9,
+    )
+    .expect("parameters")
+    .params;
+    // the weight at which the model predicts failures at 2^-6
+    let w = (1..1u64 << 20)
+        .find(|&w| params.p_error(&measure::table_constraint(p, w)) >= 2f64.powi(-6))
+        .expect("a noise level that fails");
+    let predicted = params.p_error(&measure::table_constraint(p, w));
+    let (ck, sk, _) = measure::keys(&params, p);
+    let trials = 1500;
+    let errors = measure::table_errors(&ck, &sk, p, w, trials, 1);
+    let observed = errors as f64 / trials as f64;
+    println!(
+        "{params:?}: weight {w}, predicted {predicted:.4}, observed {observed:.4} ({errors}/{trials})"
+    );
+    assert!(
+        observed >= predicted / 4.0 && observed <= predicted * 4.0,
+        "observed {observed} vs predicted {predicted}"
+    );
+    assert_eq!(measure::table_errors(&ck, &sk, p, 1, trials, 2), 0);
+}
+
+/// The client/server split through files, with the library API: keygen, encrypt, serve,
+/// decrypt equal clear mode; keys and ciphertexts of another key pair or model, truncated
+/// and damaged files, and files of the wrong kind are refused with errors naming them.
+#[test]
+fn client_server_split_through_files() {
+    use crate::common::model;
+    use fhec::runtime::files::{self, CT_LIMIT, KEY_LIMIT};
+    use fhec::runtime::{ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs};
+    let dir = std::env::temp_dir().join(format!("fhec-split-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
+    let opts = CompileOptions {
+        quant: QuantConfig {
+            rounding_bits: Some(4),
+            ..QuantConfig::with_n_bits(3)
+        },
+        ..Default::default()
+    };
+    let (m, _) = fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts).expect("compiles");
+    let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
+    let x = x
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..3))
+        .to_owned();
+
+    // client
+    let (ck, sk) = m.keygen().expect("keys");
+    let (ckp, skp) = (dir.join("client.key"), dir.join("server.key"));
+    files::save(&ck, &ckp).expect("save client key");
+    files::save(&sk, &skp).expect("save server key");
+    let ck: ClientKey = files::load(&ckp, "client key", KEY_LIMIT).expect("load client key");
+    let cts = m.encrypt(&ck, std::slice::from_ref(&x)).expect("encrypts");
+    let ctp = dir.join("x.ct");
+    files::save(&cts, &ctp).expect("save inputs");
+    // server: the server key and the ciphertexts only
+    let sk: CompressedServerKey = files::load(&skp, "server key", KEY_LIMIT).expect("load");
+    let sk = sk.expand();
+    let cts: EncryptedInputs = files::load(&ctp, "encrypted input", CT_LIMIT).expect("load");
+    let outs = m.evaluate(&sk, &cts).expect("evaluates");
+    let yp = dir.join("y.ct");
+    files::save(&outs, &yp).expect("save outputs");
+    // client
+    let outs: EncryptedOutputs = files::load(&yp, "encrypted result", CT_LIMIT).expect("load");
+    let y = m.decrypt(&ck, &outs).expect("decrypts");
+    assert_eq!(y, m.run_clear(std::slice::from_ref(&x)).expect("clear"));
+
+    // another key pair: ids differ
+    let mut other = cts.clone();
+    other.key_id ^= 1;
+    let e = m.evaluate(&sk, &other).err().expect("refused").to_string();
+    assert!(e.contains("another key pair"), "{e}");
+    let mut ck2 = ck.clone();
+    ck2.info.key_id ^= 1;
+    let e = m.decrypt(&ck2, &outs).expect_err("refused").to_string();
+    assert!(e.contains("another key pair"), "{e}");
+    // another model (other bits: other program)
+    let opts4 = CompileOptions {
+        quant: QuantConfig {
+            rounding_bits: Some(5),
+            ..QuantConfig::with_n_bits(4)
+        },
+        ..Default::default()
+    };
+    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
+    let (m4, _) = fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts4).expect("compiles");
+    let e = m4.check_key(&ck.info).expect_err("refused").to_string();
+    assert!(e.contains("another model"), "{e}");
+    // wrong kind of file, truncated, damaged
+    let e = files::load::<ClientKey>(&skp, "client key", KEY_LIMIT)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("server.key") && e.contains("not an fhec client key"),
+        "{e}"
+    );
+    let bytes = std::fs::read(&ctp).expect("read");
+    let cut = dir.join("cut.ct");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
+    let e = files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("cut.ct") && e.contains("checksum"), "{e}");
+    let mut flipped = bytes.clone();
+    let mid = flipped.len() / 2;
+    flipped[mid] ^= 0x10;
+    std::fs::write(&cut, &flipped).expect("write");
+    let e = files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("checksum"), "{e}");
+    std::fs::write(&cut, b"").expect("write");
+    assert!(files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT).is_err());
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -1,0 +1,141 @@
+//! Measurements of the runtime against the noise model: bootstrap latency for a parameter
+//! set, and the observed error rate of table lookups whose input noise is what a
+//! [`Constraint`](crate::backend::params::Constraint) describes.
+
+use super::{delta, keygen, table_lut, ClientKey, ServerKey};
+use crate::backend::params::{Constraint, FheParams};
+use rand::{RngExt, SeedableRng};
+use rayon::prelude::*;
+use std::time::Instant;
+use tfhe::core_crypto::algorithms::slice_algorithms::slice_wrapping_add_scalar_mul_assign;
+use tfhe::core_crypto::prelude::*;
+
+/// Keys for `p`-bit tables (message bits = `p`) under `params`, and the key generation time.
+pub fn keys(params: &FheParams, p: u32) -> (ClientKey, ServerKey, f64) {
+    let t0 = Instant::now();
+    let (ck, csk) = keygen(params, p, 0);
+    let sk = csk.expand();
+    (ck, sk, t0.elapsed().as_secs_f64())
+}
+
+/// Mean wall time of one keyswitch + bootstrap on the calling thread, ms (`reps` runs of a
+/// `p`-bit identity table; every result is checked).
+///
+/// # Panics
+/// Never on user data; a wrong bootstrap result is reported as `None`.
+pub fn pbs_latency(ck: &ClientKey, sk: &ServerKey, p: u32, reps: usize) -> Option<f64> {
+    let d = delta(p);
+    let lut = table_lut(sk.params(), p, d, |i| i as u64);
+    let mut ok = true;
+    let mut total = 0.0;
+    for r in 0..reps {
+        let v = (r as i64 * 5 + 3) % (1 << p);
+        let mut x = fresh(ck, v);
+        lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext(1u64 << (62 - p)));
+        let t0 = Instant::now();
+        let out = sk.bootstrap(&x, &lut);
+        total += t0.elapsed().as_secs_f64();
+        ok &= ck.decrypt_one(&out.as_view(), 0) == v;
+    }
+    ok.then(|| total * 1e3 / reps.max(1) as f64)
+}
+
+fn fresh(ck: &ClientKey, v: i64) -> LweCiphertextOwned<u64> {
+    let list = ck.encrypt(&[v]).decompress_into_lwe_ciphertext_list();
+    LweCiphertext::from_container(list.as_ref().to_vec(), CiphertextModulus::new_native())
+}
+
+/// Number of bootstrap outputs each measured table input sums.
+pub const TERMS: usize = 4;
+
+/// Runs `trials` table lookups whose input is `Σ ±w·cᵢ + v` over [`TERMS`] bootstrap outputs
+/// `cᵢ` drawn from a pool (encryptions of 0, so the input noise is `TERMS·w²·V_pbs`, as the
+/// constraint returned by [`table_constraint`] models), `v` random in `[0, 2^p)`; returns
+/// how many results were not `v`.
+pub fn table_errors(
+    ck: &ClientKey,
+    sk: &ServerKey,
+    p: u32,
+    weight: u64,
+    trials: usize,
+    seed: u64,
+) -> usize {
+    let d = delta(p);
+    let ident = table_lut(sk.params(), p, d, |i| i as u64);
+    // a pool of independent bootstrap outputs, their values removed (a table of zeros
+    // would give noiseless outputs: its blind rotation never leaves the trivial zero)
+    let pool_size = 256;
+    let pool: Vec<LweCiphertextOwned<u64>> = (0..pool_size)
+        .into_par_iter()
+        .map(|i| {
+            let v = (i % (1 << p)) as u64;
+            let mut x = fresh(ck, v as i64);
+            lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext(1u64 << (62 - p)));
+            let mut out = sk.bootstrap(&x, &ident);
+            lwe_ciphertext_plaintext_sub_assign(&mut out, Plaintext(v.wrapping_mul(d)));
+            out
+        })
+        .collect();
+    let big = sk.big_size();
+    (0..trials)
+        .into_par_iter()
+        .map(|t| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            let v: i64 = rng.random_range(0..1i64 << p);
+            let mut x = LweCiphertext::new(0u64, big, CiphertextModulus::new_native());
+            for _ in 0..TERMS {
+                let c = &pool[rng.random_range(0..pool_size)];
+                let w = if rng.random_bool(0.5) {
+                    weight
+                } else {
+                    weight.wrapping_neg()
+                };
+                slice_wrapping_add_scalar_mul_assign(x.as_mut(), c.as_ref(), w);
+            }
+            lwe_ciphertext_plaintext_add_assign(
+                &mut x,
+                Plaintext((v as u64).wrapping_mul(d).wrapping_add(1u64 << (62 - p))),
+            );
+            let out = sk.bootstrap(&x, &ident);
+            usize::from(ck.decrypt_one(&out.as_view(), 0) != v)
+        })
+        .sum()
+}
+
+/// The noise check of a `p`-bit table read (message bits = `p`) whose input sums
+/// [`TERMS`] bootstrap outputs with weights ±`weight`.
+pub fn table_constraint(p: u32, weight: u64) -> Constraint {
+    Constraint {
+        kind: "table".into(),
+        at: "measurement".into(),
+        count: 1,
+        alpha: (TERMS as f64) * (weight as f64).powi(2),
+        beta: 0.0,
+        scale: 1.0,
+        margin: 2f64.powi(-(p as i32) - 2),
+        bootstrap: true,
+    }
+}
+
+/// Empirical variance of bootstrap output noise (torus units²) over `n` bootstraps of a
+/// `p`-bit table, measured with the client key: the phase minus the exact encoding.
+pub fn pbs_output_variance(ck: &ClientKey, sk: &ServerKey, p: u32, n: usize) -> f64 {
+    let d = delta(p);
+    let lut = table_lut(sk.params(), p, d, |i| i as u64);
+    let big = ck.glwe.as_lwe_secret_key();
+    let errs: Vec<f64> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let v = (i % (1 << p)) as i64;
+            let mut x = fresh(ck, v);
+            lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext(1u64 << (62 - p)));
+            let out = sk.bootstrap(&x, &lut);
+            let phase = decrypt_lwe_ciphertext(&big, &out).0;
+            let e = phase.wrapping_sub((v as u64).wrapping_mul(d)) as i64;
+            e as f64 / 2f64.powi(64)
+        })
+        .collect();
+    errs.iter().map(|e| e * e).sum::<f64>() / n.max(1) as f64
+}
