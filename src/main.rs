@@ -854,7 +854,17 @@ struct FheRun {
     evaluate: Vec<Duration>,
     encrypt: Vec<Duration>,
     decrypt: Vec<Duration>,
+    /// Samples whose decrypted integers equal clear mode's.
     exact: usize,
+    /// Samples whose first output has the same argmax as clear mode's.
+    same_class: usize,
+}
+
+fn argmax(a: &ndarray::ArrayD<f32>) -> Option<usize> {
+    a.iter()
+        .enumerate()
+        .max_by(|x, y| x.1.total_cmp(y.1))
+        .map(|(i, _)| i)
 }
 
 /// Keygen, then encrypt → evaluate → decrypt each sample, comparing it with clear mode.
@@ -870,6 +880,7 @@ fn fhe_batch(m: &CompiledModel, xs: &[ndarray::ArrayD<f32>], verbose: bool) -> R
         encrypt: Vec::new(),
         decrypt: Vec::new(),
         exact: 0,
+        same_class: 0,
     };
     if verbose {
         pb.suspend(|| println!("keygen: {:.2} s", session.keygen_time.as_secs_f64()));
@@ -895,7 +906,12 @@ fn fhe_batch(m: &CompiledModel, xs: &[ndarray::ArrayD<f32>], verbose: bool) -> R
         run.encrypt.push(t.encrypt);
         run.evaluate.push(t.evaluate);
         run.decrypt.push(t.decrypt);
-        tails.push(m.client_tail(prog, &ints)?);
+        let tail = m.client_tail(prog, &ints)?;
+        let clear = fhec::ir::eval_int(&m.program, &q)?;
+        if let (Some(a), Some(b)) = (tail.first(), clear.first()) {
+            run.same_class += usize::from(argmax(&a.to_f32()) == argmax(&b.to_f32()));
+        }
+        tails.push(tail);
     }
     pb.finish_and_clear();
     run.outputs = fhec::model::join_batch(
@@ -914,13 +930,14 @@ fn run_fhe(m: &CompiledModel, xs: &[ndarray::ArrayD<f32>]) -> Result<Vec<ndarray
     let total = run.evaluate.len();
     let per = run.evaluate.iter().map(Duration::as_secs_f64).sum::<f64>() / total.max(1) as f64;
     println!(
-        "fhe: {}/{total} samples equal clear mode bit for bit{}; {:.2} s per sample, {:.1} ms per bootstrap, {} thread(s)",
+        "fhe: {}/{total} samples equal clear mode bit for bit{}, {}/{total} predict the same class; {:.2} s per sample, {:.1} ms per bootstrap, {} thread(s)",
         run.exact,
         if prog.rounding == Rounding::Approximate {
             " (approximate rounding: differences are expected)"
         } else {
             ""
         },
+        run.same_class,
         per,
         per * 1e3 / prog.pbs_count.max(1) as f64,
         rayon::current_num_threads()
@@ -989,6 +1006,7 @@ fn bench_cmd(
         "global_p_error": plan.choice.global_p_error,
         "off_by_one_rate": plan.choice.off_by_one,
         "equal_clear": run.exact,
+        "same_class_as_clear": run.same_class,
         "threads": rayon::current_num_threads(),
     });
     println!("{report}");

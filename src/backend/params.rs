@@ -19,11 +19,36 @@
 //! `minimal_{lwe,glwe}_variance_for_132_bits_security_gaussian`) give 132 bits of security at
 //! that dimension: security ≥ 128 bits by construction, for every candidate.
 //!
+//! # Reads and margins
+//! - exact table (`p` bits): the value sits mid-box, margin half a box, `2^-(p+2)`;
+//! - bit extraction: the bit is multiplied up to the top, margin a quarter torus;
+//! - approximate table: the `k` dropped bits place the value anywhere in its box; an error
+//!   (counted in p_error) is a landing beyond the neighbouring boxes, margin one box
+//!   `2^-(p+1)`; a landing in a neighbouring box is the expected off-by-one, at the rate
+//!   `2∫₀¹ Q(f/s) df ≈ s·√(2/π)` for a value uniform in its box and noise `s` boxes
+//!   ([`FheParams::off_by_one`]; `--max-off-by-one` caps it);
+//! - decryption: half a unit exactly, or `2^t` units when approximate rounding lets the
+//!   output be off by the precision the tables drop anyway (`t = width − p − 1`).
+//!
+//! The model is checked against real bootstraps (`tests/it/fhe.rs`): the bootstrap output
+//! variance matches `V_pbs` within 10 %, and at a predicted error rate of 2^-6 the observed
+//! rate is within a factor 4 of the prediction (1.0 % observed vs 1.65 % predicted).
+//!
 //! # Search
 //! Over polynomial sizes, GLWE dimensions, LWE dimensions and decomposition (base, level) of
 //! the bootstrap and the key switch, the cheapest candidate (cost ∝ `n·ℓ_pbs·(k+1)²·N·log N +
 //! k·N·n·ℓ_ks` per bootstrap) whose every constraint meets the target error probability and
-//! whose bootstrapping key fits the memory cap.
+//! whose bootstrapping key fits the memory cap. The cost is turned into milliseconds by one
+//! constant fitted to `fhec bench-pbs` on this machine ([`FheParams::est_ms_per_pbs`]).
+//! `--global-p-error` splits a per-sample target evenly over the sample's bootstraps and
+//! decryptions (union bound).
+//!
+//! # Vetted sets
+//! `--params vetted` takes the cheapest of tfhe 1.8's Gaussian KS-PBS sets
+//! (`V1_8_PARAM_MESSAGE_{1..4}_CARRY_{1..4}_KS_PBS_GAUSSIAN_2M128`, 2^-128 at their own
+//! precision, security per tfhe) whose message space holds the tables and that meets the
+//! same constraints; they budget for an L1 noise of a few fresh ciphertexts, so real layers
+//! (‖w‖₂ of tens) rarely fit, which the error says.
 
 use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::keyswitch_additive_variance_132_bits_security_gaussian_impl as ks_var;
 use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::pbs_variance_132_bits_security_gaussian_fft_mul_impl as pbs_var;
@@ -341,16 +366,17 @@ impl Target {
 #[derive(Debug, thiserror::Error)]
 pub enum ParamsError {
     #[error(
-        "no 128-bit-secure TFHE parameters reach p_error {target:.1e} for {at} ({kind}: register noise {alpha:.1}·V_pbs, read with scale 2^{scale_log2}, margin 2^{margin_log2:.0}); \
-         fix: fewer bits (--n-bits), stronger rounding (--rounding-bits), or a looser --p-error"
+        "no 128-bit-secure TFHE parameters reach p_error {target:.1e} for the {kind} at `{at}`: it reads {bits} bits exactly from a value carrying the noise of {noise:.2e} bootstrap outputs (the dot product's squared 2-norm, scaled by the bits read), and even the most precise parameters tried allow {budget:.2e}{cap}; \
+         fix: fewer bits (--n-bits), fewer accumulator bits kept (--rounding-bits), --rounding-method approximate, or a looser --p-error"
     )]
     Infeasible {
         target: f64,
         at: String,
         kind: String,
-        alpha: f64,
-        scale_log2: i32,
-        margin_log2: f64,
+        bits: u32,
+        noise: f64,
+        budget: f64,
+        cap: String,
     },
     #[error(
         "no tfhe vetted parameter set reaches p_error {target:.1e}: the {at} fails with p_error {best:.1e} even under {name} \
@@ -363,6 +389,20 @@ pub enum ParamsError {
         best: f64,
         name: String,
     },
+}
+
+/// `x` with `erfc(x) = p` (bisection; `p` in (0, 1)).
+fn erfc_inv(p: f64) -> f64 {
+    let (mut lo, mut hi) = (0.0f64, 40.0f64);
+    for _ in 0..200 {
+        let mid = 0.5 * (lo + hi);
+        if libm::erfc(mid) > p {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    0.5 * (lo + hi)
 }
 
 /// The cheapest secure parameters meeting `target` for every constraint.
@@ -457,13 +497,27 @@ pub fn search(
                     margin: 0.0,
                     bootstrap: true,
                 });
+            // the register noise the big set tolerates at this read, in V_pbs units
+            let z = erfc_inv(target.p_error);
+            let v_max = (hardest.margin / z).powi(2) / 2.0;
+            let fixed = if hardest.bootstrap {
+                big.v_ks() + big.v_ms()
+            } else {
+                0.0
+            };
+            let budget = ((v_max - fixed) / (hardest.scale * hardest.scale) / big.v_pbs()).max(0.0);
             Err(ParamsError::Infeasible {
                 target: target.p_error,
                 at: hardest.at,
                 kind: hardest.kind,
-                alpha: hardest.alpha,
-                scale_log2: hardest.scale.log2().round() as i32,
-                margin_log2: hardest.margin.log2(),
+                bits: (-hardest.margin.log2() - 2.0).round().max(1.0) as u32,
+                noise: hardest.alpha,
+                budget,
+                cap: if target.off_by_one < 1.0 {
+                    format!(" (and the off-by-one cap {} may bind)", target.off_by_one)
+                } else {
+                    String::new()
+                },
             })
         }
     }
@@ -495,6 +549,37 @@ mod tests {
         assert!(c4.params.cost() <= c6.params.cost());
         assert!(c6.params.cost() <= c6w.params.cost());
         assert!(c6.p_error <= t);
+    }
+
+    /// Given the targets tfhe's vetted sets are made for (their precision, the 2-norm they
+    /// document), the search finds parameters at least as cheap with a predicted error at
+    /// least as low as the vetted set's. The vetted sets claim 2^-128 with shortint's
+    /// centered-mean modulus switch; under the standard switch this runtime uses (and that
+    /// the model describes, checked against real bootstraps) they predict about 2^-75, so
+    /// the comparison is at the vetted set's predicted error, or 2^-128 if lower. Cost: within
+    /// 2 %, as fhec's keys sit on tfhe's 132-bit curve and the LWE dimension moves by 8.
+    #[test]
+    fn search_matches_or_beats_the_vetted_sets_at_their_targets() {
+        for ((name, bits, vetted), norm) in vetted_sets().into_iter().zip([3.0, 5.0, 9.0, 17.0]) {
+            let c = table(bits, norm * norm);
+            let t = vetted.p_error(&c).max(2f64.powi(-128));
+            let ours = search(std::slice::from_ref(&c), bits, Target::p_error(t), 1e10)
+                .unwrap_or_else(|e| panic!("{name}: {e}"));
+            println!(
+                "{name}: vetted cost {:.3e} p_error 2^{:.1} (our model) | optimizer {:?} cost {:.3e} p_error 2^{:.1}",
+                vetted.cost(),
+                vetted.p_error(&c).log2(),
+                ours.params,
+                ours.params.cost(),
+                ours.p_error.log2()
+            );
+            assert!(ours.p_error <= t, "{name}");
+            // within 2 %: our keys sit on the 132-bit curve (vetted: 128) and n moves by 8
+            assert!(
+                ours.params.cost() <= 1.02 * vetted.cost(),
+                "{name}: costlier than vetted"
+            );
+        }
     }
 
     #[test]
