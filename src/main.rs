@@ -645,15 +645,8 @@ fn print_plan(plan: &Plan) {
         prog.rounding.name()
     );
     println!(
-        "parameters ({}): n={} k={} N={} pbs {}x{} ks {}x{}; security {} bits (tfhe's lattice-estimator curves); p_error {:.2e} per bootstrap, {:.2e} per sample{}",
+        "parameters ({}): {pr}; security {} bits (tfhe's lattice-estimator curves); p_error {:.2e} per bootstrap, {:.2e} per sample{}",
         c.source,
-        pr.lwe_dimension,
-        pr.glwe_dimension,
-        pr.polynomial_size,
-        pr.pbs_level,
-        pr.pbs_base_log,
-        pr.ks_level,
-        pr.ks_base_log,
         c.security_bits,
         c.p_error,
         c.global_p_error,
@@ -1063,16 +1056,7 @@ fn bench_pbs_cmd(
                 ))
             })?;
             let pe = pr.p_error(&c);
-            let desc = format!(
-                "{source}: n={} k={} N={} pbs {}x{} ks {}x{}",
-                pr.lwe_dimension,
-                pr.glwe_dimension,
-                pr.polynomial_size,
-                pr.pbs_level,
-                pr.pbs_base_log,
-                pr.ks_level,
-                pr.ks_base_log
-            );
+            let desc = format!("{source}: {pr}");
             if json {
                 println!(
                     "{}",

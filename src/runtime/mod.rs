@@ -339,6 +339,10 @@ impl ServerKey {
         LweDimension(self.params().glwe_dimension * self.params().polynomial_size).to_lwe_size()
     }
 
+    /// Keyswitch, centered modulus switch, blind rotation, sample extraction. The centered
+    /// switch (tfhe's `lwe_ciphertext_centered_binary_modulus_switch`, as its vetted sets use)
+    /// removes the mean of the mask's rounding error, halving the switch's variance; half a
+    /// switched unit is added first so that values sit where the plain switch puts them.
     pub(crate) fn bootstrap(
         &self,
         ct: &LweCiphertextOwned<u64>,
@@ -350,8 +354,16 @@ impl ServerKey {
             modulus(),
         );
         keyswitch_lwe_ciphertext(&self.ksk, ct, &mut small);
+        let log_2n = (2 * self.params().polynomial_size).ilog2() as usize;
+        lwe_ciphertext_plaintext_add_assign(&mut small, Plaintext(1u64 << (63 - log_2n)));
+        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
+            small.as_view(),
+            CiphertextModulusLog(log_2n),
+        );
+        let mut acc = lut.clone();
+        blind_rotate_assign(&msed, &mut acc, &self.bsk);
         let mut out = LweCiphertext::new(0u64, self.big_size(), modulus());
-        programmable_bootstrap_lwe_ciphertext(&small, &mut out, lut, &self.bsk);
+        extract_lwe_sample_from_glwe_ciphertext(&acc, &mut out, MonomialDegree(0));
         out
     }
 
