@@ -121,6 +121,20 @@ def train(model, x, y, epochs, lr=1e-2, wd=1e-4):
     return model
 
 
+def standardized_split(dataset, test_size):
+    """Stratified train/test split, features standardized with the training statistics."""
+    xtr, xte, ytr, yte = train_test_split(
+        dataset.data.astype(np.float32),
+        dataset.target,
+        test_size=test_size,
+        random_state=SEED,
+        stratify=dataset.target,
+    )
+    mean, std = xtr.mean(0), xtr.std(0) + 1e-6
+    xtr, xte = ((xtr - mean) / std).astype(np.float32), ((xte - mean) / std).astype(np.float32)
+    return xtr, xte, ytr, yte
+
+
 def export(name, model, x_train, x_test, y_test, opset):
     path = os.path.join(OUT, f"{name}.onnx")
     dummy = torch.tensor(x_test[:1])
@@ -180,23 +194,13 @@ def main():
     gated = train(GatedMLP(), xtr, ytr, epochs=40, lr=3e-3)
     manifest["models"].append(export("digits_gated", gated, xtr, xte, yte, opset=13))
 
-    b = load_breast_cancer()
-    xtr, xte, ytr, yte = train_test_split(
-        b.data.astype(np.float32), b.target, test_size=0.25, random_state=SEED, stratify=b.target
-    )
-    mean, std = xtr.mean(0), xtr.std(0) + 1e-6
-    xtr, xte = ((xtr - mean) / std).astype(np.float32), ((xte - mean) / std).astype(np.float32)
+    xtr, xte, ytr, yte = standardized_split(load_breast_cancer(), test_size=0.25)
     torch.manual_seed(SEED)
     bc = train(MLP([30, 16, 16, 2]), xtr, ytr, epochs=60, lr=3e-3)
     manifest["models"].append(export("breast_cancer_mlp", bc, xtr, xte, yte, opset=11))
 
     # the tiny model of the encrypted CLI tests: 4 → 8 → ReLU → 3
-    ir = load_iris()
-    xtr, xte, ytr, yte = train_test_split(
-        ir.data.astype(np.float32), ir.target, test_size=0.3, random_state=SEED, stratify=ir.target
-    )
-    mean, std = xtr.mean(0), xtr.std(0) + 1e-6
-    xtr, xte = ((xtr - mean) / std).astype(np.float32), ((xte - mean) / std).astype(np.float32)
+    xtr, xte, ytr, yte = standardized_split(load_iris(), test_size=0.3)
     torch.manual_seed(SEED)
     iris = train(MLP([4, 8, 3]), xtr, ytr, epochs=200, lr=1e-2)
     manifest["models"].append(export("iris_mlp", iris, xtr, xte, yte, opset=13))

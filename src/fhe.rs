@@ -215,11 +215,7 @@ impl CompiledModel {
             .iter()
             .map(|s| self.client_tail(&plan.program, s))
             .collect::<Result<Vec<_>>>()?;
-        join_batch(
-            &self.float_graph,
-            tails,
-            self.float_graph.inputs.iter().any(|gi| gi.batch_dynamic),
-        )
+        join_batch(&self.float_graph, tails)
     }
 
     /// The encrypted program run in the clear on a batch, with approximate rounding's noise
@@ -235,12 +231,12 @@ impl CompiledModel {
         let sigma = plan.choice.approx_sigma;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
         let mut normal = move || -> f64 { StandardNormal.sample(&mut rng) };
+        let dec = plan.choice.decrypt_sigma * 2f64.powi(plan.program.msg_bits as i32 + 1);
         crate::model::run_batched(&self.float_graph, inputs, |sample| {
             let q: Vec<Vec<i64>> = quantize_sample(sample, &self.input_quant)
                 .iter()
                 .map(Tensor::i64_values)
                 .collect();
-            let dec = plan.choice.decrypt_sigma * 2f64.powi(plan.program.msg_bits as i32 + 1);
             let ints = plan
                 .program
                 .eval_clear(&q, Some((&mut normal, sigma)), dec)?;

@@ -347,33 +347,12 @@ fn run(cmd: Cmd) -> Result<()> {
             fhe,
         } => {
             set_threads(threads)?;
-            let mut xs = inputs
-                .iter()
-                .map(|p| npy::read_f32(p))
-                .collect::<Result<Vec<_>>>()?;
-            if let Some(k) = samples {
-                xs = xs
-                    .into_iter()
-                    .map(|x| {
-                        let k = k.min(x.shape().first().copied().unwrap_or(0));
-                        x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..k))
-                            .to_owned()
-                    })
-                    .collect();
-            }
+            let xs = read_inputs(&inputs, samples)?;
             let is_fhe = model.extension().is_some_and(|e| e == "fhe");
             // the compiled model, for the modes that need one
             let compiled = match (mode, is_fhe) {
                 (Mode::Float, false) => None,
-                (_, true) => {
-                    let m = CompiledModel::load(&model)?;
-                    if fhe.is_set() {
-                        let o = fhe.apply(m.fhe.clone())?;
-                        Some(m.with_fhe_options(o))
-                    } else {
-                        Some(m)
-                    }
-                }
+                (_, true) => Some(load_with(&model, &fhe)?),
                 (_, false) if !calib.is_empty() => {
                     let c = calib.iter().map(|p| npy::read_f32(p)).collect::<Result<Vec<_>>>()?;
                     let t0 = Instant::now();
@@ -428,14 +407,8 @@ fn run(cmd: Cmd) -> Result<()> {
             }
             if let Some((path, labels)) = labels {
                 let acc = |y: &ndarray::ArrayD<f32>| {
-                    fhec::accuracy(y, &labels).ok_or_else(|| {
-                        Error::Usage(format!(
-                            "labels `{}` ({} values) do not match the output {}; expected one class index per row of a [N, classes] output",
-                            path.display(),
-                            labels.len(),
-                            ShapeFmt(y.shape())
-                        ))
-                    })
+                    fhec::accuracy(y, &labels)
+                        .ok_or_else(|| labels_mismatch(&path, labels.len(), y))
                 };
                 let y = ys
                     .first()
@@ -675,6 +648,18 @@ fn progress(len: u64) -> indicatif::ProgressBar {
     pb
 }
 
+/// A compiled model with the FHE settings given on the command line, if any, in place of
+/// the stored ones.
+fn load_with(path: &Path, fhe: &FheArgs) -> Result<CompiledModel> {
+    let m = load_model(path)?;
+    Ok(if fhe.is_set() {
+        let o = fhe.apply(m.fhe.clone())?;
+        m.with_fhe_options(o)
+    } else {
+        m
+    })
+}
+
 fn load_model(path: &Path) -> Result<CompiledModel> {
     if path.extension().is_some_and(|e| e == "onnx") {
         return Err(Error::Usage(format!(
@@ -907,11 +892,7 @@ fn fhe_batch(m: &CompiledModel, xs: &[ndarray::ArrayD<f32>], verbose: bool) -> R
         tails.push(tail);
     }
     pb.finish_and_clear();
-    run.outputs = fhec::model::join_batch(
-        &m.float_graph,
-        tails,
-        m.float_graph.inputs.iter().any(|gi| gi.batch_dynamic),
-    )?;
+    run.outputs = fhec::model::join_batch(&m.float_graph, tails)?;
     Ok(run)
 }
 
@@ -945,11 +926,7 @@ fn bench_cmd(
     json: bool,
     fhe: &FheArgs,
 ) -> Result<()> {
-    let mut m = load_model(model)?;
-    if fhe.is_set() {
-        let o = fhe.apply(m.fhe.clone())?;
-        m = m.with_fhe_options(o);
-    }
+    let m = load_with(model, fhe)?;
     let xs = read_inputs(inputs, Some(samples.max(1)))?;
     let t0 = Instant::now();
     let plan = m.plan()?.clone();

@@ -52,11 +52,7 @@ pub fn run_batched(
     for s in &samples {
         outs.push(f(s)?);
     }
-    join_batch(graph, outs, has_batch(graph))
-}
-
-fn has_batch(graph: &Graph) -> bool {
-    graph.inputs.iter().any(|gi| gi.batch_dynamic)
+    join_batch(graph, outs)
 }
 
 /// Checks a batch against the graph's inputs (shapes, finite values, agreeing batch sizes)
@@ -156,17 +152,13 @@ pub fn split_batch(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<Vec<Vec<Tens
     Ok(samples)
 }
 
-/// Assembles per-sample outputs into one array per graph output (axis 0 = batch); with
-/// `batched` false, the single sample's outputs as they are.
+/// Assembles per-sample outputs into one array per graph output (axis 0 = batch); for a
+/// graph without a dynamic batch axis, the single sample's outputs as they are.
 ///
 /// # Errors
 /// Samples whose outputs disagree in shape.
-pub fn join_batch(
-    graph: &Graph,
-    samples: Vec<Vec<Tensor>>,
-    batched: bool,
-) -> Result<Vec<ArrayD<f32>>> {
-    if !batched {
+pub fn join_batch(graph: &Graph, samples: Vec<Vec<Tensor>>) -> Result<Vec<ArrayD<f32>>> {
+    if !graph.inputs.iter().any(|gi| gi.batch_dynamic) {
         return Ok(samples
             .into_iter()
             .next()

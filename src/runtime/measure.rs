@@ -30,8 +30,7 @@ pub fn pbs_latency(ck: &ClientKey, sk: &ServerKey, p: u32, reps: usize) -> Optio
     let mut total = 0.0;
     for r in 0..reps {
         let v = (r as i64 * 5 + 3) % (1 << p);
-        let mut x = fresh(ck, v);
-        lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext(1u64 << (62 - p)));
+        let x = table_input(ck, v, p);
         let t0 = Instant::now();
         let out = sk.bootstrap(&x, &lut);
         total += t0.elapsed().as_secs_f64();
@@ -40,9 +39,14 @@ pub fn pbs_latency(ck: &ClientKey, sk: &ServerKey, p: u32, reps: usize) -> Optio
     ok.then(|| total * 1e3 / reps.max(1) as f64)
 }
 
-fn fresh(ck: &ClientKey, v: i64) -> LweCiphertextOwned<u64> {
+/// A fresh encryption of `v` for a `p`-bit table (message bits = `p`), placed mid-slot as
+/// the runtime places table inputs.
+fn table_input(ck: &ClientKey, v: i64, p: u32) -> LweCiphertextOwned<u64> {
     let list = ck.encrypt(&[v]).decompress_into_lwe_ciphertext_list();
-    LweCiphertext::from_container(list.as_ref().to_vec(), CiphertextModulus::new_native())
+    let mut x =
+        LweCiphertext::from_container(list.as_ref().to_vec(), CiphertextModulus::new_native());
+    lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext(1u64 << (62 - p)));
+    x
 }
 
 /// Number of bootstrap outputs each measured table input sums.
@@ -69,8 +73,7 @@ pub fn table_errors(
         .into_par_iter()
         .map(|i| {
             let v = (i % (1 << p)) as u64;
-            let mut x = fresh(ck, v as i64);
-            lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext(1u64 << (62 - p)));
+            let x = table_input(ck, v as i64, p);
             let mut out = sk.bootstrap(&x, &ident);
             lwe_ciphertext_plaintext_sub_assign(&mut out, Plaintext(v.wrapping_mul(d)));
             out
@@ -129,8 +132,7 @@ pub fn pbs_output_variance(ck: &ClientKey, sk: &ServerKey, p: u32, n: usize) -> 
         .into_par_iter()
         .map(|i| {
             let v = (i % (1 << p)) as i64;
-            let mut x = fresh(ck, v);
-            lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext(1u64 << (62 - p)));
+            let x = table_input(ck, v, p);
             let out = sk.bootstrap(&x, &lut);
             let phase = decrypt_lwe_ciphertext(&big, &out).0;
             let e = phase.wrapping_sub((v as u64).wrapping_mul(d)) as i64;

@@ -75,6 +75,14 @@ fn calib() -> ArrayD<f32> {
     })
 }
 
+/// Row `s` of the calibration data, quantized as the client does.
+fn calib_row(m: &fhec::CompiledModel, s: usize) -> Vec<Tensor> {
+    let row = calib()
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(s..s + 1))
+        .to_owned();
+    fhec::ir::quantize_sample(&[Tensor::F32(row)], &m.input_quant)
+}
+
 #[test]
 fn encrypted_tiny_mlp_equals_eval_int_exactly() {
     let cfg = QuantConfig {
@@ -100,13 +108,8 @@ fn encrypted_tiny_mlp_equals_eval_int_exactly() {
         p.pbs_count > p.tlu_count,
         "exact rounding should extract bits"
     );
-    let x = calib();
     for s in [0usize, 5, 9, 17, 30, 63] {
-        let q: Vec<Tensor> = vec![Tensor::I64(
-            x.slice(ndarray::s![s..s + 1, ..])
-                .mapv(|v| m.input_quant[0].quantize(v))
-                .into_dyn(),
-        )];
+        let q = calib_row(&m, s);
         let want = m.boundary_clear(p, &q).expect("clear");
         let (got, t) = session.run_sample(&q, None).expect("encrypted run");
         println!(
@@ -188,13 +191,8 @@ fn approximate_rounding_is_off_by_at_most_one_per_lookup() {
     assert_eq!(prog.pbs_count, prog.tlu_count, "no bit extraction");
     let b = prog.msg_bits;
     let (mut lookups, mut neighbours, mut rounded) = (0usize, 0usize, 0usize);
-    let x = calib();
     for s in 0..24 {
-        let q = [Tensor::I64(
-            x.slice(ndarray::s![s..s + 1, ..])
-                .mapv(|v| m.input_quant[0].quantize(v))
-                .into_dyn(),
-        )];
+        let q = calib_row(&m, s);
         let cts: Vec<_> = q
             .iter()
             .map(|t| session.client.encrypt(&t.i64_values()))
@@ -279,6 +277,17 @@ fn observed_table_error_rate_matches_the_noise_model() {
         "observed {observed} vs predicted {predicted}"
     );
     assert_eq!(measure::table_errors(&ck, &sk, p, 1, trials, 2), 0);
+    // the bootstrap output noise itself, against the formula
+    let v = measure::pbs_output_variance(&ck, &sk, p, 400);
+    println!(
+        "bootstrap output variance 2^{:.2}, formula 2^{:.2}",
+        v.log2(),
+        params.v_pbs().log2()
+    );
+    assert!(
+        v > params.v_pbs() / 2.0 && v < params.v_pbs() * 2.0,
+        "V_pbs {v}"
+    );
 }
 
 /// The client/server split through files, with the library API: keygen, encrypt, serve,
