@@ -5,13 +5,14 @@ use crate::error::{Error, Result};
 use crate::model::{run_batched, Model};
 use bincode::Options as _;
 use fhec_ir::{
-    eval_f32, eval_int, DType, Graph, Interval, NodeIndex, Op, QuantParams, ShapeFmt, Tensor,
+    eval_f32, eval_int, DType, Graph, Interval, Limits, NodeIndex, Op, QuantParams, ShapeFmt,
+    Tensor,
 };
 use fhec_passes::{PassContext, Pipeline, QuantConfig};
 use ndarray::ArrayD;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::Path;
 
 /// Options of [`compile`].
@@ -23,6 +24,8 @@ pub struct CompileOptions {
     /// Encrypted-program settings (error probability, rounding method, parameter source),
     /// stored in the compiled model.
     pub fhe: crate::backend::FheOptions,
+    /// Size limits on the imported model (`--max-elements`).
+    pub limits: Limits,
 }
 
 /// One row of the compile report: a layer (integer accumulator) or a table-lookup group.
@@ -83,6 +86,8 @@ pub struct CompiledModel {
 }
 
 const MAGIC: &[u8; 8] = b"FHEC\x00MDL";
+/// Largest compiled-model file read (bytes).
+pub const MODEL_LIMIT: u64 = 1 << 32;
 /// Bumped whenever the artifact layout changes.
 pub const FORMAT_VERSION: u32 = 2;
 
@@ -97,7 +102,7 @@ pub fn compile(
     calib: &[ArrayD<f32>],
     opts: &CompileOptions,
 ) -> Result<(CompiledModel, Vec<String>)> {
-    let m = Model::load(model)?;
+    let m = Model::load_with_limits(model, &opts.limits)?;
     compile_model(&m, calib, opts)
 }
 
@@ -422,55 +427,105 @@ impl CompiledModel {
             .map_err(|e| w(e.to_string()))
     }
 
-    /// Reads an artifact written by [`CompiledModel::save`].
+    /// Reads an artifact written by [`CompiledModel::save`], under the default size limits.
+    ///
+    /// # Errors
+    /// As [`CompiledModel::load_with_limits`].
+    pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with_limits(path, &Limits::default())
+    }
+
+    /// Checks what a loaded model's code relies on, whatever the file said: both graphs
+    /// verify (types, attributes, sizes within `limits`), the client's quantizers match the
+    /// program's inputs, and the encrypted-program settings are valid.
+    fn check_structure(&mut self, limits: &Limits) -> std::result::Result<(), String> {
+        self.program.limits = *limits;
+        self.float_graph.limits = *limits;
+        self.program
+            .verify()
+            .map_err(|e| format!("corrupt program ({e})"))?;
+        self.float_graph
+            .verify()
+            .map_err(|e| format!("corrupt float graph ({e})"))?;
+        if self.input_quant.len() != self.program.inputs.len()
+            || self.float_graph.inputs.len() != self.program.inputs.len()
+        {
+            return Err(format!(
+                "corrupt model: {} input quantizer(s) for {} program and {} float input(s)",
+                self.input_quant.len(),
+                self.program.inputs.len(),
+                self.float_graph.inputs.len()
+            ));
+        }
+        for (i, q) in self.input_quant.iter().enumerate() {
+            if q.qmin > q.qmax || !q.scale.is_finite() || q.scale == 0.0 {
+                return Err(format!("corrupt model: input quantizer {i} is {q:?}"));
+            }
+        }
+        self.fhe
+            .validate()
+            .map_err(|e| format!("corrupt settings: {e}"))
+    }
+
+    /// Reads an artifact written by [`CompiledModel::save`]; the graphs must fit `limits`.
     ///
     /// # Errors
     /// [`Error::Artifact`] naming the file: not an fhec model, another format version,
-    /// truncated, or corrupt (checksum).
-    pub fn load(path: &Path) -> Result<Self> {
+    /// truncated, corrupt (checksum), or inconsistent contents.
+    pub fn load_with_limits(path: &Path, limits: &Limits) -> Result<Self> {
         let bad = |reason: String| Error::Artifact {
             path: path.display().to_string(),
             reason,
         };
-        let mut f = std::fs::File::open(path).map_err(|e| bad(format!("cannot open: {e}")))?;
-        let mut head = [0u8; 24];
-        f.read_exact(&mut head)
-            .map_err(|_| bad("too short to be an fhec model".into()))?;
+        let size = std::fs::metadata(path)
+            .map_err(|e| bad(format!("cannot open: {e}")))?
+            .len();
+        if size > MODEL_LIMIT {
+            return Err(bad(format!(
+                "{size} bytes, more than the {MODEL_LIMIT} a compiled model may have"
+            )));
+        }
+        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        Self::from_bytes(&bytes, limits).map_err(bad)
+    }
+
+    /// Decodes an artifact in memory and checks its structure (see
+    /// [`CompiledModel::load_with_limits`]); the error is the reason only.
+    ///
+    /// # Errors
+    /// Not an fhec model, another format version, truncated, corrupt, inconsistent.
+    pub fn from_bytes(bytes: &[u8], limits: &Limits) -> std::result::Result<Self, String> {
+        let Some((head, body)) = bytes.split_at_checked(24) else {
+            return Err("too short to be an fhec model".into());
+        };
         if &head[..8] != MAGIC {
-            return Err(bad(
+            return Err(
                 "not an fhec compiled model (bad magic); compile one with `fhec compile`".into(),
-            ));
+            );
         }
         let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
         let version = word(8);
         if version != FORMAT_VERSION {
-            return Err(bad(format!(
+            return Err(format!(
                 "format version {version}, this fhec reads version {FORMAT_VERSION}; recompile the model"
-            )));
-        }
-        let len = u64::from(word(12)) | (u64::from(word(16)) << 32);
-        let mut body = Vec::new();
-        f.read_to_end(&mut body).map_err(|e| bad(e.to_string()))?;
-        if body.len() as u64 != len {
-            return Err(bad(format!(
-                "truncated or padded: {} payload bytes, header says {len}",
-                body.len()
-            )));
-        }
-        if crc32fast::hash(&body) != word(20) {
-            return Err(bad(
-                "corrupt: checksum mismatch; recompile the model or copy the file again".into(),
             ));
         }
-        let m: CompiledModel = bincode_options(len)
-            .deserialize(&body)
-            .map_err(|e| bad(format!("corrupt payload ({e})")))?;
-        m.program
-            .verify()
-            .map_err(|e| bad(format!("corrupt program ({e})")))?;
-        m.float_graph
-            .verify()
-            .map_err(|e| bad(format!("corrupt float graph ({e})")))?;
+        let len = u64::from(word(12)) | (u64::from(word(16)) << 32);
+        if body.len() as u64 != len {
+            return Err(format!(
+                "truncated or padded: {} payload bytes, header says {len}",
+                body.len()
+            ));
+        }
+        if crc32fast::hash(body) != word(20) {
+            return Err(
+                "corrupt: checksum mismatch; recompile the model or copy the file again".into(),
+            );
+        }
+        let mut m: CompiledModel = bincode_options(len)
+            .deserialize(body)
+            .map_err(|e| format!("corrupt payload ({e})"))?;
+        m.check_structure(limits)?;
         Ok(m)
     }
 }

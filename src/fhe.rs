@@ -7,7 +7,8 @@ use crate::compile::CompiledModel;
 use crate::error::{Error, Result};
 use crate::model::{join_batch, split_batch};
 use crate::runtime::{
-    keygen, ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs, KeyInfo, ServerKey,
+    keygen, CiphertextShape, ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs,
+    KeyInfo, KeyShape, ServerKey,
 };
 use fhec_ir::{kernels, quantize_sample, DType, Graph, NodeIndex, Op, Tensor};
 use ndarray::{ArrayD, IxDyn};
@@ -93,6 +94,33 @@ impl CompiledModel {
             plan.program.msg_bits,
             plan.model_id,
         ))
+    }
+
+    /// What this model's key files must hold (checked when they are read).
+    ///
+    /// # Errors
+    /// As [`CompiledModel::plan`].
+    pub fn key_shape(&self) -> Result<KeyShape> {
+        let plan = self.plan()?;
+        Ok(KeyShape::of(&plan.program, &plan.choice.params))
+    }
+
+    /// What this model's encrypted-input files must hold.
+    ///
+    /// # Errors
+    /// As [`CompiledModel::plan`].
+    pub fn input_shape(&self) -> Result<CiphertextShape> {
+        let plan = self.plan()?;
+        Ok(CiphertextShape::inputs(&plan.program, &plan.choice.params))
+    }
+
+    /// What this model's encrypted-result files must hold.
+    ///
+    /// # Errors
+    /// As [`CompiledModel::plan`].
+    pub fn output_shape(&self) -> Result<CiphertextShape> {
+        let plan = self.plan()?;
+        Ok(CiphertextShape::outputs(&plan.program, &plan.choice.params))
     }
 
     /// Checks that a key was made for this model and these parameters.

@@ -15,6 +15,7 @@ pub mod backend;
 pub mod compile;
 pub mod error;
 pub mod fhe;
+pub mod fuzzing;
 pub mod import;
 pub mod model;
 pub mod npy;

@@ -3,7 +3,7 @@
 use clap::{Parser, Subcommand, ValueEnum};
 use fhec::backend::{FheOptions, ParamsPolicy, Rounding};
 use fhec::fhe::Plan;
-use fhec::ir::{Op, ShapeFmt};
+use fhec::ir::{Limits, Op, ShapeFmt};
 use fhec::runtime::files::{self, CT_LIMIT, KEY_LIMIT};
 use fhec::runtime::{ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs};
 use fhec::{npy, CompileOptions, CompiledModel, Error, Model, QuantConfig, Result};
@@ -23,6 +23,17 @@ use std::time::Instant;
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
+    /// Largest tensor (elements) a model may declare or compute; four times this over all
+    /// its tensors [default: 67108864 = 2^26].
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
+    max_elements: Option<u64>,
+}
+
+/// The size limits of this process (`--max-elements`), set once in `main`.
+static LIMITS: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
+
+fn limits() -> Limits {
+    LIMITS.get().copied().unwrap_or_default()
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -78,18 +89,6 @@ struct FheArgs {
 
 impl FheArgs {
     fn apply(&self, mut o: FheOptions) -> Result<FheOptions> {
-        for (name, v) in [
-            ("--p-error", self.p_error),
-            ("--global-p-error", self.global_p_error),
-        ] {
-            if let Some(v) = v {
-                if !(v > 0.0 && v < 1.0) {
-                    return Err(Error::Usage(format!(
-                        "{name} must be a probability in (0, 1), got {v}"
-                    )));
-                }
-            }
-        }
         if let Some(p) = self.p_error {
             o.p_error = p;
             o.global_p_error = None;
@@ -104,11 +103,6 @@ impl FheArgs {
             };
         }
         if let Some(r) = self.max_off_by_one {
-            if !(r > 0.0 && r <= 1.0) {
-                return Err(Error::Usage(format!(
-                    "--max-off-by-one must be a rate in (0, 1], got {r}"
-                )));
-            }
             o.max_off_by_one = r;
         }
         if let Some(p) = self.params {
@@ -117,6 +111,7 @@ impl FheArgs {
                 ParamsArg::Vetted => ParamsPolicy::Vetted,
             };
         }
+        o.validate().map_err(Error::Usage)?;
         Ok(o)
     }
     fn is_set(&self) -> bool {
@@ -322,6 +317,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(n) = cli.max_elements {
+        let _ = LIMITS.set(Limits::with_max_elements(n as usize));
+    }
     match run(cli.cmd) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -358,6 +356,7 @@ fn run(cmd: Cmd) -> Result<()> {
                     let t0 = Instant::now();
                     let opts = CompileOptions {
                         fhe: fhe.apply(FheOptions::default())?,
+                        limits: limits(),
                         ..Default::default()
                     };
                     let (m, _) = fhec::compile(&model, &c, &opts)?;
@@ -388,7 +387,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 .map_or(0, |x| x.shape().first().copied().unwrap_or(1));
             let t0 = Instant::now();
             let ys = match (&compiled, mode) {
-                (None, _) => Model::load(&model)?.run_float(&xs)?,
+                (None, _) => Model::load_with_limits(&model, &limits())?.run_float(&xs)?,
                 (Some(m), Mode::Float) => m.run_float(&xs)?,
                 (Some(m), Mode::Clear) => m.run_clear(&xs)?,
                 (Some(m), Mode::Fhe) => run_fhe(m, &xs)?,
@@ -495,7 +494,7 @@ fn mode_name(m: Mode) -> &'static str {
 }
 
 fn inspect(path: &std::path::Path, dump: bool) -> Result<()> {
-    let m = Model::load(path)?;
+    let m = Model::load_with_limits(path, &limits())?;
     let g = &m.graph;
     println!("model {}", m.source);
     for gi in &g.inputs {
@@ -559,6 +558,7 @@ fn compile(a: CompileArgs) -> Result<()> {
         quant,
         dump_after: a.dump_after,
         fhe: a.fhe.apply(FheOptions::default())?,
+        limits: limits(),
     };
     let t0 = Instant::now();
     let (m, dumps) = fhec::compile(&a.model, &calib, &opts)?;
@@ -668,7 +668,7 @@ fn load_model(path: &Path) -> Result<CompiledModel> {
             path.display()
         )));
     }
-    CompiledModel::load(path)
+    CompiledModel::load_with_limits(path, &limits())
 }
 
 /// Prefixes an error with the file it concerns.
@@ -715,7 +715,7 @@ fn keygen_cmd(model: &Path, out: &Path) -> Result<()> {
     let (ck, sk) = m.keygen()?;
     let dt = t0.elapsed();
     let (cp, sp) = (out.join("client.key"), out.join("server.key"));
-    let cb = files::save(&ck, &cp)?;
+    let cb = files::save_secret(&ck, &cp)?;
     let sb = files::save(&sk, &sp)?;
     println!(
         "keygen: {:.2} s; wrote {} ({:.1} MiB, secret: keep it) and {} ({:.1} MiB, for the server)",
@@ -736,7 +736,7 @@ fn encrypt_cmd(
     out: &Path,
 ) -> Result<()> {
     let m = load_model(model)?;
-    let ck: ClientKey = files::load(key, "client key", KEY_LIMIT)?;
+    let ck: ClientKey = files::load(key, "client key", KEY_LIMIT, &m.key_shape()?)?;
     m.check_key(&ck.info).map_err(in_file(key))?;
     let xs = read_inputs(inputs, samples)?;
     let t0 = Instant::now();
@@ -756,11 +756,11 @@ fn encrypt_cmd(
 fn serve_run_cmd(model: &Path, key: &Path, input: &Path, out: &Path) -> Result<()> {
     let m = load_model(model)?;
     let t0 = Instant::now();
-    let sk: CompressedServerKey = files::load(key, "server key", KEY_LIMIT)?;
+    let sk: CompressedServerKey = files::load(key, "server key", KEY_LIMIT, &m.key_shape()?)?;
     m.check_key(&sk.info).map_err(in_file(key))?;
     let sk = sk.expand();
     let t_key = t0.elapsed();
-    let cts: EncryptedInputs = files::load(input, "encrypted input", CT_LIMIT)?;
+    let cts: EncryptedInputs = files::load(input, "encrypted input", CT_LIMIT, &m.input_shape()?)?;
     let plan = m.plan()?;
     let n = cts.samples.len();
     let pb = progress((plan.program.tlu_count * n) as u64);
@@ -794,9 +794,10 @@ fn decrypt_cmd(
     labels: Option<&Path>,
 ) -> Result<()> {
     let m = load_model(model)?;
-    let ck: ClientKey = files::load(key, "client key", KEY_LIMIT)?;
+    let ck: ClientKey = files::load(key, "client key", KEY_LIMIT, &m.key_shape()?)?;
     m.check_key(&ck.info).map_err(in_file(key))?;
-    let outs: EncryptedOutputs = files::load(input, "encrypted result", CT_LIMIT)?;
+    let outs: EncryptedOutputs =
+        files::load(input, "encrypted result", CT_LIMIT, &m.output_shape()?)?;
     let ys = m.decrypt(&ck, &outs).map_err(in_file(input))?;
     if outputs.len() != ys.len() {
         return Err(Error::Usage(format!(

@@ -2,7 +2,7 @@
 
 use crate::error::{Error, Result};
 use crate::import;
-use fhec_ir::{eval_f32, DType, Graph, ShapeFmt, Tensor};
+use fhec_ir::{eval_f32, DType, Graph, Limits, ShapeFmt, Tensor};
 use ndarray::{concatenate, ArrayD, Axis};
 use std::path::Path;
 
@@ -20,8 +20,20 @@ impl Model {
     /// # Errors
     /// [`Error::Import`]: unreadable file, malformed protobuf, unsupported ops (all listed).
     pub fn load(path: &Path) -> Result<Self> {
+        Self::load_with_limits(path, &Limits::default())
+    }
+
+    /// Imports an ONNX file, refusing tensors and work over `limits`.
+    ///
+    /// # Errors
+    /// As [`Model::load`]; a tensor, the model or a node's work over `limits`.
+    pub fn load_with_limits(path: &Path, limits: &Limits) -> Result<Self> {
+        let opts = import::ImportOptions {
+            limits: *limits,
+            ..Default::default()
+        };
         Ok(Self {
-            graph: import::import_file(path)?,
+            graph: import::import_file_with(path, &opts)?,
             source: path.display().to_string(),
         })
     }

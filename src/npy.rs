@@ -7,11 +7,69 @@ use std::fs::File;
 use std::io::BufWriter;
 use std::path::Path;
 
-fn open(path: &Path) -> Result<File> {
-    File::open(path).map_err(|e| Error::Npy {
+/// Largest `.npy` file read (bytes).
+pub const NPY_LIMIT: u64 = 1 << 32;
+
+/// Reads a whole `.npy` file after checking that its header describes exactly the data that
+/// follows: ndarray-npy allocates what the header declares before reading, so a 100-byte
+/// file declaring 10^12 elements would otherwise exhaust memory.
+fn read_checked(path: &Path) -> Result<Vec<u8>> {
+    let bad = |reason: String| Error::Npy {
         path: path.display().to_string(),
-        reason: format!("cannot open: {e}"),
-    })
+        reason,
+    };
+    let size = std::fs::metadata(path)
+        .map_err(|e| bad(format!("cannot open: {e}")))?
+        .len();
+    if size > NPY_LIMIT {
+        return Err(bad(format!(
+            "{size} bytes, more than the {NPY_LIMIT} an input file may have"
+        )));
+    }
+    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    check_npy(&bytes).map_err(bad)?;
+    Ok(bytes)
+}
+
+/// Checks an in-memory `.npy` file: a readable header whose shape and element size account
+/// for exactly the bytes after it.
+///
+/// # Errors
+/// A one-line reason.
+pub fn check_npy(bytes: &[u8]) -> std::result::Result<(), String> {
+    use ndarray_npy::npy::header::Header;
+    let mut rest = bytes;
+    let header =
+        Header::from_reader(&mut rest).map_err(|e| format!("not a readable .npy file ({e})"))?;
+    let desc = header.type_descriptor.to_string();
+    let digits: String = desc
+        .trim_matches(|c| c == '\'' || c == '"')
+        .chars()
+        .rev()
+        .take_while(char::is_ascii_digit)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let elem: usize = digits.parse().map_err(|_| {
+        format!("holds {desc}, a data type fhec does not read (save it with `np.save(path, x.astype(np.float32))`)")
+    })?;
+    let need = fhec_ir::checked_len(&header.shape)
+        .and_then(|n| n.checked_mul(elem))
+        .ok_or_else(|| {
+            format!(
+                "its header declares shape {:?}, too large to address",
+                header.shape
+            )
+        })?;
+    if need != rest.len() {
+        return Err(format!(
+            "its header declares shape {:?} of {desc} ({need} bytes of data) but {} bytes follow; the file is truncated or corrupt",
+            header.shape,
+            rest.len()
+        ));
+    }
+    Ok(())
 }
 
 fn npy_err(path: &Path, e: ReadNpyError, want: &str) -> Error {
@@ -34,7 +92,20 @@ fn npy_err(path: &Path, e: ReadNpyError, want: &str) -> Error {
 /// # Errors
 /// [`Error::Npy`] naming the file: missing, not `.npy`, or not float32.
 pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
-    ArrayD::<f32>::read_npy(open(path)?).map_err(|e| npy_err(path, e, "float32"))
+    let bytes = read_checked(path)?;
+    ArrayD::<f32>::read_npy(bytes.as_slice()).map_err(|e| npy_err(path, e, "float32"))
+}
+
+/// Parses an in-memory float32 `.npy` file (what [`read_f32`] does after reading it).
+///
+/// # Errors
+/// A one-line reason.
+pub fn parse_f32(bytes: &[u8]) -> std::result::Result<ArrayD<f32>, String> {
+    check_npy(bytes)?;
+    ArrayD::<f32>::read_npy(bytes).map_err(|e| match npy_err(Path::new(""), e, "float32") {
+        Error::Npy { reason, .. } => reason,
+        other => other.to_string(),
+    })
 }
 
 /// Reads integer class labels (int64, int32 or float32 holding integers).
@@ -42,13 +113,14 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
 /// # Errors
 /// [`Error::Npy`] naming the file.
 pub fn read_labels(path: &Path) -> Result<Vec<i64>> {
-    if let Ok(a) = ArrayD::<i64>::read_npy(open(path)?) {
+    let bytes = read_checked(path)?;
+    if let Ok(a) = ArrayD::<i64>::read_npy(bytes.as_slice()) {
         return Ok(a.iter().copied().collect());
     }
-    if let Ok(a) = ArrayD::<i32>::read_npy(open(path)?) {
+    if let Ok(a) = ArrayD::<i32>::read_npy(bytes.as_slice()) {
         return Ok(a.iter().map(|&v| v as i64).collect());
     }
-    let a = ArrayD::<f32>::read_npy(open(path)?).map_err(|e| npy_err(path, e, "int64"))?;
+    let a = ArrayD::<f32>::read_npy(bytes.as_slice()).map_err(|e| npy_err(path, e, "int64"))?;
     Ok(a.iter().map(|&v| v as i64).collect())
 }
 

@@ -19,11 +19,36 @@ pub enum OpError {
     Shape { what: String },
     #[error("integer overflow or division by zero in constant arithmetic")]
     IntArith,
+    /// An integer accumulator or bound that does not fit in 64 bits.
+    #[error("integer overflow: {what} does not fit in 64 bits")]
+    Overflow { what: String },
+    /// A tensor or a node's work over the configured [`crate::Limits`].
+    #[error("{what} of {amount} exceeds the limit of {limit} (raise it with --max-elements if the model really is this large)")]
+    TooLarge {
+        what: &'static str,
+        amount: u64,
+        limit: u64,
+    },
+    /// An attribute outside what the op's definition allows.
+    #[error("attribute `{name}`: {reason}")]
+    Attr {
+        name: &'static str,
+        reason: Box<str>,
+    },
 }
 
 impl OpError {
     pub fn shape(what: impl Into<String>) -> Self {
         OpError::Shape { what: what.into() }
+    }
+    pub fn attr(name: &'static str, reason: impl Into<String>) -> Self {
+        OpError::Attr {
+            name,
+            reason: reason.into().into_boxed_str(),
+        }
+    }
+    pub fn overflow(what: impl Into<String>) -> Self {
+        OpError::Overflow { what: what.into() }
     }
 }
 
@@ -52,4 +77,6 @@ pub enum IrError {
     },
     #[error("invalid graph: {what}")]
     Invalid { what: String },
+    #[error("the graph holds {elements} tensor elements in all, over the limit of {limit} (raise it with --max-elements if the model really is this large)")]
+    TooLarge { elements: u64, limit: u64 },
 }

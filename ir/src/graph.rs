@@ -2,6 +2,7 @@
 
 use crate::error::{IrError, OpError};
 use crate::kernels;
+use crate::limits::Limits;
 use crate::op::Op;
 use crate::tensor::{ShapeFmt, Tensor, TensorType};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
@@ -39,11 +40,23 @@ pub struct Graph {
     pub g: StableDiGraph<Node, usize>,
     pub inputs: Vec<GraphInput>,
     pub outputs: Vec<GraphOutput>,
+    /// Size limits that [`Graph::add_op`] and [`Graph::verify`] enforce. Not stored: a
+    /// loaded graph gets the defaults (or what the loader sets), never the file's own.
+    #[serde(skip)]
+    pub limits: Limits,
 }
 
 impl Graph {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An empty graph enforcing `limits`.
+    pub fn with_limits(limits: Limits) -> Self {
+        Self {
+            limits,
+            ..Self::default()
+        }
     }
 
     /// Adds a graph input of type `ty`.
@@ -82,7 +95,7 @@ impl Graph {
         inputs: &[NodeIndex],
     ) -> Result<NodeIndex, IrError> {
         let tys: Vec<&TensorType> = inputs.iter().map(|&i| &self.g[i].ty).collect();
-        let ty = kernels::infer(&op, &tys).map_err(|source| IrError::Node {
+        let ty = kernels::infer_with(&op, &tys, &self.limits).map_err(|source| IrError::Node {
             node: name.to_string(),
             op: op.name(),
             source,
@@ -199,12 +212,28 @@ impl Graph {
     }
 
     /// Checks the graph's invariants: acyclic, ports dense, arity and types consistent with
-    /// every op's shape rules, inputs and outputs present.
+    /// every op's shape rules, inputs and outputs present, sizes within [`Graph::limits`].
     ///
     /// # Errors
-    /// [`IrError::Invalid`] or [`IrError::Node`] naming the first offending node.
+    /// [`IrError::Invalid`] or [`IrError::Node`] naming the first offending node;
+    /// [`IrError::TooLarge`] when all tensors together exceed the limit.
     pub fn verify(&self) -> Result<(), IrError> {
         self.topo()?;
+        let total = self
+            .g
+            .node_weights()
+            .map(|n| {
+                n.ty.shape
+                    .iter()
+                    .fold(1u64, |a, &d| a.saturating_mul(d as u64))
+            })
+            .fold(0u64, u64::saturating_add);
+        if total > self.limits.max_total_elements as u64 {
+            return Err(IrError::TooLarge {
+                elements: total,
+                limit: self.limits.max_total_elements as u64,
+            });
+        }
         for (i, inp) in self.inputs.iter().enumerate() {
             match self.g.node_weight(inp.node).map(|n| &n.op) {
                 Some(Op::Input { index }) if *index == i => {}
@@ -235,15 +264,39 @@ impl Graph {
                     what: format!("node `{}` has input ports {ports:?}", node.name),
                 });
             }
-            if let Op::Input { .. } = node.op {
+            if let Op::Input { index } = node.op {
+                if self.inputs.get(index).map(|i| i.node) != Some(n) || !ports.is_empty() {
+                    return Err(IrError::Invalid {
+                        what: format!("node `{}` is not graph input #{index}", node.name),
+                    });
+                }
+                if crate::tensor::checked_len(&node.ty.shape)
+                    .is_none_or(|l| l > self.limits.max_tensor_elements)
+                {
+                    return Err(IrError::Node {
+                        node: node.name.clone(),
+                        op: "Input",
+                        source: OpError::TooLarge {
+                            what: "an input tensor",
+                            amount: node
+                                .ty
+                                .shape
+                                .iter()
+                                .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
+                            limit: self.limits.max_tensor_elements as u64,
+                        },
+                    });
+                }
                 continue;
             }
             let ins = self.inputs_of(n);
             let tys: Vec<&TensorType> = ins.iter().map(|&i| &self.g[i].ty).collect();
-            let ty = kernels::infer(&node.op, &tys).map_err(|source| IrError::Node {
-                node: node.name.clone(),
-                op: node.op.name(),
-                source,
+            let ty = kernels::infer_with(&node.op, &tys, &self.limits).map_err(|source| {
+                IrError::Node {
+                    node: node.name.clone(),
+                    op: node.op.name(),
+                    source,
+                }
             })?;
             if ty != node.ty {
                 return Err(IrError::Node {

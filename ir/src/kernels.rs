@@ -5,9 +5,10 @@
 //! tensors of exactly those types.
 
 use crate::error::OpError;
+use crate::limits::Limits;
 use crate::op::{Binary, ConvAttrs, IntLinear, Op, PadMode, PoolAttrs, ReduceKind, SliceAxis};
 use crate::quant::ElemOp;
-use crate::tensor::{DType, ShapeFmt, Tensor, TensorType};
+use crate::tensor::{checked_len, DType, ShapeFmt, Tensor, TensorType};
 use ndarray::{
     concatenate, Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Dimension, Ix2, IxDyn, Zip,
 };
@@ -71,7 +72,7 @@ pub fn broadcast_shapes(a: &[usize], b: &[usize]) -> Result<Vec<usize>, OpError>
     Ok(out)
 }
 
-/// Output length of a sliding window along one axis.
+/// Output length of a sliding window along one axis (attributes already validated ≥ 1).
 fn window_out(
     size: usize,
     k: usize,
@@ -81,8 +82,15 @@ fn window_out(
     d: usize,
     ceil: bool,
 ) -> Result<usize, OpError> {
-    let span = d * (k.max(1) - 1) + 1;
-    let padded = size + pb + pe;
+    let too_big = || OpError::overflow(format!("a window of kernel {k} and dilation {d}"));
+    let span = d
+        .checked_mul(k.saturating_sub(1))
+        .and_then(|v| v.checked_add(1))
+        .ok_or_else(too_big)?;
+    let padded = size
+        .checked_add(pb)
+        .and_then(|v| v.checked_add(pe))
+        .ok_or_else(|| OpError::overflow(format!("an axis of {size} padded by {pb}+{pe}")))?;
     if padded < span || s == 0 {
         return Err(OpError::shape(format!(
             "window of extent {span} (kernel {k}, dilation {d}) does not fit an axis of {size} padded by {pb}+{pe}"
@@ -94,11 +102,105 @@ fn window_out(
     } else {
         num / s + 1
     };
-    // the last window must start inside the input or its leading padding
+    // the last window must start inside the input or its leading padding (no overflow:
+    // (out − 1)·s ≤ padded)
     if ceil && (out - 1) * s >= size + pb {
         out -= 1;
     }
     Ok(out)
+}
+
+/// Largest kernel, stride, dilation or pad a window op accepts.
+const MAX_WINDOW_ATTR: usize = i32::MAX as usize;
+
+/// Checks the window attributes of a Conv or pooling op against the ONNX definition:
+/// one value per spatial axis, kernel, strides and dilations ≥ 1, everything ≤ 2^31 − 1.
+fn check_window(
+    kernel: &[usize],
+    strides: &[usize],
+    pads_begin: &[usize],
+    pads_end: &[usize],
+    dilations: &[usize],
+) -> Result<(), OpError> {
+    let d = kernel.len();
+    if d == 0 {
+        return Err(OpError::attr(
+            "kernel_shape",
+            "needs at least one spatial axis",
+        ));
+    }
+    for (name, v, min) in [
+        ("kernel_shape", kernel, 1),
+        ("strides", strides, 1),
+        ("dilations", dilations, 1),
+        ("pads", pads_begin, 0),
+        ("pads", pads_end, 0),
+    ] {
+        if v.len() != d {
+            return Err(OpError::attr(
+                name,
+                format!("gives {} value(s) for a {d}-d kernel", v.len()),
+            ));
+        }
+        if let Some(bad) = v.iter().find(|&&x| x < min || x > MAX_WINDOW_ATTR) {
+            return Err(OpError::attr(
+                name,
+                format!("value {bad} is outside [{min}, {MAX_WINDOW_ATTR}]"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks attributes that shape inference alone would not catch.
+fn check_attrs(op: &Op) -> Result<(), OpError> {
+    let check_q = |p: &crate::quant::QuantParams| {
+        if p.qmin > p.qmax || !p.scale.is_finite() || p.scale == 0.0 {
+            return Err(OpError::attr(
+                "quantization",
+                format!(
+                    "scale {} and range [{}, {}] are not a valid quantizer",
+                    p.scale, p.qmin, p.qmax
+                ),
+            ));
+        }
+        Ok(())
+    };
+    match op {
+        Op::Conv(c) | Op::IntLinear(IntLinear::Conv { attrs: c, .. }) => {
+            check_window(
+                &c.kernel,
+                &c.strides,
+                &c.pads_begin,
+                &c.pads_end,
+                &c.dilations,
+            )?;
+            if c.group == 0 || c.group > MAX_WINDOW_ATTR {
+                return Err(OpError::attr("group", format!("{} must be ≥ 1", c.group)));
+            }
+        }
+        Op::AveragePool(p) | Op::MaxPool(p) => check_window(
+            &p.kernel,
+            &p.strides,
+            &p.pads_begin,
+            &p.pads_end,
+            &p.dilations,
+        )?,
+        Op::Slice { axes } if axes.iter().any(|a| a.step == 0) => {
+            return Err(OpError::attr("steps", "a slice step must not be 0"));
+        }
+        Op::Round { bits } if bits.iter().any(|&b| b > 62) => {
+            let b = bits.iter().max().copied().unwrap_or_default();
+            return Err(OpError::attr(
+                "bits",
+                format!("cannot drop {b} bits of a 64-bit integer"),
+            ));
+        }
+        Op::Quant(p) => check_q(p)?,
+        Op::Tlu(t) => check_q(&t.out)?,
+        _ => {}
+    }
+    Ok(())
 }
 
 fn conv_out_shape(x: &[usize], w: &[usize], c: &ConvAttrs) -> Result<Vec<usize>, OpError> {
@@ -233,12 +335,62 @@ fn gemm_shape(
     Ok(vec![m, n])
 }
 
-/// The output type of `op` applied to inputs of types `ins`.
+/// The output type of `op` applied to inputs of types `ins`, under the default [`Limits`].
 ///
 /// # Errors
-/// Wrong arity, dtype, or shapes that the op's ONNX definition rejects.
+/// As [`infer_with`].
 pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
+    infer_with(op, ins, &Limits::default())
+}
+
+/// The output type of `op` applied to inputs of types `ins`, refusing outputs and work over
+/// `limits` before anything is allocated.
+///
+/// # Errors
+/// Wrong arity or dtype, attributes or shapes that the op's ONNX definition rejects, size
+/// arithmetic that overflows, an output or a multiply-accumulate count over `limits`.
+pub fn infer_with(op: &Op, ins: &[&TensorType], limits: &Limits) -> Result<TensorType, OpError> {
+    let ty = infer_shape(op, ins)?;
+    if ty.rank() > crate::limits::MAX_RANK {
+        return Err(OpError::shape(format!(
+            "an output of rank {}; the limit is {}",
+            ty.rank(),
+            crate::limits::MAX_RANK
+        )));
+    }
+    let wide = |shape: &[usize]| shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
+    let Some(len) = checked_len(&ty.shape).filter(|&l| l <= limits.max_tensor_elements) else {
+        return Err(OpError::TooLarge {
+            what: "an output tensor",
+            amount: wide(&ty.shape),
+            limit: limits.max_tensor_elements as u64,
+        });
+    };
+    let out = len as u64;
+    let per_output: u64 = match op {
+        Op::Gemm { trans_a, .. } => ins[0].shape[usize::from(!*trans_a)] as u64,
+        Op::MatMul => ins[0].shape.last().copied().unwrap_or(1) as u64,
+        Op::Conv(_) => (ins[1].len() / ins[1].shape[0].max(1)) as u64,
+        Op::IntLinear(IntLinear::Dense { w }) => w.shape()[0] as u64,
+        Op::IntLinear(IntLinear::Conv { w, .. }) => (w.len() / w.shape()[0].max(1)) as u64,
+        Op::AveragePool(p) | Op::MaxPool(p) => wide(&p.kernel),
+        _ => 1,
+    };
+    let macs = out.saturating_mul(per_output);
+    if macs > limits.max_node_macs {
+        return Err(OpError::TooLarge {
+            what: "a node's multiply-accumulate count",
+            amount: macs,
+            limit: limits.max_node_macs,
+        });
+    }
+    Ok(ty)
+}
+
+/// Shape rules only: the output type, with checked size arithmetic but no limits.
+fn infer_shape(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
     arity_check(op, ins.len())?;
+    check_attrs(op)?;
     let f32_all = |ins: &[&TensorType]| -> Result<(), OpError> {
         for (i, t) in ins.iter().enumerate() {
             want(i, t, DType::F32)?;
@@ -338,7 +490,7 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
             ins[0].clone()
         }
         Op::Reshape { shape } => {
-            if shape.iter().product::<usize>() != ins[0].len() {
+            if checked_len(shape) != checked_len(&ins[0].shape) {
                 return Err(OpError::shape(format!(
                     "cannot reshape {} into {}",
                     ShapeFmt(&ins[0].shape),
@@ -382,7 +534,9 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
                         ShapeFmt(&first.shape)
                     )));
                 }
-                shape[*axis] += t.shape[*axis];
+                shape[*axis] = shape[*axis]
+                    .checked_add(t.shape[*axis])
+                    .ok_or_else(|| OpError::overflow("the concatenated axis"))?;
             }
             TensorType::new(first.dtype, shape)
         }
@@ -416,8 +570,8 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
                     .get(a.axis)
                     .ok_or_else(|| OpError::shape(format!("slice axis {} out of range", a.axis)))?;
                 if a.len > 0 {
-                    let last = a.start + (a.len as i64 - 1) * a.step;
-                    if a.start < 0 || a.start as usize >= dim || last < 0 || last as usize >= dim {
+                    let last = i128::from(a.start) + (a.len as i128 - 1) * i128::from(a.step);
+                    if a.start < 0 || a.start as usize >= dim || last < 0 || last >= dim as i128 {
                         return Err(OpError::shape(format!(
                             "slice on axis {} reads outside [0,{dim})",
                             a.axis
@@ -452,12 +606,11 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
                     )));
                 }
             }
-            TensorType::new(
-                ins[0].dtype,
-                (0..s.len())
-                    .map(|i| s[i] + begin[i] + end[i])
-                    .collect::<Vec<_>>(),
-            )
+            let shape = (0..s.len())
+                .map(|i| s[i].checked_add(begin[i])?.checked_add(end[i]))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| OpError::overflow("a padded axis"))?;
+            TensorType::new(ins[0].dtype, shape)
         }
         Op::Reduce { axes, keepdims, .. } => {
             f32_all(ins)?;
@@ -566,7 +719,8 @@ fn i64_in<'a>(ins: &[&'a Tensor], port: usize) -> Result<&'a ArrayD<i64>, OpErro
     })
 }
 
-fn int_dense(x: &ArrayD<i64>, w: &ArrayD<i64>, out_shape: &[usize]) -> ArrayD<i64> {
+/// `x[…, K] · w[K, N]` in checked integer arithmetic; `None` on overflow.
+fn int_dense(x: &ArrayD<i64>, w: &ArrayD<i64>, out_shape: &[usize]) -> Option<ArrayD<i64>> {
     let (k, n) = (w.shape()[0], w.shape()[1]);
     let rows = x.len() / k.max(1);
     let xs: Vec<i64> = x.iter().copied().collect();
@@ -579,11 +733,14 @@ fn int_dense(x: &ArrayD<i64>, w: &ArrayD<i64>, out_shape: &[usize]) -> ArrayD<i6
                 continue;
             }
             for j in 0..n {
-                out[r * n + j] += xv * ws[i * n + j];
+                let o = &mut out[r * n + j];
+                *o = o.checked_add(xv.checked_mul(ws[i * n + j])?)?;
             }
         }
     }
-    ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("invariant: infer computed the shape")
+    Some(
+        ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("invariant: infer computed the shape"),
+    )
 }
 
 fn f32_in<'a>(ins: &[&'a Tensor], port: usize) -> Result<&'a ArrayD<f32>, OpError> {
@@ -601,7 +758,8 @@ fn f32_in<'a>(ins: &[&'a Tensor], port: usize) -> Result<&'a ArrayD<f32>, OpErro
 pub fn eval(op: &Op, ins: &[&Tensor]) -> Result<Tensor, OpError> {
     let tys: Vec<TensorType> = ins.iter().map(|t| t.ty()).collect();
     let tyr: Vec<&TensorType> = tys.iter().collect();
-    let out_ty = infer(op, &tyr)?;
+    // sizes were checked against the limits when the node was built
+    let out_ty = infer_shape(op, &tyr)?;
     let out = match op {
         Op::Input { .. } => unreachable!("invariant: infer rejects Input"),
         Op::Const(t) => t.clone(),
@@ -636,14 +794,10 @@ pub fn eval(op: &Op, ins: &[&Tensor]) -> Result<Tensor, OpError> {
                 Some(t) => Some(f32_in(&[t], 0)?),
                 None => None,
             };
-            Tensor::F32(conv(
-                f32_in(ins, 0)?,
-                f32_in(ins, 1)?,
-                b,
-                c,
-                &out_ty.shape,
-                None,
-            ))
+            Tensor::F32(
+                conv(f32_in(ins, 0)?, f32_in(ins, 1)?, b, c, &out_ty.shape, None)
+                    .expect("invariant: float convolution does not overflow"),
+            )
         }
         Op::Unary(u) => Tensor::F32(f32_in(ins, 0)?.mapv(|x| u.apply(x))),
         Op::Binary(b) => binary(*b, ins[0], ins[1], &out_ty.shape)?,
@@ -755,21 +909,25 @@ pub fn eval(op: &Op, ins: &[&Tensor]) -> Result<Tensor, OpError> {
             .unwrap_or_else(|| unreachable!("invariant: infer checked the broadcast"))),
         Op::Cast { to } => ins[0].cast(*to),
         Op::Identity => ins[0].clone(),
-        Op::IntLinear(IntLinear::Dense { w }) => {
-            Tensor::I64(int_dense(i64_in(ins, 0)?, w, &out_ty.shape))
-        }
+        Op::IntLinear(IntLinear::Dense { w }) => Tensor::I64(
+            int_dense(i64_in(ins, 0)?, w, &out_ty.shape)
+                .ok_or_else(|| OpError::overflow("the dense accumulator (use fewer bits)"))?,
+        ),
         Op::IntLinear(IntLinear::Conv {
             attrs,
             w,
             pad_value,
-        }) => Tensor::I64(conv(
-            i64_in(ins, 0)?,
-            w,
-            None,
-            attrs,
-            &out_ty.shape,
-            Some(*pad_value),
-        )),
+        }) => Tensor::I64(
+            conv(
+                i64_in(ins, 0)?,
+                w,
+                None,
+                attrs,
+                &out_ty.shape,
+                Some(*pad_value),
+            )
+            .ok_or_else(|| OpError::overflow("the convolution accumulator (use fewer bits)"))?,
+        ),
         Op::Dequant { a, b } => {
             let x = i64_in(ins, 0)?;
             let pick = |v: &Vec<f32>, i: usize| v[if v.len() == 1 { 0 } else { i }];
@@ -948,10 +1106,21 @@ fn strides_of(shape: &[usize]) -> Vec<usize> {
     s
 }
 
-/// Element types the convolution kernel runs on: f32 (float graph) and i64 (accumulators).
-trait ConvNum: Copy + Default + std::ops::Add<Output = Self> + std::ops::Mul<Output = Self> {}
-impl ConvNum for f32 {}
-impl ConvNum for i64 {}
+/// Element types the convolution kernel runs on: f32 (float graph) and i64 (accumulators,
+/// checked: `None` on overflow).
+trait ConvNum: Copy + Default {
+    fn mul_add(acc: Self, v: Self, w: Self) -> Option<Self>;
+}
+impl ConvNum for f32 {
+    fn mul_add(acc: f32, v: f32, w: f32) -> Option<f32> {
+        Some(acc + v * w)
+    }
+}
+impl ConvNum for i64 {
+    fn mul_add(acc: i64, v: i64, w: i64) -> Option<i64> {
+        acc.checked_add(v.checked_mul(w)?)
+    }
+}
 
 /// N-d convolution. Padded positions are skipped when `pad` is `None` (they read 0) or read
 /// `pad` (an integer input's zero point).
@@ -962,7 +1131,7 @@ fn conv<T: ConvNum>(
     c: &ConvAttrs,
     out_shape: &[usize],
     pad: Option<T>,
-) -> ArrayD<T> {
+) -> Option<ArrayD<T>> {
     let x = x.as_standard_layout();
     let w = w.as_standard_layout();
     let xs = x.as_slice().expect("invariant: standard layout");
@@ -972,15 +1141,21 @@ fn conv<T: ConvNum>(
     let mut out: Vec<T> = (0..out_shape.iter().product::<usize>())
         .map(|o| b.map_or(T::default(), |b| b[[(o / out_plane) % m]]))
         .collect();
+    let mut ok = true;
     conv_taps(x.shape(), w.shape(), c, out_shape, |o, wi, xi| {
         let v = match (xi, pad) {
             (Some(i), _) => xs[i],
             (None, Some(p)) => p,
             (None, None) => return,
         };
-        out[o] = out[o] + v * ws[wi];
+        match T::mul_add(out[o], v, ws[wi]) {
+            Some(r) => out[o] = r,
+            None => ok = false,
+        }
     });
-    ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("invariant: infer computed the shape")
+    ok.then(|| {
+        ArrayD::from_shape_vec(IxDyn(out_shape), out).expect("invariant: infer computed the shape")
+    })
 }
 
 /// Walks a convolution's geometry: for every output element (row-major flat index `o` of

@@ -63,11 +63,13 @@ impl QuantParams {
         } else {
             q.clamp(-4.0e18, 4.0e18)
         };
-        (q as i64 + self.zero_point).clamp(self.qmin, self.qmax)
+        (q as i64)
+            .saturating_add(self.zero_point)
+            .clamp(self.qmin, self.qmax.max(self.qmin))
     }
 
     pub fn dequantize(&self, q: i64) -> f32 {
-        self.scale * (q - self.zero_point) as f32
+        self.scale * (i128::from(q) - i128::from(self.zero_point)) as f32
     }
 
     pub fn bits(&self) -> u32 {
@@ -86,11 +88,12 @@ pub fn quantize_sample(sample: &[Tensor], params: &[QuantParams]) -> Vec<Tensor>
 }
 
 /// `round(x / 2^k)` to nearest, ties up: `(x + 2^(k-1)) >> k` (arithmetic shift).
+/// Computed in 128 bits, so it never overflows (`k` ≤ 63 is what a 64-bit value can drop).
 pub fn round_shift(x: i64, k: u32) -> i64 {
-    if k == 0 {
-        x
-    } else {
-        (x + (1i64 << (k - 1))) >> k
+    match k {
+        0 => x,
+        1..=63 => ((i128::from(x) + (1i128 << (k - 1))) >> k) as i64,
+        _ => 0,
     }
 }
 
@@ -113,8 +116,8 @@ impl Interval {
     }
     /// Bits needed to index `hi − lo + 1` values (the TLU input width once shifted to 0).
     pub fn bits(&self) -> u32 {
-        let n = (self.hi - self.lo) as u64;
-        64 - n.leading_zeros()
+        let n = (i128::from(self.hi) - i128::from(self.lo)) as u128;
+        128 - n.leading_zeros()
     }
     pub fn union(&self, o: &Interval) -> Interval {
         Interval {
@@ -133,8 +136,8 @@ impl Interval {
     }
     pub fn neg(&self) -> Interval {
         Interval {
-            lo: -self.hi,
-            hi: -self.lo,
+            lo: self.hi.saturating_neg(),
+            hi: self.lo.saturating_neg(),
         }
     }
     pub fn scale(&self, w: i64) -> Interval {

@@ -42,12 +42,19 @@ impl TensorType {
     pub fn rank(&self) -> usize {
         self.shape.len()
     }
+    /// Number of elements. Types built by [`crate::kernels::infer`] never overflow here:
+    /// it refuses shapes over the element limits.
     pub fn len(&self) -> usize {
-        self.shape.iter().product()
+        checked_len(&self.shape).unwrap_or(usize::MAX)
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+}
+
+/// Number of elements of `shape`, or `None` when the product overflows `usize`.
+pub fn checked_len(shape: &[usize]) -> Option<usize> {
+    shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))
 }
 
 impl fmt::Display for TensorType {

@@ -9,7 +9,7 @@
 
 use crate::{Changed, Pass, PassContext, PassError, Stage};
 use fhec_ir::{
-    eval_all, kernels, Binary, DType, Graph, IntLinear, Interval, NodeIndex, Op, Tensor,
+    eval_all, kernels, Binary, DType, Graph, IntLinear, Interval, NodeIndex, Op, OpError, Tensor,
 };
 use ndarray::{ArrayD, IxDyn, Zip};
 use std::collections::HashMap;
@@ -110,15 +110,28 @@ pub fn neuron_intervals(l: &IntLinear, x: Interval) -> Vec<Interval> {
         .collect()
 }
 
-fn run_i64(op: &Op, ins: &[ArrayD<i64>]) -> Option<ArrayD<i64>> {
+fn run_i64(op: &Op, ins: &[ArrayD<i64>]) -> Result<ArrayD<i64>, OpError> {
     let ts: Vec<Tensor> = ins.iter().map(|a| Tensor::I64(a.clone())).collect();
     let refs: Vec<&Tensor> = ts.iter().collect();
-    kernels::eval(op, &refs)
-        .ok()
-        .and_then(|t| t.as_i64().cloned())
+    kernels::eval(op, &refs)?
+        .as_i64()
+        .cloned()
+        .ok_or_else(|| OpError::shape("an integer op produced floats"))
 }
 
-fn linear_bounds(l: &IntLinear, x: &Bounds) -> Option<Bounds> {
+/// Elementwise `a + b` of bounds, refusing (not wrapping) on overflow.
+fn add_checked(a: &ArrayD<i64>, b: &ArrayD<i64>) -> Result<ArrayD<i64>, OpError> {
+    let r = Zip::from(a).and(b).map_collect(|x, y| x.checked_add(*y));
+    if r.iter().any(Option::is_none) {
+        return Err(OpError::overflow(
+            "the accumulator's worst-case bound (use fewer bits)",
+        ));
+    }
+    Ok(r.mapv(Option::unwrap_or_default))
+}
+
+/// The bounds of a linear layer, computed with checked integer arithmetic.
+fn linear_bounds(l: &IntLinear, x: &Bounds) -> Result<Bounds, OpError> {
     let split = |w: &ArrayD<i64>| (w.mapv(|v| v.max(0)), w.mapv(|v| v.min(0)));
     let with_w = |w: ArrayD<i64>| match l {
         IntLinear::Dense { .. } => Op::IntLinear(IntLinear::Dense { w }),
@@ -135,19 +148,26 @@ fn linear_bounds(l: &IntLinear, x: &Bounds) -> Option<Bounds> {
     };
     let (wp, wn) = split(w);
     // padding reads the same code in both bounds, so it contributes w·pad exactly
-    let lo = run_i64(&with_w(wp.clone()), std::slice::from_ref(&x.lo))?
-        + run_i64(&with_w(wn.clone()), std::slice::from_ref(&x.hi))?;
-    let hi = run_i64(&with_w(wp), std::slice::from_ref(&x.hi))?
-        + run_i64(&with_w(wn), std::slice::from_ref(&x.lo))?;
-    Some(Bounds { lo, hi })
+    let lo = add_checked(
+        &run_i64(&with_w(wp.clone()), std::slice::from_ref(&x.lo))?,
+        &run_i64(&with_w(wn.clone()), std::slice::from_ref(&x.hi))?,
+    )?;
+    let hi = add_checked(
+        &run_i64(&with_w(wp), std::slice::from_ref(&x.hi))?,
+        &run_i64(&with_w(wn), std::slice::from_ref(&x.lo))?,
+    )?;
+    Ok(Bounds { lo, hi })
 }
 
 /// The proven per-element bounds of every integer node.
 ///
 /// # Errors
-/// A cycle in the graph.
+/// A cycle in the graph; a bound that overflows 64 bits (named by node).
 pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>, PassError> {
     let mut bs: HashMap<NodeIndex, Bounds> = HashMap::new();
+    // table evaluations spent on exact table-output ranges (beyond it: the output quantizer's
+    // range, still sound); keeps a graph of huge tables from stalling the analysis
+    let mut table_budget: u64 = 1 << 28;
     for n in g.topo()? {
         let node = &g.g[n];
         if node.ty.dtype != DType::I64 {
@@ -156,6 +176,11 @@ pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>,
         let ins = g.inputs_of(n);
         let get = |i: usize| ins.get(i).and_then(|x| bs.get(x));
         let shape = &node.ty.shape;
+        let fail = |e: OpError| PassError::Unsupported {
+            node: node.name.clone(),
+            op: node.op.name(),
+            reason: format!("proving its value range: {e}"),
+        };
         let r: Option<Bounds> = match &node.op {
             Op::Input { index } => cx
                 .input_quant
@@ -165,7 +190,10 @@ pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>,
                 lo: a.clone(),
                 hi: a.clone(),
             }),
-            Op::IntLinear(l) => get(0).and_then(|x| linear_bounds(l, x)),
+            Op::IntLinear(l) => match get(0) {
+                Some(x) => Some(linear_bounds(l, x).map_err(fail)?),
+                None => None,
+            },
             Op::Round { bits } => get(0).map(|x| {
                 let k = |i: usize| bits[if bits.len() == 1 { 0 } else { i }];
                 let mut lo = x.lo.clone();
@@ -182,7 +210,13 @@ pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>,
                 let mut hi = ArrayD::zeros(IxDyn(shape));
                 for (i, (l, h)) in lo.iter_mut().zip(hi.iter_mut()).enumerate() {
                     let iv = x.at(i);
-                    let out = if iv.hi - iv.lo <= 1 << 16 {
+                    let span = (i128::from(iv.hi) - i128::from(iv.lo)) as u128;
+                    // exact extremes while the budget lasts; the output range is always sound
+                    let exact = span <= 1 << 16 && table_budget > span as u64;
+                    if exact {
+                        table_budget -= span as u64 + 1;
+                    }
+                    let out = if exact {
                         // exact: this element's table extremes
                         (iv.lo..=iv.hi)
                             .map(|v| t.eval(i, v))
@@ -198,29 +232,51 @@ pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>,
                 Bounds { lo, hi }
             }),
             Op::Binary(op @ (Binary::Add | Binary::Sub)) => match (get(0), get(1)) {
+                (Some(a), Some(b)) if a.lo.shape() != b.lo.shape() => {
+                    return Err(fail(OpError::shape(format!(
+                        "encrypted {} of shapes {:?} and {:?}: both operands must have one shape",
+                        op.name(),
+                        a.lo.shape(),
+                        b.lo.shape()
+                    ))))
+                }
                 (Some(a), Some(b)) => {
                     let (blo, bhi) = if *op == Binary::Add {
                         (&b.lo, &b.hi)
                     } else {
                         (&b.hi, &b.lo)
                     };
-                    let sign = if *op == Binary::Add { 1 } else { -1 };
-                    let lo = Zip::from(&a.lo).and(blo).map_collect(|x, y| x + sign * y);
-                    let hi = Zip::from(&a.hi).and(bhi).map_collect(|x, y| x + sign * y);
+                    let neg = |v: &ArrayD<i64>| -> Result<ArrayD<i64>, OpError> {
+                        let r = v.mapv(i64::checked_neg);
+                        if r.iter().any(Option::is_none) {
+                            return Err(OpError::overflow("a negated bound"));
+                        }
+                        Ok(r.mapv(Option::unwrap_or_default))
+                    };
+                    let (blo, bhi) = if *op == Binary::Add {
+                        (blo.clone(), bhi.clone())
+                    } else {
+                        (neg(blo).map_err(fail)?, neg(bhi).map_err(fail)?)
+                    };
+                    let lo = add_checked(&a.lo, &blo).map_err(fail)?;
+                    let hi = add_checked(&a.hi, &bhi).map_err(fail)?;
                     Some(Bounds { lo, hi })
                 }
                 _ => None,
             },
             op if op.is_data_movement() => {
                 let srcs: Option<Vec<&Bounds>> = (0..ins.len()).map(get).collect();
-                srcs.and_then(|srcs| {
-                    let los: Vec<ArrayD<i64>> = srcs.iter().map(|b| b.lo.clone()).collect();
-                    let his: Vec<ArrayD<i64>> = srcs.iter().map(|b| b.hi.clone()).collect();
-                    Some(Bounds {
-                        lo: run_i64(&node.op, &los)?,
-                        hi: run_i64(&node.op, &his)?,
-                    })
-                })
+                match srcs {
+                    Some(srcs) => {
+                        let los: Vec<ArrayD<i64>> = srcs.iter().map(|b| b.lo.clone()).collect();
+                        let his: Vec<ArrayD<i64>> = srcs.iter().map(|b| b.hi.clone()).collect();
+                        Some(Bounds {
+                            lo: run_i64(&node.op, &los).map_err(fail)?,
+                            hi: run_i64(&node.op, &his).map_err(fail)?,
+                        })
+                    }
+                    None => None,
+                }
             }
             _ => None,
         };

@@ -224,6 +224,9 @@ fn conv_terms(
     out
 }
 
+/// Widest table index the backend reads (tfhe's largest polynomial holds 2^16 boxes).
+pub const MAX_TLU_BITS: u32 = 16;
+
 /// Lowers a compiled model's integer program.
 ///
 /// # Errors
@@ -246,6 +249,39 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
             }
         }
     }
+    // table inputs and their sources stay well inside 64 bits, so offsets, guards and
+    // table indices below cannot overflow
+    const SAFE: i64 = 1 << 60;
+    for &n in &order {
+        if let Op::Tlu(_) | Op::Round { .. } = g.g[n].op {
+            let x = g.inputs_of(n)[0];
+            if let Some(u) = bounds.get(&x).map(Bounds::union) {
+                if u.lo < -SAFE || u.hi > SAFE {
+                    return Err(Error::Usage(format!(
+                        "`{}`: its input range [{}, {}] is too wide for encrypted integers; use fewer bits",
+                        g.g[n].name, u.lo, u.hi
+                    )));
+                }
+            }
+        }
+    }
+    if p > MAX_TLU_BITS {
+        let at = order
+            .iter()
+            .find(|&&n| {
+                matches!(g.g[n].op, Op::Tlu(_))
+                    && bounds
+                        .get(&g.inputs_of(n)[0])
+                        .is_some_and(|b| b.max_bits() > MAX_TLU_BITS)
+            })
+            .map_or_else(String::new, |&n| g.g[n].name.clone());
+        return Err(Error::Usage(format!(
+            "`{at}`: a table lookup reads {p}-bit values; fhec's parameters read at most {MAX_TLU_BITS}-bit tables (round more with --rounding-bits, or use fewer bits)"
+        )));
+    }
+    // table entries to evaluate (elements × 2^p), bounded like a node's work
+    let mut table_work: u128 = 0;
+    let work_limit = u128::from(g.limits.max_node_macs);
     let mut lw = Lowering {
         rounding,
         g,
@@ -289,7 +325,7 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                 let _ = l;
                 let x = lw.vals[&ins[0]].clone();
                 let (k, nn) = (w.shape()[0], w.shape()[1]);
-                let rows = x.len() / k;
+                let rows = x.len().checked_div(k).unwrap_or(0);
                 let mut out = Vec::with_capacity(rows * nn);
                 for r in 0..rows {
                     for j in 0..nn {
@@ -333,6 +369,12 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                 let xb = lw.bounds_of(x)?.clone();
                 let srcv = lw.vals[&src].clone();
                 let len = node.ty.len();
+                table_work += (len as u128) << p;
+                if table_work > work_limit {
+                    return Err(Error::Usage(format!(
+                        "`{name}`: the program's tables need more than {work_limit} entries to evaluate; use fewer bits or stronger rounding"
+                    )));
+                }
                 let mut spec = Vec::with_capacity(len);
                 for i in 0..len {
                     let k = ks[if ks.len() == 1 { 0 } else { i }];
@@ -344,11 +386,21 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                         && k > 0
                         && iv.hi - iv.lo + 3 <= 1i64 << p;
                     let lo_r = iv.lo - i64::from(guard);
+                    // the offset moves the source's lowest value to index 0; in 128 bits, then
+                    // refused when it does not fit the 64-bit registers
                     let offset = if k == 0 {
-                        -lo_r
+                        -i128::from(lo_r)
                     } else {
-                        (1i64 << (k - 1)) - (lo_r << k)
+                        (1i128 << (k - 1)) - (i128::from(lo_r) << k)
                     };
+                    let offset = i64::try_from(offset)
+                        .ok()
+                        .filter(|o| o.checked_neg().is_some())
+                        .ok_or_else(|| {
+                            Error::Usage(format!(
+                                "`{name}`: the table input's offset {offset} does not fit 64 bits"
+                            ))
+                        })?;
                     let table: Vec<i64> = (0..1i64 << p).map(|idx| t.eval(i, lo_r + idx)).collect();
                     let next = lw.tables.len() as u32;
                     let id = *lw.table_ids.entry(table.clone()).or_insert(next);
@@ -410,8 +462,16 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
             for (src, offset, drop, table) in spec {
                 match src {
                     Operand::Const(v) => {
-                        let idx = (v + offset) >> drop;
-                        outs.push(Operand::Const(lw.tables[table as usize][idx as usize]));
+                        let idx = (i128::from(v) + i128::from(offset)) >> drop;
+                        let entry = usize::try_from(idx)
+                            .ok()
+                            .and_then(|i| lw.tables[table as usize].get(i).copied())
+                            .ok_or_else(|| {
+                                Error::Usage(format!(
+                                    "`{name}`: the constant {v} lies outside its table's domain"
+                                ))
+                            })?;
+                        outs.push(Operand::Const(entry));
                     }
                     Operand::Reg(r) => {
                         let nz = lw.noise[r as usize];
@@ -627,6 +687,33 @@ impl Default for FheOptions {
 }
 
 impl FheOptions {
+    /// Checks that the settings are meaningful (they come from the command line or from a
+    /// compiled model's file).
+    ///
+    /// # Errors
+    /// A one-line reason naming the setting's flag.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        let prob = |v: f64| v > 0.0 && v < 1.0;
+        if !prob(self.p_error) {
+            return Err(format!(
+                "--p-error must be a probability in (0, 1), got {}",
+                self.p_error
+            ));
+        }
+        if let Some(g) = self.global_p_error.filter(|&g| !prob(g)) {
+            return Err(format!(
+                "--global-p-error must be a probability in (0, 1), got {g}"
+            ));
+        }
+        if !(self.max_off_by_one > 0.0 && self.max_off_by_one <= 1.0) {
+            return Err(format!(
+                "--max-off-by-one must be a rate in (0, 1], got {}",
+                self.max_off_by_one
+            ));
+        }
+        Ok(())
+    }
+
     /// The per-bootstrap target for a program.
     pub fn target(&self, p: &Program) -> f64 {
         match self.global_p_error {

@@ -17,7 +17,7 @@ mod reduce;
 mod shape;
 mod tensor;
 
-use fhec_ir::{Graph, IrError, NodeIndex, Op, Tensor, TensorType};
+use fhec_ir::{Graph, IrError, Limits, NodeIndex, Op, Tensor, TensorType};
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
@@ -165,6 +165,8 @@ pub(crate) struct Cx {
     pub opset: i64,
     values: HashMap<String, Val>,
     materialized: HashMap<String, NodeIndex>,
+    /// Elements of every tensor made so far (constants folded or read, node outputs).
+    elements: u128,
 }
 
 impl Cx {
@@ -239,8 +241,45 @@ impl Cx {
         self.values.insert(name.to_string(), v);
     }
 
+    fn limits(&self) -> &Limits {
+        &self.graph.limits
+    }
+
+    /// Refuses a tensor of `shape` over the per-tensor limit, before it is allocated.
+    pub fn check_elements(&self, n: &pb::NodeProto, shape: &[usize]) -> Result<(), ImportError> {
+        let max = self.limits().max_tensor_elements;
+        match fhec_ir::checked_len(shape) {
+            Some(l) if l <= max => Ok(()),
+            _ => Err(Self::err(
+                n,
+                format!(
+                    "its output {} would exceed the limit of {max} elements per tensor (raise it with --max-elements if the model really is this large)",
+                    fhec_ir::ShapeFmt(shape)
+                ),
+            )),
+        }
+    }
+
+    /// Counts a new tensor of `shape` against the per-model limit.
+    pub fn charge(&mut self, n: &pb::NodeProto, shape: &[usize]) -> Result<(), ImportError> {
+        self.check_elements(n, shape)?;
+        let len = fhec_ir::checked_len(shape).unwrap_or(usize::MAX) as u128;
+        self.elements = self.elements.saturating_add(len);
+        let max = self.limits().max_total_elements;
+        if self.elements > max as u128 {
+            return Err(Self::err(
+                n,
+                format!(
+                    "the model's tensors would exceed the limit of {max} elements in all (raise it with --max-elements if the model really is this large)"
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Emits `op` over the given inputs (`None` = omitted optional input, which must be
-    /// trailing) and binds the node's first output. Constant inputs only → folded.
+    /// trailing) and binds the node's first output. Constant inputs only → folded, after
+    /// the output's size has been checked against the limits.
     pub fn emit(&mut self, n: &pb::NodeProto, op: Op, inputs: &[usize]) -> Result<(), ImportError> {
         let mut vals = Vec::with_capacity(inputs.len());
         for &i in inputs {
@@ -251,6 +290,11 @@ impl Cx {
             .first()
             .ok_or_else(|| Self::err(n, "node has no output"))?
             .clone();
+        let tys: Vec<TensorType> = vals.iter().map(|(_, v)| self.ty(v)).collect();
+        let ty_refs: Vec<&TensorType> = tys.iter().collect();
+        let out_ty = fhec_ir::kernels::infer_with(&op, &ty_refs, self.limits())
+            .map_err(|e| Self::err(n, e.to_string()))?;
+        self.charge(n, &out_ty.shape)?;
         if vals.iter().all(|(_, v)| matches!(v, Val::Const(_))) {
             let ts: Vec<&Tensor> = vals
                 .iter()
@@ -291,12 +335,37 @@ impl Cx {
 /// Unreadable or malformed file, unsupported ops or opset, inconsistent shapes; each error
 /// names the file, node or tensor at fault.
 pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
+    import_file_with(path, &ImportOptions::default())
+}
+
+/// Reads and imports an ONNX file with options (limits, frozen inputs).
+///
+/// # Errors
+/// As [`import_file`].
+pub fn import_file_with(path: &Path, opts: &ImportOptions) -> Result<Graph, ImportError> {
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
         path: p.clone(),
         source,
     })?;
-    import_bytes(&bytes, &p)
+    import_bytes_with(&bytes, &p, opts)
+}
+
+/// Imports an ONNX model from memory with options; `source` names it in errors.
+///
+/// # Errors
+/// As [`import_file`].
+pub fn import_bytes_with(
+    bytes: &[u8],
+    source: &str,
+    opts: &ImportOptions,
+) -> Result<Graph, ImportError> {
+    use prost::Message;
+    let model = pb::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
+        path: source.to_string(),
+        source: e,
+    })?;
+    import_model_with(&model, source, opts)
 }
 
 /// Imports an ONNX model from memory; `source` names it in errors.
@@ -304,12 +373,7 @@ pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
 /// # Errors
 /// As [`import_file`].
 pub fn import_bytes(bytes: &[u8], source: &str) -> Result<Graph, ImportError> {
-    use prost::Message;
-    let model = pb::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
-        path: source.to_string(),
-        source: e,
-    })?;
-    import_model(&model, source)
+    import_bytes_with(bytes, source, &ImportOptions::default())
 }
 
 /// How to import a model.
@@ -318,6 +382,8 @@ pub struct ImportOptions {
     /// Graph inputs bound to known values at compile time (e.g. a shape or axes input that
     /// an exporter left as a graph input). They stop being inputs of the compiled graph.
     pub frozen_inputs: HashMap<String, Tensor>,
+    /// Size limits (`--max-elements`); the graph keeps enforcing them in later passes.
+    pub limits: Limits,
 }
 
 /// Imports a decoded model.
@@ -378,13 +444,15 @@ pub fn import_model_with(
     }
 
     let mut cx = Cx {
-        graph: Graph::new(),
+        graph: Graph::with_limits(opts.limits),
         opset,
         values: HashMap::new(),
         materialized: HashMap::new(),
+        elements: 0,
     };
     for init in &graph.initializer {
         let t = tensor_from_proto(init)?;
+        cx.elements = cx.elements.saturating_add(t.len() as u128);
         cx.bind(&init.name, Val::Const(t));
     }
     for vi in &graph.input {
@@ -392,6 +460,18 @@ pub fn import_model_with(
             continue; // an initializer listed as input (IR version < 4)
         }
         let (ty, batch_dynamic) = input_type(vi)?;
+        if ty.rank() > fhec_ir::limits::MAX_RANK
+            || fhec_ir::checked_len(&ty.shape).is_none_or(|l| l > opts.limits.max_tensor_elements)
+        {
+            return Err(ImportError::Input {
+                name: vi.name.clone(),
+                reason: format!(
+                    "declared type {ty} exceeds the limit of {} elements per tensor and rank {} (raise it with --max-elements if the model really is this large)",
+                    opts.limits.max_tensor_elements,
+                    fhec_ir::limits::MAX_RANK
+                ),
+            });
+        }
         if let Some(t) = opts.frozen_inputs.get(&vi.name) {
             if t.dtype() != ty.dtype
                 || (!batch_dynamic && t.shape() != ty.shape.as_slice())

@@ -30,6 +30,7 @@ pub(super) fn reshape_like(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportE
                 .const_input(n, 1)?
                 .ok_or_else(|| Cx::err(n, "missing the shape input"))?
                 .i64_values();
+            check_rank(n, target.len())?;
             let allow_zero = a.int("allowzero", 0)? != 0;
             let mut out = Vec::with_capacity(target.len());
             let mut infer_at = None;
@@ -50,7 +51,7 @@ pub(super) fn reshape_like(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportE
                 }
             }
             if let Some(i) = infer_at {
-                let known: usize = out.iter().product();
+                let known = fhec_ir::checked_len(&out).unwrap_or(0);
                 if known == 0 || x.len() % known != 0 {
                     return Err(Cx::err(n, format!("cannot reshape {x} into {target:?}")));
                 }
@@ -90,11 +91,15 @@ pub(super) fn reshape_like(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportE
             };
             let raw = raw.ok_or_else(|| Cx::err(n, "missing axes"))?;
             let out_rank = rank + raw.len();
+            check_rank(n, out_rank)?;
             let mut axes = raw
                 .iter()
                 .map(|&d| axis(n, d, out_rank))
                 .collect::<Result<Vec<_>, _>>()?;
             axes.sort_unstable();
+            if axes.windows(2).any(|w| w[0] == w[1]) {
+                return Err(Cx::err(n, format!("axes {raw:?} repeat an axis")));
+            }
             let mut it = x.shape.iter();
             (0..out_rank)
                 .map(|i| {
@@ -199,15 +204,17 @@ pub(super) fn slice(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
             s = s.clamp(0, dim);
             e = e.clamp(0, dim);
             if e > s {
-                (e - s + step - 1) / step
+                ((i128::from(e - s) - 1) / i128::from(step) + 1) as i64
             } else {
                 0
             }
+        } else if dim == 0 {
+            0
         } else {
             s = s.clamp(0, dim - 1);
             e = e.clamp(-1, dim - 1);
             if s > e {
-                (s - e + (-step) - 1) / (-step)
+                ((i128::from(s - e) - 1) / -i128::from(step) + 1) as i64
             } else {
                 0
             }
@@ -293,10 +300,7 @@ pub(super) fn expand(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> 
         .const_input(n, 1)?
         .ok_or_else(|| Cx::err(n, "missing shape"))?
         .i64_values();
-    if target.iter().any(|&d| d < 0) {
-        return Err(Cx::err(n, format!("invalid shape {target:?}")));
-    }
-    let target: Vec<usize> = target.iter().map(|&d| d as usize).collect();
+    let target = shape_arg(cx, n, &target)?;
     let shape = fhec_ir::kernels::broadcast_shapes(&x.shape, &target)
         .map_err(|e| Cx::err(n, e.to_string()))?;
     cx.emit(n, Op::Expand { shape }, &[0])
@@ -392,10 +396,8 @@ pub(super) fn constant_of_shape(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Im
         .const_input(n, 0)?
         .ok_or_else(|| Cx::err(n, "missing shape"))?
         .i64_values();
-    if shape.iter().any(|&d| d < 0) {
-        return Err(Cx::err(n, format!("invalid shape {shape:?}")));
-    }
-    let shape: Vec<usize> = shape.iter().map(|&d| d as usize).collect();
+    let shape = shape_arg(cx, n, &shape)?;
+    cx.charge(n, &shape)?;
     let fill = match Attrs::of(n).tensor("value")? {
         Some(t) => tensor_from_proto(t)?,
         None => Tensor::scalar_f32(0.0),
@@ -411,6 +413,33 @@ pub(super) fn constant_of_shape(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Im
         )),
     };
     bind_out(cx, n, Val::Const(t))
+}
+
+/// Refuses a rank above [`fhec_ir::limits::MAX_RANK`] before anything of that rank is built.
+fn check_rank(n: &pb::NodeProto, rank: usize) -> Result<(), ImportError> {
+    if rank > fhec_ir::limits::MAX_RANK {
+        return Err(Cx::err(
+            n,
+            format!(
+                "a tensor of rank {rank}; fhec supports rank up to {}",
+                fhec_ir::limits::MAX_RANK
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// A shape given as data (Expand, ConstantOfShape): non-negative dimensions, a rank and an
+/// element count within the limits.
+fn shape_arg(cx: &Cx, n: &pb::NodeProto, dims: &[i64]) -> Result<Vec<usize>, ImportError> {
+    check_rank(n, dims.len())?;
+    let shape = dims
+        .iter()
+        .map(|&d| usize::try_from(d))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|_| Cx::err(n, format!("invalid shape {dims:?}: negative dimension")))?;
+    cx.check_elements(n, &shape)?;
+    Ok(shape)
 }
 
 pub(super) fn identity(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {

@@ -28,7 +28,12 @@ pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<Tensor, ImportError> {
     for &d in &t.dims {
         shape.push(usize::try_from(d).map_err(|_| bad(format!("negative dimension {d}")))?);
     }
-    let count: usize = shape.iter().product();
+    let count = fhec_ir::checked_len(&shape).ok_or_else(|| {
+        bad(format!(
+            "its shape {:?} has more elements than this machine can address",
+            shape
+        ))
+    })?;
     let raw = &t.raw_data;
     let dt = D::try_from(t.data_type)
         .map_err(|_| bad(format!("unknown element type {}", t.data_type)))?;

@@ -10,8 +10,9 @@ use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
+use tfhe::conformance::ParameterSetConformant;
 use tfhe::named::Named;
-use tfhe::safe_serialization::{safe_deserialize, safe_serialize};
+use tfhe::safe_serialization::{safe_deserialize_conformant, safe_serialize};
 use tfhe_versionable::{Unversionize, Versionize};
 
 /// Largest key file read (bytes).
@@ -28,23 +29,23 @@ pub fn save<T: Serialize + Versionize + Named>(obj: &T, path: &Path) -> Result<u
         path: path.display().to_string(),
         reason,
     };
-    let mut bytes = Vec::new();
-    safe_serialize(obj, &mut bytes, u64::MAX).map_err(|e| w(e.to_string()))?;
-    let crc = crc32fast::hash(&bytes);
-    bytes.extend_from_slice(&crc.to_le_bytes());
+    let bytes = encode(obj).map_err(w)?;
     std::fs::write(path, &bytes).map_err(|e| w(e.to_string()))?;
     Ok(bytes.len() as u64)
 }
 
-/// Reads a `what` (e.g. "client key") from `path`.
+/// Reads a `what` (e.g. "client key") from `path` and checks it against `shape` (tfhe's
+/// conformance checks: dimensions, decomposition parameters, list lengths), so that nothing
+/// of the wrong size reaches the cryptographic code.
 ///
 /// # Errors
-/// [`Error::Artifact`] naming the file: missing, truncated or corrupt, of another kind, or
-/// over `limit` bytes.
-pub fn load<T: DeserializeOwned + Unversionize + Named>(
+/// [`Error::Artifact`] naming the file: missing, truncated or corrupt, of another kind, over
+/// `limit` bytes, or not conformant with `shape` (made for other parameters or another model).
+pub fn load<T: DeserializeOwned + Unversionize + Named + ParameterSetConformant>(
     path: &Path,
     what: &str,
     limit: u64,
+    shape: &T::ParameterSet,
 ) -> Result<T> {
     let bad = |reason: String| Error::Artifact {
         path: path.display().to_string(),
@@ -59,14 +60,75 @@ pub fn load<T: DeserializeOwned + Unversionize + Named>(
         )));
     }
     let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    load_bytes(&bytes, what, limit, shape).map_err(bad)
+}
+
+/// [`load`] on bytes in memory; the error is the reason only.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_bytes<T: DeserializeOwned + Unversionize + Named + ParameterSetConformant>(
+    bytes: &[u8],
+    what: &str,
+    limit: u64,
+    shape: &T::ParameterSet,
+) -> std::result::Result<T, String> {
     let Some(split) = bytes.len().checked_sub(4) else {
-        return Err(bad(format!("too short to be a {what}")));
+        return Err(format!("too short to be a {what}"));
     };
     let (body, crc) = bytes.split_at(split);
     if crc32fast::hash(body).to_le_bytes() != crc {
-        return Err(bad(format!(
+        return Err(format!(
             "not an fhec {what}, or truncated or corrupt (checksum mismatch); make it again"
-        )));
+        ));
     }
-    safe_deserialize(body, limit).map_err(|e| bad(format!("not an fhec {what}: {e}")))
+    safe_deserialize_conformant(body, limit, shape).map_err(|e| {
+        if e.contains("conformant") {
+            format!("a {what} whose dimensions do not match this model's parameters (made for another model or compile settings, or corrupt); make keys and ciphertexts for this model again")
+        } else {
+            format!("not an fhec {what}: {e}")
+        }
+    })
+}
+
+/// Writes a secret file readable by its owner only (mode 0600 on Unix).
+///
+/// # Errors
+/// [`Error::Write`] naming the file.
+pub fn save_secret<T: Serialize + Versionize + Named>(obj: &T, path: &Path) -> Result<u64> {
+    let w = |reason: String| Error::Write {
+        path: path.display().to_string(),
+        reason,
+    };
+    let bytes = encode(obj).map_err(w)?;
+    write_private(path, &bytes).map_err(|e| w(e.to_string()))?;
+    Ok(bytes.len() as u64)
+}
+
+fn encode<T: Serialize + Versionize + Named>(obj: &T) -> std::result::Result<Vec<u8>, String> {
+    let mut bytes = Vec::new();
+    safe_serialize(obj, &mut bytes, u64::MAX).map_err(|e| e.to_string())?;
+    let crc = crc32fast::hash(&bytes);
+    bytes.extend_from_slice(&crc.to_le_bytes());
+    Ok(bytes)
+}
+
+#[cfg(unix)]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    // an existing file keeps its mode on open: tighten it before writing the secret
+    f.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    f.write_all(bytes)
+}
+
+#[cfg(not(unix))]
+fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    std::fs::write(path, bytes)
 }

@@ -538,3 +538,136 @@ impl ServerKey {
         Ok(regs)
     }
 }
+
+/// What a key file must hold for a model: its parameters and message width
+/// (tfhe's `ParameterSetConformant` checks, run before any key is used).
+#[derive(Clone, Debug, PartialEq)]
+pub struct KeyShape {
+    pub params: FheParams,
+    pub msg_bits: u32,
+}
+
+/// What a ciphertext file must hold for a model: its parameters and, per list, the number
+/// of ciphertexts (one list per program input or output).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CiphertextShape {
+    pub params: FheParams,
+    pub counts: Vec<usize>,
+}
+
+impl KeyShape {
+    /// The key shape of a planned program.
+    pub fn of(program: &Program, params: &FheParams) -> Self {
+        Self {
+            params: params.clone(),
+            msg_bits: program.msg_bits,
+        }
+    }
+}
+
+impl CiphertextShape {
+    /// Encrypted inputs of a planned program.
+    pub fn inputs(program: &Program, params: &FheParams) -> Self {
+        Self {
+            params: params.clone(),
+            counts: program.inputs.iter().map(Vec::len).collect(),
+        }
+    }
+
+    /// Encrypted outputs of a planned program.
+    pub fn outputs(program: &Program, params: &FheParams) -> Self {
+        Self {
+            params: params.clone(),
+            counts: program
+                .outputs
+                .iter()
+                .map(|o| {
+                    o.elems
+                        .iter()
+                        .filter(|e| matches!(e, Operand::Reg(_)))
+                        .count()
+                })
+                .collect(),
+        }
+    }
+
+    fn big_lwe_dimension(&self) -> LweDimension {
+        LweDimension(self.params.glwe_dimension * self.params.polynomial_size)
+    }
+}
+
+impl tfhe::conformance::ParameterSetConformant for ClientKey {
+    type ParameterSet = KeyShape;
+
+    fn is_conformant(&self, s: &KeyShape) -> bool {
+        self.info.params == s.params
+            && self.info.msg_bits == s.msg_bits
+            && self.glwe.glwe_dimension().0 == s.params.glwe_dimension
+            && self.glwe.polynomial_size().0 == s.params.polynomial_size
+            && self.glwe.as_ref().len() == s.params.glwe_dimension * s.params.polynomial_size
+            && self.glwe.as_ref().iter().all(|&b| b <= 1)
+    }
+}
+
+impl tfhe::conformance::ParameterSetConformant for CompressedServerKey {
+    type ParameterSet = KeyShape;
+
+    fn is_conformant(&self, s: &KeyShape) -> bool {
+        use tfhe::core_crypto::fft_impl::fft64::crypto::bootstrap::LweBootstrapKeyConformanceParams;
+        let p = &s.params;
+        let ksk = LweKeyswitchKeyConformanceParams {
+            decomp_base_log: DecompositionBaseLog(p.ks_base_log),
+            decomp_level_count: DecompositionLevelCount(p.ks_level),
+            output_lwe_size: LweDimension(p.lwe_dimension).to_lwe_size(),
+            input_lwe_dimension: LweDimension(p.glwe_dimension * p.polynomial_size),
+            ciphertext_modulus: modulus(),
+        };
+        let bsk = LweBootstrapKeyConformanceParams {
+            decomp_base_log: DecompositionBaseLog(p.pbs_base_log),
+            decomp_level_count: DecompositionLevelCount(p.pbs_level),
+            input_lwe_dimension: LweDimension(p.lwe_dimension),
+            output_glwe_size: GlweDimension(p.glwe_dimension).to_glwe_size(),
+            polynomial_size: PolynomialSize(p.polynomial_size),
+            ciphertext_modulus: modulus(),
+        };
+        self.info.params == *p
+            && self.info.msg_bits == s.msg_bits
+            && self.ksk.is_conformant(&ksk)
+            && self.bsk.is_conformant(&bsk)
+    }
+}
+
+impl tfhe::conformance::ParameterSetConformant for EncryptedInputs {
+    type ParameterSet = CiphertextShape;
+
+    fn is_conformant(&self, s: &CiphertextShape) -> bool {
+        let size = s.big_lwe_dimension().to_lwe_size();
+        self.samples.iter().all(|sample| {
+            sample.len() == s.counts.len()
+                && sample.iter().zip(&s.counts).all(|(list, &n)| {
+                    list.lwe_size() == size
+                        && list.lwe_ciphertext_count().0 == n
+                        && list.as_ref().len() == n
+                        && list.ciphertext_modulus() == modulus()
+                })
+        })
+    }
+}
+
+impl tfhe::conformance::ParameterSetConformant for EncryptedOutputs {
+    type ParameterSet = CiphertextShape;
+
+    fn is_conformant(&self, s: &CiphertextShape) -> bool {
+        self.samples.iter().all(|sample| {
+            sample.len() == s.counts.len()
+                && sample.iter().zip(&s.counts).all(|(list, &n)| {
+                    list.is_conformant(&LweCiphertextListConformanceParams {
+                        lwe_dim: s.big_lwe_dimension(),
+                        lwe_ciphertext_count_constraint:
+                            tfhe::conformance::ListSizeConstraint::exact_size(n),
+                        ct_modulus: modulus(),
+                    })
+                })
+        })
+    }
+}

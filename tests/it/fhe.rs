@@ -317,21 +317,38 @@ fn client_server_split_through_files() {
     // client
     let (ck, sk) = m.keygen().expect("keys");
     let (ckp, skp) = (dir.join("client.key"), dir.join("server.key"));
-    files::save(&ck, &ckp).expect("save client key");
+    files::save_secret(&ck, &ckp).expect("save client key");
     files::save(&sk, &skp).expect("save server key");
-    let ck: ClientKey = files::load(&ckp, "client key", KEY_LIMIT).expect("load client key");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&ckp).expect("stat").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600, "client.key must be private");
+    }
+    let kshape = m.key_shape().expect("plan");
+    let ck: ClientKey =
+        files::load(&ckp, "client key", KEY_LIMIT, &kshape).expect("load client key");
     let cts = m.encrypt(&ck, std::slice::from_ref(&x)).expect("encrypts");
     let ctp = dir.join("x.ct");
     files::save(&cts, &ctp).expect("save inputs");
     // server: the server key and the ciphertexts only
-    let sk: CompressedServerKey = files::load(&skp, "server key", KEY_LIMIT).expect("load");
+    let sk: CompressedServerKey =
+        files::load(&skp, "server key", KEY_LIMIT, &kshape).expect("load");
     let sk = sk.expand();
-    let cts: EncryptedInputs = files::load(&ctp, "encrypted input", CT_LIMIT).expect("load");
+    let ishape = m.input_shape().expect("plan");
+    let cts: EncryptedInputs =
+        files::load(&ctp, "encrypted input", CT_LIMIT, &ishape).expect("load");
     let outs = m.evaluate(&sk, &cts).expect("evaluates");
     let yp = dir.join("y.ct");
     files::save(&outs, &yp).expect("save outputs");
     // client
-    let outs: EncryptedOutputs = files::load(&yp, "encrypted result", CT_LIMIT).expect("load");
+    let outs: EncryptedOutputs = files::load(
+        &yp,
+        "encrypted result",
+        CT_LIMIT,
+        &m.output_shape().expect("plan"),
+    )
+    .expect("load");
     let y = m.decrypt(&ck, &outs).expect("decrypts");
     assert_eq!(y, m.run_clear(std::slice::from_ref(&x)).expect("clear"));
 
@@ -357,7 +374,38 @@ fn client_server_split_through_files() {
     let e = m4.check_key(&ck.info).expect_err("refused").to_string();
     assert!(e.contains("another model"), "{e}");
     // wrong kind of file, truncated, damaged
-    let e = files::load::<ClientKey>(&skp, "client key", KEY_LIMIT)
+    // keys and ciphertexts of mismatched dimensions are refused before any use
+    let mut other_dims = kshape.clone();
+    other_dims.params.lwe_dimension += 8;
+    for (what, r) in [
+        (
+            "server key",
+            files::load::<CompressedServerKey>(&skp, "server key", KEY_LIMIT, &other_dims).err(),
+        ),
+        (
+            "client key",
+            files::load::<ClientKey>(&ckp, "client key", KEY_LIMIT, &{
+                let mut k = kshape.clone();
+                k.params.polynomial_size *= 2;
+                k
+            })
+            .err(),
+        ),
+    ] {
+        let e = r.expect("refused").to_string();
+        assert!(e.contains("dimensions do not match"), "{what}: {e}");
+    }
+    let mut more = ishape.clone();
+    more.counts[0] += 1;
+    let e = files::load::<EncryptedInputs>(&ctp, "encrypted input", CT_LIMIT, &more)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("x.ct") && e.contains("dimensions do not match"),
+        "{e}"
+    );
+    let e = files::load::<ClientKey>(&skp, "client key", KEY_LIMIT, &kshape)
         .err()
         .expect("refused")
         .to_string();
@@ -368,7 +416,7 @@ fn client_server_split_through_files() {
     let bytes = std::fs::read(&ctp).expect("read");
     let cut = dir.join("cut.ct");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
-    let e = files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT)
+    let e = files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT, &ishape)
         .err()
         .expect("refused")
         .to_string();
@@ -377,12 +425,12 @@ fn client_server_split_through_files() {
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x10;
     std::fs::write(&cut, &flipped).expect("write");
-    let e = files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT)
+    let e = files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT, &ishape)
         .err()
         .expect("refused")
         .to_string();
     assert!(e.contains("checksum"), "{e}");
     std::fs::write(&cut, b"").expect("write");
-    assert!(files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT).is_err());
+    assert!(files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT, &ishape).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }

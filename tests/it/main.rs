@@ -3,6 +3,7 @@
 mod cli;
 mod common;
 mod fhe;
+mod hostile;
 mod models;
 mod node_tests;
 mod quantized;
