@@ -15,7 +15,7 @@ targets=("$@")
 if ! cargo fuzz --version >/dev/null 2>&1; then
   cargo install cargo-fuzz --locked --version 0.13.2
 fi
-cargo fuzz build -s none
+cargo fuzz build -O -s none
 work="${FHEC_FUZZ_CORPUS:-$(mktemp -d)}"
 for t in "${targets[@]}"; do
   mkdir -p "$work/$t" "regressions/$t"
@@ -24,7 +24,7 @@ for t in "${targets[@]}"; do
   echo "fuzz: $t for ${secs} s"
   log="$work/$t.log"
   status=0
-  cargo fuzz run -s none "$t" "$work/$t" "seeds/$t" "regressions/$t" "${extra[@]}" -- \
+  cargo fuzz run -O -s none "$t" "$work/$t" "seeds/$t" "regressions/$t" "${extra[@]}" -- \
     -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1 >"$log" 2>&1 ||
     status=$?
   grep -E "^(INFO: seed corpus|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb)" "$log" || true

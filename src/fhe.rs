@@ -2,7 +2,7 @@
 //! encrypt, evaluate, decrypt, and run the client-side tail on the decrypted integers.
 
 use crate::backend::params::Choice;
-use crate::backend::{choose_params, lower, FheOptions, Program};
+use crate::backend::{choose_params, lower, FheOptions, Program, SimNoise};
 use crate::compile::CompiledModel;
 use crate::error::{Error, Result};
 use crate::model::{join_batch, split_batch};
@@ -31,6 +31,17 @@ pub struct FheSession {
     pub server: ServerKey,
     /// Key generation, including the server key's expansion.
     pub keygen_time: Duration,
+}
+
+/// What a simulated run injected.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct SimStats {
+    /// Failure probability per bootstrap used.
+    pub p_fail: f64,
+    /// Bootstraps simulated.
+    pub bootstraps: u64,
+    /// Table lookups moved one box by an injected bootstrap failure.
+    pub failures: u64,
 }
 
 /// Timings of one encrypted sample.
@@ -247,29 +258,63 @@ impl CompiledModel {
     }
 
     /// The encrypted program run in the clear on a batch, with approximate rounding's noise
-    /// simulated (exact rounding: equals [`CompiledModel::run_clear`]). Predicts the accuracy
-    /// of encrypted runs without their cost.
+    /// and bootstrap failures at the parameters' per-bootstrap error probability simulated
+    /// (exact rounding at a negligible error probability: equals
+    /// [`CompiledModel::run_clear`]). Predicts the accuracy of encrypted runs without their
+    /// cost.
     ///
     /// # Errors
     /// As [`CompiledModel::plan`]; inputs that do not fit.
     pub fn run_simulated(&self, inputs: &[ArrayD<f32>], seed: u64) -> Result<Vec<ArrayD<f32>>> {
-        use rand::SeedableRng;
+        Ok(self.run_simulated_with(inputs, seed, None)?.0)
+    }
+
+    /// [`CompiledModel::run_simulated`] with the failure probability per bootstrap given
+    /// (`None`: the chosen parameters' worst one), returning what was injected.
+    ///
+    /// # Errors
+    /// As [`CompiledModel::run_simulated`]; a probability outside `[0, 1]`.
+    pub fn run_simulated_with(
+        &self,
+        inputs: &[ArrayD<f32>],
+        seed: u64,
+        p_fail: Option<f64>,
+    ) -> Result<(Vec<ArrayD<f32>>, SimStats)> {
+        use rand::{RngExt, SeedableRng};
         use rand_distr::{Distribution, StandardNormal};
         let plan = self.plan()?;
-        let sigma = plan.choice.approx_sigma;
-        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-        let mut normal = move || -> f64 { StandardNormal.sample(&mut rng) };
-        let dec = plan.choice.decrypt_sigma * 2f64.powi(plan.program.msg_bits as i32 + 1);
-        crate::model::run_batched(&self.float_graph, inputs, |sample| {
+        let p_fail = p_fail.unwrap_or(plan.choice.p_error);
+        if !(0.0..=1.0).contains(&p_fail) {
+            return Err(Error::Usage(format!(
+                "a failure probability must be in [0, 1], got {p_fail}"
+            )));
+        }
+        let rng = std::cell::RefCell::new(rand::rngs::StdRng::seed_from_u64(seed));
+        let mut normal = || -> f64 { StandardNormal.sample(&mut *rng.borrow_mut()) };
+        let mut uniform = || -> f64 { rng.borrow_mut().random::<f64>() };
+        let mut sim = SimNoise {
+            normal: &mut normal,
+            uniform: &mut uniform,
+            approx_sigma: plan.choice.approx_sigma,
+            decrypt_sigma: plan.choice.decrypt_sigma * 2f64.powi(plan.program.msg_bits as i32 + 1),
+            p_fail,
+            bootstraps: 0,
+            failures: 0,
+        };
+        let ys = crate::model::run_batched(&self.float_graph, inputs, |sample| {
             let q: Vec<Vec<i64>> = quantize_sample(sample, &self.input_quant)
                 .iter()
                 .map(Tensor::i64_values)
                 .collect();
-            let ints = plan
-                .program
-                .eval_clear(&q, Some((&mut normal, sigma)), dec)?;
+            let ints = plan.program.eval_clear(&q, Some(&mut sim))?;
             self.client_tail(&plan.program, &ints)
-        })
+        })?;
+        let stats = SimStats {
+            p_fail,
+            bootstraps: sim.bootstraps,
+            failures: sim.failures,
+        };
+        Ok((ys, stats))
     }
 
     /// Plans and makes a key pair in this process.

@@ -205,6 +205,9 @@ enum Cmd {
         /// fhe mode: worker threads (default: all cores, or RAYON_NUM_THREADS).
         #[arg(long)]
         threads: Option<usize>,
+        /// sim mode: seed of the simulated noise and bootstrap failures.
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
         #[command(flatten)]
         fhe: FheArgs,
     },
@@ -342,6 +345,7 @@ fn run(cmd: Cmd) -> Result<()> {
             calib,
             samples,
             threads,
+            seed,
             fhe,
         } => {
             set_threads(threads)?;
@@ -391,7 +395,14 @@ fn run(cmd: Cmd) -> Result<()> {
                 (Some(m), Mode::Float) => m.run_float(&xs)?,
                 (Some(m), Mode::Clear) => m.run_clear(&xs)?,
                 (Some(m), Mode::Fhe) => run_fhe(m, &xs)?,
-                (Some(m), Mode::Sim) => m.run_simulated(&xs, 0)?,
+                (Some(m), Mode::Sim) => {
+                    let (ys, st) = m.run_simulated_with(&xs, seed, None)?;
+                    println!(
+                        "sim: {} bootstrap(s), {} table lookup(s) moved by an injected failure (p_error {:.2e} per bootstrap, seed {seed})",
+                        st.bootstraps, st.failures, st.p_fail
+                    );
+                    ys
+                }
             };
             let dt = t0.elapsed();
             println!(

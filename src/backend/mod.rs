@@ -748,24 +748,62 @@ pub fn choose_params(p: &Program, opts: &FheOptions) -> Result<Choice> {
     .map_err(|e| Error::Usage(e.to_string()))
 }
 
+/// What the clear simulation of an encrypted run draws (`--mode sim`): approximate
+/// rounding's noise, the decryption noise, and bootstrap failures, with counts of what it
+/// injected.
+pub struct SimNoise<'a> {
+    /// Standard normal samples.
+    pub normal: &'a mut dyn FnMut() -> f64,
+    /// Uniform samples in `[0, 1)`.
+    pub uniform: &'a mut dyn FnMut() -> f64,
+    /// Approximate rounding's noise where the table reads, in table boxes (standard deviation).
+    pub approx_sigma: f64,
+    /// Decryption noise in output units (standard deviation).
+    pub decrypt_sigma: f64,
+    /// Probability that one bootstrap fails. A failure is modelled as the table read landing
+    /// in a neighbouring box (one index up or down, equally likely): the noise has crossed
+    /// the margin, and by little, since the tail of a Gaussian falls fast.
+    pub p_fail: f64,
+    /// Bootstraps simulated so far.
+    pub bootstraps: u64,
+    /// Failures injected so far (table lookups moved one box).
+    pub failures: u64,
+}
+
+impl SimNoise<'_> {
+    /// Whether one bootstrap of `count` fails; advances the counters.
+    fn any_fails(&mut self, count: u32) -> bool {
+        self.bootstraps += u64::from(count);
+        let mut failed = false;
+        if self.p_fail > 0.0 {
+            for _ in 0..count {
+                if (self.uniform)() < self.p_fail {
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            self.failures += 1;
+        }
+        failed
+    }
+}
+
 impl Program {
     /// Runs the program on clear integers (one vector per graph input, row-major) exactly as
-    /// the encrypted run computes it; returns one integer vector per output. Without noise it
-    /// equals `eval_int` (a test checks it); with `noise` (a standard normal sampler and the
-    /// noise's standard deviation in table boxes) approximate rounding is simulated: the
-    /// table reads `⌊u/2^k + (½ + e)/2^k… ⌋` where the value sits in its box, beyond the
-    /// table's range wrapping negacyclically as the bootstrap does.
-    ///
-    /// With noise, outputs that tolerate an approximate decryption get the decryption noise
-    /// (`decrypt_sigma` units of the output, standard deviation) too.
+    /// the encrypted run computes it; returns one integer vector per output. Without `sim` it
+    /// equals `eval_int` (a test checks it). With `sim`, approximate rounding is simulated
+    /// (the table reads `⌊u/2^k + (½ + e)/2^k… ⌋` where the value sits in its box, beyond the
+    /// table's range wrapping negacyclically as the bootstrap does), outputs that tolerate an
+    /// approximate decryption get the decryption noise, and each bootstrap fails with
+    /// probability `sim.p_fail` (a table lookup's `1 + drop` bootstraps in exact mode).
     ///
     /// # Errors
     /// Inputs that do not match the program.
     pub fn eval_clear(
         &self,
         inputs: &[Vec<i64>],
-        mut noise: Option<(&mut dyn FnMut() -> f64, f64)>,
-        decrypt_sigma: f64,
+        mut sim: Option<&mut SimNoise<'_>>,
     ) -> Result<Vec<Vec<i64>>> {
         if inputs.len() != self.inputs.len()
             || inputs
@@ -802,12 +840,19 @@ impl Program {
                     } => {
                         let u = regs[*src as usize] + offset;
                         let mut idx = u >> drop;
-                        if let (Some((sample, s)), Rounding::Approximate, true) =
-                            (noise.as_mut(), self.rounding, *drop > 0)
-                        {
-                            let unit = 1.0 / (1i64 << drop) as f64;
-                            let pos = (u & ((1i64 << drop) - 1)) as f64 * unit + 0.5 * unit;
-                            idx += (pos + *s * sample()).floor() as i64;
+                        if let Some(sim) = sim.as_deref_mut() {
+                            if self.rounding == Rounding::Approximate && *drop > 0 {
+                                let unit = 1.0 / (1i64 << drop) as f64;
+                                let pos = (u & ((1i64 << drop) - 1)) as f64 * unit + 0.5 * unit;
+                                idx += (pos + sim.approx_sigma * (sim.normal)()).floor() as i64;
+                            }
+                            let count = match self.rounding {
+                                Rounding::Exact => 1 + *drop,
+                                Rounding::Approximate => 1,
+                            };
+                            if sim.any_fails(count) {
+                                idx += if (sim.uniform)() < 0.5 { -1 } else { 1 };
+                            }
                         }
                         let t = &self.tables[*table as usize];
                         let wrapped = idx.rem_euclid(boxes);
@@ -825,9 +870,9 @@ impl Program {
             .map(|o| {
                 o.elems
                     .iter()
-                    .map(|e| match (e, noise.as_mut()) {
-                        (Operand::Reg(r), Some((sample, _))) if o.tolerance > 0 => {
-                            regs[*r as usize] + (decrypt_sigma * sample()).round() as i64
+                    .map(|e| match (e, sim.as_deref_mut()) {
+                        (Operand::Reg(r), Some(sim)) if o.tolerance > 0 => {
+                            regs[*r as usize] + (sim.decrypt_sigma * (sim.normal)()).round() as i64
                         }
                         (Operand::Reg(r), _) => regs[*r as usize],
                         (Operand::Const(v), _) => *v,

@@ -153,7 +153,7 @@ fn program_interpreter_equals_eval_int_on_shipped_models() {
         for sample in fhec::model::split_batch(&m.float_graph, &[x]).expect("batch") {
             let q = fhec::ir::quantize_sample(&sample, &m.input_quant);
             let ints: Vec<Vec<i64>> = q.iter().map(Tensor::i64_values).collect();
-            let got = prog.eval_clear(&ints, None, 0.0).expect("runs");
+            let got = prog.eval_clear(&ints, None).expect("runs");
             assert_eq!(got, m.boundary_clear(&prog, &q).expect("clear"), "{name}");
         }
         println!(
@@ -433,4 +433,63 @@ fn client_server_split_through_files() {
     std::fs::write(&cut, b"").expect("write");
     assert!(files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT, &ishape).is_err());
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// `--mode sim` injects bootstrap failures: none at probability 0 (exact rounding then equals
+/// clear mode), at the requested rate otherwise (binomial, 5σ), deterministic for a seed.
+#[test]
+fn sim_injects_bootstrap_failures_at_the_requested_rate() {
+    use crate::common::model;
+    use fhec::backend::{FheOptions, Rounding};
+    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
+    let opts = CompileOptions {
+        quant: QuantConfig {
+            rounding_bits: Some(4),
+            ..QuantConfig::with_n_bits(4)
+        },
+        ..Default::default()
+    };
+    let (m, _) = fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts).expect("compiles");
+    let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
+    let views: Vec<_> = (0..20).map(|_| x.view()).collect();
+    let x = ndarray::concatenate(ndarray::Axis(0), &views).expect("tiled");
+    let n = x.shape()[0] as u64;
+    let xs = std::slice::from_ref(&x);
+
+    // exact rounding: every lookup costs 1 + dropped bits bootstraps
+    let (y, st) = m.run_simulated_with(xs, 1, Some(0.0)).expect("sim");
+    assert_eq!(st.failures, 0);
+    assert_eq!(
+        st.bootstraps,
+        n * m.plan().expect("plan").program.pbs_count as u64
+    );
+    assert_eq!(y, m.run_clear(xs).expect("clear"));
+
+    // approximate rounding: one bootstrap per lookup, so failures / bootstraps estimates p
+    let approx = m.clone().with_fhe_options(FheOptions {
+        rounding: Rounding::Approximate,
+        ..Default::default()
+    });
+    let p = 0.05;
+    let (y1, st1) = approx.run_simulated_with(xs, 7, Some(p)).expect("sim");
+    let b = st1.bootstraps as f64;
+    let sd = (b * p * (1.0 - p)).sqrt();
+    println!(
+        "sim failures: {} of {} bootstraps (p = {p}, expected {:.0} ± {sd:.1})",
+        st1.failures,
+        st1.bootstraps,
+        b * p
+    );
+    assert!(
+        (st1.failures as f64 - b * p).abs() < 5.0 * sd,
+        "{} failures in {} bootstraps at p = {p}",
+        st1.failures,
+        st1.bootstraps
+    );
+    // deterministic for a seed, and a loose p shows: outputs move
+    let (y2, st2) = approx.run_simulated_with(xs, 7, Some(p)).expect("sim");
+    assert_eq!((y1.clone(), st1), (y2, st2));
+    let (y0, _) = approx.run_simulated_with(xs, 7, Some(0.0)).expect("sim");
+    assert_ne!(y1, y0, "5% failed lookups change some output");
+    assert!(approx.run_simulated_with(xs, 7, Some(1.5)).is_err());
 }
