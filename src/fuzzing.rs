@@ -74,10 +74,32 @@ pub fn npy(data: &[u8]) {
     let _ = crate::npy::parse_f32(data);
 }
 
-/// `.fhe` bytes: load and check under [`fuzz_limits`], then lower the program (both
-/// rounding methods) and run clear mode on a zero sample.
+/// The bytes with their checksum made valid, so that mutations reach the decoders behind
+/// it (a `.fhe` header's length and CRC-32, or a key or ciphertext file's CRC-32 trailer).
+fn with_valid_checksum(data: &[u8], fhe_header: bool) -> Option<Vec<u8>> {
+    let mut v = data.to_vec();
+    if fhe_header {
+        let body_len = v.len().checked_sub(24)?;
+        v[12..20].copy_from_slice(&(body_len as u64).to_le_bytes());
+        let crc = crc32fast::hash(&v[24..]);
+        v[20..24].copy_from_slice(&crc.to_le_bytes());
+    } else {
+        let n = v.len().checked_sub(4)?;
+        let crc = crc32fast::hash(&v[..n]);
+        v[n..].copy_from_slice(&crc.to_le_bytes());
+    }
+    Some(v)
+}
+
+/// `.fhe` bytes, as they are and with a valid checksum: load and check under
+/// [`fuzz_limits`], then lower the program (both rounding methods) and run clear mode on a
+/// zero sample.
 pub fn compiled_model(data: &[u8]) {
-    let Ok(m) = CompiledModel::from_bytes(data, &fuzz_limits()) else {
+    let _ = CompiledModel::from_bytes(data, &fuzz_limits());
+    let Some(fixed) = with_valid_checksum(data, true) else {
+        return;
+    };
+    let Ok(m) = CompiledModel::from_bytes(&fixed, &fuzz_limits()) else {
         return;
     };
     let _ = lower(&m, Rounding::Exact);
@@ -124,20 +146,29 @@ pub fn fuzz_ciphertext_shape() -> CiphertextShape {
     }
 }
 
-/// Key-file bytes: load as a client key and as a server key; a conformant server key is
-/// expanded (mask regeneration and Fourier conversion) as `serve-run` does.
+/// Key-file bytes, as they are and with a valid checksum: load as a client key and as a
+/// server key; a conformant server key is expanded (mask regeneration and Fourier
+/// conversion) as `serve-run` does.
 pub fn keys(data: &[u8]) {
     let shape = fuzz_key_shape();
     let _ = load_bytes::<ClientKey>(data, "client key", KEY_LIMIT, &shape);
-    if let Ok(sk) = load_bytes::<CompressedServerKey>(data, "server key", KEY_LIMIT, &shape) {
+    let Some(data) = with_valid_checksum(data, false) else {
+        return;
+    };
+    let _ = load_bytes::<ClientKey>(&data, "client key", KEY_LIMIT, &shape);
+    if let Ok(sk) = load_bytes::<CompressedServerKey>(&data, "server key", KEY_LIMIT, &shape) {
         let _ = sk.expand();
     }
 }
 
-/// Ciphertext-file bytes: load as encrypted inputs (and decompress them, as the server
-/// does) and as encrypted results.
+/// Ciphertext-file bytes with a valid checksum: load as encrypted inputs (and decompress
+/// them, as the server does) and as encrypted results.
 pub fn ciphertexts(data: &[u8]) {
     let shape = fuzz_ciphertext_shape();
+    let Some(data) = with_valid_checksum(data, false) else {
+        return;
+    };
+    let data = data.as_slice();
     if let Ok(cts) = load_bytes::<EncryptedInputs>(data, "encrypted input", CT_LIMIT, &shape) {
         for s in &cts.samples {
             for list in s {

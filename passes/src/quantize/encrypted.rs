@@ -1,0 +1,303 @@
+//! quantize, encrypted × encrypted ops: Add/Sub on a common scale, Mul by squares,
+//! Max/Min as `y + relu(x − y)`, MaxPool as a tree of maxima.
+
+use super::{full, Builder, QVal};
+use crate::PassError;
+use fhec_ir::{Binary, IntLinear, NodeIndex, Op, PoolAttrs, QuantParams, Tensor, Unary};
+use ndarray::{ArrayD, Dimension, IxDyn};
+
+impl Builder<'_> {
+    /// MaxPool: each window position read by a one-hot depthwise convolution (padding reads
+    /// the smallest code, which never wins), then a tree of encrypted maxima.
+    pub(super) fn max_pool(
+        &mut self,
+        n: NodeIndex,
+        x: NodeIndex,
+        p: PoolAttrs,
+        name: &str,
+        out_shape: Vec<usize>,
+    ) -> Result<(), PassError> {
+        let (xq, qp) = self.requant(x)?;
+        let c = self.f.g[x].ty.shape[1];
+        let attrs = self.pool_as_conv(x, &p, &out_shape);
+        let k_total: usize = p.kernel.iter().product();
+        let mut wshape = vec![c, 1];
+        wshape.extend(&p.kernel);
+        let mut taps = Vec::with_capacity(k_total);
+        for k in 0..k_total {
+            let w = ArrayD::from_shape_fn(IxDyn(&wshape), |ix| {
+                let flat = ix
+                    .as_array_view()
+                    .iter()
+                    .skip(2)
+                    .zip(&p.kernel)
+                    .fold(0, |acc, (&i, &kk)| acc * kk + i);
+                i64::from(flat == k)
+            });
+            let lin = IntLinear::Conv {
+                attrs: attrs.clone(),
+                w,
+                pad_value: qp.qmin,
+            };
+            taps.push(self.add(&format!("{name}:tap{k}"), Op::IntLinear(lin), &[xq])?);
+        }
+        let mut level = 0;
+        while taps.len() > 1 {
+            let mut next = Vec::with_capacity(taps.len().div_ceil(2));
+            for (i, pair) in taps.chunks(2).enumerate() {
+                next.push(match pair {
+                    [a, b] => self.int_max(&format!("{name}:max{level}.{i}"), *a, *b, &qp)?,
+                    [a] => *a,
+                    _ => unreachable!("invariant: chunks of 2"),
+                });
+            }
+            taps = next;
+            level += 1;
+        }
+        let s = qp.scale;
+        self.set_enc(
+            n,
+            taps[0],
+            vec![s],
+            vec![-s * qp.zero_point as f32],
+            Some(qp),
+        );
+        Ok(())
+    }
+
+    /// `max(x, y) = y + relu(x − y)` on two codes of the same quantization `qp`: one table.
+    pub(super) fn int_max(
+        &mut self,
+        name: &str,
+        x: NodeIndex,
+        y: NodeIndex,
+        qp: &QuantParams,
+    ) -> Result<NodeIndex, PassError> {
+        let r = self.relu_diff(name, x, y, qp)?;
+        self.add(name, Op::Binary(Binary::Add), &[y, r])
+    }
+
+    /// `min(x, y) = x − relu(x − y)`.
+    pub(super) fn int_min(
+        &mut self,
+        name: &str,
+        x: NodeIndex,
+        y: NodeIndex,
+        qp: &QuantParams,
+    ) -> Result<NodeIndex, PassError> {
+        let r = self.relu_diff(name, x, y, qp)?;
+        self.add(name, Op::Binary(Binary::Sub), &[x, r])
+    }
+
+    /// `relu(x − y)` of two codes of `qp`, exact (a table on the difference).
+    pub(super) fn relu_diff(
+        &mut self,
+        name: &str,
+        x: NodeIndex,
+        y: NodeIndex,
+        qp: &QuantParams,
+    ) -> Result<NodeIndex, PassError> {
+        let d = self.add(&format!("{name}:diff"), Op::Binary(Binary::Sub), &[x, y])?;
+        let dq = self.add(
+            &format!("{name}:dequant"),
+            Op::Dequant {
+                a: vec![1.0],
+                b: vec![0.0],
+            },
+            &[d],
+        )?;
+        let r = self.add(&format!("{name}:relu"), Op::Unary(Unary::Relu), &[dq])?;
+        let codes = QuantParams {
+            scale: 1.0,
+            zero_point: 0,
+            qmin: 0,
+            qmax: qp.qmax - qp.qmin,
+        };
+        self.add(&format!("{name}:quant"), Op::Quant(codes), &[r])
+    }
+
+    pub(super) fn binary(
+        &mut self,
+        n: NodeIndex,
+        op: Binary,
+        ins: &[NodeIndex],
+        vals: &[QVal],
+        name: &str,
+        out_shape: &[usize],
+    ) -> Result<(), PassError> {
+        let out_len: usize = out_shape.iter().product();
+        match (&vals[0], &vals[1]) {
+            (QVal::Const(c), other) | (other, QVal::Const(c)) => {
+                let const_first = matches!(vals[0], QVal::Const(_));
+                let xi = if const_first { ins[1] } else { ins[0] };
+                if self.f.g[xi].ty.shape != out_shape {
+                    return Err(self.unsupported(
+                        n,
+                        "a constant operand may not broadcast the encrypted tensor larger",
+                    ));
+                }
+                let cv = c.to_f32();
+                let cb: Vec<f32> = cv
+                    .broadcast(IxDyn(out_shape))
+                    .ok_or_else(|| self.unsupported(n, "constant does not broadcast"))?
+                    .iter()
+                    .copied()
+                    .collect();
+                // affine updates stay encrypted integers with a new meaning
+                if let QVal::Enc { node, a, b, .. } = other {
+                    let (a, b) = (full(a, out_len), full(b, out_len));
+                    let upd: Option<(Vec<f32>, Vec<f32>)> = match (op, const_first) {
+                        (Binary::Add, _) => {
+                            Some((a, b.iter().zip(&cb).map(|(b, c)| b + c).collect()))
+                        }
+                        (Binary::Sub, false) => {
+                            Some((a, b.iter().zip(&cb).map(|(b, c)| b - c).collect()))
+                        }
+                        (Binary::Sub, true) => Some((
+                            a.iter().map(|v| -v).collect(),
+                            b.iter().zip(&cb).map(|(b, c)| c - b).collect(),
+                        )),
+                        (Binary::Mul, _) => Some((
+                            a.iter().zip(&cb).map(|(a, c)| a * c).collect(),
+                            b.iter().zip(&cb).map(|(b, c)| b * c).collect(),
+                        )),
+                        (Binary::Div, false) => Some((
+                            a.iter().zip(&cb).map(|(a, c)| a / c).collect(),
+                            b.iter().zip(&cb).map(|(b, c)| b / c).collect(),
+                        )),
+                        _ => None,
+                    };
+                    if let Some((a, b)) = upd {
+                        self.set_enc(n, *node, a, b, None);
+                        return Ok(());
+                    }
+                }
+                let xf = self.float_node(xi)?;
+                let cn = self.q.add_const(&format!("{name}:const"), Tensor::F32(cv));
+                let args = if const_first { [cn, xf] } else { [xf, cn] };
+                let node = self.add(name, Op::Binary(op), &args)?;
+                self.vals.insert(n, QVal::Float { node });
+                Ok(())
+            }
+            _ if !self.needs_server[&n]
+                && !matches!(
+                    op,
+                    Binary::Add | Binary::Sub | Binary::Mul | Binary::Max | Binary::Min
+                ) =>
+            {
+                let (x, y) = (self.float_node(ins[0])?, self.float_node(ins[1])?);
+                let node = self.add(name, Op::Binary(op), &[x, y])?;
+                self.vals.insert(n, QVal::Float { node });
+                Ok(())
+            }
+            _ => self.encrypted_binary(n, op, ins, vals, name, out_shape),
+        }
+    }
+
+    /// Both operands encrypted.
+    pub(super) fn encrypted_binary(
+        &mut self,
+        n: NodeIndex,
+        op: Binary,
+        ins: &[NodeIndex],
+        vals: &[QVal],
+        name: &str,
+        out_shape: &[usize],
+    ) -> Result<(), PassError> {
+        if self.f.g[ins[0]].ty.shape != out_shape || self.f.g[ins[1]].ty.shape != out_shape {
+            return Err(self.unsupported(
+                n,
+                "encrypted operands must have the same shape (no broadcasting)",
+            ));
+        }
+        // x ± y with the same per-element scale: leveled
+        if let (
+            QVal::Enc {
+                node: x,
+                a: ax,
+                b: bx,
+                ..
+            },
+            QVal::Enc {
+                node: y,
+                a: ay,
+                b: by,
+                ..
+            },
+        ) = (&vals[0], &vals[1])
+        {
+            let len: usize = out_shape.iter().product();
+            if matches!(op, Binary::Add | Binary::Sub) && full(ax, len) == full(ay, len) {
+                let node = self.add(name, Op::Binary(op), &[*x, *y])?;
+                let sign = if op == Binary::Add { 1.0 } else { -1.0 };
+                let b = full(bx, len)
+                    .iter()
+                    .zip(full(by, len))
+                    .map(|(p, q)| p + sign * q)
+                    .collect();
+                self.set_enc(n, node, full(ax, len), b, None);
+                return Ok(());
+            }
+        }
+        // a common quantization for both operands
+        let (r0, r1) = (self.range(ins[0])?, self.range(ins[1])?);
+        let nb = self.cx.config.n_bits_activations;
+        let common = QuantParams::unsigned(r0.0.min(r1.0), r0.1.max(r1.1), nb);
+        let (x, _) = self.requant_with(ins[0], common)?;
+        let (y, _) = self.requant_with(ins[1], common)?;
+        let s = common.scale;
+        let z = common.zero_point as f32;
+        match op {
+            Binary::Add | Binary::Sub => {
+                let node = self.add(name, Op::Binary(op), &[x, y])?;
+                let b = if op == Binary::Add { -2.0 * s * z } else { 0.0 };
+                self.set_enc(n, node, vec![s], vec![b], None);
+            }
+            Binary::Max | Binary::Min => {
+                // max(x, y) = y + relu(x − y); min(x, y) = x − relu(x − y)
+                let node = if op == Binary::Max {
+                    self.int_max(name, x, y, &common)?
+                } else {
+                    self.int_min(name, x, y, &common)?
+                };
+                self.set_enc(n, node, vec![s], vec![-s * z], Some(common));
+            }
+            Binary::Mul => {
+                // x·y = ((x+y)² − (x−y)²)/4, both squares requantized on one scale
+                let bound = (r0.0.abs().max(r0.1.abs()) + r1.0.abs().max(r1.1.abs())).powi(2);
+                let sq = QuantParams::unsigned(0.0, bound, nb);
+                let sum = self.add(&format!("{name}:sum"), Op::Binary(Binary::Add), &[x, y])?;
+                let dif = self.add(&format!("{name}:diff"), Op::Binary(Binary::Sub), &[x, y])?;
+                let mut squares = Vec::with_capacity(2);
+                for (tag, node, b) in [("sum", sum, -2.0 * s * z), ("diff", dif, 0.0)] {
+                    let dq = self.add(
+                        &format!("{name}:{tag}:dequant"),
+                        Op::Dequant {
+                            a: vec![s],
+                            b: vec![b],
+                        },
+                        &[node],
+                    )?;
+                    let two = self
+                        .q
+                        .add_const(&format!("{name}:two"), Tensor::scalar_f32(2.0));
+                    let p2 = self.add(
+                        &format!("{name}:{tag}:square"),
+                        Op::Binary(Binary::Pow),
+                        &[dq, two],
+                    )?;
+                    squares.push(self.add(&format!("{name}:{tag}:quant"), Op::Quant(sq), &[p2])?);
+                }
+                let node = self.add(name, Op::Binary(Binary::Sub), &[squares[0], squares[1]])?;
+                self.set_enc(n, node, vec![sq.scale / 4.0], vec![0.0], None);
+            }
+            _ => {
+                return Err(self.unsupported(
+                    n,
+                    "this operation of two encrypted tensors is not supported",
+                ));
+            }
+        }
+        Ok(())
+    }
+}

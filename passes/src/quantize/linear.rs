@@ -1,0 +1,232 @@
+//! quantize, linear layers: weight quantization, Gemm/MatMul as integer dense layers, Conv,
+//! and average pooling as a convolution with clear weights.
+
+use super::{full, uniform, Builder, QVal};
+use crate::PassError;
+use fhec_ir::{kernels, ConvAttrs, IntLinear, NodeIndex, Op, PoolAttrs, QuantParams, Tensor};
+use ndarray::{ArrayD, IxDyn};
+
+impl Builder<'_> {
+    /// Symmetric weight quantization of `rows[j]` (one row per output), per channel or per
+    /// tensor: integer weights and one scale per output.
+    pub(super) fn quant_weights(&self, rows: &[Vec<f32>]) -> (Vec<Vec<i64>>, Vec<f32>) {
+        let nb = self.cx.config.n_bits_weights;
+        let absmax = |r: &Vec<f32>| r.iter().fold(0f32, |m, &v| m.max(v.abs()));
+        let global = rows.iter().map(absmax).fold(0f32, f32::max);
+        let mut qs = Vec::with_capacity(rows.len());
+        let mut scales = Vec::with_capacity(rows.len());
+        for r in rows {
+            let p = QuantParams::symmetric(
+                if self.cx.config.per_channel {
+                    absmax(r)
+                } else {
+                    global
+                },
+                nb,
+            );
+            qs.push(r.iter().map(|&v| p.quantize(v)).collect());
+            scales.push(p.scale);
+        }
+        (qs, scales)
+    }
+
+    /// `y[.., j] = Σ_i x[.., i]·w[i][j] + bias[j]` on an encrypted `x`.
+    pub(super) fn dense(
+        &mut self,
+        n: NodeIndex,
+        x: NodeIndex,
+        w: &[Vec<f32>],
+        bias: &[f32],
+        name: &str,
+        out_shape: Vec<usize>,
+    ) -> Result<(), PassError> {
+        // Any encrypted integer with a per-element affine meaning `a·q + b` works: the
+        // effective weights are `w·a`, the constant `Σ w·b` joins the bias. Float values are
+        // requantized first.
+        let (xq, ax, bx) = self.linear_input(x)?;
+        let (k, nn) = (w.len(), bias.len());
+        let in_len = ax.len();
+        let rows_per = in_len / k;
+        if rows_per != 1 {
+            // several rows (a batched MatMul): one affine map per input column is required
+            for r in 1..rows_per {
+                if ax[r * k..(r + 1) * k] != ax[..k] || bx[r * k..(r + 1) * k] != bx[..k] {
+                    return Err(self.unsupported(n, "rows of the input quantized differently"));
+                }
+            }
+        }
+        let rows: Vec<Vec<f32>> = (0..nn)
+            .map(|j| (0..k).map(|i| w[i][j] * ax[i]).collect())
+            .collect();
+        let (qw, scales) = self.quant_weights(&rows);
+        let wq = ArrayD::from_shape_fn(IxDyn(&[k, nn]), |ix| qw[ix[1]][ix[0]]);
+        let node = self.add(name, Op::IntLinear(IntLinear::Dense { w: wq }), &[xq])?;
+        let len: usize = out_shape.iter().product();
+        let a: Vec<f32> = (0..len).map(|e| scales[e % nn]).collect();
+        let consts: Vec<f32> = (0..nn)
+            .map(|j| (0..k).map(|i| w[i][j] * bx[i]).sum::<f32>() + bias[j])
+            .collect();
+        let b: Vec<f32> = (0..len).map(|e| consts[e % nn]).collect();
+        self.set_enc(n, node, a, b, None);
+        Ok(())
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn conv(
+        &mut self,
+        n: NodeIndex,
+        x: NodeIndex,
+        w: &ArrayD<f32>,
+        bias: &[f32],
+        attrs: ConvAttrs,
+        name: &str,
+        out_shape: Vec<usize>,
+    ) -> Result<(), PassError> {
+        // a uniform affine meaning with an integer code for 0.0 (what padding reads)
+        let (xq, s, b0, zero_code) = self.uniform_input(x)?;
+        let m = w.shape()[0];
+        let per = w.len() / m;
+        let flat: Vec<f32> = w.iter().copied().collect();
+        let rows: Vec<Vec<f32>> = (0..m)
+            .map(|j| flat[j * per..(j + 1) * per].iter().map(|v| v * s).collect())
+            .collect();
+        let (qw, scales) = self.quant_weights(&rows);
+        let wq =
+            ArrayD::from_shape_vec(IxDyn(w.shape()), qw.concat()).expect("invariant: same size");
+        let node = self.add(
+            name,
+            Op::IntLinear(IntLinear::Conv {
+                attrs,
+                w: wq,
+                pad_value: zero_code,
+            }),
+            &[xq],
+        )?;
+        let len: usize = out_shape.iter().product();
+        let plane = len / (out_shape[0] * m);
+        let consts: Vec<f32> = (0..m)
+            .map(|j| flat[j * per..(j + 1) * per].iter().sum::<f32>() * b0 + bias[j])
+            .collect();
+        let a: Vec<f32> = (0..len).map(|e| scales[(e / plane) % m]).collect();
+        let b: Vec<f32> = (0..len).map(|e| consts[(e / plane) % m]).collect();
+        self.set_enc(n, node, a, b, None);
+        Ok(())
+    }
+
+    /// Input of a dense layer: the integer node and its per-element `a`, `b` (full length).
+    pub(super) fn linear_input(
+        &mut self,
+        x: NodeIndex,
+    ) -> Result<(NodeIndex, Vec<f32>, Vec<f32>), PassError> {
+        if matches!(self.val(x), QVal::Float { .. }) {
+            self.requant(x)?;
+        }
+        let len = self.f.g[x].ty.len();
+        match self.val(x) {
+            QVal::Enc { node, a, b, .. } => Ok((node, full(&a, len), full(&b, len))),
+            _ => Err(self.unsupported(x, "a constant where an encrypted value is expected")),
+        }
+    }
+
+    /// Input of a convolution or pool: one scale `s` for all elements and an integer code for
+    /// 0.0, so that padding can read it. Otherwise the value is requantized.
+    pub(super) fn uniform_input(
+        &mut self,
+        x: NodeIndex,
+    ) -> Result<(NodeIndex, f32, f32, i64), PassError> {
+        if let QVal::Enc { node, a, b, .. } = self.val(x) {
+            if let (Some(s), Some(b0)) = (uniform(&a), uniform(&b)) {
+                let z = -b0 / s;
+                if s != 0.0 && z.is_finite() && (z - z.round()).abs() < 1e-3 {
+                    return Ok((node, s, b0, z.round() as i64));
+                }
+            }
+        }
+        let (node, p) = self.requant(x)?;
+        Ok((node, p.scale, -p.scale * p.zero_point as f32, p.zero_point))
+    }
+
+    /// Pool geometry as a depthwise convolution: pads widened so that the floor formula gives
+    /// the pooled size (ceil mode).
+    pub(super) fn pool_as_conv(
+        &self,
+        x: NodeIndex,
+        p: &PoolAttrs,
+        out_shape: &[usize],
+    ) -> ConvAttrs {
+        let xs = &self.f.g[x].ty.shape;
+        let d = p.kernel.len();
+        let mut pads_end = p.pads_end.clone();
+        for i in 0..d {
+            let need =
+                (out_shape[i + 2] - 1) * p.strides[i] + p.dilations[i] * (p.kernel[i] - 1) + 1;
+            let have = xs[i + 2] + p.pads_begin[i] + p.pads_end[i];
+            if need > have {
+                pads_end[i] += need - have;
+            }
+        }
+        ConvAttrs {
+            kernel: p.kernel.clone(),
+            strides: p.strides.clone(),
+            pads_begin: p.pads_begin.clone(),
+            pads_end,
+            dilations: p.dilations.clone(),
+            group: xs[1],
+        }
+    }
+
+    pub(super) fn avg_pool(
+        &mut self,
+        n: NodeIndex,
+        x: NodeIndex,
+        p: PoolAttrs,
+        name: &str,
+        out_shape: Vec<usize>,
+    ) -> Result<(), PassError> {
+        let (xq, s, b0, zero_code) = self.uniform_input(x)?;
+        let xs = self.f.g[x].ty.shape.clone();
+        let c = xs[1];
+        let attrs = self.pool_as_conv(x, &p, &out_shape);
+        let mut wshape = vec![c, 1];
+        wshape.extend(&p.kernel);
+        let k_total: usize = p.kernel.iter().product();
+        let ones = ArrayD::from_elem(IxDyn(&wshape), 1i64);
+        let lin = IntLinear::Conv {
+            attrs: attrs.clone(),
+            w: ones.clone(),
+            pad_value: zero_code,
+        };
+        let node = self.add(name, Op::IntLinear(lin), &[xq])?;
+        // divisor per output position: real elements r over avg(ones) = r / count
+        let ones_in = Tensor::I64(ArrayD::from_elem(IxDyn(&xs), 1));
+        let real = kernels::eval(
+            &Op::IntLinear(IntLinear::Conv {
+                attrs,
+                w: ones,
+                pad_value: 0,
+            }),
+            &[&ones_in],
+        )
+        .map_err(|e| self.unsupported(n, e.to_string()))?;
+        let avg1 = kernels::eval(
+            &Op::AveragePool(p),
+            &[&Tensor::F32(ArrayD::from_elem(IxDyn(&xs), 1.0))],
+        )
+        .map_err(|e| self.unsupported(n, e.to_string()))?;
+        let (real, avg1) = (real.f32_values(), avg1.f32_values());
+        // x = s·q + b0 with b0 = −s·z: the window sum of reals is s·(acc − K·z)
+        let z = zero_code as f32;
+        let (mut a, mut b) = (
+            Vec::with_capacity(real.len()),
+            Vec::with_capacity(real.len()),
+        );
+        for (r, v) in real.iter().zip(&avg1) {
+            let count = r / v;
+            a.push(s / count);
+            b.push(-s * k_total as f32 * z / count);
+        }
+        debug_assert!((b0 + s * z).abs() <= 1e-3 * s.abs().max(1e-12) * z.abs().max(1.0));
+        self.set_enc(n, node, a, b, None);
+        Ok(())
+    }
+}
