@@ -18,7 +18,7 @@ fi
 cargo fuzz build -O -s none
 work="${FHEC_FUZZ_CORPUS:-$(mktemp -d)}"
 for t in "${targets[@]}"; do
-  mkdir -p "$work/$t" "regressions/$t"
+  mkdir -p "$work/$t" "regressions/$t" "seeds/$t"
   extra=()
   case "$t" in onnx | npy) extra=(../models) ;; esac
   echo "fuzz: $t for ${secs} s"
@@ -29,7 +29,7 @@ for t in "${targets[@]}"; do
     status=$?
   grep -E "^(INFO: seed corpus|stat::number_of_executed_units|stat::new_units_added|stat::peak_rss_mb)" "$log" || true
   if [ "$status" -ne 0 ]; then
-    tail -n 60 "$log" >&2
+    grep -E -A4 "panicked at|ERROR: libFuzzer|SUMMARY|Failing input|Reproduce with" "$log" | cut -c1-300 >&2
     echo "fuzz: $t FAILED (exit $status); the input is under fuzz/artifacts/$t/" >&2
     exit 1
   fi

@@ -194,9 +194,12 @@ impl Graph {
         while let Some(n) = ready.pop_first() {
             order.push(n);
             for e in self.g.edges_directed(n, Direction::Outgoing) {
-                let d = indeg
-                    .get_mut(&e.target())
-                    .expect("invariant: every node has an in-degree");
+                // a deserialized graph may hold an edge to a vacant node index
+                let Some(d) = indeg.get_mut(&e.target()) else {
+                    return Err(IrError::Invalid {
+                        what: format!("an edge of `{}` leads to a missing node", self.g[n].name),
+                    });
+                };
                 *d -= 1;
                 if *d == 0 {
                     ready.insert(e.target());

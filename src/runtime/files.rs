@@ -82,6 +82,9 @@ pub fn load_bytes<T: DeserializeOwned + Unversionize + Named + ParameterSetConfo
             "not an fhec {what}, or truncated or corrupt (checksum mismatch); make it again"
         ));
     }
+    // bincode's size limit counts the bytes it reads: no valid object needs more than the
+    // file holds, and a length prefix beyond it must fail before it allocates
+    let limit = limit.min(body.len() as u64);
     safe_deserialize_conformant(body, limit, shape).map_err(|e| {
         if e.contains("conformant") {
             format!("a {what} whose dimensions do not match this model's parameters (made for another model or compile settings, or corrupt); make keys and ciphertexts for this model again")

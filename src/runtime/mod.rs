@@ -600,11 +600,13 @@ impl tfhe::conformance::ParameterSetConformant for ClientKey {
     type ParameterSet = KeyShape;
 
     fn is_conformant(&self, s: &KeyShape) -> bool {
-        self.info.params == s.params
-            && self.info.msg_bits == s.msg_bits
-            && self.glwe.glwe_dimension().0 == s.params.glwe_dimension
+        // polynomial size and length first: tfhe's `glwe_dimension()` divides by the former
+        s.params.polynomial_size > 0
             && self.glwe.polynomial_size().0 == s.params.polynomial_size
             && self.glwe.as_ref().len() == s.params.glwe_dimension * s.params.polynomial_size
+            && self.glwe.glwe_dimension().0 == s.params.glwe_dimension
+            && self.info.params == s.params
+            && self.info.msg_bits == s.msg_bits
             && self.glwe.as_ref().iter().all(|&b| b <= 1)
     }
 }
@@ -661,12 +663,14 @@ impl tfhe::conformance::ParameterSetConformant for EncryptedOutputs {
         self.samples.iter().all(|sample| {
             sample.len() == s.counts.len()
                 && sample.iter().zip(&s.counts).all(|(list, &n)| {
-                    list.is_conformant(&LweCiphertextListConformanceParams {
-                        lwe_dim: s.big_lwe_dimension(),
-                        lwe_ciphertext_count_constraint:
-                            tfhe::conformance::ListSizeConstraint::exact_size(n),
-                        ct_modulus: modulus(),
-                    })
+                    // the size first: tfhe's check divides by it
+                    list.lwe_size() == s.big_lwe_dimension().to_lwe_size()
+                        && list.is_conformant(&LweCiphertextListConformanceParams {
+                            lwe_dim: s.big_lwe_dimension(),
+                            lwe_ciphertext_count_constraint:
+                                tfhe::conformance::ListSizeConstraint::exact_size(n),
+                            ct_modulus: modulus(),
+                        })
                 })
         })
     }
