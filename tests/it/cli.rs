@@ -1,6 +1,6 @@
 //! The `fhec` command on good and bad input: one-line errors, exit code 1, never a panic.
 
-use crate::common::model;
+use crate::common::{model, s, tmp, user_error};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -9,27 +9,6 @@ fn fhec(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("fhec runs")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fhec-it-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d.join(name)
-}
-
-/// Asserts a user error: exit code 1, one line on stderr mentioning every `needles`.
-fn user_error(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    for n in needles {
-        assert!(err.contains(n), "`{n}` missing from: {err}");
-    }
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::Output;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -26,4 +27,43 @@ pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {
         .zip(b)
         .fold(0f64, |m, (&x, &y)| m.max((x as f64 - y as f64).abs()))
         / scale
+}
+
+/// A path in this test process's scratch folder.
+pub fn tmp(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("fhec-it-{}", std::process::id()));
+    std::fs::create_dir_all(&d).expect("temp dir");
+    d.join(name)
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().expect("utf-8 path")
+}
+
+/// Asserts a user error: exit code 1, one line on stderr mentioning every `needles`, no
+/// panic.
+pub fn user_error(out: &Output, needles: &[&str]) {
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
+    assert!(!err.contains("panicked"), "panic: {err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
+    for n in needles {
+        assert!(err.contains(n), "`{n}` missing from: {err}");
+    }
+}
+
+/// The iris MLP compiled at `n_bits` with rounding to `rounding_bits` (small and fast: the
+/// model of the encrypted and hostile-input tests).
+pub fn compile_iris(n_bits: u32, rounding_bits: u32) -> fhec::CompiledModel {
+    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
+    let opts = fhec::CompileOptions {
+        quant: fhec::QuantConfig {
+            rounding_bits: Some(rounding_bits),
+            ..fhec::QuantConfig::with_n_bits(n_bits)
+        },
+        ..Default::default()
+    };
+    fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts)
+        .expect("compiles")
+        .0
 }

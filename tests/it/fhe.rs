@@ -300,15 +300,7 @@ fn client_server_split_through_files() {
     use fhec::runtime::{ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs};
     let dir = std::env::temp_dir().join(format!("fhec-split-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
-    let opts = CompileOptions {
-        quant: QuantConfig {
-            rounding_bits: Some(4),
-            ..QuantConfig::with_n_bits(3)
-        },
-        ..Default::default()
-    };
-    let (m, _) = fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts).expect("compiles");
+    let m = crate::common::compile_iris(3, 4);
     let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
     let x = x
         .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..3))
@@ -441,15 +433,7 @@ fn client_server_split_through_files() {
 fn sim_injects_bootstrap_failures_at_the_requested_rate() {
     use crate::common::model;
     use fhec::backend::{FheOptions, Rounding};
-    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
-    let opts = CompileOptions {
-        quant: QuantConfig {
-            rounding_bits: Some(4),
-            ..QuantConfig::with_n_bits(4)
-        },
-        ..Default::default()
-    };
-    let (m, _) = fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts).expect("compiles");
+    let m = crate::common::compile_iris(4, 4);
     let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
     let views: Vec<_> = (0..20).map(|_| x.view()).collect();
     let x = ndarray::concatenate(ndarray::Axis(0), &views).expect("tiled");

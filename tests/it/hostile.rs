@@ -4,7 +4,7 @@
 //! allocates first fails the test — and the committed fuzz corpora and crash files replay
 //! through the fuzz targets' entry points without a panic.
 
-use crate::common::{model, repo};
+use crate::common::{compile_iris, model, repo, s, tmp, user_error as refused};
 use fhec::ir::Limits;
 use prost::Message;
 use std::path::{Path, PathBuf};
@@ -20,27 +20,6 @@ fn fhec_limited(args: &[&str]) -> Output {
         .args(args)
         .output()
         .expect("fhec runs")
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("fhec-hostile-{}", std::process::id()));
-    std::fs::create_dir_all(&d).expect("temp dir");
-    d.join(name)
-}
-
-fn s(p: &Path) -> &str {
-    p.to_str().expect("utf-8 path")
-}
-
-/// Exit code 1, one line on stderr containing every needle, no panic, no abort.
-fn refused(out: &Output, needles: &[&str]) {
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");
-    assert!(!err.contains("panicked"), "panic: {err}");
-    assert_eq!(err.trim_end().lines().count(), 1, "not one line: {err}");
-    for n in needles {
-        assert!(err.contains(n), "`{n}` missing from: {err}");
-    }
 }
 
 // ---- a small ONNX builder -------------------------------------------------------------
@@ -421,20 +400,6 @@ fn declared_sizes_larger_than_the_data() {
 
 // ---- compiled models: a valid checksum over inconsistent contents -----------------------
 
-fn compiled_iris() -> fhec::CompiledModel {
-    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
-    let opts = fhec::CompileOptions {
-        quant: fhec::QuantConfig {
-            rounding_bits: Some(4),
-            ..fhec::QuantConfig::with_n_bits(3)
-        },
-        ..Default::default()
-    };
-    fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts)
-        .expect("compiles")
-        .0
-}
-
 /// Saves `m` (with a valid checksum) and loads it back.
 fn round_trip(m: &fhec::CompiledModel, name: &str) -> Result<fhec::CompiledModel, String> {
     let p = tmp(name);
@@ -445,7 +410,7 @@ fn round_trip(m: &fhec::CompiledModel, name: &str) -> Result<fhec::CompiledModel
 #[test]
 fn inconsistent_compiled_models_are_refused() {
     use fhec::ir::Op;
-    let base = compiled_iris();
+    let base = compile_iris(3, 4);
     assert!(round_trip(&base, "ok.fhe").is_ok());
     type Edit = fn(&mut fhec::CompiledModel);
     let edits: &[(&str, Edit, &str)] = &[
@@ -534,7 +499,7 @@ fn inconsistent_compiled_models_are_refused() {
 #[test]
 fn overflowing_weights_are_errors_not_wraps() {
     use fhec::ir::Op;
-    let mut m = compiled_iris();
+    let mut m = compile_iris(3, 4);
     for n in m.program.g.node_weights_mut() {
         if let Op::IntLinear(fhec::ir::IntLinear::Dense { w }) = &mut n.op {
             w.mapv_inplace(|v| v.signum().max(1).saturating_mul(i64::MAX / 3));
@@ -571,7 +536,7 @@ fn keys_of_other_dimensions_are_refused_before_use() {
     use fhec::runtime::files::{load_bytes, KEY_LIMIT};
     use fhec::runtime::{keygen, ClientKey, CompressedServerKey};
     let (ck, sk) = keygen(&fuzz_params(), 6, 1);
-    let dir = tmp("keys");
+    let dir = tmp("fuzz_keys");
     std::fs::create_dir_all(&dir).expect("dir");
     fhec::runtime::files::save(&sk, &dir.join("s.key")).expect("save");
     fhec::runtime::files::save_secret(&ck, &dir.join("c.key")).expect("save");
@@ -611,7 +576,7 @@ fn write_seeds(root: &Path) {
         std::fs::create_dir_all(&d).expect("seed dir");
         d
     };
-    compiled_iris()
+    compile_iris(3, 4)
         .save(&dir("compiled_model").join("iris_mlp_3bit.fhe"))
         .expect("save");
     let (ck, sk) = keygen(&fuzz_params(), 6, 1);

@@ -46,7 +46,9 @@ impl Builder<'_> {
             let mut next = Vec::with_capacity(taps.len().div_ceil(2));
             for (i, pair) in taps.chunks(2).enumerate() {
                 next.push(match pair {
-                    [a, b] => self.int_max(&format!("{name}:max{level}.{i}"), *a, *b, &qp)?,
+                    [a, b] => {
+                        self.int_extreme(&format!("{name}:max{level}.{i}"), *a, *b, &qp, true)?
+                    }
                     [a] => *a,
                     _ => unreachable!("invariant: chunks of 2"),
                 });
@@ -65,28 +67,22 @@ impl Builder<'_> {
         Ok(())
     }
 
-    /// `max(x, y) = y + relu(x − y)` on two codes of the same quantization `qp`: one table.
-    pub(super) fn int_max(
+    /// `max(x, y) = y + relu(x − y)` or `min(x, y) = x − relu(x − y)` on two codes of the
+    /// same quantization `qp`: one table.
+    pub(super) fn int_extreme(
         &mut self,
         name: &str,
         x: NodeIndex,
         y: NodeIndex,
         qp: &QuantParams,
+        max: bool,
     ) -> Result<NodeIndex, PassError> {
         let r = self.relu_diff(name, x, y, qp)?;
-        self.add(name, Op::Binary(Binary::Add), &[y, r])
-    }
-
-    /// `min(x, y) = x − relu(x − y)`.
-    pub(super) fn int_min(
-        &mut self,
-        name: &str,
-        x: NodeIndex,
-        y: NodeIndex,
-        qp: &QuantParams,
-    ) -> Result<NodeIndex, PassError> {
-        let r = self.relu_diff(name, x, y, qp)?;
-        self.add(name, Op::Binary(Binary::Sub), &[x, r])
+        if max {
+            self.add(name, Op::Binary(Binary::Add), &[y, r])
+        } else {
+            self.add(name, Op::Binary(Binary::Sub), &[x, r])
+        }
     }
 
     /// `relu(x − y)` of two codes of `qp`, exact (a table on the difference).
@@ -254,12 +250,7 @@ impl Builder<'_> {
                 self.set_enc(n, node, vec![s], vec![b], None);
             }
             Binary::Max | Binary::Min => {
-                // max(x, y) = y + relu(x − y); min(x, y) = x − relu(x − y)
-                let node = if op == Binary::Max {
-                    self.int_max(name, x, y, &common)?
-                } else {
-                    self.int_min(name, x, y, &common)?
-                };
+                let node = self.int_extreme(name, x, y, &common, op == Binary::Max)?;
                 self.set_enc(n, node, vec![s], vec![-s * z], Some(common));
             }
             Binary::Mul => {
