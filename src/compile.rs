@@ -46,6 +46,9 @@ pub struct LayerReport {
     pub tables: usize,
     /// Table input width after rounding.
     pub tlu_input_bits: Option<u32>,
+    /// A layer's own precision: weight bits, input activation bits, rounding bits (`None`
+    /// for table-only rows; rounding `None` = exact).
+    pub precision: Option<(u32, u32, Option<u32>)>,
 }
 
 /// The compile report (also written as JSON with `--report`).
@@ -89,7 +92,7 @@ const MAGIC: &[u8; 8] = b"FHEC\x00MDL";
 /// Largest compiled-model file read (bytes).
 pub const MODEL_LIMIT: u64 = 1 << 32;
 /// Bumped whenever the artifact layout changes.
-pub const FORMAT_VERSION: u32 = 2;
+pub const FORMAT_VERSION: u32 = 3;
 
 /// Compiles a model: import, then the pass pipeline on `calib` (one array per graph input,
 /// axis 0 = samples).
@@ -201,13 +204,21 @@ fn build_report(
         tlu_count: 0,
         tables: 0,
         tlu_input_bits: None,
+        precision: None,
     };
     let mut rows: Vec<LayerReport> = Vec::new();
     let mut by_src: BTreeMap<NodeIndex, usize> = BTreeMap::new();
     for &n in &order {
         if let Op::IntLinear(_) = g.g[n].op {
             by_src.insert(n, rows.len());
-            rows.push(new_row(n, g.g[n].op.name().to_string(), n));
+            let mut row = new_row(n, g.g[n].op.name().to_string(), n);
+            let c = &cx.config;
+            row.precision = Some((
+                c.weight_bits(&row.layer),
+                c.input_bits(&row.layer),
+                c.rounding_for(&row.layer),
+            ));
+            rows.push(row);
         }
     }
     let mut pbs = 0;
@@ -304,14 +315,17 @@ impl CompileReport {
         );
         let _ = writeln!(
             s,
-            "{:<28} {:<12} {:<14} {:>9} {:>9} {:>7} {:>6} {:>7} {:>8}",
-            "layer", "op", "shape", "acc bits", "observed", "rounded", "TLUs", "tables", "TLU bits"
+            "{:<28} {:<12} {:<14} {:>9} {:>9} {:>7} {:>6} {:>7} {:>8}  w/in/round",
+            "layer", "op", "shape", "acc bits", "observed", "rounded", "TLUs", "tables", "TLU bits",
         );
         let opt = |v: Option<u32>| v.map_or("-".to_string(), |b| b.to_string());
         for r in &self.layers {
+            let precision = r
+                .precision
+                .map_or(String::new(), |(w, i, rb)| format!("{w}/{i}/{}", opt(rb)));
             let _ = writeln!(
                 s,
-                "{:<28} {:<12} {:<14} {:>9} {:>9} {:>7} {:>6} {:>7} {:>8}",
+                "{:<28} {:<12} {:<14} {:>9} {:>9} {:>7} {:>6} {:>7} {:>8}  {}",
                 truncate(&r.layer, 28),
                 truncate(&r.op, 12),
                 ShapeFmt(&r.shape).to_string(),
@@ -320,7 +334,8 @@ impl CompileReport {
                 r.rounded_bits,
                 r.tlu_count,
                 r.tables,
-                opt(r.tlu_input_bits)
+                opt(r.tlu_input_bits),
+                precision
             );
         }
         let _ = writeln!(

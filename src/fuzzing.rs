@@ -75,11 +75,13 @@ pub fn npy(data: &[u8]) {
 }
 
 /// The bytes with their checksum made valid, so that mutations reach the decoders behind
-/// it (a `.fhe` header's length and CRC-32, or a key or ciphertext file's CRC-32 trailer).
+/// it (a `.fhe` header's version, length and CRC-32, or a key or ciphertext file's CRC-32
+/// trailer).
 fn with_valid_checksum(data: &[u8], fhe_header: bool) -> Option<Vec<u8>> {
     let mut v = data.to_vec();
     if fhe_header {
         let body_len = v.len().checked_sub(24)?;
+        v[8..12].copy_from_slice(&crate::compile::FORMAT_VERSION.to_le_bytes());
         v[12..20].copy_from_slice(&(body_len as u64).to_le_bytes());
         let crc = crc32fast::hash(&v[24..]);
         v[20..24].copy_from_slice(&crc.to_le_bytes());

@@ -157,6 +157,15 @@ struct CompileArgs {
     /// Widest table lookup accepted.
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=16))]
     max_tlu_bits: u32,
+    /// One layer's precision, `NAME=w4,i4,r5` (weights, input activations, rounding; any
+    /// subset); repeat for more layers. NAME is the ONNX node name of a Gemm, MatMul, Conv or
+    /// pooling node (`fhec inspect --dump` lists them).
+    #[arg(long = "layer")]
+    layers: Vec<String>,
+    /// Per-layer precision as JSON: `{"layers": {"NAME": {"weight_bits": 4, "input_bits": 4,
+    /// "rounding_bits": 5}}}`; `--layer` entries override it.
+    #[arg(long)]
+    precision: Option<PathBuf>,
     /// Write the report as JSON.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -559,6 +568,7 @@ fn compile(a: CompileArgs) -> Result<()> {
         rounding_bits: (!a.no_rounding).then_some(a.rounding_bits),
         max_tlu_bits: a.max_tlu_bits,
         n_accum_bits: a.n_accum_bits,
+        layers: layer_precision(a.precision.as_deref(), &a.layers)?,
     };
     let calib = a
         .calib
@@ -598,6 +608,43 @@ fn compile(a: CompileArgs) -> Result<()> {
 }
 
 /// Sizes the worker pool (`--threads`); default: rayon's (all cores, or RAYON_NUM_THREADS).
+/// The per-layer precision of `--precision FILE.json` and `--layer NAME=SPEC` (later wins).
+fn layer_precision(
+    file: Option<&Path>,
+    specs: &[String],
+) -> Result<BTreeMap<String, fhec::passes::LayerPrecision>> {
+    let mut layers = match file {
+        None => BTreeMap::new(),
+        Some(p) => {
+            let bad = |reason: String| Error::Artifact {
+                path: p.display().to_string(),
+                reason,
+            };
+            let text = std::fs::read_to_string(p).map_err(|e| bad(format!("cannot read: {e}")))?;
+            let cfg: fhec::passes::PrecisionFile = serde_json::from_str(&text).map_err(|e| {
+                bad(format!(
+                    "not a precision config ({e}); expected {{\"layers\": {{\"NAME\": {{\"weight_bits\": 4, \"input_bits\": 4, \"rounding_bits\": 5}}}}}}"
+                ))
+            })?;
+            for (name, l) in &cfg.layers {
+                l.check().map_err(|e| bad(format!("layer `{name}`: {e}")))?;
+            }
+            cfg.layers
+        }
+    };
+    for spec in specs {
+        let (name, bits) = spec.rsplit_once('=').ok_or_else(|| {
+            Error::Usage(format!(
+                "--layer `{spec}`: expected NAME=SPEC, e.g. --layer /fc1/Gemm=w4,i4,r5"
+            ))
+        })?;
+        let p = fhec::passes::LayerPrecision::parse(bits)
+            .map_err(|e| Error::Usage(format!("--layer `{spec}`: {e}")))?;
+        layers.insert(name.to_string(), p);
+    }
+    Ok(layers)
+}
+
 fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(t) = threads {
         if t == 0 {

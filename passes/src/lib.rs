@@ -24,7 +24,7 @@ pub mod quantize;
 pub mod round;
 
 use fhec_ir::{Graph, Interval, IrError, NodeIndex, QuantParams, Tensor};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// How far lowering has come.
 #[derive(
@@ -54,6 +54,73 @@ pub struct QuantConfig {
     pub max_tlu_bits: u32,
     /// Prune weights (L1, smallest first) until every accumulator fits this many bits.
     pub n_accum_bits: Option<u32>,
+    /// Per-layer overrides, by the ONNX name of a Gemm, MatMul, Conv or pooling node.
+    #[serde(default)]
+    pub layers: BTreeMap<String, LayerPrecision>,
+}
+
+/// The precision of one layer; unset fields take the global setting.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LayerPrecision {
+    /// Bits the layer's input is requantized to when it is an activation (graph inputs keep
+    /// `n_bits_inputs`: the client quantizes them).
+    #[serde(default)]
+    pub input_bits: Option<u32>,
+    /// Bits of the layer's weights.
+    #[serde(default)]
+    pub weight_bits: Option<u32>,
+    /// Bits the layer's accumulator is rounded to before its table lookup.
+    #[serde(default)]
+    pub rounding_bits: Option<u32>,
+}
+
+/// A per-layer precision file (`--precision FILE.json`); the compile report's `config`
+/// holds the same `layers` object, so a report's config can be edited and fed back.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PrecisionFile {
+    pub layers: BTreeMap<String, LayerPrecision>,
+}
+
+impl LayerPrecision {
+    /// Parses the command-line form `w4,i4,r5` (any subset, any order).
+    ///
+    /// # Errors
+    /// A one-line reason.
+    pub fn parse(spec: &str) -> Result<Self, String> {
+        let mut p = Self::default();
+        for part in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let (key, val) = part.split_at(1);
+            let bits: u32 = val
+                .parse()
+                .map_err(|_| format!("`{part}`: expected w<bits>, i<bits> or r<bits>"))?;
+            match key {
+                "w" => p.weight_bits = Some(bits),
+                "i" => p.input_bits = Some(bits),
+                "r" => p.rounding_bits = Some(bits),
+                _ => return Err(format!("`{part}`: expected w<bits>, i<bits> or r<bits>")),
+            }
+        }
+        p.check()?;
+        Ok(p)
+    }
+
+    /// Bits in range: inputs and weights 2 to 16, rounding 1 to 16.
+    ///
+    /// # Errors
+    /// A one-line reason naming the field.
+    pub fn check(&self) -> Result<(), String> {
+        for (what, v, lo) in [
+            ("input_bits", self.input_bits, 2),
+            ("weight_bits", self.weight_bits, 2),
+            ("rounding_bits", self.rounding_bits, 1),
+        ] {
+            if let Some(b) = v.filter(|b| !(lo..=16).contains(b)) {
+                return Err(format!("{what} {b} is outside [{lo}, 16]"));
+            }
+        }
+        Ok(())
+    }
 }
 
 impl Default for QuantConfig {
@@ -66,11 +133,41 @@ impl Default for QuantConfig {
             rounding_bits: Some(6),
             max_tlu_bits: 8,
             n_accum_bits: None,
+            layers: BTreeMap::new(),
         }
     }
 }
 
 impl QuantConfig {
+    /// Weight bits of `layer`.
+    pub fn weight_bits(&self, layer: &str) -> u32 {
+        self.layers
+            .get(layer)
+            .and_then(|l| l.weight_bits)
+            .unwrap_or(self.n_bits_weights)
+    }
+
+    /// Bits `layer` reads a requantized activation at.
+    pub fn input_bits(&self, layer: &str) -> u32 {
+        self.layers
+            .get(layer)
+            .and_then(|l| l.input_bits)
+            .unwrap_or(self.n_bits_activations)
+    }
+
+    /// Rounding of `layer`'s accumulator (`None`: exact).
+    pub fn rounding_for(&self, layer: &str) -> Option<u32> {
+        self.layers
+            .get(layer)
+            .and_then(|l| l.rounding_bits)
+            .or(self.rounding_bits)
+    }
+
+    /// Whether any layer rounds.
+    pub fn any_rounding(&self) -> bool {
+        self.rounding_bits.is_some() || self.layers.values().any(|l| l.rounding_bits.is_some())
+    }
+
     /// One `n_bits` for inputs, weights and activations.
     pub fn with_n_bits(n: u32) -> Self {
         Self {
@@ -135,6 +232,8 @@ pub enum PassError {
     Ir(#[from] IrError),
     #[error("calibration: {reason}")]
     Calibration { reason: String },
+    #[error("precision config: {reason}")]
+    Config { reason: String },
     #[error("node `{node}` ({op}): {reason}")]
     Unsupported {
         node: String,

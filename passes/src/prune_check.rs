@@ -48,18 +48,26 @@ impl Pass for PruneCheck {
                 });
             }
         }
-        let budget = match (cfg.n_accum_bits, cfg.rounding_bits) {
-            (Some(a), _) => Some(a),
-            (None, None) => Some(cfg.max_tlu_bits),
-            (None, Some(_)) => None,
-        };
-        let Some(budget) = budget else {
-            return Ok(Changed::No);
-        };
+        for (name, l) in &cfg.layers {
+            if let Some(r) = l.rounding_bits.filter(|&r| r > cfg.max_tlu_bits) {
+                return Err(PassError::Config {
+                    reason: format!(
+                        "layer `{name}`: rounding to {r} bits exceeds the widest table lookup, {} bits",
+                        cfg.max_tlu_bits
+                    ),
+                });
+            }
+        }
         let mut changed = false;
         for n in g.topo()? {
             let Op::IntLinear(l) = &g.g[n].op else {
                 continue;
+            };
+            let layer_name = cx.origin.get(&n).cloned().unwrap_or_default();
+            let budget = match (cfg.n_accum_bits, cfg.rounding_for(&layer_name)) {
+                (Some(a), _) => a,
+                (None, None) => cfg.max_tlu_bits,
+                (None, Some(_)) => continue,
             };
             let x = g.inputs_of(n)[0];
             let Some(&xi) = cx.intervals.get(&x) else {
@@ -101,7 +109,7 @@ impl Pass for PruneCheck {
                     lo: iv.lo,
                     hi: iv.hi,
                     budget,
-                    omega: omega(budget, cfg.n_bits_weights, xi.bits()),
+                    omega: omega(budget, cfg.weight_bits(&layer_name), xi.bits()),
                     fan_in: rows.first().map_or(0, |r| r.len()),
                     fewer: cfg.n_bits_activations.saturating_sub(2).max(2),
                 });
@@ -114,12 +122,16 @@ impl Pass for PruneCheck {
             changed |= zeroed > 0;
             cx.pruned.push((layer, zeroed));
         }
-        if cfg.rounding_bits.is_none() {
+        {
             for n in g.topo()? {
                 if !matches!(g.g[n].op, Op::Tlu(_)) {
                     continue;
                 }
                 let x = g.inputs_of(n)[0];
+                let src = cx.origin.get(&x).cloned().unwrap_or_default();
+                if cfg.rounding_for(&src).is_some() {
+                    continue; // rounded to fit
+                }
                 if matches!(g.g[x].op, Op::IntLinear(_)) && cfg.n_accum_bits.is_some() {
                     continue; // pruned above
                 }

@@ -35,9 +35,9 @@ impl Pass for Round {
         Stage::Fused
     }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
-        let Some(r) = cx.config.rounding_bits else {
+        if !cx.config.any_rounding() {
             return Ok(Changed::No);
-        };
+        }
         let mut made: HashMap<(NodeIndex, Vec<u32>), NodeIndex> = HashMap::new();
         let mut count = 0;
         // Rounding a table's input can raise the table's own extremes by a code, so bounds
@@ -52,6 +52,11 @@ impl Pass for Round {
                 stale = false;
             }
             let x = g.inputs_of(n)[0];
+            // the rounding of the layer whose accumulator feeds the table
+            let layer = cx.origin.get(&x).cloned().unwrap_or_default();
+            let Some(r) = cx.config.rounding_for(&layer) else {
+                continue;
+            };
             let Some(b) = cx.bounds.get(&x) else { continue };
             // each element drops just the bits its own worst case needs
             let ks: Vec<u32> = (0..b.len()).map(|i| bits_to_drop(b.at(i), r)).collect();
@@ -98,8 +103,12 @@ impl Pass for Round {
             count += 1;
             stale = true;
         }
-        cx.log
-            .push(format!("round: {count} table input(s) rounded to {r} bits"));
+        cx.log.push(format!(
+            "round: {count} table input(s) rounded ({} by default)",
+            cx.config
+                .rounding_bits
+                .map_or("exact".to_string(), |r| format!("{r} bits"))
+        ));
         Ok(if count > 0 { Changed::Yes } else { Changed::No })
     }
 }

@@ -310,3 +310,87 @@ proptest! {
         prop_assert!(m.report.max_tlu_bits <= 6);
     }
 }
+
+/// Per-layer precision: the JSON form round-trips, each layer gets its own weight, input and
+/// rounding bits (and only that layer), the report shows them, and an unknown layer name is
+/// refused with the list of layers.
+#[test]
+fn per_layer_precision_round_trips_and_applies_to_its_layer_only() {
+    use fhec::ir::{IntLinear, Op};
+    use fhec::passes::{LayerPrecision, PrecisionFile};
+    let (l0, l2) = ("/net/net.0/Gemm", "/net/net.2/Gemm");
+    let json = format!(
+        r#"{{"layers": {{"{l0}": {{"weight_bits": 3, "rounding_bits": 5}}, "{l2}": {{"input_bits": 4}}}}}}"#
+    );
+    let file: PrecisionFile = serde_json::from_str(&json).expect("parses");
+    let back: PrecisionFile =
+        serde_json::from_str(&serde_json::to_string(&file).expect("json")).expect("parses");
+    assert_eq!(back, file);
+    assert_eq!(
+        LayerPrecision::parse("w3,r5").expect("spec"),
+        file.layers[l0],
+        "the command-line form means the same"
+    );
+    let cfg = QuantConfig {
+        layers: file.layers.clone(),
+        ..QuantConfig::default()
+    };
+    let (m, _) = compile_mlp(cfg.clone());
+    // weights: 3 bits in layer 0 (|w| ≤ 3), 6 bits elsewhere
+    let mut max_w = std::collections::BTreeMap::new();
+    for n in m.program.g.node_weights() {
+        if let Op::IntLinear(IntLinear::Dense { w }) = &n.op {
+            max_w.insert(n.name.clone(), w.iter().map(|v| v.abs()).max().unwrap_or(0));
+        }
+    }
+    assert_eq!(max_w[l0], 3, "{max_w:?}");
+    assert!(max_w[l2] > 3 && max_w[l2] <= 31, "{max_w:?}");
+    // layer 2 reads its input at 4 bits: the table (Relu, requantized) feeding it has 16
+    // output codes
+    let l2_node = m
+        .program
+        .g
+        .node_indices()
+        .find(|&i| m.program.g[i].name == l2)
+        .expect("layer 2");
+    let x = m.program.inputs_of(l2_node)[0];
+    match &m.program.g[x].op {
+        Op::Tlu(t) => assert_eq!((t.out.qmin, t.out.qmax), (0, 15)),
+        other => panic!("layer 2 reads {}", other.name()),
+    }
+    // the report: per-layer precision, and the config (with its layers) round-trips in JSON
+    let row = |name: &str| {
+        m.report
+            .layers
+            .iter()
+            .find(|r| r.layer == name)
+            .and_then(|r| r.precision)
+            .expect("row")
+    };
+    assert_eq!(row(l0), (3, 6, Some(5)));
+    assert_eq!(row(l2), (6, 4, Some(6)));
+    assert!(m.report.to_text().contains("3/6/5"));
+    let report: fhec::CompileReport =
+        serde_json::from_str(&serde_json::to_string(&m.report).expect("json")).expect("parses");
+    assert_eq!(report.config, cfg);
+    // the rounding of layer 0 is 5 bits: its table inputs are at most 5 bits wide
+    let r0 = m.report.layers.iter().find(|r| r.layer == l0).expect("row");
+    assert!(r0.tlu_input_bits.is_some_and(|b| b <= 5), "{r0:?}");
+    // an unknown layer
+    let bad = QuantConfig {
+        layers: [("nope".to_string(), LayerPrecision::default())].into(),
+        ..QuantConfig::default()
+    };
+    let calib = calib("digits_mlp");
+    let e = fhec::compile(
+        &model("digits_mlp.onnx"),
+        &[calib],
+        &CompileOptions {
+            quant: bad,
+            ..Default::default()
+        },
+    )
+    .expect_err("refused")
+    .to_string();
+    assert!(e.contains("no layer `nope`") && e.contains(l2), "{e}");
+}

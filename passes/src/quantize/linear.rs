@@ -9,8 +9,7 @@ use ndarray::{ArrayD, IxDyn};
 impl Builder<'_> {
     /// Symmetric weight quantization of `rows[j]` (one row per output), per channel or per
     /// tensor: integer weights and one scale per output.
-    pub(super) fn quant_weights(&self, rows: &[Vec<f32>]) -> (Vec<Vec<i64>>, Vec<f32>) {
-        let nb = self.cx.config.n_bits_weights;
+    pub(super) fn quant_weights(&self, rows: &[Vec<f32>], nb: u32) -> (Vec<Vec<i64>>, Vec<f32>) {
         let absmax = |r: &Vec<f32>| r.iter().fold(0f32, |m, &v| m.max(v.abs()));
         let global = rows.iter().map(absmax).fold(0f32, f32::max);
         let mut qs = Vec::with_capacity(rows.len());
@@ -43,7 +42,8 @@ impl Builder<'_> {
         // Any encrypted integer with a per-element affine meaning `a·q + b` works: the
         // effective weights are `w·a`, the constant `Σ w·b` joins the bias. Float values are
         // requantized first.
-        let (xq, ax, bx) = self.linear_input(x)?;
+        let layer = self.name(n);
+        let (xq, ax, bx) = self.linear_input(x, self.cx.config.input_bits(&layer))?;
         let (k, nn) = (w.len(), bias.len());
         let in_len = ax.len();
         let rows_per = in_len / k;
@@ -58,7 +58,7 @@ impl Builder<'_> {
         let rows: Vec<Vec<f32>> = (0..nn)
             .map(|j| (0..k).map(|i| w[i][j] * ax[i]).collect())
             .collect();
-        let (qw, scales) = self.quant_weights(&rows);
+        let (qw, scales) = self.quant_weights(&rows, self.cx.config.weight_bits(&layer));
         let wq = ArrayD::from_shape_fn(IxDyn(&[k, nn]), |ix| qw[ix[1]][ix[0]]);
         let node = self.add(name, Op::IntLinear(IntLinear::Dense { w: wq }), &[xq])?;
         let len: usize = out_shape.iter().product();
@@ -83,14 +83,15 @@ impl Builder<'_> {
         out_shape: Vec<usize>,
     ) -> Result<(), PassError> {
         // a uniform affine meaning with an integer code for 0.0 (what padding reads)
-        let (xq, s, b0, zero_code) = self.uniform_input(x)?;
+        let layer = self.name(n);
+        let (xq, s, b0, zero_code) = self.uniform_input(x, self.cx.config.input_bits(&layer))?;
         let m = w.shape()[0];
         let per = w.len() / m;
         let flat: Vec<f32> = w.iter().copied().collect();
         let rows: Vec<Vec<f32>> = (0..m)
             .map(|j| flat[j * per..(j + 1) * per].iter().map(|v| v * s).collect())
             .collect();
-        let (qw, scales) = self.quant_weights(&rows);
+        let (qw, scales) = self.quant_weights(&rows, self.cx.config.weight_bits(&layer));
         let wq =
             ArrayD::from_shape_vec(IxDyn(w.shape()), qw.concat()).expect("invariant: same size");
         let node = self.add(
@@ -117,11 +118,16 @@ impl Builder<'_> {
     pub(super) fn linear_input(
         &mut self,
         x: NodeIndex,
+        bits: u32,
     ) -> Result<(NodeIndex, Vec<f32>, Vec<f32>), PassError> {
+        let len = self.f.g[x].ty.len();
+        if let Some((node, p)) = self.requant_for_layer(x, bits)? {
+            let s = p.scale;
+            return Ok((node, vec![s; len], vec![-s * p.zero_point as f32; len]));
+        }
         if matches!(self.val(x), QVal::Float { .. }) {
             self.requant(x)?;
         }
-        let len = self.f.g[x].ty.len();
         match self.val(x) {
             QVal::Enc { node, a, b, .. } => Ok((node, full(&a, len), full(&b, len))),
             _ => Err(self.unsupported(x, "a constant where an encrypted value is expected")),
@@ -133,7 +139,11 @@ impl Builder<'_> {
     pub(super) fn uniform_input(
         &mut self,
         x: NodeIndex,
+        bits: u32,
     ) -> Result<(NodeIndex, f32, f32, i64), PassError> {
+        if let Some((node, p)) = self.requant_for_layer(x, bits)? {
+            return Ok((node, p.scale, -p.scale * p.zero_point as f32, p.zero_point));
+        }
         if let QVal::Enc { node, a, b, .. } = self.val(x) {
             if let (Some(s), Some(b0)) = (uniform(&a), uniform(&b)) {
                 let z = -b0 / s;
@@ -183,7 +193,8 @@ impl Builder<'_> {
         name: &str,
         out_shape: Vec<usize>,
     ) -> Result<(), PassError> {
-        let (xq, s, b0, zero_code) = self.uniform_input(x)?;
+        let (xq, s, b0, zero_code) =
+            self.uniform_input(x, self.cx.config.input_bits(&self.name(n)))?;
         let xs = self.f.g[x].ty.shape.clone();
         let c = xs[1];
         let attrs = self.pool_as_conv(x, &p, &out_shape);

@@ -47,6 +47,7 @@ impl Pass for Quantize {
         Stage::Quantized
     }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
+        check_layers(g, &cx.config)?;
         let mut b = Builder::new(g, cx);
         for n in g.topo()? {
             b.node(n)?;
@@ -66,6 +67,48 @@ impl Pass for Quantize {
         *g = q;
         Ok(Changed::Yes)
     }
+}
+
+/// The layers a per-layer precision may name: linear ops with clear weights.
+pub fn layer_names(g: &Graph) -> Vec<String> {
+    let mut names: Vec<String> =
+        g.g.node_weights()
+            .filter(|n| {
+                matches!(
+                    n.op,
+                    Op::Gemm { .. }
+                        | Op::MatMul
+                        | Op::Conv(_)
+                        | Op::AveragePool(_)
+                        | Op::GlobalAveragePool
+                )
+            })
+            .map(|n| n.name.clone())
+            .collect();
+    names.sort();
+    names
+}
+
+/// Every per-layer override names a layer of the graph and has bits in range.
+fn check_layers(g: &Graph, cfg: &crate::QuantConfig) -> Result<(), PassError> {
+    if cfg.layers.is_empty() {
+        return Ok(());
+    }
+    let known = layer_names(g);
+    for (name, p) in &cfg.layers {
+        if !known.contains(name) {
+            return Err(PassError::Config {
+                reason: format!(
+                    "no layer `{name}` in the model; layers: {}",
+                    known.join(", ")
+                ),
+            });
+        }
+        p.check().map_err(|e| PassError::Config {
+            reason: format!("layer `{name}`: {e}"),
+        })?;
+    }
+    Ok(())
 }
 
 #[derive(Clone, Debug)]
@@ -175,12 +218,39 @@ impl<'a> Builder<'a> {
     }
 
     fn act_params(&self, n: NodeIndex) -> Result<QuantParams, PassError> {
+        self.act_params_at(n, self.cx.config.n_bits_activations)
+    }
+
+    fn act_params_at(&self, n: NodeIndex, bits: u32) -> Result<QuantParams, PassError> {
         let (lo, hi) = self.range(n)?;
-        Ok(QuantParams::unsigned(
-            lo,
-            hi,
-            self.cx.config.n_bits_activations,
-        ))
+        Ok(QuantParams::unsigned(lo, hi, bits))
+    }
+
+    /// A layer's activation input at the layer's own bits, when they differ from the global
+    /// activation bits (`None`: the shared requantization applies). Graph inputs keep the
+    /// client's grid and accumulators their affine meaning. Not cached: another layer may
+    /// read the same value at other bits.
+    fn requant_for_layer(
+        &mut self,
+        n: NodeIndex,
+        bits: u32,
+    ) -> Result<Option<(NodeIndex, QuantParams)>, PassError> {
+        if bits == self.cx.config.n_bits_activations || matches!(self.f.g[n].op, Op::Input { .. }) {
+            return Ok(None);
+        }
+        match self.val(n) {
+            QVal::Const(_) => {
+                Err(self.unsupported(n, "a constant where an encrypted value is expected"))
+            }
+            QVal::Enc { requant: None, .. } => Ok(None),
+            v => {
+                let p = self.act_params_at(n, bits)?;
+                if let QVal::Float { node } = v {
+                    self.float_src.insert(n, node);
+                }
+                self.requant_with(n, p).map(Some)
+            }
+        }
     }
 
     fn add(&mut self, name: &str, op: Op, ins: &[NodeIndex]) -> Result<NodeIndex, PassError> {
