@@ -20,6 +20,7 @@ pub mod import;
 pub mod model;
 pub mod npy;
 pub mod runtime;
+pub mod tune;
 
 pub use compile::{compile, compile_model, CompileOptions, CompileReport, CompiledModel};
 pub use error::{Error, Result};

@@ -7,3 +7,4 @@ mod hostile;
 mod models;
 mod node_tests;
 mod quantized;
+mod tune;

@@ -1,0 +1,126 @@
+//! `fhec tune`: deterministic for a seed, regression targets (R²), and one-line errors for
+//! bad flags.
+
+use crate::common::{model, s, user_error};
+use fhec::tune::{r2, tune, Metric, TuneOptions};
+
+fn small_grid(metric: Metric, seed: u64) -> TuneOptions {
+    TuneOptions {
+        metric,
+        max_drop: 5.0,
+        n_bits: vec![4, 5],
+        rounding_bits: vec![4],
+        p_errors: vec![2f64.powi(-40), 1e-3],
+        seed,
+        ..Default::default()
+    }
+}
+
+#[test]
+fn tune_is_deterministic_and_picks_the_cheapest_passing_candidate() {
+    let m = fhec::Model::load(&model("iris_mlp.onnx")).expect("model");
+    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
+    let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
+    let y: Vec<i64> = fhec::npy::read_labels(&model("iris_mlp_test_y.npy")).expect("y");
+    let y = ndarray::Array1::from_iter(y.iter().map(|&v| v as f32)).into_dyn();
+    let run = |seed| {
+        tune(
+            &m,
+            std::slice::from_ref(&calib),
+            std::slice::from_ref(&x),
+            &y,
+            &small_grid(Metric::Accuracy, seed),
+            |_, _| {},
+        )
+        .expect("tunes")
+    };
+    let (a, b) = (run(3), run(3));
+    assert_eq!(a.candidates, b.candidates);
+    assert_eq!(a.chosen, b.chosen);
+    // 2 compiles × 2 rounding methods × 2 error probabilities
+    assert_eq!(a.candidates.len(), 8);
+    let target = a.float_score - 5.0;
+    let chosen = &a.candidates[a.chosen];
+    assert!(chosen.score >= target);
+    for c in &a.candidates {
+        assert!(
+            c.score < target || c.est_ms >= chosen.est_ms,
+            "{c:?} beats {chosen:?}"
+        );
+    }
+    // the Pareto front starts at the cheapest candidate and only improves the score
+    let front = a.pareto();
+    assert!(front
+        .windows(2)
+        .all(|w| w[1].score > w[0].score && w[1].est_ms >= w[0].est_ms));
+    // the chosen model carries the chosen settings
+    assert_eq!(a.model.fhe.rounding, chosen.rounding);
+    assert_eq!(a.model.report.config.n_bits_weights, chosen.n_bits);
+}
+
+#[test]
+fn regression_targets_score_by_r2() {
+    assert!((r2(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-12);
+    assert!(r2(&[2.0, 2.0, 2.0], &[1.0, 2.0, 3.0]).abs() < 1e-12);
+    // the float model's own outputs as regression targets: float R² is 100 %, and tune
+    // finds a quantized circuit within the budget
+    let m = fhec::Model::load(&model("iris_mlp.onnx")).expect("model");
+    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
+    let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
+    let y = m.run_float(std::slice::from_ref(&x)).expect("float")[0].clone();
+    let mut opts = small_grid(Metric::R2, 0);
+    opts.max_drop = 10.0;
+    let t = tune(
+        &m,
+        std::slice::from_ref(&calib),
+        std::slice::from_ref(&x),
+        &y,
+        &opts,
+        |_, _| {},
+    )
+    .expect("tunes");
+    assert!((t.float_score - 100.0).abs() < 1e-9);
+    assert!(t.candidates[t.chosen].score >= 90.0);
+    // targets that do not match the outputs
+    let e = Metric::R2
+        .score(&y, &ndarray::ArrayD::zeros(ndarray::IxDyn(&[3])))
+        .expect_err("refused")
+        .to_string();
+    assert!(e.contains("rows"), "{e}");
+}
+
+#[test]
+fn tune_bad_flags_are_one_line_errors() {
+    let files = [
+        "iris_mlp.onnx",
+        "iris_mlp_calib.npy",
+        "iris_mlp_test_x.npy",
+        "iris_mlp_test_y.npy",
+    ]
+    .map(model);
+    let base = [
+        "tune",
+        s(&files[0]),
+        "--calib",
+        s(&files[1]),
+        "--val",
+        s(&files[2]),
+        "--val-labels",
+        s(&files[3]),
+        "-o",
+        "/dev/null",
+    ];
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fhec"))
+            .args(base)
+            .args(extra)
+            .output()
+            .expect("runs")
+    };
+    user_error(&run(&["--max-accuracy-drop=-1"]), &["--max-accuracy-drop"]);
+    user_error(&run(&["--n-bits", "1"]), &["--n-bits"]);
+    // clap's own usage errors: exit 1, no panic
+    let out = run(&["--metric", "bleu"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("bleu"));
+}
