@@ -225,6 +225,9 @@ enum Cmd {
         /// sim mode: seed of the simulated noise and bootstrap failures.
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// How --labels are scored: class accuracy, or R² of float targets (regression).
+        #[arg(long, value_enum, default_value = "accuracy")]
+        metric: MetricArg,
         #[command(flatten)]
         fhe: FheArgs,
     },
@@ -401,6 +404,7 @@ fn run(cmd: Cmd) -> Result<()> {
             samples,
             threads,
             seed,
+            metric,
             fhe,
         } => {
             set_threads(threads)?;
@@ -431,6 +435,50 @@ fn run(cmd: Cmd) -> Result<()> {
                     )))
                 }
             };
+            if metric == MetricArg::R2 {
+                let Some(l) = labels else {
+                    return Err(Error::Usage(
+                        "--metric r2 needs --labels TARGETS.npy".into(),
+                    ));
+                };
+                let ys = match (&compiled, mode) {
+                    (None, _) => Model::load_with_limits(&model, &limits())?.run_float(&xs)?,
+                    (Some(m), Mode::Float) => m.run_float(&xs)?,
+                    (Some(m), Mode::Clear) => m.run_clear(&xs)?,
+                    (Some(m), Mode::Fhe) => run_fhe(m, &xs)?,
+                    (Some(m), Mode::Sim) => m.run_simulated_with(&xs, seed, None)?.0,
+                };
+                let mut t = read_targets(&l)?;
+                if let Some(k) = samples {
+                    let k = k.min(t.shape().first().copied().unwrap_or(0));
+                    t = t
+                        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..k))
+                        .to_owned();
+                }
+                let score = |y: &ndarray::ArrayD<f32>| {
+                    fhec::tune::Metric::R2
+                        .score(y, &t)
+                        .map(|v| v / 100.0)
+                        .map_err(|e| Error::Artifact {
+                            path: l.display().to_string(),
+                            reason: e.to_string(),
+                        })
+                };
+                for (p, y) in outputs.iter().zip(&ys) {
+                    npy::write_f32(p, y)?;
+                }
+                let y = ys
+                    .first()
+                    .ok_or_else(|| Error::Usage("the model has no output".into()))?;
+                println!("R² ({}): {:.4}", mode_name(mode), score(y)?);
+                if let Some(m) = &compiled {
+                    if mode != Mode::Float {
+                        println!("R² (clear): {:.4}", score(&m.run_clear(&xs)?[0])?);
+                        println!("R² (float): {:.4}", score(&m.run_float(&xs)?[0])?);
+                    }
+                }
+                return Ok(());
+            }
             let labels = labels
                 .map(|l| {
                     npy::read_labels(&l).map(|mut v| {

@@ -124,3 +124,36 @@ fn tune_bad_flags_are_one_line_errors() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("bleu"));
 }
+
+#[test]
+fn run_scores_regression_targets_by_r2() {
+    let files = [
+        "iris_mlp.onnx",
+        "iris_mlp_test_x.npy",
+        "iris_mlp_test_out.npy",
+        "iris_mlp_calib.npy",
+        "iris_mlp_test_y.npy",
+    ]
+    .map(model);
+    let run = |targets: &std::path::Path, mode: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fhec"))
+            .args(["run", s(&files[0]), "--input", s(&files[1]), "--labels"])
+            .arg(targets)
+            .args(["--metric", "r2", "--mode", mode, "--calib", s(&files[3])])
+            .output()
+            .expect("runs")
+    };
+    // the float model's own outputs as targets: R² 1 in float mode, close to 1 in clear mode
+    let out = run(&files[2], "clear");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("R² (float): 1.0000"), "{text}");
+    let clear: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("R² (clear): "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("clear R²");
+    assert!(clear > 0.9, "{text}");
+    // class labels are one value per row, the outputs three: refused, naming the file
+    user_error(&run(&files[4], "float"), &["iris_mlp_test_y.npy", "R²"]);
+}
