@@ -889,7 +889,14 @@ fn tune_cmd(
         let mut passing: Vec<usize> = (0..t.candidates.len())
             .filter(|&i| t.candidates[i].score >= target)
             .collect();
-        passing.sort_by(|&a, &b| t.candidates[a].est_ms.total_cmp(&t.candidates[b].est_ms));
+        // the order `tune` chooses by: cheapest, then best score (the chosen one first)
+        passing.sort_by(|&a, &b| {
+            let (ca, cb) = (&t.candidates[a], &t.candidates[b]);
+            ca.est_ms
+                .total_cmp(&cb.est_ms)
+                .then(cb.score.total_cmp(&ca.score))
+                .then(a.cmp(&b))
+        });
         for &i in passing.iter().take(confirm) {
             let c = &t.candidates[i];
             let cm = fhec::tune::compile_candidate(&m, &calib, c, &limits())?;
