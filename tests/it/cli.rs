@@ -81,24 +81,8 @@ fn truncated_and_random_bytes_are_not_models() {
 
 /// Builds a model with two unsupported nodes, with the prost types.
 fn unsupported_model() -> PathBuf {
-    use prost::Message;
+    use crate::common::{onnx_model, value_info};
     use tract_onnx::pb;
-    let vi = |name: &str| pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(pb::TensorShapeProto {
-                    dim: vec![pb::tensor_shape_proto::Dimension {
-                        value: Some(pb::tensor_shape_proto::dimension::Value::DimValue(4)),
-                        ..Default::default()
-                    }],
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     let node = |name: &str, op: &str, i: &str, o: &str| pb::NodeProto {
         name: name.into(),
         op_type: op.into(),
@@ -106,26 +90,18 @@ fn unsupported_model() -> PathBuf {
         output: vec![o.into()],
         ..Default::default()
     };
-    let m = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(pb::GraphProto {
-            node: vec![
-                node("a", "Relu", "x", "h"),
-                node("b", "Hardmax", "h", "h2"),
-                node("c", "Sin", "h2", "y"),
-            ],
-            input: vec![vi("x")],
-            output: vec![vi("y")],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
+    let bytes = onnx_model(
+        vec![
+            node("a", "Relu", "x", "h"),
+            node("b", "Hardmax", "h", "h2"),
+            node("c", "Sin", "h2", "y"),
+        ],
+        vec![],
+        vec![value_info("x", &[4])],
+        vec![value_info("y", &[4])],
+    );
     let p = tmp("unsupported.onnx");
-    std::fs::write(&p, m.encode_to_vec()).expect("write");
+    std::fs::write(&p, bytes).expect("write");
     p
 }
 

@@ -4,9 +4,10 @@
 //! allocates first fails the test — and the committed fuzz corpora and crash files replay
 //! through the fuzz targets' entry points without a panic.
 
-use crate::common::{compile_iris, model, repo, s, tmp, user_error as refused};
+use crate::common::{
+    compile_iris, model, onnx_model, repo, s, tmp, user_error as refused, value_info as vi,
+};
 use fhec::ir::Limits;
-use prost::Message;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use tract_onnx::pb;
@@ -23,29 +24,6 @@ fn fhec_limited(args: &[&str]) -> Output {
 }
 
 // ---- a small ONNX builder -------------------------------------------------------------
-
-fn vi(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(pb::TensorShapeProto {
-                    dim: dims
-                        .iter()
-                        .map(|&d| Dimension {
-                            value: Some(Value::DimValue(d)),
-                            ..Default::default()
-                        })
-                        .collect(),
-                }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
-}
 
 fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
@@ -89,23 +67,9 @@ fn init_f32(name: &str, dims: &[i64], v: &[f32]) -> pb::TensorProto {
 
 /// One node reading graph input `x` (shape `x_dims`) and initializers, writing `y`.
 fn onnx(file: &str, x_dims: &[i64], n: pb::NodeProto, inits: Vec<pb::TensorProto>) -> PathBuf {
-    let m = pb::ModelProto {
-        ir_version: 8,
-        opset_import: vec![pb::OperatorSetIdProto {
-            domain: String::new(),
-            version: 17,
-        }],
-        graph: Some(pb::GraphProto {
-            node: vec![n],
-            initializer: inits,
-            input: vec![vi("x", x_dims)],
-            output: vec![vi("y", &[])],
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
     let p = tmp(file);
-    std::fs::write(&p, m.encode_to_vec()).expect("write");
+    let bytes = onnx_model(vec![n], inits, vec![vi("x", x_dims)], vec![vi("y", &[])]);
+    std::fs::write(&p, bytes).expect("write");
     p
 }
 
