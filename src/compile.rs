@@ -473,7 +473,7 @@ impl CompiledModel {
             ));
         }
         for (i, q) in self.input_quant.iter().enumerate() {
-            if q.qmin > q.qmax || !q.scale.is_finite() || q.scale == 0.0 {
+            if !q.is_valid() {
                 return Err(format!("corrupt model: input quantizer {i} is {q:?}"));
             }
         }
@@ -492,15 +492,8 @@ impl CompiledModel {
             path: path.display().to_string(),
             reason,
         };
-        let size = std::fs::metadata(path)
-            .map_err(|e| bad(format!("cannot open: {e}")))?
-            .len();
-        if size > MODEL_LIMIT {
-            return Err(bad(format!(
-                "{size} bytes, more than the {MODEL_LIMIT} a compiled model may have"
-            )));
-        }
-        let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+        let bytes =
+            crate::bounded_read::read_capped(path, MODEL_LIMIT, "a compiled model").map_err(bad)?;
         Self::from_bytes(&bytes, limits).map_err(bad)
     }
 

@@ -17,7 +17,7 @@ use crate::runtime::{
     CiphertextShape, ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs, KeyShape,
 };
 use crate::CompiledModel;
-use fhec_ir::{eval_f32, Limits, Tensor};
+use fhec_ir::Limits;
 use ndarray::{ArrayD, IxDyn};
 
 /// The limits the fuzz targets import and load under: 2^16 elements per tensor, 2^20 in
@@ -30,11 +30,11 @@ pub fn fuzz_limits() -> Limits {
     }
 }
 
-/// Zero inputs for every graph input (after a successful import or load).
-fn zero_inputs(g: &fhec_ir::Graph) -> Vec<Tensor> {
+/// A batch of one all-zero sample for every graph input (after a successful import or load).
+fn zero_batch(g: &fhec_ir::Graph) -> Vec<ArrayD<f32>> {
     g.inputs
         .iter()
-        .map(|i| Tensor::zeros(&g.g[i.node].ty))
+        .map(|i| ArrayD::zeros(IxDyn(&g.g[i.node].ty.shape)))
         .collect()
 }
 
@@ -48,23 +48,19 @@ pub fn onnx(data: &[u8]) {
     let Ok(graph) = crate::import::import_bytes_with(data, "fuzz.onnx", &opts) else {
         return;
     };
-    if eval_f32(&graph, &zero_inputs(&graph)).is_err() {
-        return;
-    }
-    let calib: Vec<ArrayD<f32>> = graph
-        .inputs
-        .iter()
-        .map(|i| ArrayD::zeros(IxDyn(&graph.g[i.node].ty.shape)))
-        .collect();
+    let zeros = zero_batch(&graph);
     let model = crate::Model {
         graph,
         source: "fuzz.onnx".into(),
     };
+    if model.run_float(&zeros).is_err() {
+        return;
+    }
     let copts = crate::CompileOptions {
         limits: fuzz_limits(),
         ..Default::default()
     };
-    if let Ok((m, _)) = crate::compile_model(&model, &calib, &copts) {
+    if let Ok((m, _)) = crate::compile_model(&model, &zeros, &copts) {
         let _ = lower(&m, Rounding::Exact);
     }
 }
@@ -106,13 +102,7 @@ pub fn compiled_model(data: &[u8]) {
     };
     let _ = lower(&m, Rounding::Exact);
     let _ = lower(&m, Rounding::Approximate);
-    let xs: Vec<ArrayD<f32>> = m
-        .float_graph
-        .inputs
-        .iter()
-        .map(|i| ArrayD::zeros(IxDyn(&m.float_graph.g[i.node].ty.shape)))
-        .collect();
-    let _ = m.run_clear(&xs);
+    let _ = m.run_clear(&zero_batch(&m.float_graph));
 }
 
 /// Parameters of the fuzzed key and ciphertext files: tiny, so that a seed key is a few

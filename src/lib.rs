@@ -12,6 +12,7 @@
 //! ```
 
 pub mod backend;
+mod bounded_read;
 pub mod compile;
 pub mod error;
 pub mod fhe;

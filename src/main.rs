@@ -435,60 +435,36 @@ fn run(cmd: Cmd) -> Result<()> {
                     )))
                 }
             };
-            if metric == MetricArg::R2 {
-                let Some(l) = labels else {
-                    return Err(Error::Usage(
-                        "--metric r2 needs --labels TARGETS.npy".into(),
-                    ));
-                };
-                let ys = match (&compiled, mode) {
-                    (None, _) => Model::load_with_limits(&model, &limits())?.run_float(&xs)?,
-                    (Some(m), Mode::Float) => m.run_float(&xs)?,
-                    (Some(m), Mode::Clear) => m.run_clear(&xs)?,
-                    (Some(m), Mode::Fhe) => run_fhe(m, &xs)?,
-                    (Some(m), Mode::Sim) => m.run_simulated_with(&xs, seed, None)?.0,
-                };
-                let mut t = read_targets(&l)?;
-                if let Some(k) = samples {
-                    let k = k.min(t.shape().first().copied().unwrap_or(0));
-                    t = t
-                        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..k))
-                        .to_owned();
-                }
-                let score = |y: &ndarray::ArrayD<f32>| {
-                    fhec::tune::Metric::R2
-                        .score(y, &t)
-                        .map(|v| v / 100.0)
-                        .map_err(|e| Error::Artifact {
-                            path: l.display().to_string(),
-                            reason: e.to_string(),
-                        })
-                };
-                for (p, y) in outputs.iter().zip(&ys) {
-                    npy::write_f32(p, y)?;
-                }
-                let y = ys
-                    .first()
-                    .ok_or_else(|| Error::Usage("the model has no output".into()))?;
-                println!("R² ({}): {:.4}", mode_name(mode), score(y)?);
-                if let Some(m) = &compiled {
-                    if mode != Mode::Float {
-                        println!("R² (clear): {:.4}", score(&m.run_clear(&xs)?[0])?);
-                        println!("R² (float): {:.4}", score(&m.run_float(&xs)?[0])?);
-                    }
-                }
-                return Ok(());
-            }
+            // class labels (accuracy) or float targets (R²), cut to the samples run
             let labels = labels
-                .map(|l| {
-                    npy::read_labels(&l).map(|mut v| {
-                        if let Some(k) = samples {
-                            v.truncate(k);
+                .map(|l| -> Result<_> {
+                    let targets = match metric {
+                        MetricArg::Accuracy => {
+                            let mut v = npy::read_labels(&l)?;
+                            if let Some(k) = samples {
+                                v.truncate(k);
+                            }
+                            Targets::Classes(v)
                         }
-                        (l, v)
-                    })
+                        MetricArg::R2 => {
+                            let mut t = read_targets(&l)?;
+                            if let Some(k) = samples {
+                                let k = k.min(t.shape().first().copied().unwrap_or(0));
+                                t = t
+                                    .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..k))
+                                    .to_owned();
+                            }
+                            Targets::Values(t)
+                        }
+                    };
+                    Ok((l, targets))
                 })
                 .transpose()?;
+            if metric == MetricArg::R2 && labels.is_none() {
+                return Err(Error::Usage(
+                    "--metric r2 needs --labels TARGETS.npy".into(),
+                ));
+            }
             let n = xs
                 .first()
                 .map_or(0, |x| x.shape().first().copied().unwrap_or(1));
@@ -518,35 +494,35 @@ fn run(cmd: Cmd) -> Result<()> {
                 npy::write_f32(p, y)?;
                 println!("wrote {} {}", p.display(), ShapeFmt(y.shape()));
             }
-            if let Some((path, labels)) = labels {
-                let acc = |y: &ndarray::ArrayD<f32>| {
-                    fhec::accuracy(y, &labels)
-                        .ok_or_else(|| labels_mismatch(&path, labels.len(), y))
+            if let Some((path, targets)) = labels {
+                let report = |which: &str, y: &ndarray::ArrayD<f32>| -> Result<()> {
+                    match &targets {
+                        Targets::Classes(v) => {
+                            let acc = fhec::accuracy(y, v)
+                                .ok_or_else(|| labels_mismatch(&path, v.len(), y))?;
+                            println!("accuracy ({which}): {acc:.4} on {} samples", v.len());
+                        }
+                        Targets::Values(t) => {
+                            let r2 = fhec::tune::Metric::R2.score(y, t).map_err(|e| {
+                                Error::Artifact {
+                                    path: path.display().to_string(),
+                                    reason: e.to_string(),
+                                }
+                            })?;
+                            println!("R² ({which}): {:.4}", r2 / 100.0);
+                        }
+                    }
+                    Ok(())
                 };
                 let y = ys
                     .first()
                     .ok_or_else(|| Error::Usage("the model has no output".into()))?;
-                println!(
-                    "accuracy ({}): {:.4} on {} samples",
-                    mode_name(mode),
-                    acc(y)?,
-                    labels.len()
-                );
+                report(mode_name(mode), y)?;
                 if let (Some(m), true) = (&compiled, mode != Mode::Float) {
                     if matches!(mode, Mode::Fhe | Mode::Sim) {
-                        let yc = m.run_clear(&xs)?;
-                        println!(
-                            "accuracy (clear): {:.4} on {} samples",
-                            acc(&yc[0])?,
-                            labels.len()
-                        );
+                        report("clear", &m.run_clear(&xs)?[0])?;
                     }
-                    let yf = m.run_float(&xs)?;
-                    println!(
-                        "accuracy (float): {:.4} on {} samples",
-                        acc(&yf[0])?,
-                        labels.len()
-                    );
+                    report("float", &m.run_float(&xs)?[0])?;
                 }
             }
             Ok(())
@@ -818,6 +794,14 @@ fn print_plan(plan: &Plan) {
 }
 
 /// A progress bar on a terminal (hidden otherwise) counting table lookups.
+/// What `run --labels` scores against.
+enum Targets {
+    /// Class indices (accuracy of the first output's argmax).
+    Classes(Vec<i64>),
+    /// Regression targets (R² of the first output).
+    Values(ndarray::ArrayD<f32>),
+}
+
 /// Labels or regression targets as floats (int64, int32 or float32 `.npy`).
 fn read_targets(path: &Path) -> Result<ndarray::ArrayD<f32>> {
     match npy::read_f32(path) {
@@ -880,35 +864,27 @@ fn tune_cmd(
         t.candidates.len(),
         t0.elapsed().as_secs_f64(),
         t.float_score,
-        t.float_score - opts.max_drop
+        t.target
     );
     // the real benchmark of the cheapest passing candidates
     let mut measured: BTreeMap<usize, f64> = BTreeMap::new();
-    if confirm > 0 {
-        let target = t.float_score - opts.max_drop;
-        let mut passing: Vec<usize> = (0..t.candidates.len())
-            .filter(|&i| t.candidates[i].score >= target)
-            .collect();
-        // the order `tune` chooses by: cheapest, then best score (the chosen one first)
-        passing.sort_by(|&a, &b| {
-            let (ca, cb) = (&t.candidates[a], &t.candidates[b]);
-            ca.est_ms
-                .total_cmp(&cb.est_ms)
-                .then(cb.score.total_cmp(&ca.score))
-                .then(a.cmp(&b))
-        });
-        for &i in passing.iter().take(confirm) {
-            let c = &t.candidates[i];
-            let cm = fhec::tune::compile_candidate(&m, &calib, c, &limits())?;
-            let session = cm.fhe_session()?;
-            let sample = fhec::model::split_batch(&cm.float_graph, &xs)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| Error::Usage("the validation set is empty".into()))?;
-            let q = fhec::ir::quantize_sample(&sample, &cm.input_quant);
-            let (_, times) = session.run_sample(&q, None)?;
-            measured.insert(i, times.evaluate.as_secs_f64() * 1e3);
-        }
+    for i in t.passing().into_iter().take(confirm) {
+        // the chosen candidate's model is at hand; others are compiled again
+        let other;
+        let cm = if i == t.chosen {
+            &t.model
+        } else {
+            other = fhec::tune::compile_candidate(&m, &calib, &t.candidates[i], &limits())?;
+            &other
+        };
+        let session = cm.fhe_session()?;
+        let sample = fhec::model::split_batch(&cm.float_graph, &xs)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Usage("the validation set is empty".into()))?;
+        let q = fhec::ir::quantize_sample(&sample, &cm.input_quant);
+        let (_, times) = session.run_sample(&q, None)?;
+        measured.insert(i, times.evaluate.as_secs_f64() * 1e3);
     }
     println!(
         "{:>6} {:>9} {:>10} {:>7} {:>11} {:>5} {:>6} {:>7} {:>12} {:>12}",
@@ -923,12 +899,8 @@ fn tune_cmd(
         "est ms/smp",
         "measured ms"
     );
-    for c in t.pareto() {
-        let i = t
-            .candidates
-            .iter()
-            .position(|x| std::ptr::eq(x, c))
-            .unwrap_or(usize::MAX);
+    for i in t.pareto() {
+        let c = &t.candidates[i];
         println!(
             "{:>6} {:>9} {:>10} {:>7.0e} {:>10.2}% {:>5} {:>6} {:>7} {:>12.1} {:>12}{}",
             c.n_bits,

@@ -18,15 +18,7 @@ fn read_checked(path: &Path) -> Result<Vec<u8>> {
         path: path.display().to_string(),
         reason,
     };
-    let size = std::fs::metadata(path)
-        .map_err(|e| bad(format!("cannot open: {e}")))?
-        .len();
-    if size > NPY_LIMIT {
-        return Err(bad(format!(
-            "{size} bytes, more than the {NPY_LIMIT} an input file may have"
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot open: {e}")))?;
+    let bytes = crate::bounded_read::read_capped(path, NPY_LIMIT, "an input file").map_err(bad)?;
     check_npy(&bytes).map_err(bad)?;
     Ok(bytes)
 }

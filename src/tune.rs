@@ -139,6 +139,8 @@ pub struct Candidate {
 pub struct Tuned {
     /// The float model's validation score.
     pub float_score: f64,
+    /// The least score accepted: float score − the allowed drop.
+    pub target: f64,
     /// Every candidate, in search order.
     pub candidates: Vec<Candidate>,
     /// Index into `candidates` of the chosen one.
@@ -149,23 +151,42 @@ pub struct Tuned {
 
 impl Tuned {
     /// Candidates no other beats on both score and cost, cheapest first.
-    pub fn pareto(&self) -> Vec<&Candidate> {
-        let mut v: Vec<&Candidate> = self.candidates.iter().collect();
-        v.sort_by(|a, b| {
-            a.est_ms
-                .total_cmp(&b.est_ms)
-                .then(b.score.total_cmp(&a.score))
-        });
+    pub fn pareto(&self) -> Vec<usize> {
+        let mut v: Vec<usize> = (0..self.candidates.len()).collect();
+        v.sort_by(|&a, &b| by_cost(&self.candidates[a], &self.candidates[b]));
         let mut front = Vec::new();
         let mut best = f64::NEG_INFINITY;
-        for c in v {
-            if c.score > best {
-                best = c.score;
-                front.push(c);
+        for i in v {
+            if self.candidates[i].score > best {
+                best = self.candidates[i].score;
+                front.push(i);
             }
         }
         front
     }
+
+    /// Candidates scoring at least the target, in the order `tune` chooses by (the chosen
+    /// one first).
+    pub fn passing(&self) -> Vec<usize> {
+        passing(&self.candidates, self.target)
+    }
+}
+
+/// Cheapest first, then the better score.
+fn by_cost(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
+    a.est_ms
+        .total_cmp(&b.est_ms)
+        .then(b.score.total_cmp(&a.score))
+}
+
+/// Indices of the candidates scoring at least `target`, ordered by [`by_cost`] (stable: on a
+/// tie the earlier candidate first).
+fn passing(candidates: &[Candidate], target: f64) -> Vec<usize> {
+    let mut v: Vec<usize> = (0..candidates.len())
+        .filter(|&i| candidates[i].score >= target)
+        .collect();
+    v.sort_by(|&a, &b| by_cost(&candidates[a], &candidates[b]));
+    v
 }
 
 /// Searches the settings (see the module docs).
@@ -202,16 +223,8 @@ pub fn tune(
     let mut models: Vec<(CompiledModel, usize)> = Vec::new();
     for (i, &(n, r)) in grid.iter().enumerate() {
         progress(i, grid.len());
-        let copts = CompileOptions {
-            quant: QuantConfig {
-                rounding_bits: Some(r),
-                ..QuantConfig::with_n_bits(n)
-            },
-            limits: opts.limits,
-            ..Default::default()
-        };
         // a setting the compiler refuses (accumulator over budget, …) is not a candidate
-        let Ok((m, _)) = compile_model(model, calib, &copts) else {
+        let Ok((m, _)) = compile_model(model, calib, &grid_options(n, r, &opts.limits)) else {
             continue;
         };
         let clear_score = opts.metric.score(&first(&m.run_clear(val_x)?)?, val_y)?;
@@ -249,16 +262,9 @@ pub fn tune(
     }
     progress(grid.len(), grid.len());
     let target = float_score - opts.max_drop;
-    let chosen = candidates
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| c.score >= target)
-        .min_by(|a, b| {
-            a.1.est_ms
-                .total_cmp(&b.1.est_ms)
-                .then(b.1.score.total_cmp(&a.1.score))
-        })
-        .map(|(i, _)| i)
+    let chosen = passing(&candidates, target)
+        .first()
+        .copied()
         .ok_or_else(|| {
             let best = candidates
                 .iter()
@@ -276,6 +282,7 @@ pub fn tune(
         .expect("invariant: every candidate has its model");
     Ok(Tuned {
         float_score,
+        target,
         candidates,
         chosen,
         model,
@@ -292,18 +299,26 @@ pub fn compile_candidate(
     c: &Candidate,
     limits: &fhec_ir::Limits,
 ) -> Result<CompiledModel> {
-    let copts = CompileOptions {
-        quant: QuantConfig {
-            rounding_bits: Some(c.rounding_bits),
-            ..QuantConfig::with_n_bits(c.n_bits)
-        },
-        limits: *limits,
-        ..Default::default()
-    };
-    let (m, _) = compile_model(model, calib, &copts)?;
+    let (m, _) = compile_model(
+        model,
+        calib,
+        &grid_options(c.n_bits, c.rounding_bits, limits),
+    )?;
     Ok(m.with_fhe_options(FheOptions {
         p_error: c.p_target,
         rounding: c.rounding,
         ..Default::default()
     }))
+}
+
+/// The compile options of one grid point: `n_bits` everywhere, rounding to `rounding_bits`.
+fn grid_options(n_bits: u32, rounding_bits: u32, limits: &fhec_ir::Limits) -> CompileOptions {
+    CompileOptions {
+        quant: QuantConfig {
+            rounding_bits: Some(rounding_bits),
+            ..QuantConfig::with_n_bits(n_bits)
+        },
+        limits: *limits,
+        ..Default::default()
+    }
 }

@@ -4,7 +4,7 @@ use crate::error::{IrError, OpError};
 use crate::kernels;
 use crate::limits::Limits;
 use crate::op::Op;
-use crate::tensor::{ShapeFmt, Tensor, TensorType};
+use crate::tensor::{saturating_len, ShapeFmt, Tensor, TensorType};
 use petgraph::stable_graph::{NodeIndex, StableDiGraph};
 use petgraph::visit::EdgeRef;
 use petgraph::Direction;
@@ -225,11 +225,7 @@ impl Graph {
         let total = self
             .g
             .node_weights()
-            .map(|n| {
-                n.ty.shape
-                    .iter()
-                    .fold(1u64, |a, &d| a.saturating_mul(d as u64))
-            })
+            .map(|n| saturating_len(&n.ty.shape))
             .fold(0u64, u64::saturating_add);
         if total > self.limits.max_total_elements as u64 {
             return Err(IrError::TooLarge {
@@ -273,23 +269,13 @@ impl Graph {
                         what: format!("node `{}` is not graph input #{index}", node.name),
                     });
                 }
-                if crate::tensor::checked_len(&node.ty.shape)
-                    .is_none_or(|l| l > self.limits.max_tensor_elements)
-                {
-                    return Err(IrError::Node {
+                self.limits
+                    .check_tensor("an input tensor", &node.ty.shape)
+                    .map_err(|source| IrError::Node {
                         node: node.name.clone(),
                         op: "Input",
-                        source: OpError::TooLarge {
-                            what: "an input tensor",
-                            amount: node
-                                .ty
-                                .shape
-                                .iter()
-                                .fold(1u64, |a, &d| a.saturating_mul(d as u64)),
-                            limit: self.limits.max_tensor_elements as u64,
-                        },
-                    });
-                }
+                        source,
+                    })?;
                 continue;
             }
             let ins = self.inputs_of(n);

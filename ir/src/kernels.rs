@@ -8,7 +8,7 @@ use crate::error::OpError;
 use crate::limits::Limits;
 use crate::op::{Binary, ConvAttrs, IntLinear, Op, PadMode, PoolAttrs, ReduceKind, SliceAxis};
 use crate::quant::ElemOp;
-use crate::tensor::{checked_len, DType, ShapeFmt, Tensor, TensorType};
+use crate::tensor::{checked_len, saturating_len, DType, ShapeFmt, Tensor, TensorType};
 use ndarray::{
     concatenate, Array2, ArrayD, ArrayView2, ArrayViewD, Axis, Dimension, Ix2, IxDyn, Zip,
 };
@@ -155,7 +155,7 @@ fn check_window(
 /// Checks attributes that shape inference alone would not catch.
 fn check_attrs(op: &Op) -> Result<(), OpError> {
     let check_q = |p: &crate::quant::QuantParams| {
-        if p.qmin > p.qmax || !p.scale.is_finite() || p.scale == 0.0 {
+        if !p.is_valid() {
             return Err(OpError::attr(
                 "quantization",
                 format!(
@@ -351,29 +351,14 @@ pub fn infer(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
 /// arithmetic that overflows, an output or a multiply-accumulate count over `limits`.
 pub fn infer_with(op: &Op, ins: &[&TensorType], limits: &Limits) -> Result<TensorType, OpError> {
     let ty = infer_shape(op, ins)?;
-    if ty.rank() > crate::limits::MAX_RANK {
-        return Err(OpError::shape(format!(
-            "an output of rank {}; the limit is {}",
-            ty.rank(),
-            crate::limits::MAX_RANK
-        )));
-    }
-    let wide = |shape: &[usize]| shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64));
-    let Some(len) = checked_len(&ty.shape).filter(|&l| l <= limits.max_tensor_elements) else {
-        return Err(OpError::TooLarge {
-            what: "an output tensor",
-            amount: wide(&ty.shape),
-            limit: limits.max_tensor_elements as u64,
-        });
-    };
-    let out = len as u64;
+    let out = limits.check_tensor("an output tensor", &ty.shape)? as u64;
     let per_output: u64 = match op {
         Op::Gemm { trans_a, .. } => ins[0].shape[usize::from(!*trans_a)] as u64,
         Op::MatMul => ins[0].shape.last().copied().unwrap_or(1) as u64,
         Op::Conv(_) => (ins[1].len() / ins[1].shape[0].max(1)) as u64,
         Op::IntLinear(IntLinear::Dense { w }) => w.shape()[0] as u64,
         Op::IntLinear(IntLinear::Conv { w, .. }) => (w.len() / w.shape()[0].max(1)) as u64,
-        Op::AveragePool(p) | Op::MaxPool(p) => wide(&p.kernel),
+        Op::AveragePool(p) | Op::MaxPool(p) => saturating_len(&p.kernel),
         _ => 1,
     };
     let macs = out.saturating_mul(per_output);

@@ -5,6 +5,9 @@
 //! checks each output against these limits before anything is allocated, the importer
 //! checks constants it folds, and [`crate::Graph::verify`] checks the whole graph.
 
+use crate::error::OpError;
+use crate::tensor::{checked_len, saturating_len};
+
 /// Largest tensor rank (numpy's limit).
 pub const MAX_RANK: usize = 64;
 
@@ -20,6 +23,27 @@ pub struct Limits {
 }
 
 impl Limits {
+    /// The element count of a tensor of `shape` (`what` names it in the error), refused
+    /// over `max_tensor_elements` or `MAX_RANK` before anything of that shape is allocated.
+    ///
+    /// # Errors
+    /// [`OpError::TooLarge`] or, for the rank, [`OpError::Shape`].
+    pub fn check_tensor(&self, what: &'static str, shape: &[usize]) -> Result<usize, OpError> {
+        if shape.len() > MAX_RANK {
+            return Err(OpError::shape(format!(
+                "{what} of rank {}; the limit is {MAX_RANK}",
+                shape.len()
+            )));
+        }
+        checked_len(shape)
+            .filter(|&l| l <= self.max_tensor_elements)
+            .ok_or(OpError::TooLarge {
+                what,
+                amount: saturating_len(shape),
+                limit: self.max_tensor_elements as u64,
+            })
+    }
+
     pub const DEFAULT_TENSOR_ELEMENTS: usize = 1 << 26;
     pub const DEFAULT_TOTAL_ELEMENTS: usize = 1 << 28;
     pub const DEFAULT_NODE_MACS: u64 = 1 << 33;

@@ -75,6 +75,12 @@ impl QuantParams {
     pub fn bits(&self) -> u32 {
         Interval::new(self.qmin, self.qmax).bits()
     }
+
+    /// A usable quantizer: a non-empty range and a finite, non-zero scale (what a file may
+    /// not hold).
+    pub fn is_valid(&self) -> bool {
+        self.qmin <= self.qmax && self.scale.is_finite() && self.scale != 0.0
+    }
 }
 
 /// Quantizes one sample as the client does before encrypting: each input tensor with its

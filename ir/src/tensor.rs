@@ -52,6 +52,11 @@ impl TensorType {
     }
 }
 
+/// Number of elements of `shape`, saturating at `u64::MAX` (for messages and totals).
+pub fn saturating_len(shape: &[usize]) -> u64 {
+    shape.iter().fold(1u64, |a, &d| a.saturating_mul(d as u64))
+}
+
 /// Number of elements of `shape`, or `None` when the product overflows `usize`.
 pub fn checked_len(shape: &[usize]) -> Option<usize> {
     shape.iter().try_fold(1usize, |acc, &d| acc.checked_mul(d))

@@ -119,15 +119,20 @@ fn run_i64(op: &Op, ins: &[ArrayD<i64>]) -> Result<ArrayD<i64>, OpError> {
         .ok_or_else(|| OpError::shape("an integer op produced floats"))
 }
 
-/// Elementwise `a + b` of bounds, refusing (not wrapping) on overflow.
-fn add_checked(a: &ArrayD<i64>, b: &ArrayD<i64>) -> Result<ArrayD<i64>, OpError> {
-    let r = Zip::from(a).and(b).map_collect(|x, y| x.checked_add(*y));
+/// The values of a checked elementwise computation, or an overflow error naming `what`.
+fn all_checked(r: ArrayD<Option<i64>>, what: &str) -> Result<ArrayD<i64>, OpError> {
     if r.iter().any(Option::is_none) {
-        return Err(OpError::overflow(
-            "the accumulator's worst-case bound (use fewer bits)",
-        ));
+        return Err(OpError::overflow(what));
     }
     Ok(r.mapv(Option::unwrap_or_default))
+}
+
+/// Elementwise `a + b` of bounds, refusing (not wrapping) on overflow.
+fn add_checked(a: &ArrayD<i64>, b: &ArrayD<i64>) -> Result<ArrayD<i64>, OpError> {
+    all_checked(
+        Zip::from(a).and(b).map_collect(|x, y| x.checked_add(*y)),
+        "the accumulator's worst-case bound (use fewer bits)",
+    )
 }
 
 /// The bounds of a linear layer, computed with checked integer arithmetic.
@@ -241,22 +246,13 @@ pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>,
                     ))))
                 }
                 (Some(a), Some(b)) => {
+                    // a − b = a + (−b), and −[lo, hi] = [−hi, −lo]
+                    let neg =
+                        |v: &ArrayD<i64>| all_checked(v.mapv(i64::checked_neg), "a negated bound");
                     let (blo, bhi) = if *op == Binary::Add {
-                        (&b.lo, &b.hi)
+                        (b.lo.clone(), b.hi.clone())
                     } else {
-                        (&b.hi, &b.lo)
-                    };
-                    let neg = |v: &ArrayD<i64>| -> Result<ArrayD<i64>, OpError> {
-                        let r = v.mapv(i64::checked_neg);
-                        if r.iter().any(Option::is_none) {
-                            return Err(OpError::overflow("a negated bound"));
-                        }
-                        Ok(r.mapv(Option::unwrap_or_default))
-                    };
-                    let (blo, bhi) = if *op == Binary::Add {
-                        (blo.clone(), bhi.clone())
-                    } else {
-                        (neg(blo).map_err(fail)?, neg(bhi).map_err(fail)?)
+                        (neg(&b.hi).map_err(fail)?, neg(&b.lo).map_err(fail)?)
                     };
                     let lo = add_checked(&a.lo, &blo).map_err(fail)?;
                     let hi = add_checked(&a.hi, &bhi).map_err(fail)?;

@@ -122,31 +122,29 @@ impl Pass for PruneCheck {
             changed |= zeroed > 0;
             cx.pruned.push((layer, zeroed));
         }
-        {
-            for n in g.topo()? {
-                if !matches!(g.g[n].op, Op::Tlu(_)) {
-                    continue;
-                }
-                let x = g.inputs_of(n)[0];
-                let src = cx.origin.get(&x).cloned().unwrap_or_default();
-                if cfg.rounding_for(&src).is_some() {
-                    continue; // rounded to fit
-                }
-                if matches!(g.g[x].op, Op::IntLinear(_)) && cfg.n_accum_bits.is_some() {
-                    continue; // pruned above
-                }
-                let Some(b) = cx.bounds.get(&x) else { continue };
-                let bits = b.max_bits();
-                if bits > cfg.max_tlu_bits {
-                    return Err(PassError::Unsupported {
-                        node: cx.origin.get(&n).cloned().unwrap_or_else(|| g.g[n].name.clone()),
-                        op: g.g[x].op.name(),
-                        reason: format!(
-                            "its table lookup needs a {bits}-bit input, more than the {} bits tables take; use --rounding-bits {} or fewer bits",
-                            cfg.max_tlu_bits, cfg.max_tlu_bits
-                        ),
-                    });
-                }
+        for n in g.topo()? {
+            if !matches!(g.g[n].op, Op::Tlu(_)) {
+                continue;
+            }
+            let x = g.inputs_of(n)[0];
+            let src = cx.origin.get(&x).cloned().unwrap_or_default();
+            if cfg.rounding_for(&src).is_some() {
+                continue; // rounded to fit
+            }
+            if matches!(g.g[x].op, Op::IntLinear(_)) && cfg.n_accum_bits.is_some() {
+                continue; // pruned above
+            }
+            let Some(b) = cx.bounds.get(&x) else { continue };
+            let bits = b.max_bits();
+            if bits > cfg.max_tlu_bits {
+                return Err(PassError::Unsupported {
+                    node: cx.origin.get(&n).cloned().unwrap_or_else(|| g.g[n].name.clone()),
+                    op: g.g[x].op.name(),
+                    reason: format!(
+                        "its table lookup needs a {bits}-bit input, more than the {} bits tables take; use --rounding-bits {} or fewer bits",
+                        cfg.max_tlu_bits, cfg.max_tlu_bits
+                    ),
+                });
             }
         }
         Ok(if changed { Changed::Yes } else { Changed::No })

@@ -239,45 +239,35 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
     };
     let bounds = bounds(g, &cx)?;
     let order = g.topo()?;
-    // table precision: the widest per-element table input
+    // table precision: the widest per-element table input. Table inputs and their sources
+    // must stay well inside 64 bits, so that offsets, guards and table indices below cannot
+    // overflow, and tables at most MAX_TLU_BITS wide, checked before any table is built.
+    const SAFE: i64 = 1 << 60;
     let mut p = 1u32;
     for &n in &order {
+        if !matches!(g.g[n].op, Op::Tlu(_) | Op::Round { .. }) {
+            continue;
+        }
+        let Some(b) = bounds.get(&g.inputs_of(n)[0]) else {
+            continue;
+        };
+        let u = b.union();
+        if u.lo < -SAFE || u.hi > SAFE {
+            return Err(Error::Usage(format!(
+                "`{}`: its input range [{}, {}] is too wide for encrypted integers; use fewer bits",
+                g.g[n].name, u.lo, u.hi
+            )));
+        }
         if let Op::Tlu(_) = g.g[n].op {
-            let x = g.inputs_of(n)[0];
-            if let Some(b) = bounds.get(&x) {
-                p = p.max(b.max_bits().max(1));
+            let bits = b.max_bits().max(1);
+            if bits > MAX_TLU_BITS {
+                return Err(Error::Usage(format!(
+                    "`{}`: a table lookup reads {bits}-bit values; fhec's parameters read at most {MAX_TLU_BITS}-bit tables (round more with --rounding-bits, or use fewer bits)",
+                    g.g[n].name
+                )));
             }
+            p = p.max(bits);
         }
-    }
-    // table inputs and their sources stay well inside 64 bits, so offsets, guards and
-    // table indices below cannot overflow
-    const SAFE: i64 = 1 << 60;
-    for &n in &order {
-        if let Op::Tlu(_) | Op::Round { .. } = g.g[n].op {
-            let x = g.inputs_of(n)[0];
-            if let Some(u) = bounds.get(&x).map(Bounds::union) {
-                if u.lo < -SAFE || u.hi > SAFE {
-                    return Err(Error::Usage(format!(
-                        "`{}`: its input range [{}, {}] is too wide for encrypted integers; use fewer bits",
-                        g.g[n].name, u.lo, u.hi
-                    )));
-                }
-            }
-        }
-    }
-    if p > MAX_TLU_BITS {
-        let at = order
-            .iter()
-            .find(|&&n| {
-                matches!(g.g[n].op, Op::Tlu(_))
-                    && bounds
-                        .get(&g.inputs_of(n)[0])
-                        .is_some_and(|b| b.max_bits() > MAX_TLU_BITS)
-            })
-            .map_or_else(String::new, |&n| g.g[n].name.clone());
-        return Err(Error::Usage(format!(
-            "`{at}`: a table lookup reads {p}-bit values; fhec's parameters read at most {MAX_TLU_BITS}-bit tables (round more with --rounding-bits, or use fewer bits)"
-        )));
     }
     // table entries to evaluate (elements × 2^p), bounded like a node's work
     let mut table_work: u128 = 0;

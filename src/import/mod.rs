@@ -245,25 +245,17 @@ impl Cx {
         &self.graph.limits
     }
 
-    /// Refuses a tensor of `shape` over the per-tensor limit, before it is allocated.
-    pub fn check_elements(&self, n: &pb::NodeProto, shape: &[usize]) -> Result<(), ImportError> {
-        let max = self.limits().max_tensor_elements;
-        match fhec_ir::checked_len(shape) {
-            Some(l) if l <= max => Ok(()),
-            _ => Err(Self::err(
-                n,
-                format!(
-                    "its output {} would exceed the limit of {max} elements per tensor (raise it with --max-elements if the model really is this large)",
-                    fhec_ir::ShapeFmt(shape)
-                ),
-            )),
-        }
+    /// Refuses a tensor of `shape` over the per-tensor limit, before it is allocated;
+    /// returns its element count.
+    pub fn check_elements(&self, n: &pb::NodeProto, shape: &[usize]) -> Result<usize, ImportError> {
+        self.limits()
+            .check_tensor("its output", shape)
+            .map_err(|e| Self::err(n, e.to_string()))
     }
 
     /// Counts a new tensor of `shape` against the per-model limit.
     pub fn charge(&mut self, n: &pb::NodeProto, shape: &[usize]) -> Result<(), ImportError> {
-        self.check_elements(n, shape)?;
-        let len = fhec_ir::checked_len(shape).unwrap_or(usize::MAX) as u128;
+        let len = self.check_elements(n, shape)? as u128;
         self.elements = self.elements.saturating_add(len);
         let max = self.limits().max_total_elements;
         if self.elements > max as u128 {
@@ -290,12 +282,13 @@ impl Cx {
             .first()
             .ok_or_else(|| Self::err(n, "node has no output"))?
             .clone();
-        let tys: Vec<TensorType> = vals.iter().map(|(_, v)| self.ty(v)).collect();
-        let ty_refs: Vec<&TensorType> = tys.iter().collect();
-        let out_ty = fhec_ir::kernels::infer_with(&op, &ty_refs, self.limits())
-            .map_err(|e| Self::err(n, e.to_string()))?;
-        self.charge(n, &out_ty.shape)?;
         if vals.iter().all(|(_, v)| matches!(v, Val::Const(_))) {
+            // the output's size is checked before the fold allocates it
+            let tys: Vec<TensorType> = vals.iter().map(|(_, v)| self.ty(v)).collect();
+            let ty_refs: Vec<&TensorType> = tys.iter().collect();
+            let out_ty = fhec_ir::kernels::infer_with(&op, &ty_refs, self.limits())
+                .map_err(|e| Self::err(n, e.to_string()))?;
+            self.charge(n, &out_ty.shape)?;
             let ts: Vec<&Tensor> = vals
                 .iter()
                 .map(|(_, v)| match v {
@@ -314,7 +307,10 @@ impl Cx {
                 Val::Const(t) => self.materialize(&n.input[i], t),
             });
         }
+        // add_op checks the output against the limits
         let node = self.graph.add_op(&Self::node_name(n), op, &idx)?;
+        let shape = self.graph.g[node].ty.shape.clone();
+        self.charge(n, &shape)?;
         self.bind(&out, Val::Node(node));
         Ok(())
     }
@@ -460,18 +456,12 @@ pub fn import_model_with(
             continue; // an initializer listed as input (IR version < 4)
         }
         let (ty, batch_dynamic) = input_type(vi)?;
-        if ty.rank() > fhec_ir::limits::MAX_RANK
-            || fhec_ir::checked_len(&ty.shape).is_none_or(|l| l > opts.limits.max_tensor_elements)
-        {
-            return Err(ImportError::Input {
+        opts.limits
+            .check_tensor("its declared type", &ty.shape)
+            .map_err(|e| ImportError::Input {
                 name: vi.name.clone(),
-                reason: format!(
-                    "declared type {ty} exceeds the limit of {} elements per tensor and rank {} (raise it with --max-elements if the model really is this large)",
-                    opts.limits.max_tensor_elements,
-                    fhec_ir::limits::MAX_RANK
-                ),
-            });
-        }
+                reason: e.to_string(),
+            })?;
         if let Some(t) = opts.frozen_inputs.get(&vi.name) {
             if t.dtype() != ty.dtype
                 || (!batch_dynamic && t.shape() != ty.shape.as_slice())

@@ -6,6 +6,7 @@
 //! the size limit. Which model and which key pair a file belongs to is checked by the
 //! caller ([`crate::CompiledModel::check_key`] and the ids in the ciphertext files).
 
+use crate::bounded_read::read_capped;
 use crate::error::{Error, Result};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -51,15 +52,7 @@ pub fn load<T: DeserializeOwned + Unversionize + Named + ParameterSetConformant>
         path: path.display().to_string(),
         reason,
     };
-    let len = std::fs::metadata(path)
-        .map_err(|e| bad(format!("cannot open: {e}")))?
-        .len();
-    if len > limit {
-        return Err(bad(format!(
-            "{len} bytes, more than the {limit} a {what} may have"
-        )));
-    }
-    let bytes = std::fs::read(path).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let bytes = read_capped(path, limit, &format!("a {what}")).map_err(bad)?;
     load_bytes(&bytes, what, limit, shape).map_err(bad)
 }
 

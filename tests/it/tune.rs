@@ -49,7 +49,7 @@ fn tune_is_deterministic_and_picks_the_cheapest_passing_candidate() {
         );
     }
     // the Pareto front starts at the cheapest candidate and only improves the score
-    let front = a.pareto();
+    let front: Vec<_> = a.pareto().into_iter().map(|i| &a.candidates[i]).collect();
     assert!(front
         .windows(2)
         .all(|w| w[1].score > w[0].score && w[1].est_ms >= w[0].est_ms));
