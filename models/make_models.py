@@ -1,6 +1,7 @@
 """Regenerates the ONNX models and data in models/ (needs torch, scikit-learn, onnx, numpy).
 
-    python models/make_models.py            # writes models/*.onnx, *.npy, manifest.json
+    python models/make_models.py                    # every model, manifest.json
+    python models/make_models.py --only digits_deep # just these (comma-separated)
 
 Every model is trained on a dataset that ships inside scikit-learn, with a fixed seed, and
 exported with torch's TorchScript ONNX exporter (dynamo=False) at the opset recorded in
@@ -9,19 +10,20 @@ manifest.json, with a dynamic batch axis. For each model NAME the files are:
     NAME.onnx            the model
     NAME_calib.npy       float32 calibration inputs (from the training split)
     NAME_test_x.npy      float32 test inputs
-    NAME_test_y.npy      int64 test labels
+    NAME_test_y.npy      int64 test labels (float32 targets for regression models)
     NAME_test_out.npy    float32 outputs of the torch model on the test inputs
 
 CI never runs this script; the files are committed.
 """
 
+import argparse
 import json
 import os
 
 import numpy as np
 import torch
 import torch.nn as nn
-from sklearn.datasets import load_breast_cancer, load_digits, load_iris
+from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, load_iris
 from sklearn.model_selection import train_test_split
 
 OUT = os.path.dirname(os.path.abspath(__file__))
@@ -104,11 +106,46 @@ class GatedMLP(nn.Module):
         return self.out(torch.relu(self.a(x)) * torch.sigmoid(self.b(x)))
 
 
-def train(model, x, y, epochs, lr=1e-2, wd=1e-4):
+class DeepMLP(nn.Module):
+    """Saturating activations, as users write them: Sigmoid, Dropout, Tanh, Hardtanh."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(64, 32),
+            nn.Sigmoid(),
+            nn.Dropout(0.1),
+            nn.Linear(32, 32),
+            nn.Tanh(),
+            nn.Linear(32, 16),
+            nn.Hardtanh(),
+            nn.Linear(16, 10),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class Conv1dNet(nn.Module):
+    """A digit as a 1×64 sequence: Conv1d + BatchNorm1d + ReLU + MaxPool1d + Linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(1, 6, 5)
+        self.bn = nn.BatchNorm1d(6)
+        self.pool = nn.MaxPool1d(4)
+        self.fc = nn.Linear(6 * 15, 10)
+
+    def forward(self, x):
+        h = self.pool(torch.relu(self.bn(self.conv(x))))
+        return self.fc(torch.flatten(h, 1))
+
+
+def train(model, x, y, epochs, lr=1e-2, wd=1e-4, regression=False):
     torch.manual_seed(SEED)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
     xt, yt = torch.tensor(x), torch.tensor(y)
-    loss_fn = nn.CrossEntropyLoss()
+    loss_fn = nn.MSELoss() if regression else nn.CrossEntropyLoss()
     for _ in range(epochs):
         perm = torch.randperm(len(xt))
         for i in range(0, len(xt), 64):
@@ -154,58 +191,115 @@ def export(name, model, x_train, x_test, y_test, opset):
     calib = x_train[rng.choice(len(x_train), size=min(N_CALIB, len(x_train)), replace=False)]
     np.save(os.path.join(OUT, f"{name}_calib.npy"), calib.astype(np.float32))
     np.save(os.path.join(OUT, f"{name}_test_x.npy"), x_test.astype(np.float32))
-    np.save(os.path.join(OUT, f"{name}_test_y.npy"), y_test.astype(np.int64))
     np.save(os.path.join(OUT, f"{name}_test_out.npy"), out)
-    acc = float((out.argmax(1) == y_test).mean())
-    print(f"{name}: opset {opset}, float test accuracy {acc:.4f} on {len(y_test)} samples")
-    return {"name": name, "opset": opset, "seed": SEED, "float_accuracy": acc, "n_test": int(len(y_test))}
+    entry = {"name": name, "opset": opset, "seed": SEED, "torch": torch.__version__, "n_test": int(len(y_test))}
+    if y_test.dtype.kind == "f":
+        np.save(os.path.join(OUT, f"{name}_test_y.npy"), y_test.astype(np.float32))
+        r2 = float(1 - ((out - y_test) ** 2).sum() / ((y_test - y_test.mean(0)) ** 2).sum())
+        print(f"{name}: opset {opset}, float test R² {r2:.4f} on {len(y_test)} samples")
+        entry["float_r2"] = r2
+    else:
+        np.save(os.path.join(OUT, f"{name}_test_y.npy"), y_test.astype(np.int64))
+        acc = float((out.argmax(1) == y_test).mean())
+        print(f"{name}: opset {opset}, float test accuracy {acc:.4f} on {len(y_test)} samples")
+        entry["float_accuracy"] = acc
+    return entry
+
+
+def digits_split():
+    d = load_digits()
+    x = (d.data / 16.0).astype(np.float32)
+    return train_test_split(x, d.target, test_size=0.2, random_state=SEED, stratify=d.target)
+
+
+def as_images(x):
+    return x.reshape(-1, 1, 8, 8)
+
+
+def as_sequences(x):
+    return x.reshape(-1, 1, 64)
+
+
+def build(name):
+    """Trains and exports one model; returns its manifest entry."""
+    torch.manual_seed(SEED)
+    np.random.seed(SEED)
+    xtr, xte, ytr, yte = digits_split()
+    if name == "digits_mlp":
+        return export(name, train(MLP([64, 32, 32, 10]), xtr, ytr, epochs=60), xtr, xte, yte, opset=13)
+    if name == "digits_cnn":
+        cnn = train(CNN(), as_images(xtr), ytr, epochs=40)
+        return export(name, cnn, as_images(xtr), as_images(xte), yte, opset=17)
+    if name == "digits_poly":
+        return export(name, train(PolyNet(64, 16, 10), xtr, ytr, epochs=60, lr=3e-3), xtr, xte, yte, opset=14)
+    if name == "digits_resnet":
+        res = train(ResNetMax(), as_images(xtr), ytr, epochs=30)
+        return export(name, res, as_images(xtr), as_images(xte), yte, opset=13)
+    if name == "digits_gated":
+        return export(name, train(GatedMLP(), xtr, ytr, epochs=40, lr=3e-3), xtr, xte, yte, opset=13)
+    if name == "digits_deep":
+        return export(name, train(DeepMLP(), xtr, ytr, epochs=80, lr=3e-3), xtr, xte, yte, opset=13)
+    if name == "digits_conv1d":
+        net = train(Conv1dNet(), as_sequences(xtr), ytr, epochs=40, lr=3e-3)
+        return export(name, net, as_sequences(xtr), as_sequences(xte), yte, opset=13)
+    if name == "breast_cancer_mlp":
+        xtr, xte, ytr, yte = standardized_split(load_breast_cancer(), test_size=0.25)
+        torch.manual_seed(SEED)
+        return export(name, train(MLP([30, 16, 16, 2]), xtr, ytr, epochs=60, lr=3e-3), xtr, xte, yte, opset=11)
+    if name == "iris_mlp":
+        # the tiny model of the encrypted CLI tests: 4 → 8 → ReLU → 3
+        xtr, xte, ytr, yte = standardized_split(load_iris(), test_size=0.3)
+        torch.manual_seed(SEED)
+        return export(name, train(MLP([4, 8, 3]), xtr, ytr, epochs=200, lr=1e-2), xtr, xte, yte, opset=13)
+    if name == "diabetes_mlp":
+        # regression: disease progression from 10 standardized features, target standardized
+        d = load_diabetes()
+        xtr, xte, ytr, yte = train_test_split(
+            d.data.astype(np.float32), d.target.astype(np.float32), test_size=0.25, random_state=SEED
+        )
+        mx, sx = xtr.mean(0), xtr.std(0) + 1e-6
+        my, sy = ytr.mean(), ytr.std()
+        xtr, xte = ((xtr - mx) / sx).astype(np.float32), ((xte - mx) / sx).astype(np.float32)
+        ytr, yte = ((ytr - my) / sy).reshape(-1, 1).astype(np.float32), ((yte - my) / sy).reshape(-1, 1).astype(np.float32)
+        torch.manual_seed(SEED)
+        net = train(MLP([10, 16, 8, 1]), xtr, ytr, epochs=60, lr=1e-3, regression=True)
+        return export(name, net, xtr, xte, yte, opset=13)
+    raise SystemExit(f"unknown model {name}")
+
+
+ALL = [
+    "digits_mlp",
+    "digits_cnn",
+    "digits_poly",
+    "digits_resnet",
+    "digits_gated",
+    "digits_deep",
+    "digits_conv1d",
+    "breast_cancer_mlp",
+    "iris_mlp",
+    "diabetes_mlp",
+]
 
 
 def main():
-    torch.manual_seed(SEED)
-    np.random.seed(SEED)
-    manifest = {"torch": torch.__version__, "models": []}
-
-    d = load_digits()
-    x = (d.data / 16.0).astype(np.float32)
-    xtr, xte, ytr, yte = train_test_split(x, d.target, test_size=0.2, random_state=SEED, stratify=d.target)
-
-    torch.manual_seed(SEED)
-    mlp = train(MLP([64, 32, 32, 10]), xtr, ytr, epochs=60)
-    manifest["models"].append(export("digits_mlp", mlp, xtr, xte, yte, opset=13))
-
-    torch.manual_seed(SEED)
-    cnn = train(CNN(), xtr.reshape(-1, 1, 8, 8), ytr, epochs=40)
-    manifest["models"].append(
-        export("digits_cnn", cnn, xtr.reshape(-1, 1, 8, 8), xte.reshape(-1, 1, 8, 8), yte, opset=17)
-    )
-
-    torch.manual_seed(SEED)
-    poly = train(PolyNet(64, 16, 10), xtr, ytr, epochs=60, lr=3e-3)
-    manifest["models"].append(export("digits_poly", poly, xtr, xte, yte, opset=14))
-
-    torch.manual_seed(SEED)
-    res = train(ResNetMax(), xtr.reshape(-1, 1, 8, 8), ytr, epochs=30)
-    manifest["models"].append(
-        export("digits_resnet", res, xtr.reshape(-1, 1, 8, 8), xte.reshape(-1, 1, 8, 8), yte, opset=13)
-    )
-
-    torch.manual_seed(SEED)
-    gated = train(GatedMLP(), xtr, ytr, epochs=40, lr=3e-3)
-    manifest["models"].append(export("digits_gated", gated, xtr, xte, yte, opset=13))
-
-    xtr, xte, ytr, yte = standardized_split(load_breast_cancer(), test_size=0.25)
-    torch.manual_seed(SEED)
-    bc = train(MLP([30, 16, 16, 2]), xtr, ytr, epochs=60, lr=3e-3)
-    manifest["models"].append(export("breast_cancer_mlp", bc, xtr, xte, yte, opset=11))
-
-    # the tiny model of the encrypted CLI tests: 4 → 8 → ReLU → 3
-    xtr, xte, ytr, yte = standardized_split(load_iris(), test_size=0.3)
-    torch.manual_seed(SEED)
-    iris = train(MLP([4, 8, 3]), xtr, ytr, epochs=200, lr=1e-2)
-    manifest["models"].append(export("iris_mlp", iris, xtr, xte, yte, opset=13))
-
-    with open(os.path.join(OUT, "manifest.json"), "w") as f:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", help="comma-separated model names (default: all)")
+    args = ap.parse_args()
+    names = args.only.split(",") if args.only else ALL
+    path = os.path.join(OUT, "manifest.json")
+    manifest = {"models": []}
+    if os.path.exists(path):
+        with open(path) as f:
+            manifest = json.load(f)
+    old = manifest.pop("torch", None)
+    entries = {m["name"]: m for m in manifest["models"]}
+    for m in entries.values():
+        if old:
+            m.setdefault("torch", old)
+    for name in names:
+        entries[name] = build(name)
+    manifest["models"] = [entries[n] for n in ALL if n in entries]
+    with open(path, "w") as f:
         json.dump(manifest, f, indent=2)
         f.write("\n")
 

@@ -38,6 +38,10 @@ pub struct LayerReport {
     pub acc_bits: Option<u32>,
     /// Accumulator width observed on the calibration set.
     pub acc_bits_observed: Option<u32>,
+    /// Accumulator width the tables were sized for (the range policy's interval, before
+    /// rounding; the proven width under `--ranges proven`).
+    #[serde(default)]
+    pub acc_bits_used: Option<u32>,
     /// Low bits dropped by rounding before the tables.
     pub rounded_bits: u32,
     /// Table lookups (programmable bootstraps) fed by this layer.
@@ -71,6 +75,38 @@ pub struct CompileReport {
     pub calib_agreement: Option<f64>,
 }
 
+/// Table reads beyond their domains in a clear run ([`CompiledModel::run_clear_counted`]).
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Overflows {
+    pub samples: usize,
+    /// Samples with at least one read beyond a domain.
+    pub samples_hit: usize,
+    pub reads: usize,
+    pub outside: usize,
+    /// Per layer (the node feeding the tables): reads beyond the domain, all reads.
+    pub by_layer: BTreeMap<String, (usize, usize)>,
+}
+
+impl Overflows {
+    /// One line for the run's output, then one per layer that overflowed.
+    pub fn to_text(&self) -> String {
+        let mut s = format!(
+            "table reads beyond their domain: {} of {} ({:.4}%), in {} of {} sample(s)",
+            self.outside,
+            self.reads,
+            100.0 * self.outside as f64 / self.reads.max(1) as f64,
+            self.samples_hit,
+            self.samples
+        );
+        for (l, (o, r)) in &self.by_layer {
+            if *o > 0 {
+                s.push_str(&format!("\n  `{l}`: {o} of {r}"));
+            }
+        }
+        s
+    }
+}
+
 /// A compiled model: everything the client and the server need, and nothing secret.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct CompiledModel {
@@ -92,7 +128,7 @@ const MAGIC: &[u8; 8] = b"FHEC\x00MDL";
 /// Largest compiled-model file read (bytes).
 pub const MODEL_LIMIT: u64 = 1 << 32;
 /// Bumped whenever the artifact layout changes.
-pub const FORMAT_VERSION: u32 = 3;
+pub const FORMAT_VERSION: u32 = 4;
 
 /// Compiles a model: import, then the pass pipeline on `calib` (one array per graph input,
 /// axis 0 = samples).
@@ -200,6 +236,7 @@ fn build_report(
         shape: g.g[n].ty.shape.clone(),
         acc_bits: iv(acc).map(|i| i.bits()),
         acc_bits_observed: cx.observed.get(&acc).map(|i| i.bits()),
+        acc_bits_used: None,
         rounded_bits: 0,
         tlu_count: 0,
         tables: 0,
@@ -227,8 +264,14 @@ fn build_report(
         let Op::Tlu(t) = &g.g[n].op else { continue };
         let (src, k) = source_of(n);
         let len = g.g[n].ty.len();
-        // each element is shifted by its own lower bound before its table
-        let in_bits = cx.bounds.get(&g.inputs_of(n)[0]).map(|b| b.max_bits());
+        // the width this layer's tables need (each element is shifted by its own lower
+        // bound); the program reads every table at the widest
+        let choice = cx.domains.get(&n);
+        let in_bits = match choice {
+            Some(d) => Some(d.input_bits),
+            None => cx.bounds.get(&g.inputs_of(n)[0]).map(|b| b.max_bits()),
+        };
+        let used = choice.map(|d| d.used_bits);
         pbs += len;
         max_bits = max_bits.max(in_bits.unwrap_or(0));
         let row = match by_src.get(&src) {
@@ -241,6 +284,7 @@ fn build_report(
         };
         let r = &mut rows[row];
         r.rounded_bits = r.rounded_bits.max(k);
+        r.acc_bits_used = r.acc_bits_used.max(used);
         r.tlu_count += len;
         r.tables += t.distinct_tables(len);
         r.tlu_input_bits = r.tlu_input_bits.max(in_bits);
@@ -304,19 +348,33 @@ impl CompileReport {
         let mut s = String::new();
         let _ = writeln!(
             s,
-            "compiled {}: n_bits inputs/weights/activations {}/{}/{}, rounding {}, per-channel {}",
+            "compiled {}: n_bits inputs/weights/activations {}/{}/{}, rounding {}, per-channel {}, ranges {}",
             self.model,
             c.n_bits_inputs,
             c.n_bits_weights,
             c.n_bits_activations,
             c.rounding_bits
                 .map_or("off".to_string(), |r| format!("{r} bits")),
-            c.per_channel
+            c.per_channel,
+            match c.ranges {
+                fhec_passes::RangePolicy::Proven => "proven".to_string(),
+                fhec_passes::RangePolicy::Calibrated =>
+                    format!("calibrated (margin {})", c.range_margin),
+            }
         );
         let _ = writeln!(
             s,
-            "{:<28} {:<12} {:<14} {:>9} {:>9} {:>7} {:>6} {:>7} {:>8}  w/in/round",
-            "layer", "op", "shape", "acc bits", "observed", "rounded", "TLUs", "tables", "TLU bits",
+            "{:<28} {:<12} {:<14} {:>6} {:>8} {:>5} {:>7} {:>6} {:>7} {:>8}  w/in/round",
+            "layer",
+            "op",
+            "shape",
+            "proven",
+            "observed",
+            "used",
+            "rounded",
+            "TLUs",
+            "tables",
+            "TLU bits",
         );
         let opt = |v: Option<u32>| v.map_or("-".to_string(), |b| b.to_string());
         for r in &self.layers {
@@ -325,12 +383,13 @@ impl CompileReport {
                 .map_or(String::new(), |(w, i, rb)| format!("{w}/{i}/{}", opt(rb)));
             let _ = writeln!(
                 s,
-                "{:<28} {:<12} {:<14} {:>9} {:>9} {:>7} {:>6} {:>7} {:>8}  {}",
+                "{:<28} {:<12} {:<14} {:>6} {:>8} {:>5} {:>7} {:>6} {:>7} {:>8}  {}",
                 truncate(&r.layer, 28),
                 truncate(&r.op, 12),
                 ShapeFmt(&r.shape).to_string(),
                 opt(r.acc_bits),
                 opt(r.acc_bits_observed),
+                opt(r.acc_bits_used),
                 r.rounded_bits,
                 r.tlu_count,
                 r.tables,
@@ -406,6 +465,62 @@ impl CompiledModel {
                 &fhec_ir::quantize_sample(sample, &self.input_quant),
             )?)
         })
+    }
+
+    /// Clear mode, counting table reads beyond their domains (the values a calibrated range
+    /// did not cover; each read the table's negacyclic wrap, in clear and encrypted runs
+    /// alike).
+    ///
+    /// # Errors
+    /// Inputs that do not fit the model.
+    pub fn run_clear_counted(
+        &self,
+        inputs: &[ArrayD<f32>],
+    ) -> Result<(Vec<ArrayD<f32>>, Overflows)> {
+        let g = &self.program;
+        let tables: Vec<NodeIndex> = g
+            .topo()?
+            .into_iter()
+            .filter(|&n| matches!(g.g[n].op, Op::Tlu(_)))
+            .collect();
+        let mut ov = Overflows::default();
+        let ys = run_batched(&self.float_graph, inputs, |sample| {
+            let q = fhec_ir::quantize_sample(sample, &self.input_quant);
+            let values = fhec_ir::eval_all(g, &q)?;
+            let mut hit = false;
+            for &n in &tables {
+                let Op::Tlu(t) = &g.g[n].op else { continue };
+                let Some(Tensor::I64(x)) = values.get(&g.inputs_of(n)[0]) else {
+                    continue;
+                };
+                let out = x
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &v)| !t.in_domain(i, v))
+                    .count();
+                let layer = self.layer_of(n);
+                let e = ov.by_layer.entry(layer).or_default();
+                e.0 += out;
+                e.1 += x.len();
+                ov.reads += x.len();
+                ov.outside += out;
+                hit |= out > 0;
+            }
+            ov.samples += 1;
+            ov.samples_hit += usize::from(hit);
+            Ok(g.outputs.iter().map(|o| values[&o.node].clone()).collect())
+        })?;
+        Ok((ys, ov))
+    }
+
+    /// The node a table reads, through its optional `Round` (its layer's accumulator).
+    fn layer_of(&self, table: NodeIndex) -> String {
+        let g = &self.program;
+        let mut x = g.inputs_of(table)[0];
+        if matches!(g.g[x].op, Op::Round { .. }) {
+            x = g.inputs_of(x)[0];
+        }
+        g.g[x].name.clone()
     }
 
     /// The float graph on a batch (`--mode float` on a compiled model).

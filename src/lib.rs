@@ -23,7 +23,9 @@ pub mod npy;
 pub mod runtime;
 pub mod tune;
 
-pub use compile::{compile, compile_model, CompileOptions, CompileReport, CompiledModel};
+pub use compile::{
+    compile, compile_model, CompileOptions, CompileReport, CompiledModel, Overflows,
+};
 pub use error::{Error, Result};
 pub use fhec_ir as ir;
 pub use fhec_passes as passes;

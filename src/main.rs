@@ -174,6 +174,16 @@ struct CompileArgs {
     /// "rounding_bits": 5}}}`; `--layer` entries override it.
     #[arg(long)]
     precision: Option<PathBuf>,
+    /// How table domains are sized: `calibrated` (the calibration range of each element
+    /// widened by --range-margin; a value beyond it reads a wrapped table entry, counted by
+    /// `run --mode clear`) or `proven` (the worst case: no value can leave its table, about
+    /// two bits less precision).
+    #[arg(long, value_enum, default_value = "calibrated")]
+    ranges: RangesArg,
+    /// With --ranges calibrated: widen each element's calibration range by this fraction of
+    /// the layer's typical range on each side.
+    #[arg(long, default_value_t = fhec::passes::QuantConfig::DEFAULT_MARGIN, value_parser = parse_margin)]
+    range_margin: f32,
     /// Write the report as JSON.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -185,6 +195,31 @@ struct CompileArgs {
     out: Option<PathBuf>,
     #[command(flatten)]
     fhe: FheArgs,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RangesArg {
+    Calibrated,
+    Proven,
+}
+
+impl From<RangesArg> for fhec::passes::RangePolicy {
+    fn from(r: RangesArg) -> Self {
+        match r {
+            RangesArg::Calibrated => Self::Calibrated,
+            RangesArg::Proven => Self::Proven,
+        }
+    }
+}
+
+fn parse_margin(s: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (a fraction such as 0.25)"))?;
+    if !(0.0..=16.0).contains(&v) {
+        return Err(format!("{v} is outside [0, 16]"));
+    }
+    Ok(v)
 }
 
 #[derive(Subcommand)]
@@ -472,7 +507,11 @@ fn run(cmd: Cmd) -> Result<()> {
             let ys = match (&compiled, mode) {
                 (None, _) => Model::load_with_limits(&model, &limits())?.run_float(&xs)?,
                 (Some(m), Mode::Float) => m.run_float(&xs)?,
-                (Some(m), Mode::Clear) => m.run_clear(&xs)?,
+                (Some(m), Mode::Clear) => {
+                    let (ys, ov) = m.run_clear_counted(&xs)?;
+                    println!("{}", ov.to_text());
+                    ys
+                }
                 (Some(m), Mode::Fhe) => run_fhe(m, &xs)?,
                 (Some(m), Mode::Sim) => {
                     let (ys, st) = m.run_simulated_with(&xs, seed, None)?;
@@ -668,6 +707,8 @@ fn compile(a: CompileArgs) -> Result<()> {
         max_tlu_bits: a.max_tlu_bits,
         n_accum_bits: a.n_accum_bits,
         layers: layer_precision(a.precision.as_deref(), &a.layers)?,
+        ranges: a.ranges.into(),
+        range_margin: a.range_margin,
     };
     let calib = a
         .calib

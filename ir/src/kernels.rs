@@ -197,7 +197,30 @@ fn check_attrs(op: &Op) -> Result<(), OpError> {
             ));
         }
         Op::Quant(p) => check_q(p)?,
-        Op::Tlu(t) => check_q(&t.out)?,
+        Op::Tlu(t) => {
+            check_q(&t.out)?;
+            if let Some(d) = &t.domain {
+                if d.bits > crate::quant::MAX_DOMAIN_BITS {
+                    return Err(OpError::attr(
+                        "domain",
+                        format!(
+                            "a {}-bit table domain is wider than the {} bits allowed",
+                            d.bits,
+                            crate::quant::MAX_DOMAIN_BITS
+                        ),
+                    ));
+                }
+                if d.lo
+                    .iter()
+                    .any(|&lo| lo.checked_add(1i64 << d.bits).is_none())
+                {
+                    return Err(OpError::attr(
+                        "domain",
+                        "a table domain ends beyond 64 bits",
+                    ));
+                }
+            }
+        }
         _ => {}
     }
     Ok(())
@@ -676,6 +699,9 @@ fn infer_shape(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
             want(0, ins[0], DType::I64)?;
             per_element_len(t.a.len(), ins[0].len())?;
             per_element_len(t.b.len(), ins[0].len())?;
+            if let Some(d) = &t.domain {
+                per_element_len(d.lo.len(), ins[0].len())?;
+            }
             for e in &t.chain {
                 if let ElemOp::Binary { c, .. } = e {
                     per_element_len(c.len(), ins[0].len())?;

@@ -594,8 +594,12 @@ impl Op {
                         crate::quant::ElemOp::Binary { op, .. } => format!("{}(c)", op.name()),
                     })
                     .collect();
+                let domain = t
+                    .domain
+                    .as_ref()
+                    .map_or(String::new(), |d| format!(" domain={}b", d.bits));
                 format!(
-                    "fn=[{}] out_scale={} out_zp={} out_range=[{},{}]",
+                    "fn=[{}] out_scale={} out_zp={} out_range=[{},{}]{domain}",
                     chain.join(","),
                     t.out.scale,
                     t.out.zero_point,

@@ -186,8 +186,44 @@ impl ElemOp {
     }
 }
 
+/// The inputs a table holds: element `i`'s table covers `[lo[i], lo[i] + 2^bits)` (`lo` per
+/// element, or one for all). A read beyond it wraps as a TFHE bootstrap reads its test
+/// polynomial: negacyclically, with period `2^bits` and each wrap negating, so input
+/// `lo + j + m·2^bits` (`0 ≤ j < 2^bits`) reads `(−1)^m · f(lo + j)`. No extra bootstrap is
+/// spent to saturate instead; clear mode counts such reads ([`TluFn::in_domain`]).
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TableDomain {
+    pub lo: Vec<i64>,
+    pub bits: u32,
+}
+
+/// Widest table domain the IR accepts (bits).
+pub const MAX_DOMAIN_BITS: u32 = 32;
+
+impl TableDomain {
+    pub fn lo_of(&self, i: usize) -> i64 {
+        self.lo[if self.lo.len() == 1 { 0 } else { i }]
+    }
+    /// The inputs element `i` reads without a wrap.
+    pub fn interval(&self, i: usize) -> Interval {
+        let lo = self.lo_of(i);
+        Interval::new(lo, lo.saturating_add((1i64 << self.bits) - 1))
+    }
+    /// Where input `x` lands: the in-domain input it reads, and whether the read is negated.
+    pub fn locate(&self, i: usize, x: i64) -> (i64, bool) {
+        let lo = self.lo_of(i);
+        let size = 1i128 << self.bits;
+        let idx = i128::from(x) - i128::from(lo);
+        let j = idx.rem_euclid(size);
+        let negate = idx.div_euclid(size).rem_euclid(2) == 1;
+        // lo + j < lo + 2^bits, which the IR check keeps inside i64
+        (lo + j as i64, negate)
+    }
+}
+
 /// The function a table lookup computes, element by element:
-/// `out[i] = quant(chain_i(a[i] · x + b[i]))`, with `x` the integer input.
+/// `out[i] = quant(chain_i(a[i] · x + b[i]))`, with `x` the integer input, read through
+/// `domain` when it is set (beyond it, the read wraps: see [`TableDomain`]).
 /// `a`, `b` hold one value per element (or one for all).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TluFn {
@@ -195,9 +231,20 @@ pub struct TluFn {
     pub b: Vec<f32>,
     pub chain: Vec<ElemOp>,
     pub out: QuantParams,
+    /// The inputs the table holds; `None` before the `round` pass fixes it (then every input
+    /// reads the function itself).
+    #[serde(default)]
+    pub domain: Option<TableDomain>,
 }
 
 impl TluFn {
+    /// Whether element `i` reads input `x` without a wrap.
+    pub fn in_domain(&self, i: usize, x: i64) -> bool {
+        self.domain
+            .as_ref()
+            .is_none_or(|d| d.interval(i).contains(x))
+    }
+
     /// The float value before requantization (what the unfused graph computes).
     pub fn eval_float(&self, i: usize, x: i64) -> f32 {
         let a = self.a[if self.a.len() == 1 { 0 } else { i }];
@@ -209,8 +256,20 @@ impl TluFn {
         v
     }
 
+    /// The table read: the function inside the domain, its negacyclic wrap beyond.
     pub fn eval(&self, i: usize, x: i64) -> i64 {
-        self.out.quantize(self.eval_float(i, x))
+        match &self.domain {
+            None => self.out.quantize(self.eval_float(i, x)),
+            Some(d) => {
+                let (x, negate) = d.locate(i, x);
+                let v = self.out.quantize(self.eval_float(i, x));
+                if negate {
+                    -v
+                } else {
+                    v
+                }
+            }
+        }
     }
 
     /// Number of distinct per-element functions (tables): elements share a table when their
@@ -279,6 +338,38 @@ mod tests {
             prop_assert!((1i128 << i.bits()) > n as i128);
             prop_assert!(i.bits() == 0 || (1i128 << (i.bits() - 1)) <= n as i128);
         }
+    }
+
+    #[test]
+    fn reads_beyond_a_domain_wrap_negacyclically() {
+        // f(x) = x on 8-bit codes, table over [10, 18)
+        let t = TluFn {
+            a: vec![1.0],
+            b: vec![0.0],
+            chain: vec![],
+            out: QuantParams::symmetric(127.0, 8),
+            domain: Some(TableDomain {
+                lo: vec![10],
+                bits: 3,
+            }),
+        };
+        let f = |x: i64| t.out.quantize(x as f32);
+        for x in 10..18 {
+            assert_eq!(t.eval(0, x), f(x));
+            assert!(t.in_domain(0, x));
+        }
+        // one period up or down negates, two periods read the entry itself
+        assert_eq!(t.eval(0, 18), -f(10));
+        assert_eq!(t.eval(0, 25), -f(17));
+        assert_eq!(t.eval(0, 26), f(10));
+        assert_eq!(t.eval(0, 9), -f(17));
+        assert_eq!(t.eval(0, 2), -f(10));
+        assert_eq!(t.eval(0, -6), f(10));
+        assert!(!t.in_domain(0, 18) && !t.in_domain(0, 9));
+        // extreme inputs do not overflow
+        // i64::MIN − 10 ≡ 6 (mod 8), an even number of periods below: reads f(16)
+        assert_eq!(t.eval(0, i64::MIN), f(16));
+        let _ = t.eval(0, i64::MAX);
     }
 
     #[test]

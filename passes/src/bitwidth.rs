@@ -80,7 +80,12 @@ impl Pass for Bitwidth {
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         cx.bounds = bounds(g, cx)?;
         cx.intervals = cx.bounds.iter().map(|(n, b)| (*n, b.union())).collect();
-        cx.observed = observed(g, cx)?;
+        cx.observed_elems = observed(g, cx)?;
+        cx.observed = cx
+            .observed_elems
+            .iter()
+            .map(|(n, b)| (*n, b.union()))
+            .collect();
         for (n, o) in &cx.observed {
             if let Some(w) = cx.intervals.get(n) {
                 if o.lo < w.lo || o.hi > w.hi {
@@ -228,8 +233,14 @@ pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>,
                             .fold(Interval::point(t.eval(i, iv.lo)), |a, y| {
                                 a.union(&Interval::point(y))
                             })
-                    } else {
+                    } else if t.domain.as_ref().is_none_or(|d| {
+                        let w = d.interval(i);
+                        w.lo <= iv.lo && iv.hi <= w.hi
+                    }) {
                         Interval::new(t.out.qmin, t.out.qmax)
+                    } else {
+                        // reads beyond the domain come back negated
+                        Interval::new(t.out.qmin.min(-t.out.qmax), t.out.qmax.max(-t.out.qmin))
                     };
                     *l = out.lo;
                     *h = out.hi;
@@ -291,16 +302,34 @@ pub fn quantized_calib(cx: &PassContext) -> Vec<Vec<Tensor>> {
         .collect()
 }
 
-fn observed(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Interval>, PassError> {
-    let mut ob: HashMap<NodeIndex, Interval> = HashMap::new();
+/// Per-element range of every integer node over the calibration set.
+///
+/// # Errors
+/// A calibration sample the program cannot run.
+pub fn observed(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>, PassError> {
+    let mut ob: HashMap<NodeIndex, Bounds> = HashMap::new();
     for sample in quantized_calib(cx) {
         for (n, v) in eval_all(g, &sample)? {
             if let Tensor::I64(a) = v {
-                let (Some(&lo), Some(&hi)) = (a.iter().min(), a.iter().max()) else {
-                    continue;
-                };
-                let i = Interval::new(lo, hi);
-                ob.entry(n).and_modify(|o| *o = o.union(&i)).or_insert(i);
+                match ob.get_mut(&n) {
+                    Some(b) if b.lo.shape() == a.shape() => {
+                        Zip::from(&mut b.lo)
+                            .and(&a)
+                            .for_each(|l, &x| *l = (*l).min(x));
+                        Zip::from(&mut b.hi)
+                            .and(&a)
+                            .for_each(|h, &x| *h = (*h).max(x));
+                    }
+                    _ => {
+                        ob.insert(
+                            n,
+                            Bounds {
+                                lo: a.clone(),
+                                hi: a,
+                            },
+                        );
+                    }
+                }
             }
         }
     }

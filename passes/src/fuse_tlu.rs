@@ -82,6 +82,7 @@ fn chain_to_tlu(g: &Graph, q: NodeIndex, out: fhec_ir::QuantParams) -> Option<(N
                         b: b.clone(),
                         chain,
                         out,
+                        domain: None,
                     },
                 ));
             }

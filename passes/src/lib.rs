@@ -57,6 +57,42 @@ pub struct QuantConfig {
     /// Per-layer overrides, by the ONNX name of a Gemm, MatMul, Conv or pooling node.
     #[serde(default)]
     pub layers: BTreeMap<String, LayerPrecision>,
+    /// How table domains (and so rounding) are sized.
+    #[serde(default)]
+    pub ranges: RangePolicy,
+    /// `Calibrated`: each element's calibration range is widened by this fraction of the
+    /// layer's typical range on each side (see [`RangePolicy`]).
+    #[serde(default = "default_margin")]
+    pub range_margin: f32,
+}
+
+fn default_margin() -> f32 {
+    QuantConfig::DEFAULT_MARGIN
+}
+
+/// How the `round` pass sizes each table's domain, and with it the bits rounding drops.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RangePolicy {
+    /// The proven worst-case interval of each element: no input can leave its table, so the
+    /// encrypted result is the function's for every input (the guarantee fhec gave before
+    /// calibrated ranges; costs about two bits of precision on typical networks).
+    Proven,
+    /// The element's range on the calibration set, widened by `range_margin`, within the
+    /// proven interval. An input beyond it reads the table's negacyclic wrap (see
+    /// `fhec_ir::TableDomain`); clear mode counts such reads. Concrete ML sizes its tables
+    /// from calibration ranges the same way (per tensor, without a margin).
+    #[default]
+    Calibrated,
+}
+
+impl RangePolicy {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Proven => "proven",
+            Self::Calibrated => "calibrated",
+        }
+    }
 }
 
 /// The precision of one layer; unset fields take the global setting.
@@ -134,11 +170,16 @@ impl Default for QuantConfig {
             max_tlu_bits: 8,
             n_accum_bits: None,
             layers: BTreeMap::new(),
+            ranges: RangePolicy::default(),
+            range_margin: Self::DEFAULT_MARGIN,
         }
     }
 }
 
 impl QuantConfig {
+    /// Default `range_margin`.
+    pub const DEFAULT_MARGIN: f32 = 0.25;
+
     /// Weight bits of `layer`.
     pub fn weight_bits(&self, layer: &str) -> u32 {
         self.layers
@@ -197,6 +238,11 @@ pub struct PassContext {
     pub intervals: HashMap<NodeIndex, Interval>,
     /// `bitwidth`: interval observed on the calibration set.
     pub observed: HashMap<NodeIndex, Interval>,
+    /// `bitwidth`: per-element range observed on the calibration set.
+    pub observed_elems: HashMap<NodeIndex, bitwidth::Bounds>,
+    /// `round`: per table lookup, the interval of its (unrounded) source each element's
+    /// table was sized for, and the proven one.
+    pub domains: HashMap<NodeIndex, DomainChoice>,
     /// `prune_check`: weights zeroed per layer.
     pub pruned: Vec<(String, usize)>,
     /// `round`: most bits dropped by each `Round` node.
@@ -215,6 +261,20 @@ impl PassContext {
             ..Self::default()
         }
     }
+}
+
+/// How one table lookup's domain was sized (`round`), for the compile report.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DomainChoice {
+    /// The accumulator (before rounding) whose values the table reads.
+    pub source: NodeIndex,
+    /// Widest proven element interval of the source (bits).
+    pub proven_bits: u32,
+    /// Widest element interval the table was sized for (bits, before rounding).
+    pub used_bits: u32,
+    /// The same after rounding: the table input width this layer needs (every table of the
+    /// program is read at the widest such width).
+    pub input_bits: u32,
 }
 
 /// Why compilation stopped.

@@ -1,16 +1,25 @@
-//! round: drop low bits before every wide table lookup (fused → fused).
+//! round: size every table's domain, and drop low bits before every wide table lookup
+//! (fused → fused).
 //!
-//! With `rounding_bits = R`, every element feeding a `Tlu` whose proven interval needs more
-//! than `R` bits is rounded: a `Round` in front drops, per element, the smallest `k` that
-//! brings that element's own worst-case interval to `R` bits (each ciphertext has its own
-//! table, so per-element rounding costs nothing and keeps the precision a tensor-wide `k`
-//! would waste), and the table's affine coefficient `a` is multiplied by `2^k` (exact in
-//! f32). Integers the client decrypts are not rounded: decryption reads them whole. This is
-//! Concrete ML's `rounding_threshold_bits`, made sound: widths come from proven intervals, not
-//! from the calibration set. It changes the function (by design) and needs `bitwidth` first.
+//! Each table element gets a *used* interval: its proven worst case (`--ranges proven`), or
+//! its calibration range widened by a margin and kept inside the proven one (`--ranges
+//! calibrated`, the default; [`RangePolicy`]). With `rounding_bits = R`, every element whose
+//! used interval needs more than `R` bits is rounded: a `Round` in front drops, per element,
+//! the smallest `k` that brings that element's used interval to `R` bits (each ciphertext
+//! has its own table, so per-element rounding costs nothing and keeps the precision a
+//! tensor-wide `k` would waste), and the table's affine coefficient `a` is multiplied by
+//! `2^k` (exact in f32). Integers the client decrypts are not rounded: decryption reads them
+//! whole. This is Concrete ML's `rounding_threshold_bits`.
+//!
+//! Then every table gets its domain ([`fhec_ir::TableDomain`]): one width `P` for the whole
+//! program (the widest rounded used interval, since one set of TFHE parameters reads every
+//! table), each element's window of `2^P` inputs centred on its rounded used interval. An
+//! input beyond the window reads the negacyclic wrap, exactly as the bootstrap does, so the
+//! integer program stays the spec of the encrypted one. Needs `bitwidth` first.
 
-use crate::{Changed, Pass, PassContext, PassError, Stage};
-use fhec_ir::{Graph, Interval, NodeIndex, Op};
+use crate::bitwidth::{bounds, observed, Bounds};
+use crate::{Changed, DomainChoice, Pass, PassContext, PassError, RangePolicy, Stage};
+use fhec_ir::{Graph, Interval, NodeIndex, Op, TableDomain};
 use std::collections::HashMap;
 
 pub struct Round;
@@ -24,6 +33,47 @@ pub fn bits_to_drop(i: Interval, r: u32) -> u32 {
     k
 }
 
+/// The interval each element of a table input is sized for, under `policy`: the proven one,
+/// or the observed one widened on each side by `margin` times the larger of the element's
+/// own observed width and the median width of the tensor's elements (so that an element the
+/// calibration set barely moved still gets room), clipped to the proven one.
+pub fn used_intervals(
+    policy: RangePolicy,
+    margin: f32,
+    proven: &Bounds,
+    observed: Option<&Bounds>,
+) -> Vec<Interval> {
+    let n = proven.len();
+    let Some(ob) = observed.filter(|o| o.len() == n && policy == RangePolicy::Calibrated) else {
+        return (0..n).map(|i| proven.at(i)).collect();
+    };
+    let obs: Vec<Interval> = (0..n).map(|i| ob.at(i)).collect();
+    let mut widths: Vec<i64> = obs.iter().map(|o| o.hi.saturating_sub(o.lo)).collect();
+    widths.sort_unstable();
+    let median = widths.get(n / 2).copied().unwrap_or(0);
+    obs.iter()
+        .enumerate()
+        .map(|(i, o)| {
+            let p = proven.at(i);
+            let w = o.hi.saturating_sub(o.lo).max(median).max(1);
+            let m = (f64::from(margin) * w as f64).ceil() as i64;
+            Interval::new(
+                o.lo.saturating_sub(m).max(p.lo),
+                o.hi.saturating_add(m).min(p.hi),
+            )
+        })
+        .collect()
+}
+
+/// One value, or one per element.
+fn compress<T: Copy + PartialEq>(v: Vec<T>) -> Vec<T> {
+    if v.iter().all(|x| *x == v[0]) {
+        v.into_iter().take(1).collect()
+    } else {
+        v
+    }
+}
+
 impl Pass for Round {
     fn name(&self) -> &'static str {
         "round"
@@ -35,39 +85,56 @@ impl Pass for Round {
         Stage::Fused
     }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
-        if !cx.config.any_rounding() {
-            return Ok(Changed::No);
-        }
+        let policy = cx.config.ranges;
+        let margin = cx.config.range_margin;
         let mut made: HashMap<(NodeIndex, Vec<u32>), NodeIndex> = HashMap::new();
         let mut count = 0;
-        // Rounding a table's input can raise the table's own extremes by a code, so bounds
-        // downstream are recomputed before each later decision.
+        // each table's rounded used interval per element, for the domains below
+        let mut tables: Vec<(NodeIndex, Vec<Interval>)> = Vec::new();
+        // Rounding a table's input changes the values (and can raise the bounds by a code)
+        // downstream, so both are recomputed before each later decision.
         let mut stale = false;
         for n in g.topo()? {
             if !matches!(g.g[n].op, Op::Tlu(_)) {
                 continue;
             }
             if stale {
-                cx.bounds = crate::bitwidth::bounds(g, cx)?;
+                cx.bounds = bounds(g, cx)?;
+                if policy == RangePolicy::Calibrated {
+                    cx.observed_elems = observed(g, cx)?;
+                }
                 stale = false;
             }
             let x = g.inputs_of(n)[0];
             // the rounding of the layer whose accumulator feeds the table
             let layer = cx.origin.get(&x).cloned().unwrap_or_default();
-            let Some(r) = cx.config.rounding_for(&layer) else {
-                continue;
-            };
+            let r = cx.config.rounding_for(&layer);
             let Some(b) = cx.bounds.get(&x) else { continue };
-            // each element drops just the bits its own worst case needs
-            let ks: Vec<u32> = (0..b.len()).map(|i| bits_to_drop(b.at(i), r)).collect();
+            let used = used_intervals(policy, margin, b, cx.observed_elems.get(&x));
+            // each element drops just the bits its own used interval needs
+            let ks: Vec<u32> = match r {
+                Some(r) => used.iter().map(|&u| bits_to_drop(u, r)).collect(),
+                None => vec![0; used.len()],
+            };
+            let rounded: Vec<Interval> = used
+                .iter()
+                .zip(&ks)
+                .map(|(u, &k)| u.round_shift(k))
+                .collect();
+            cx.domains.insert(
+                n,
+                DomainChoice {
+                    source: x,
+                    proven_bits: b.max_bits(),
+                    used_bits: used.iter().map(Interval::bits).max().unwrap_or(0),
+                    input_bits: rounded.iter().map(Interval::bits).max().unwrap_or(0),
+                },
+            );
+            tables.push((n, rounded));
             if ks.iter().all(|&k| k == 0) {
                 continue;
             }
-            let bits = if ks.iter().all(|&k| k == ks[0]) {
-                vec![ks[0]]
-            } else {
-                ks.clone()
-            };
+            let bits = compress(ks.clone());
             let rn = match made.get(&(x, bits.clone())) {
                 Some(&rn) => rn,
                 None => {
@@ -90,7 +157,8 @@ impl Pass for Round {
                 for (a, &k) in a.iter_mut().zip(&ks) {
                     *a *= (1u64 << k) as f32;
                 }
-                t.a = if a.iter().all(|v| v.to_bits() == a[0].to_bits()) {
+                let bits: Vec<u32> = a.iter().map(|v| v.to_bits()).collect();
+                t.a = if bits.iter().all(|&v| v == bits[0]) {
                     vec![a[0]]
                 } else {
                     a
@@ -103,13 +171,42 @@ impl Pass for Round {
             count += 1;
             stale = true;
         }
+        // one table width for the program: every table is read with the same parameters
+        let p = tables
+            .iter()
+            .flat_map(|(_, r)| r.iter().map(Interval::bits))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        for (n, rounded) in &tables {
+            let lo: Vec<i64> = rounded
+                .iter()
+                .map(|u| {
+                    // centre the used interval in its window of 2^p inputs
+                    let slack = (1i64 << p) - (u.hi - u.lo + 1);
+                    u.lo - slack / 2
+                })
+                .collect();
+            if let Op::Tlu(t) = &mut g.g[*n].op {
+                t.domain = Some(TableDomain {
+                    lo: compress(lo),
+                    bits: p,
+                });
+            }
+        }
         cx.log.push(format!(
-            "round: {count} table input(s) rounded ({} by default)",
+            "round: {count} table input(s) rounded ({} by default); {} table(s) of {p}-bit domains ({} ranges)",
             cx.config
                 .rounding_bits
-                .map_or("exact".to_string(), |r| format!("{r} bits"))
+                .map_or("exact".to_string(), |r| format!("{r} bits")),
+            tables.len(),
+            policy.name()
         ));
-        Ok(if count > 0 { Changed::Yes } else { Changed::No })
+        Ok(if count > 0 || !tables.is_empty() {
+            Changed::Yes
+        } else {
+            Changed::No
+        })
     }
 }
 

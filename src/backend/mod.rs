@@ -244,6 +244,7 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
     // overflow, and tables at most MAX_TLU_BITS wide, checked before any table is built.
     const SAFE: i64 = 1 << 60;
     let mut p = 1u32;
+    let mut tables_bits: Option<u32> = None;
     for &n in &order {
         if !matches!(g.g[n].op, Op::Tlu(_) | Op::Round { .. }) {
             continue;
@@ -258,8 +259,23 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                 g.g[n].name, u.lo, u.hi
             )));
         }
-        if let Op::Tlu(_) = g.g[n].op {
-            let bits = b.max_bits().max(1);
+        if let Op::Tlu(t) = &g.g[n].op {
+            // the width the passes fixed (one for every table), else the proven one
+            let bits = match &t.domain {
+                Some(d) if tables_bits.is_some_and(|p| p != d.bits) => {
+                    return Err(Error::Usage(format!(
+                        "`{}`: its table domain has {} bits, another table's {}; one program reads every table at one width (recompile the model)",
+                        g.g[n].name,
+                        d.bits,
+                        tables_bits.unwrap_or_default()
+                    )))
+                }
+                Some(d) => {
+                    tables_bits = Some(d.bits);
+                    d.bits.max(1)
+                }
+                None => b.max_bits().max(1),
+            };
             if bits > MAX_TLU_BITS {
                 return Err(Error::Usage(format!(
                     "`{}`: a table lookup reads {bits}-bit values; fhec's parameters read at most {MAX_TLU_BITS}-bit tables (round more with --rounding-bits, or use fewer bits)",
@@ -369,13 +385,19 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                 for i in 0..len {
                     let k = ks[if ks.len() == 1 { 0 } else { i }];
                     max_drop = max_drop.max(k);
-                    let iv = xb.at(i); // bounds of the (rounded) table input
-                                       // approximate rounding may land one box below the lowest value: give it
-                                       // the neighbouring entry instead of the negacyclic wrap when there is room
-                    let guard = lw.rounding == Rounding::Approximate
-                        && k > 0
-                        && iv.hi - iv.lo + 3 <= 1i64 << p;
-                    let lo_r = iv.lo - i64::from(guard);
+                    // the table's first input: the domain the passes fixed (its reads beyond
+                    // wrap as in the integer program), else the proven lower bound, one below
+                    // when approximate rounding may land a box low and there is room
+                    let lo_r = match &t.domain {
+                        Some(d) => d.lo_of(i),
+                        None => {
+                            let iv = xb.at(i);
+                            let guard = lw.rounding == Rounding::Approximate
+                                && k > 0
+                                && iv.hi - iv.lo + 3 <= 1i64 << p;
+                            iv.lo - i64::from(guard)
+                        }
+                    };
                     // the offset moves the source's lowest value to index 0; in 128 bits, then
                     // refused when it does not fit the 64-bit registers
                     let offset = if k == 0 {
@@ -453,15 +475,10 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                 match src {
                     Operand::Const(v) => {
                         let idx = (i128::from(v) + i128::from(offset)) >> drop;
-                        let entry = usize::try_from(idx)
-                            .ok()
-                            .and_then(|i| lw.tables[table as usize].get(i).copied())
-                            .ok_or_else(|| {
-                                Error::Usage(format!(
-                                    "`{name}`: the constant {v} lies outside its table's domain"
-                                ))
-                            })?;
-                        outs.push(Operand::Const(entry));
+                        outs.push(Operand::Const(negacyclic_read(
+                            &lw.tables[table as usize],
+                            idx,
+                        )));
                     }
                     Operand::Reg(r) => {
                         let nz = lw.noise[r as usize];
@@ -779,6 +796,19 @@ impl SimNoise<'_> {
     }
 }
 
+/// What a bootstrap reads at table index `idx`: the table inside it, beyond it the
+/// negacyclic wrap (each wrap around the `2^p` boxes negates).
+fn negacyclic_read(table: &[i64], idx: i128) -> i64 {
+    let boxes = table.len().max(1) as i128;
+    let j = idx.rem_euclid(boxes);
+    let v = table.get(j as usize).copied().unwrap_or(0);
+    if idx.div_euclid(boxes).rem_euclid(2) == 0 {
+        v
+    } else {
+        -v
+    }
+}
+
 impl Program {
     /// Runs the program on clear integers (one vector per graph input, row-major) exactly as
     /// the encrypted run computes it; returns one integer vector per output. Without `sim` it
@@ -811,8 +841,6 @@ impl Program {
                 regs[r as usize] = x;
             }
         }
-        let p = self.tlu_bits;
-        let boxes = 1i64 << p;
         for stage in &self.stages {
             for ins in stage {
                 match ins {
@@ -844,12 +872,8 @@ impl Program {
                                 idx += if (sim.uniform)() < 0.5 { -1 } else { 1 };
                             }
                         }
-                        let t = &self.tables[*table as usize];
-                        let wrapped = idx.rem_euclid(boxes);
-                        let v = t[wrapped as usize];
-                        // each wrap around the 2^p boxes negates (negacyclic)
-                        let flips = (idx - wrapped) / boxes;
-                        regs[*dst as usize] = if flips % 2 == 0 { v } else { -v };
+                        regs[*dst as usize] =
+                            negacyclic_read(&self.tables[*table as usize], i128::from(idx));
                     }
                 }
             }

@@ -211,7 +211,8 @@ fn bare_form_compiles_and_clear_mode_runs() {
     );
     for needle in [
         "/net/net.0/Gemm",
-        "acc bits",
+        "proven",
+        "used",
         "total: 64 table lookups (PBS) per sample, widest table input 6 bits",
     ] {
         assert!(so.contains(needle), "`{needle}` missing from:\n{so}");

@@ -83,10 +83,37 @@ fn calib_row(m: &fhec::CompiledModel, s: usize) -> Vec<Tensor> {
     fhec::ir::quantize_sample(&[Tensor::F32(row)], &m.input_quant)
 }
 
+/// Inputs in the calibration box that drive some table input beyond its calibrated domain
+/// (found by a seeded search; the calibration set itself never does).
+fn overflowing_rows(m: &fhec::CompiledModel, want: usize) -> Vec<Vec<Tensor>> {
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        (state >> 11) as f32 / (1u64 << 53) as f32
+    };
+    let mut rows = Vec::new();
+    for _ in 0..4000 {
+        let x = ArrayD::from_shape_fn(IxDyn(&[1, 4]), |_| 2.0 * next() - 1.0);
+        let (_, ov) = m.run_clear_counted(std::slice::from_ref(&x)).expect("runs");
+        if ov.outside > 0 {
+            rows.push(fhec::ir::quantize_sample(&[Tensor::F32(x)], &m.input_quant));
+            if rows.len() == want {
+                break;
+            }
+        }
+    }
+    rows
+}
+
 #[test]
 fn encrypted_tiny_mlp_equals_eval_int_exactly() {
+    // calibrated ranges without a margin, so that reads beyond a table's domain occur: the
+    // encrypted run must wrap exactly as the integer program says
     let cfg = QuantConfig {
         rounding_bits: Some(4),
+        range_margin: 0.0,
         ..QuantConfig::with_n_bits(3)
     };
     let (m, _) = fhec::compile_model(
@@ -108,8 +135,18 @@ fn encrypted_tiny_mlp_equals_eval_int_exactly() {
         p.pbs_count > p.tlu_count,
         "exact rounding should extract bits"
     );
-    for s in [0usize, 5, 9, 17, 30, 63] {
-        let q = calib_row(&m, s);
+    let wrapping = overflowing_rows(&m, 2);
+    assert_eq!(
+        wrapping.len(),
+        2,
+        "no input leaves a calibrated table domain"
+    );
+    let rows = [0usize, 5, 9, 17, 30, 63].map(|s| (format!("{s}"), calib_row(&m, s)));
+    let wrapping = wrapping
+        .into_iter()
+        .enumerate()
+        .map(|(i, q)| (format!("beyond a domain #{i}"), q));
+    for (s, q) in rows.into_iter().chain(wrapping) {
         let want = m.boundary_clear(p, &q).expect("clear");
         let (got, t) = session.run_sample(&q, None).expect("encrypted run");
         println!(
@@ -129,26 +166,42 @@ fn encrypted_tiny_mlp_equals_eval_int_exactly() {
 #[test]
 fn program_interpreter_equals_eval_int_on_shipped_models() {
     use crate::common::model;
+    let mut wrapped = 0;
     for name in [
         "digits_mlp",
         "digits_cnn",
         "digits_poly",
         "digits_resnet",
         "digits_gated",
+        "digits_deep",
+        "digits_conv1d",
         "breast_cancer_mlp",
         "iris_mlp",
+        "diabetes_mlp",
     ] {
         let calib = fhec::npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
-        let (m, _) = fhec::compile(
-            &model(&format!("{name}.onnx")),
-            &[calib],
-            &CompileOptions::default(),
-        )
-        .expect("compiles");
+        // no margin, so that reads beyond the calibrated domains occur on the scaled inputs
+        let opts = CompileOptions {
+            quant: QuantConfig {
+                range_margin: 0.0,
+                ..QuantConfig::default()
+            },
+            ..Default::default()
+        };
+        let (m, _) =
+            fhec::compile(&model(&format!("{name}.onnx")), &[calib], &opts).expect("compiles");
         let x = fhec::npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("test x");
         let x = x
             .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..12))
             .to_owned();
+        // the test inputs, and the same pushed out of the calibration range
+        let x =
+            ndarray::concatenate(ndarray::Axis(0), &[x.view(), (&x * 2.5).view()]).expect("batch");
+        wrapped += m
+            .run_clear_counted(std::slice::from_ref(&x))
+            .expect("runs")
+            .1
+            .outside;
         let prog = fhec::backend::lower(&m, fhec::backend::Rounding::Exact).expect("lowers");
         for sample in fhec::model::split_batch(&m.float_graph, &[x]).expect("batch") {
             let q = fhec::ir::quantize_sample(&sample, &m.input_quant);
@@ -161,6 +214,7 @@ fn program_interpreter_equals_eval_int_on_shipped_models() {
             prog.tlu_count, prog.pbs_count, prog.tlu_bits, prog.msg_bits
         );
     }
+    assert!(wrapped > 0, "no read beyond a domain was exercised");
 }
 
 /// Approximate rounding on real ciphertexts: every table lookup returns the entry of the

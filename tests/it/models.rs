@@ -58,8 +58,19 @@ fn float_accuracy_equals_the_exported_models() {
         let name = entry["name"].as_str().expect("name");
         let m = Model::load(&model(&format!("{name}.onnx"))).expect("imports");
         let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+        let out = &m.run_float(&[x]).expect("runs")[0];
+        if let Some(want) = entry["float_r2"].as_f64() {
+            // a regression model: float targets, scored by R² (torch's, in f32)
+            let t = npy::read_f32(&model(&format!("{name}_test_y.npy"))).expect("targets");
+            let r2 = fhec::tune::Metric::R2.score(out, &t).expect("r2") / 100.0;
+            assert!(
+                (r2 - want).abs() < 1e-4,
+                "{name}: R² {r2}, torch had {want}"
+            );
+            continue;
+        }
         let y = npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
-        let acc = fhec::accuracy(&m.run_float(&[x]).expect("runs")[0], &y).expect("accuracy");
+        let acc = fhec::accuracy(out, &y).expect("accuracy");
         let want = entry["float_accuracy"].as_f64().expect("float_accuracy");
         assert!(
             (acc - want).abs() < 1e-9,

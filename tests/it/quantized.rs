@@ -20,11 +20,12 @@ fn manifest() -> Vec<(String, f64)> {
         .as_array()
         .expect("models")
         .iter()
-        .map(|e| {
-            (
+        // classifiers (regression models are scored by R², below)
+        .filter_map(|e| {
+            Some((
                 e["name"].as_str().expect("name").to_string(),
-                e["float_accuracy"].as_f64().expect("acc"),
-            )
+                e["float_accuracy"].as_f64()?,
+            ))
         })
         .collect()
 }
@@ -393,4 +394,159 @@ fn per_layer_precision_round_trips_and_applies_to_its_layer_only() {
     .expect_err("refused")
     .to_string();
     assert!(e.contains("no layer `nope`") && e.contains(l2), "{e}");
+}
+
+/// Compiles a shipped model with `cfg` and runs clear mode on `x`: (accuracy, overflows).
+fn clear_run(name: &str, cfg: QuantConfig, x: &ndarray::ArrayD<f32>) -> (f64, fhec::Overflows) {
+    let opts = CompileOptions {
+        quant: cfg,
+        ..Default::default()
+    };
+    let (m, _) =
+        fhec::compile(&model(&format!("{name}.onnx")), &[calib(name)], &opts).expect("compiles");
+    let (ys, ov) = m.run_clear_counted(std::slice::from_ref(x)).expect("runs");
+    let y = npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
+    let n = y.len().min(ys[0].shape()[0]);
+    let acc = fhec::accuracy(
+        &ys[0]
+            .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..n))
+            .to_owned(),
+        &y[..n],
+    )
+    .expect("accuracy");
+    (acc, ov)
+}
+
+/// The range policy at 4 bits, rounding 4 (where two bits matter most): calibrated domains
+/// (the default) are at least as accurate as proven ones on every model of the kind that
+/// lost accuracy (ReLU, Sigmoid/Tanh, Conv1d, standardized tabular), no test input leaves a
+/// calibrated domain at the default margin, and proven domains are never left, whatever the
+/// input.
+#[test]
+fn calibrated_ranges_are_as_accurate_as_proven_and_proven_never_wraps() {
+    for name in [
+        "digits_mlp",
+        "digits_deep",
+        "digits_conv1d",
+        "breast_cancer_mlp",
+    ] {
+        let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+        let cfg = |ranges| QuantConfig {
+            rounding_bits: Some(4),
+            ranges,
+            ..QuantConfig::with_n_bits(4)
+        };
+        let (acc_c, ov_c) = clear_run(name, cfg(passes::RangePolicy::Calibrated), &x);
+        let (acc_p, ov_p) = clear_run(name, cfg(passes::RangePolicy::Proven), &x);
+        println!(
+            "{name} at 4/4: proven {:.2}%, calibrated {:.2}% ({} of {} reads beyond a domain)",
+            acc_p * 100.0,
+            acc_c * 100.0,
+            ov_c.outside,
+            ov_c.reads
+        );
+        assert!(
+            acc_c >= acc_p,
+            "{name}: calibrated {acc_c} < proven {acc_p}"
+        );
+        assert_eq!(ov_c.outside, 0, "{name}: {}", ov_c.to_text());
+        assert_eq!(ov_p.outside, 0, "{name}: {}", ov_p.to_text());
+        // far outside the calibration range: proven domains still hold every value
+        let wild = x.mapv(|v| {
+            if v > 0.0 {
+                9.0 * v + 3.0
+            } else {
+                9.0 * v - 3.0
+            }
+        });
+        let (_, ov) = clear_run(name, cfg(passes::RangePolicy::Proven), &wild);
+        assert_eq!(
+            ov.outside,
+            0,
+            "{name}: proven domain left: {}",
+            ov.to_text()
+        );
+    }
+}
+
+/// Clear mode counts reads beyond a domain per sample and per layer, and each such read is
+/// the table's negacyclic wrap (checked against the table function itself).
+#[test]
+fn reads_beyond_a_domain_are_counted_and_wrap() {
+    let name = "breast_cancer_mlp";
+    let cfg = QuantConfig {
+        rounding_bits: Some(4),
+        range_margin: 0.0,
+        ..QuantConfig::with_n_bits(4)
+    };
+    let opts = CompileOptions {
+        quant: cfg,
+        ..Default::default()
+    };
+    let (m, _) =
+        fhec::compile(&model(&format!("{name}.onnx")), &[calib(name)], &opts).expect("compiles");
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x") * 2.0;
+    let (_, ov) = m.run_clear_counted(std::slice::from_ref(&x)).expect("runs");
+    println!("{}", ov.to_text());
+    assert!(ov.outside > 0 && ov.samples_hit > 0, "{}", ov.to_text());
+    assert_eq!(ov.samples, x.shape()[0]);
+    assert!(ov.samples_hit <= ov.samples);
+    let per_layer: usize = ov.by_layer.values().map(|(o, _)| o).sum();
+    let reads: usize = ov.by_layer.values().map(|(_, r)| r).sum();
+    assert_eq!((per_layer, reads), (ov.outside, ov.reads));
+    assert_eq!(ov.reads, m.report.pbs_count * ov.samples);
+    // recount from the values, and check each read beyond the domain
+    let g = &m.program;
+    let mut outside = 0;
+    for sample in fhec::model::split_batch(&m.float_graph, &[x]).expect("batch") {
+        let q = fhec::ir::quantize_sample(&sample, &m.input_quant);
+        let values = eval_all(g, &q).expect("runs");
+        for n in g.topo().expect("dag") {
+            let fhec::ir::Op::Tlu(t) = &g.g[n].op else {
+                continue;
+            };
+            let d = t.domain.as_ref().expect("round fixed every domain");
+            let xs = values[&g.inputs_of(n)[0]].i64_values();
+            let ys = values[&n].i64_values();
+            for (i, (&xv, &yv)) in xs.iter().zip(&ys).enumerate() {
+                let w = d.interval(i);
+                let period = 1i64 << d.bits;
+                if w.contains(xv) {
+                    continue;
+                }
+                outside += 1;
+                let j = (xv - w.lo).rem_euclid(period);
+                let flips = (xv - w.lo).div_euclid(period);
+                let inner = fhec::ir::TluFn {
+                    domain: None,
+                    ..t.clone()
+                }
+                .eval(i, w.lo + j);
+                assert_eq!(yv, if flips % 2 == 0 { inner } else { -inner });
+            }
+        }
+    }
+    assert_eq!(outside, ov.outside);
+}
+
+/// A regression model (float targets): clear mode keeps R² within 0.05 of float at the
+/// default settings.
+#[test]
+fn regression_model_keeps_its_r2() {
+    let name = "diabetes_mlp";
+    let (m, _) = fhec::compile(
+        &model(&format!("{name}.onnx")),
+        &[calib(name)],
+        &CompileOptions::default(),
+    )
+    .expect("compiles");
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    let t = npy::read_f32(&model(&format!("{name}_test_y.npy"))).expect("targets");
+    let r2 = |y: &ndarray::ArrayD<f32>| fhec::tune::Metric::R2.score(y, &t).expect("r2") / 100.0;
+    let (f, c) = (
+        r2(&m.run_float(std::slice::from_ref(&x)).expect("float")[0]),
+        r2(&m.run_clear(&[x]).expect("clear")[0]),
+    );
+    println!("{name}: R² float {f:.4}, clear {c:.4}");
+    assert!(c >= f - 0.05, "clear R² {c} vs float {f}");
 }
