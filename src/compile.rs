@@ -34,9 +34,9 @@ pub struct LayerReport {
     pub layer: String,
     pub op: String,
     pub shape: Vec<usize>,
-    /// Accumulator width, worst case (bits of `hi − lo`).
+    /// Accumulator width, worst case (bits of `hi − lo`, widest element).
     pub acc_bits: Option<u32>,
-    /// Accumulator width observed on the calibration set.
+    /// Accumulator width observed on the calibration set (widest element).
     pub acc_bits_observed: Option<u32>,
     /// Accumulator width the tables were sized for (the range policy's interval, before
     /// rounding; the proven width under `--ranges proven`).
@@ -234,8 +234,9 @@ fn build_report(
             .unwrap_or_else(|| g.g[n].name.clone()),
         op,
         shape: g.g[n].ty.shape.clone(),
-        acc_bits: iv(acc).map(|i| i.bits()),
-        acc_bits_observed: cx.observed.get(&acc).map(|i| i.bits()),
+        // per-element widths (each element is read by its own table)
+        acc_bits: cx.bounds.get(&acc).map(|b| b.max_bits()),
+        acc_bits_observed: cx.observed_elems.get(&acc).map(|b| b.max_bits()),
         acc_bits_used: None,
         rounded_bits: 0,
         tlu_count: 0,

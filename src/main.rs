@@ -358,6 +358,17 @@ enum Cmd {
         /// Rounding bits to try.
         #[arg(long, value_delimiter = ',', default_value = "4,5,6,7,8")]
         rounding_bits: Vec<u32>,
+        /// Range policies to try (see `compile --ranges`).
+        #[arg(
+            long,
+            value_enum,
+            value_delimiter = ',',
+            default_value = "calibrated,proven"
+        )]
+        ranges: Vec<RangesArg>,
+        /// Skip the per-layer phase (one bit less per layer where it still passes).
+        #[arg(long)]
+        no_per_layer: bool,
         /// Seed of the simulated noise and bootstrap failures.
         #[arg(long, default_value_t = 0)]
         seed: u64,
@@ -405,12 +416,32 @@ fn main() -> ExitCode {
     {
         args.insert(1, "compile".into());
     }
+    // `fhec … | head` closes stdout early: end quietly, as other command-line tools do,
+    // instead of panicking in println!. SAFETY: restoring a signal's default disposition
+    // before any other thread exists has no preconditions.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(c) => c,
-        Err(e) => {
-            let code = if e.use_stderr() { 1 } else { 0 };
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
             let _ = e.print();
-            return ExitCode::from(code);
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // one line, like every other error: clap's message and its hints, without the
+            // usage block
+            let text = e.render().to_string();
+            let parts: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .collect();
+            let line = parts.join(" ");
+            eprintln!("{}; see --help", line.trim_end_matches('.'));
+            return ExitCode::from(1);
         }
     };
     if let Some(n) = cli.max_elements {
@@ -611,6 +642,8 @@ fn run(cmd: Cmd) -> Result<()> {
             metric,
             n_bits,
             rounding_bits,
+            ranges,
+            no_per_layer,
             seed,
             confirm,
             threads,
@@ -625,6 +658,8 @@ fn run(cmd: Cmd) -> Result<()> {
                 max_drop: max_accuracy_drop,
                 n_bits,
                 rounding_bits,
+                ranges: ranges.into_iter().map(Into::into).collect(),
+                per_layer: !no_per_layer,
                 seed,
                 limits: limits(),
                 ..Default::default()
@@ -928,9 +963,11 @@ fn tune_cmd(
         measured.insert(i, times.evaluate.as_secs_f64() * 1e3);
     }
     println!(
-        "{:>6} {:>9} {:>10} {:>7} {:>11} {:>5} {:>6} {:>7} {:>12} {:>12}",
+        "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7} {:>11} {:>5} {:>6} {:>7} {:>12} {:>12}",
         "n_bits",
         "rounding",
+        "ranges",
+        "layers",
         "method",
         "p_error",
         metric,
@@ -943,9 +980,15 @@ fn tune_cmd(
     for i in t.pareto() {
         let c = &t.candidates[i];
         println!(
-            "{:>6} {:>9} {:>10} {:>7.0e} {:>10.2}% {:>5} {:>6} {:>7} {:>12.1} {:>12}{}",
+            "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7.0e} {:>10.2}% {:>5} {:>6} {:>7} {:>12.1} {:>12}{}",
             c.n_bits,
             c.rounding_bits,
+            c.config.ranges.name(),
+            if c.config.layers.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{} set", c.config.layers.len())
+            },
             match c.rounding {
                 Rounding::Exact => "exact",
                 Rounding::Approximate => "approx",
@@ -963,10 +1006,29 @@ fn tune_cmd(
         );
     }
     let c = &t.candidates[t.chosen];
+    let layers: String = c
+        .config
+        .layers
+        .iter()
+        .map(|(name, l)| {
+            let mut parts = Vec::new();
+            if let Some(b) = l.weight_bits {
+                parts.push(format!("w{b}"));
+            }
+            if let Some(b) = l.input_bits {
+                parts.push(format!("i{b}"));
+            }
+            if let Some(b) = l.rounding_bits {
+                parts.push(format!("r{b}"));
+            }
+            format!(" --layer {name}={}", parts.join(","))
+        })
+        .collect();
     println!(
-        "chosen: --n-bits {} --rounding-bits {} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, {} bootstraps, {}-bit tables)",
+        "chosen: --n-bits {} --rounding-bits {} --ranges {}{layers} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, {} bootstraps, {}-bit tables)",
         c.n_bits,
         c.rounding_bits,
+        c.config.ranges.name(),
         match c.rounding {
             Rounding::Exact => "exact",
             Rounding::Approximate => "approximate",

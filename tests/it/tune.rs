@@ -37,8 +37,15 @@ fn tune_is_deterministic_and_picks_the_cheapest_passing_candidate() {
     let (a, b) = (run(3), run(3));
     assert_eq!(a.candidates, b.candidates);
     assert_eq!(a.chosen, b.chosen);
-    // 2 compiles × 2 rounding methods × 2 error probabilities
-    assert_eq!(a.candidates.len(), 8);
+    // phase 1: 2 n_bits × 2 range policies × 2 rounding methods × 2 error probabilities;
+    // phase 2: one trial per layer (iris: 2) at the chosen method and error probability
+    let global = a.candidates.iter().filter(|c| c.config.layers.is_empty());
+    assert_eq!(global.count(), 16);
+    assert!(a.candidates.len() <= 18);
+    assert!(a
+        .candidates
+        .iter()
+        .any(|c| c.config.ranges == fhec::passes::RangePolicy::Proven));
     let target = a.float_score - 5.0;
     let chosen = &a.candidates[a.chosen];
     assert!(chosen.score >= target);
@@ -55,7 +62,7 @@ fn tune_is_deterministic_and_picks_the_cheapest_passing_candidate() {
         .all(|w| w[1].score > w[0].score && w[1].est_ms >= w[0].est_ms));
     // the chosen model carries the chosen settings
     assert_eq!(a.model.fhe.rounding, chosen.rounding);
-    assert_eq!(a.model.report.config.n_bits_weights, chosen.n_bits);
+    assert_eq!(a.model.report.config, chosen.config);
 }
 
 #[test]
@@ -119,10 +126,47 @@ fn tune_bad_flags_are_one_line_errors() {
     };
     user_error(&run(&["--max-accuracy-drop=-1"]), &["--max-accuracy-drop"]);
     user_error(&run(&["--n-bits", "1"]), &["--n-bits"]);
-    // clap's own usage errors: exit 1, no panic
-    let out = run(&["--metric", "bleu"]);
-    assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("bleu"));
+    // the parser's own errors are one line too
+    user_error(&run(&["--metric", "bleu"]), &["bleu", "accuracy, r2"]);
+    user_error(
+        &run(&["--ranges", "guessed"]),
+        &["guessed", "calibrated, proven"],
+    );
+}
+
+#[test]
+fn compile_range_flags_are_checked() {
+    let files = ["iris_mlp.onnx", "iris_mlp_calib.npy"].map(model);
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_fhec"))
+            .args([
+                "compile",
+                s(&files[0]),
+                "--calib",
+                s(&files[1]),
+                "-o",
+                "/dev/null",
+            ])
+            .args(extra)
+            .output()
+            .expect("runs")
+    };
+    user_error(
+        &run(&["--range-margin=-1"]),
+        &["--range-margin", "outside [0, 16]"],
+    );
+    user_error(&run(&["--range-margin", "NaN"]), &["--range-margin"]);
+    user_error(
+        &run(&["--ranges", "maybe"]),
+        &["--ranges", "calibrated, proven"],
+    );
+    let ok = run(&["--ranges", "proven"]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("ranges proven"));
 }
 
 #[test]
