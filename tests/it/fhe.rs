@@ -167,18 +167,17 @@ fn encrypted_tiny_mlp_equals_eval_int_exactly() {
 fn program_interpreter_equals_eval_int_on_shipped_models() {
     use crate::common::model;
     let mut wrapped = 0;
-    for name in [
-        "digits_mlp",
-        "digits_cnn",
-        "digits_poly",
-        "digits_resnet",
-        "digits_gated",
-        "digits_deep",
-        "digits_conv1d",
-        "breast_cancer_mlp",
-        "iris_mlp",
-        "diabetes_mlp",
-    ] {
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(model("manifest.json")).expect("manifest"))
+            .expect("json");
+    let names: Vec<&str> = manifest["models"]
+        .as_array()
+        .expect("models")
+        .iter()
+        .map(|m| m["name"].as_str().expect("name"))
+        .collect();
+    assert!(names.len() >= 10, "{names:?}");
+    for name in names {
         let calib = fhec::npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
         // no margin, so that reads beyond the calibrated domains occur on the scaled inputs
         let opts = CompileOptions {
