@@ -1,4 +1,5 @@
-"""Regenerates the ONNX models and data in models/ (needs torch, scikit-learn, onnx, numpy).
+"""Regenerates the ONNX models and data in models/ (needs torch, scikit-learn, onnx, numpy,
+and onnxruntime for the QDQ model).
 
     python models/make_models.py                    # every model, manifest.json
     python models/make_models.py --only digits_deep # just these (comma-separated)
@@ -264,7 +265,45 @@ def build(name):
         torch.manual_seed(SEED)
         net = train(MLP([10, 16, 8, 1]), xtr, ytr, epochs=60, lr=1e-3, regression=True)
         return export(name, net, xtr, xte, yte, opset=13)
+    if name == "digits_mlp_qdq":
+        return qdq("digits_mlp", name, xte, yte)
     raise SystemExit(f"unknown model {name}")
+
+
+def qdq(src, name, x_test, y_test):
+    """onnxruntime's static quantization (QDQ: QuantizeLinear/DequantizeLinear around every
+    Gemm; uint8 activations, int8 weights, per tensor) of a shipped float model, calibrated on
+    its calibration set; the test outputs are onnxruntime's run of the quantized model."""
+    import onnxruntime as ort
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    calib = np.load(os.path.join(OUT, f"{src}_calib.npy"))
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"input": calib[i : i + 1]} for i in range(len(calib))])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    path = os.path.join(OUT, f"{name}.onnx")
+    quantize_static(
+        os.path.join(OUT, f"{src}.onnx"),
+        path,
+        Reader(),
+        quant_format=QuantFormat.QDQ,
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+        per_channel=False,
+    )
+    out = ort.InferenceSession(path).run(None, {"input": x_test})[0].astype(np.float32)
+    np.save(os.path.join(OUT, f"{name}_calib.npy"), calib)
+    np.save(os.path.join(OUT, f"{name}_test_x.npy"), x_test.astype(np.float32))
+    np.save(os.path.join(OUT, f"{name}_test_y.npy"), y_test.astype(np.int64))
+    np.save(os.path.join(OUT, f"{name}_test_out.npy"), out)
+    acc = float((out.argmax(1) == y_test).mean())
+    print(f"{name}: onnxruntime {ort.__version__} QDQ of {src}, test accuracy {acc:.4f}")
+    return {"name": name, "opset": 13, "seed": SEED, "onnxruntime": ort.__version__, "float_accuracy": acc, "n_test": int(len(y_test))}
 
 
 ALL = [
@@ -278,6 +317,7 @@ ALL = [
     "breast_cancer_mlp",
     "iris_mlp",
     "diabetes_mlp",
+    "digits_mlp_qdq",
 ]
 
 

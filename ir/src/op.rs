@@ -47,6 +47,8 @@ pub enum Unary {
         min: f32,
         max: f32,
     },
+    /// Round to the nearest integer, ties to even (ONNX `Round`; QuantizeLinear's rounding).
+    Round,
     /// Round to the nearest IEEE half (what a Cast through float16 does).
     RoundF16,
     /// Round to the nearest bfloat16.
@@ -75,6 +77,7 @@ impl Unary {
             Unary::Floor => "Floor",
             Unary::Ceil => "Ceil",
             Unary::Clip { .. } => "Clip",
+            Unary::Round => "Round",
             Unary::RoundF16 => "RoundF16",
             Unary::RoundBf16 => "RoundBf16",
         }
@@ -140,6 +143,7 @@ impl Unary {
                     x.max(min).min(max)
                 }
             }
+            Unary::Round => x.round_ties_even(),
             Unary::RoundF16 => half::f16::from_f32(x).to_f32(),
             Unary::RoundBf16 => half::bf16::from_f32(x).to_f32(),
         }

@@ -31,6 +31,7 @@ pub(super) fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError>
         "Neg" => Some(Unary::Neg),
         "Reciprocal" => Some(Unary::Reciprocal),
         "Relu" => Some(Unary::Relu),
+        "Round" => Some(Unary::Round),
         "Selu" => Some(Unary::Selu {
             alpha: a.float("alpha", 1.673_263_2)?,
             gamma: a.float("gamma", 1.050_701)?,

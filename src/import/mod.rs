@@ -13,6 +13,7 @@ mod attrs;
 mod elementwise;
 mod linear;
 mod pool;
+mod qdq;
 mod reduce;
 mod shape;
 mod tensor;
@@ -108,6 +109,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "DequantizeLinear",
     "Div",
     "Dropout",
     "Elu",
@@ -133,11 +135,13 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "PRelu",
     "Pad",
     "Pow",
+    "QuantizeLinear",
     "Reciprocal",
     "ReduceMean",
     "ReduceSum",
     "Relu",
     "Reshape",
+    "Round",
     "Selu",
     "Shape",
     "Sigmoid",
@@ -167,6 +171,9 @@ pub(crate) struct Cx {
     materialized: HashMap<String, NodeIndex>,
     /// Elements of every tensor made so far (constants folded or read, node outputs).
     elements: u128,
+    /// ONNX element types of initializers, Constant outputs and graph inputs (the IR keeps
+    /// only f32 and i64; QuantizeLinear's grid is its zero point's type).
+    elem_types: HashMap<String, i32>,
 }
 
 impl Cx {
@@ -235,6 +242,15 @@ impl Cx {
     /// Type of input `i` (which must be present).
     pub fn in_ty(&self, n: &pb::NodeProto, i: usize) -> Result<TensorType, ImportError> {
         Ok(self.ty(self.req(n, i)?))
+    }
+
+    /// The ONNX element type of a value, where the model states it.
+    pub fn elem_type(&self, name: &str) -> Option<i32> {
+        self.elem_types.get(name).copied()
+    }
+
+    pub fn set_elem_type(&mut self, name: &str, code: i32) {
+        self.elem_types.insert(name.to_string(), code);
     }
 
     pub fn bind(&mut self, name: &str, v: Val) {
@@ -445,8 +461,17 @@ pub fn import_model_with(
         values: HashMap::new(),
         materialized: HashMap::new(),
         elements: 0,
+        elem_types: HashMap::new(),
     };
+    for vi in &graph.input {
+        if let Some(pb::type_proto::Value::TensorType(t)) =
+            vi.r#type.as_ref().and_then(|t| t.value.as_ref())
+        {
+            cx.set_elem_type(&vi.name, t.elem_type);
+        }
+    }
     for init in &graph.initializer {
+        cx.set_elem_type(&init.name, init.data_type);
         let t = tensor_from_proto(init)?;
         cx.elements = cx.elements.saturating_add(t.len() as u128);
         cx.bind(&init.name, Val::Const(t));
@@ -568,6 +593,8 @@ fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
         "ConstantOfShape" => shape::constant_of_shape(cx, n),
         "Expand" => shape::expand(cx, n),
         "Identity" | "Dropout" => shape::identity(cx, n),
+        "QuantizeLinear" => qdq::quantize_linear(cx, n),
+        "DequantizeLinear" => qdq::dequantize_linear(cx, n),
         _ => elementwise::convert(cx, n),
     }
 }

@@ -374,6 +374,9 @@ pub(super) fn cast(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
 pub(super) fn constant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     let a = Attrs::of(n);
     let t = if let Some(t) = a.tensor("value")? {
+        if let Some(out) = n.output.first() {
+            cx.set_elem_type(out, t.data_type);
+        }
         tensor_from_proto(t)?
     } else if a.has("value_float") {
         Tensor::scalar_f32(a.float("value_float", 0.0)?)

@@ -6,5 +6,6 @@ mod fhe;
 mod hostile;
 mod models;
 mod node_tests;
+mod qdq;
 mod quantized;
 mod tune;

@@ -100,10 +100,18 @@ fn run_case(dir: &Path) -> Outcome {
     if !g.input.iter().chain(&g.output).all(supported_elem_type) {
         return Outcome::OtherTypes;
     }
-    // fhec compiles static graphs: integer inputs (shapes, axes, pads, indices, starts) are
-    // frozen to the test's values at compile time, as a user would bind them.
+    // fhec compiles static graphs: integer inputs (shapes, axes, pads, indices, starts) and
+    // quantizer parameters are frozen to the test's values at compile time, as a user would
+    // bind them.
     let data = dir.join("test_data_set_0");
     let inits: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
+    // a quantizer's scale and zero point are model parameters (initializers in real models)
+    let params: Vec<&str> = g
+        .node
+        .iter()
+        .filter(|n| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear"))
+        .flat_map(|n| n.input.iter().skip(1).map(String::as_str))
+        .collect();
     let mut opts = ImportOptions::default();
     let mut runtime = Vec::new();
     for (i, vi) in g
@@ -116,7 +124,7 @@ fn run_case(dir: &Path) -> Outcome {
             Ok(t) => t,
             Err(e) => return Outcome::Fail(format!("input {i}: {e}")),
         };
-        if t.dtype() == fhec::ir::DType::I64 {
+        if t.dtype() == fhec::ir::DType::I64 || params.contains(&vi.name.as_str()) {
             opts.frozen_inputs.insert(vi.name.clone(), t);
         } else {
             runtime.push(t);

@@ -1,0 +1,251 @@
+//! QuantizeLinear and DequantizeLinear (opsets 10 to 23): per tensor, per axis (13+) and
+//! blocked (21+), with int8, uint8, int16 and uint16 grids (int32 for dequantization).
+//!
+//! Both become float ops with ONNX's reference semantics, so that a QDQ graph (onnxruntime's
+//! `quantize_static`, torch's QAT exports) runs in float mode and compiles like any other:
+//! `QuantizeLinear(x) = clip(round_half_even(x / s) + z, qmin, qmax)` (integers held in f32)
+//! and `DequantizeLinear(q) = (q − z) · s`. The scale and zero point are constants expanded
+//! to the input's shape, so every grid form is one elementwise chain that `fuse_tlu` folds
+//! into a table (and constant folding into the weights). Float8, int4 and other grids are
+//! refused with a one-line error.
+
+use super::attrs::Attrs;
+use super::tensor::elem_type_name;
+use super::{Cx, ImportError, Val};
+use fhec_ir::{Binary, DType, Op, Tensor, Unary};
+use ndarray::{ArrayD, Dimension, IxDyn};
+use tract_onnx::pb;
+use tract_onnx::pb::tensor_proto::DataType as D;
+
+/// The integer range of a quantized element type.
+fn int_range(n: &pb::NodeProto, code: i32, dequant: bool) -> Result<(f32, f32), ImportError> {
+    Ok(match D::try_from(code) {
+        Ok(D::Int8) => (-128.0, 127.0),
+        Ok(D::Uint8) => (0.0, 255.0),
+        Ok(D::Int16) => (-32768.0, 32767.0),
+        Ok(D::Uint16) => (0.0, 65535.0),
+        Ok(D::Int32) if dequant => (i32::MIN as f32, i32::MAX as f32),
+        _ => {
+            return Err(Cx::err(
+                n,
+                format!(
+                    "quantization to {} is not supported (int8, uint8, int16 and uint16 grids are); re-export with int8 or uint8",
+                    elem_type_name(code)
+                ),
+            ))
+        }
+    })
+}
+
+/// `scale` and `zero_point` expanded to `shape` (per tensor, per axis or blocked).
+fn expand(
+    cx: &mut Cx,
+    n: &pb::NodeProto,
+    shape: &[usize],
+    what: &str,
+    t: &Tensor,
+) -> Result<ArrayD<f32>, ImportError> {
+    let a = Attrs::of(n);
+    let rank = shape.len() as i64;
+    let axis = a.int("axis", 1)?;
+    let block = a.int("block_size", 0)?;
+    let v = t.to_f32();
+    if v.len() == 1 {
+        return Ok(ArrayD::from_elem(
+            IxDyn(shape),
+            v.iter().copied().next().unwrap_or(0.0),
+        ));
+    }
+    if !(-rank..rank).contains(&axis) {
+        return Err(Cx::err(
+            n,
+            format!("axis {axis} is out of range for rank {rank}"),
+        ));
+    }
+    let axis = axis.rem_euclid(rank.max(1)) as usize;
+    cx.charge(n, shape)?;
+    if block <= 0 {
+        // per axis: one value per index along `axis`
+        if v.ndim() != 1 || v.len() != shape[axis] {
+            return Err(Cx::err(
+                n,
+                format!(
+                    "{what} has shape {:?}; per-axis quantization along axis {axis} needs {} values",
+                    v.shape(),
+                    shape[axis]
+                ),
+            ));
+        }
+        return Ok(ArrayD::from_shape_fn(IxDyn(shape), |ix| v[[ix[axis]]]));
+    }
+    // blocked: the input's shape with `axis` cut into blocks of `block`
+    let block = block as usize;
+    let want: Vec<usize> = shape
+        .iter()
+        .enumerate()
+        .map(|(i, &d)| if i == axis { d.div_ceil(block) } else { d })
+        .collect();
+    if v.shape() != want.as_slice() {
+        return Err(Cx::err(
+            n,
+            format!(
+                "{what} has shape {:?}; blocks of {block} along axis {axis} need {want:?}",
+                v.shape()
+            ),
+        ));
+    }
+    Ok(ArrayD::from_shape_fn(IxDyn(shape), |ix| {
+        let mut j = ix.as_array_view().to_vec();
+        j[axis] /= block;
+        v[IxDyn(&j)]
+    }))
+}
+
+/// Input `i` as a constant, or an error naming it.
+fn const_arg(
+    cx: &Cx,
+    n: &pb::NodeProto,
+    i: usize,
+    what: &str,
+) -> Result<Option<Tensor>, ImportError> {
+    match cx.input(n, i)? {
+        None => Ok(None),
+        Some(Val::Const(t)) => Ok(Some(t.clone())),
+        Some(Val::Node(_)) => Err(Cx::err(
+            n,
+            format!("{what} is computed at run time; fhec needs it as a constant (an initializer)"),
+        )),
+    }
+}
+
+/// Binds a constant under a name derived from the node's output.
+fn bind_const(cx: &mut Cx, out: &str, tag: &str, a: ArrayD<f32>) -> String {
+    let name = format!("{out}::{tag}");
+    cx.bind(&name, Val::Const(Tensor::F32(a)));
+    name
+}
+
+fn node(
+    n: &pb::NodeProto,
+    op_type: &str,
+    inputs: &[&str],
+    output: &str,
+    tag: &str,
+) -> pb::NodeProto {
+    pb::NodeProto {
+        input: inputs.iter().map(|s| s.to_string()).collect(),
+        output: vec![output.to_string()],
+        name: format!("{}#{tag}", Cx::node_name(n)),
+        op_type: op_type.to_string(),
+        ..Default::default()
+    }
+}
+
+fn output(n: &pb::NodeProto) -> Result<String, ImportError> {
+    n.output
+        .first()
+        .cloned()
+        .ok_or_else(|| Cx::err(n, "node has no output"))
+}
+
+/// The grid's scale and zero point, expanded to the input's shape; checks the scale.
+fn grid(
+    cx: &mut Cx,
+    n: &pb::NodeProto,
+    shape: &[usize],
+) -> Result<(ArrayD<f32>, ArrayD<f32>), ImportError> {
+    let scale = const_arg(cx, n, 1, "the scale")?
+        .ok_or_else(|| Cx::err(n, "missing required input 1 (the scale)"))?;
+    let s = expand(cx, n, shape, "the scale", &scale)?;
+    if s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        return Err(Cx::err(n, "the scale must be finite and positive"));
+    }
+    let z = match const_arg(cx, n, 2, "the zero point")? {
+        Some(z) => expand(cx, n, shape, "the zero point", &z)?,
+        None => ArrayD::zeros(IxDyn(shape)),
+    };
+    Ok((s, z))
+}
+
+/// `clip(round_half_even(x / s) + z, qmin, qmax)`.
+pub(super) fn quantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    let a = Attrs::of(n);
+    // the grid's element type: the zero point's, else `output_dtype` (21+), else uint8
+    let code = match cx.elem_type(n.input.get(2).map(String::as_str).unwrap_or("")) {
+        Some(c) => c,
+        None => match a.int("output_dtype", 0)? {
+            0 => D::Uint8 as i32,
+            c => c as i32,
+        },
+    };
+    let (qmin, qmax) = int_range(n, code, false)?;
+    let ty = cx.in_ty(n, 0)?;
+    if ty.dtype != DType::F32 {
+        return Err(Cx::err(n, "QuantizeLinear needs a float input"));
+    }
+    let (s, z) = grid(cx, n, &ty.shape)?;
+    let out = output(n)?;
+    let sn = bind_const(cx, &out, "scale", s);
+    let zn = bind_const(cx, &out, "zero_point", z);
+    let (d, r, zz) = (
+        format!("{out}::scaled"),
+        format!("{out}::rounded"),
+        format!("{out}::shifted"),
+    );
+    cx.emit(
+        &node(n, "Div", &[&n.input[0], &sn], &d, "div"),
+        Op::Binary(Binary::Div),
+        &[0, 1],
+    )?;
+    cx.emit(
+        &node(n, "Round", &[&d], &r, "round"),
+        Op::Unary(Unary::Round),
+        &[0],
+    )?;
+    cx.emit(
+        &node(n, "Add", &[&r, &zn], &zz, "add"),
+        Op::Binary(Binary::Add),
+        &[0, 1],
+    )?;
+    cx.emit(
+        &node(n, "Clip", &[&zz], &out, "saturate"),
+        Op::Unary(Unary::Clip {
+            min: qmin,
+            max: qmax,
+        }),
+        &[0],
+    )
+}
+
+/// `(x − z) · s`.
+pub(super) fn dequantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    if let Some(code) = cx.elem_type(&n.input[0]) {
+        int_range(n, code, true)?;
+    }
+    let ty = cx.in_ty(n, 0)?;
+    let (s, z) = grid(cx, n, &ty.shape)?;
+    let out = output(n)?;
+    let mut x = n.input[0].clone();
+    if ty.dtype != DType::F32 {
+        let c = format!("{out}::as_f32");
+        cx.emit(
+            &node(n, "Cast", &[&x], &c, "cast"),
+            Op::Cast { to: DType::F32 },
+            &[0],
+        )?;
+        x = c;
+    }
+    let sn = bind_const(cx, &out, "scale", s);
+    let zn = bind_const(cx, &out, "zero_point", z);
+    let c = format!("{out}::centred");
+    cx.emit(
+        &node(n, "Sub", &[&x, &zn], &c, "sub"),
+        Op::Binary(Binary::Sub),
+        &[0, 1],
+    )?;
+    cx.emit(
+        &node(n, "Mul", &[&c, &sn], &out, "mul"),
+        Op::Binary(Binary::Mul),
+        &[0, 1],
+    )
+}

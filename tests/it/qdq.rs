@@ -1,0 +1,124 @@
+//! QDQ graphs (QuantizeLinear / DequantizeLinear): ONNX's semantics in float mode (the node
+//! tests check the operators; `models::` checks the onnxruntime-quantized digits MLP against
+//! onnxruntime's own outputs), compiled like any model, and refusals of grids fhec does not
+//! read.
+
+use crate::common::{model, onnx_model, tmp, value_info};
+use fhec::{npy, CompileOptions, Model};
+use tract_onnx::pb;
+
+fn tensor(name: &str, dtype: i32, dims: &[i64], raw: Vec<u8>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        data_type: dtype,
+        dims: dims.to_vec(),
+        raw_data: raw,
+        ..Default::default()
+    }
+}
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// x → QuantizeLinear(scale, zero point of `zp_type`) → DequantizeLinear → y.
+fn qdq_model(zp_type: i32, zp_raw: Vec<u8>, scale: &[f32], axis: Option<i64>) -> Vec<u8> {
+    let node = |op: &str, ins: &[&str], out: &str| pb::NodeProto {
+        op_type: op.into(),
+        name: format!("{op}_node"),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        attribute: axis
+            .map(|a| {
+                vec![pb::AttributeProto {
+                    name: "axis".into(),
+                    r#type: pb::attribute_proto::AttributeType::Int as i32,
+                    i: a,
+                    ..Default::default()
+                }]
+            })
+            .unwrap_or_default(),
+        ..Default::default()
+    };
+    let n = scale.len() as i64;
+    let dims: Vec<i64> = if n == 1 { vec![] } else { vec![n] };
+    onnx_model(
+        vec![
+            node("QuantizeLinear", &["x", "s", "z"], "q"),
+            node("DequantizeLinear", &["q", "s", "z"], "y"),
+        ],
+        vec![
+            tensor("s", 1, &dims, f32s(scale)),
+            tensor("z", zp_type, &dims, zp_raw),
+        ],
+        vec![value_info("x", &[2, 3])],
+        vec![value_info("y", &[2, 3])],
+    )
+}
+
+fn run(bytes: &[u8], x: &[f32]) -> Result<Vec<f32>, String> {
+    let p = tmp("qdq.onnx");
+    std::fs::write(&p, bytes).expect("write");
+    let m = Model::load(&p).map_err(|e| e.to_string())?;
+    let x = ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&[2, 3]), x.to_vec()).expect("x");
+    let y = m.run_float(&[x]).map_err(|e| e.to_string())?;
+    Ok(y[0].iter().copied().collect())
+}
+
+#[test]
+fn quantize_dequantize_follow_onnx_semantics() {
+    // uint8 (zero point 10), scale 0.5: ties round to even, then saturate to [0, 255]
+    let x = [1.25, 1.75, -100.0, 200.0, -4.75, 0.0];
+    let y = run(&qdq_model(2, vec![10], &[0.5], None), &x).expect("runs");
+    // 2.5 → 2, 3.5 → 4; −200 + 10 saturates at 0; 400 + 10 at 255; −9.5 → −10 (even)
+    assert_eq!(y, vec![1.0, 2.0, -5.0, 122.5, -5.0, 0.0]);
+    // int8, per axis (axis 1, three channels, zero points 0, 1, −1)
+    let y = run(
+        &qdq_model(3, vec![0, 1, 255], &[1.0, 0.25, 2.0], Some(1)),
+        &[0.4, 0.6, 3.0, 1000.0, -1000.0, -256.0],
+    )
+    .expect("runs");
+    assert_eq!(y, vec![0.0, 0.5, 4.0, 127.0, -32.25, -254.0]);
+}
+
+#[test]
+fn unsupported_grids_are_refused_in_one_line() {
+    // float8 (17 = FLOAT8E4M3FN) and int4 (22) zero points: the tensor reader refuses them
+    // by name; an int32 grid (6) reaches QuantizeLinear, which names itself
+    for (code, name) in [(17, "FLOAT8E4M3FN"), (22, "INT4"), (6, "QuantizeLinear")] {
+        let raw = if code == 6 { vec![0; 4] } else { vec![0] };
+        let e = run(&qdq_model(code, raw, &[0.5], None), &[0.0; 6]).expect_err("refused");
+        assert!(e.contains(name) && e.contains("not supported"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+    // a zero scale
+    let e = run(&qdq_model(2, vec![0], &[0.0], None), &[0.0; 6]).expect_err("refused");
+    assert!(e.contains("scale must be finite and positive"), "{e}");
+    // per-axis scales of the wrong length
+    let e = run(&qdq_model(2, vec![0, 0], &[0.5, 0.5], Some(1)), &[0.0; 6]).expect_err("refused");
+    assert!(e.contains("per-axis") && e.contains("3 values"), "{e}");
+}
+
+/// onnxruntime's QDQ digits MLP compiles with calibration like a float model; clear mode
+/// keeps onnxruntime's accuracy.
+#[test]
+fn onnxruntime_qdq_model_compiles() {
+    let name = "digits_mlp_qdq";
+    let calib = npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
+    let (m, _) = fhec::compile(
+        &model(&format!("{name}.onnx")),
+        &[calib],
+        &CompileOptions::default(),
+    )
+    .expect("compiles");
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    let y = npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
+    let float = fhec::accuracy(
+        &m.run_float(std::slice::from_ref(&x)).expect("float")[0],
+        &y,
+    )
+    .expect("accuracy");
+    let clear = fhec::accuracy(&m.run_clear(&[x]).expect("clear")[0], &y).expect("accuracy");
+    println!("{name}: onnxruntime/float {float:.4}, clear {clear:.4}");
+    assert!(clear >= float - 0.01, "clear {clear} vs float {float}");
+}
