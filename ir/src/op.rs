@@ -49,6 +49,16 @@ pub enum Unary {
     },
     /// Round to the nearest integer, ties to even (ONNX `Round`; QuantizeLinear's rounding).
     Round,
+    /// A per-tensor quantization grid applied in float (a QuantizeLinear → DequantizeLinear
+    /// pair, a QONNX `Quant`): `(clip(round_half_even(x / scale) + zero_point, qmin, qmax) −
+    /// zero_point) · scale`. The quantize pass compiles on this grid instead of a calibrated
+    /// one.
+    FakeQuant {
+        scale: f32,
+        zero_point: f32,
+        qmin: f32,
+        qmax: f32,
+    },
     /// Round to the nearest IEEE half (what a Cast through float16 does).
     RoundF16,
     /// Round to the nearest bfloat16.
@@ -78,6 +88,7 @@ impl Unary {
             Unary::Ceil => "Ceil",
             Unary::Clip { .. } => "Clip",
             Unary::Round => "Round",
+            Unary::FakeQuant { .. } => "FakeQuant",
             Unary::RoundF16 => "RoundF16",
             Unary::RoundBf16 => "RoundBf16",
         }
@@ -144,6 +155,16 @@ impl Unary {
                 }
             }
             Unary::Round => x.round_ties_even(),
+            Unary::FakeQuant {
+                scale,
+                zero_point,
+                qmin,
+                qmax,
+            } => {
+                // QuantizeLinear then DequantizeLinear, operation for operation
+                let q = ((x / scale).round_ties_even() + zero_point).clamp(qmin, qmax);
+                (q - zero_point) * scale
+            }
             Unary::RoundF16 => half::f16::from_f32(x).to_f32(),
             Unary::RoundBf16 => half::bf16::from_f32(x).to_f32(),
         }
@@ -519,6 +540,12 @@ impl Op {
                 Unary::Selu { alpha, gamma } => format!("alpha={alpha} gamma={gamma}"),
                 Unary::HardSigmoid { alpha, beta } => format!("alpha={alpha} beta={beta}"),
                 Unary::Clip { min, max } => format!("min={min} max={max}"),
+                Unary::FakeQuant {
+                    scale,
+                    zero_point,
+                    qmin,
+                    qmax,
+                } => format!("scale={scale} zero_point={zero_point} range=[{qmin},{qmax}]"),
                 _ => String::new(),
             },
             Op::AveragePool(p) | Op::MaxPool(p) => format!(

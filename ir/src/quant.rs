@@ -54,8 +54,9 @@ impl QuantParams {
         }
     }
 
+    /// `clip(round(x / scale) + zero_point)`, ties to even (ONNX QuantizeLinear's rounding).
     pub fn quantize(&self, x: f32) -> i64 {
-        let q = (x / self.scale).round();
+        let q = (x / self.scale).round_ties_even();
         // saturate before the cast: inf/NaN never reach here from checked inputs, but a
         // table entry of a function like 1/x may be infinite
         let q = if q.is_nan() {

@@ -174,6 +174,12 @@ pub(crate) struct Cx {
     /// ONNX element types of initializers, Constant outputs and graph inputs (the IR keeps
     /// only f32 and i64; QuantizeLinear's grid is its zero point's type).
     elem_types: HashMap<String, i32>,
+    /// Outputs of QuantizeLinear nodes read only by one DequantizeLinear with the same scale
+    /// and zero point: the pair becomes one `FakeQuant` (see `qdq`).
+    pub(crate) qdq_pairs: std::collections::HashSet<String>,
+    /// Such outputs already seen, with their grid's integer range, waiting for their
+    /// DequantizeLinear.
+    pub(crate) pending_fq: HashMap<String, (f32, f32)>,
 }
 
 impl Cx {
@@ -462,6 +468,8 @@ pub fn import_model_with(
         materialized: HashMap::new(),
         elements: 0,
         elem_types: HashMap::new(),
+        qdq_pairs: qdq::pairs(graph),
+        pending_fq: HashMap::new(),
     };
     for vi in &graph.input {
         if let Some(pb::type_proto::Value::TensorType(t)) =

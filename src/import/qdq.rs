@@ -6,8 +6,10 @@
 //! `QuantizeLinear(x) = clip(round_half_even(x / s) + z, qmin, qmax)` (integers held in f32)
 //! and `DequantizeLinear(q) = (q − z) · s`. The scale and zero point are constants expanded
 //! to the input's shape, so every grid form is one elementwise chain that `fuse_tlu` folds
-//! into a table (and constant folding into the weights). Float8, int4 and other grids are
-//! refused with a one-line error.
+//! into a table (and constant folding into the weights). A QuantizeLinear read only by a
+//! DequantizeLinear with the same per-tensor scale and zero point (the QDQ pattern) becomes
+//! one `Unary::FakeQuant`, whose grid the quantize pass compiles on. Float8, int4 and other
+//! grids are refused with a one-line error.
 
 use super::attrs::Attrs;
 use super::tensor::elem_type_name;
@@ -167,6 +169,51 @@ fn grid(
     Ok((s, z))
 }
 
+/// Outputs of QuantizeLinear nodes whose only reader is a DequantizeLinear with the same
+/// scale and zero point inputs (and that are not graph outputs).
+pub(super) fn pairs(g: &pb::GraphProto) -> std::collections::HashSet<String> {
+    let mut readers: std::collections::HashMap<&str, Vec<&pb::NodeProto>> = Default::default();
+    for n in &g.node {
+        for i in &n.input {
+            readers.entry(i.as_str()).or_default().push(n);
+        }
+    }
+    let outputs: Vec<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
+    g.node
+        .iter()
+        .filter(|q| q.op_type == "QuantizeLinear")
+        .filter_map(|q| {
+            let out = q.output.first()?;
+            let rs = readers.get(out.as_str())?;
+            let [dq] = rs.as_slice() else { return None };
+            let same = dq.op_type == "DequantizeLinear"
+                && dq.input.first() == Some(out)
+                && q.input.get(1) == dq.input.get(1)
+                && q.input.get(2).filter(|s| !s.is_empty())
+                    == dq.input.get(2).filter(|s| !s.is_empty());
+            (same && !outputs.contains(&out.as_str())).then(|| out.clone())
+        })
+        .collect()
+}
+
+/// The per-tensor (scale, zero point) of a node, if both are scalars.
+fn scalar_grid(cx: &Cx, n: &pb::NodeProto) -> Result<Option<(f32, f32)>, ImportError> {
+    let Some(s) = const_arg(cx, n, 1, "the scale")? else {
+        return Ok(None);
+    };
+    let z = const_arg(cx, n, 2, "the zero point")?;
+    let one = |t: &Tensor| {
+        (t.len() == 1)
+            .then(|| t.to_f32().iter().copied().next())
+            .flatten()
+    };
+    Ok(match (one(&s), z.as_ref().map(one)) {
+        (Some(s), None) => Some((s, 0.0)),
+        (Some(s), Some(Some(z))) => Some((s, z)),
+        _ => None,
+    })
+}
+
 /// `clip(round_half_even(x / s) + z, qmin, qmax)`.
 pub(super) fn quantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     let a = Attrs::of(n);
@@ -183,8 +230,17 @@ pub(super) fn quantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Impo
     if ty.dtype != DType::F32 {
         return Err(Cx::err(n, "QuantizeLinear needs a float input"));
     }
-    let (s, z) = grid(cx, n, &ty.shape)?;
     let out = output(n)?;
+    if cx.qdq_pairs.contains(&out)
+        && scalar_grid(cx, n)?.is_some_and(|(s, _)| s > 0.0 && s.is_finite())
+    {
+        // the DequantizeLinear that reads it emits the pair as one FakeQuant
+        let x = cx.req(n, 0)?.clone();
+        cx.bind(&out, x);
+        cx.pending_fq.insert(out, (qmin, qmax));
+        return Ok(());
+    }
+    let (s, z) = grid(cx, n, &ty.shape)?;
     let sn = bind_const(cx, &out, "scale", s);
     let zn = bind_const(cx, &out, "zero_point", z);
     let (d, r, zz) = (
@@ -219,6 +275,20 @@ pub(super) fn quantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Impo
 
 /// `(x − z) · s`.
 pub(super) fn dequantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    if let Some(&(qmin, qmax)) = cx.pending_fq.get(&n.input[0]) {
+        let (scale, zero_point) =
+            scalar_grid(cx, n)?.ok_or_else(|| Cx::err(n, "invariant: a paired QuantizeLinear"))?;
+        return cx.emit(
+            n,
+            Op::Unary(Unary::FakeQuant {
+                scale,
+                zero_point,
+                qmin,
+                qmax,
+            }),
+            &[0],
+        );
+    }
     if let Some(code) = cx.elem_type(&n.input[0]) {
         int_range(n, code, true)?;
     }

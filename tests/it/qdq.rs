@@ -99,6 +99,50 @@ fn unsupported_grids_are_refused_in_one_line() {
     assert!(e.contains("per-axis") && e.contains("3 values"), "{e}");
 }
 
+/// onnxruntime's QDQ digits MLP compiles on its own grids: the client quantizes inputs on
+/// the model's input grid (no table for the input's QDQ pair), activations are requantized
+/// to the model's uint8 grids and the weights are its int8 integers; with tables wide enough
+/// (rounding 8) clear mode is within one step of the output grid of onnxruntime's own
+/// quantized run on 99 % of the logits.
+#[test]
+fn onnxruntime_qdq_model_compiles_on_its_own_grids() {
+    let name = "digits_mlp_qdq";
+    let calib = npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
+    let opts = CompileOptions {
+        quant: fhec::QuantConfig {
+            rounding_bits: Some(8),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (m, _) = fhec::compile(&model(&format!("{name}.onnx")), &[calib], &opts).expect("compiles");
+    let p = m.input_quant[0];
+    assert_eq!(
+        (p.qmin, p.qmax),
+        (0, 255),
+        "the model's uint8 input grid: {p:?}"
+    );
+    // 32 + 32 hidden activations, nothing for the input
+    assert_eq!(m.report.pbs_count, 64);
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    let ort = npy::read_f32(&model(&format!("{name}_test_out.npy"))).expect("onnxruntime out");
+    let clear = &m.run_clear(&[x]).expect("clear")[0];
+    // the output grid: every onnxruntime logit is a multiple of it
+    let step = ort
+        .iter()
+        .map(|v| v.abs())
+        .filter(|&v| v > 0.0)
+        .fold(f32::INFINITY, f32::min);
+    let within = clear
+        .iter()
+        .zip(ort.iter())
+        .filter(|(a, b)| (*a - *b).abs() <= step * 1.001)
+        .count();
+    let frac = within as f64 / ort.len() as f64;
+    println!("{name}: {frac:.4} of logits within one output step ({step}) of onnxruntime");
+    assert!(frac >= 0.98, "{frac}");
+}
+
 /// onnxruntime's QDQ digits MLP compiles with calibration like a float model; clear mode
 /// keeps onnxruntime's accuracy.
 #[test]

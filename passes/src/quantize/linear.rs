@@ -6,12 +6,59 @@ use crate::PassError;
 use fhec_ir::{kernels, ConvAttrs, IntLinear, NodeIndex, Op, PoolAttrs, QuantParams, Tensor};
 use ndarray::{ArrayD, IxDyn};
 
+/// Weights a model quantized itself (a QDQ or QONNX model's DequantizeLinear of integer
+/// weights, folded): every row on one symmetric grid `k·s` of at most 16 bits, with the
+/// largest weight on its top code, per tensor or per row. In a model that holds its own
+/// activation grids, their integers are used as they are, whatever `n_bits` says: the model
+/// defines them (a float model's weights are left to `n_bits`, even when they happen to be
+/// round numbers).
+fn own_grid(rows: &[Vec<f32>], global: f32) -> Option<(Vec<Vec<i64>>, Vec<f32>)> {
+    let on = |r: &[f32], s: f32| {
+        r.iter().all(|&v| {
+            let k = v / s;
+            (k - k.round()).abs() <= 1e-3
+        })
+    };
+    let top = |b: u32| ((1u32 << (b - 1)) - 1) as f32;
+    // per tensor: one scale for every row
+    if global > 0.0 {
+        for b in 2..=16 {
+            let s = global / top(b);
+            if rows.iter().all(|r| on(r, s)) {
+                let qs = rows
+                    .iter()
+                    .map(|r| r.iter().map(|&v| (v / s).round() as i64).collect())
+                    .collect();
+                return Some((qs, vec![s; rows.len()]));
+            }
+        }
+    }
+    // per row (per output channel)
+    let mut qs = Vec::with_capacity(rows.len());
+    let mut scales = Vec::with_capacity(rows.len());
+    for r in rows {
+        let m = r.iter().fold(0f32, |m, &v| m.max(v.abs()));
+        if m == 0.0 {
+            qs.push(vec![0; r.len()]);
+            scales.push(1.0);
+            continue;
+        }
+        let s = (2..=16).map(|b| m / top(b)).find(|&s| on(r, s))?;
+        qs.push(r.iter().map(|&v| (v / s).round() as i64).collect());
+        scales.push(s);
+    }
+    Some((qs, scales))
+}
+
 impl Builder<'_> {
     /// Symmetric weight quantization of `rows[j]` (one row per output), per channel or per
     /// tensor: integer weights and one scale per output.
     pub(super) fn quant_weights(&self, rows: &[Vec<f32>], nb: u32) -> (Vec<Vec<i64>>, Vec<f32>) {
         let absmax = |r: &Vec<f32>| r.iter().fold(0f32, |m, &v| m.max(v.abs()));
         let global = rows.iter().map(absmax).fold(0f32, f32::max);
+        if let Some(w) = own_grid(rows, global).filter(|_| self.self_quantized) {
+            return w;
+        }
         let mut qs = Vec::with_capacity(rows.len());
         let mut scales = Vec::with_capacity(rows.len());
         for r in rows {

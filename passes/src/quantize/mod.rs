@@ -139,6 +139,9 @@ struct Builder<'a> {
     /// For values requantized from a float chain: that chain's float node, so that another
     /// quantization of the same value reads the chain (one table) instead of the codes.
     float_src: HashMap<NodeIndex, NodeIndex>,
+    /// The model quantizes itself (it holds `FakeQuant` grids): weights already on a
+    /// symmetric integer grid keep it.
+    self_quantized: bool,
 }
 
 fn full(v: &[f32], n: usize) -> Vec<f32> {
@@ -192,6 +195,10 @@ impl<'a> Builder<'a> {
             input_quant: Vec::new(),
             origin: HashMap::new(),
             float_src: HashMap::new(),
+            self_quantized: f
+                .g
+                .node_weights()
+                .any(|n| matches!(n.op, Op::Unary(Unary::FakeQuant { .. }))),
         }
     }
 
@@ -222,8 +229,44 @@ impl<'a> Builder<'a> {
     }
 
     fn act_params_at(&self, n: NodeIndex, bits: u32) -> Result<QuantParams, PassError> {
+        // a value the model quantizes itself is compiled on its own grid
+        if let Some(p) = self.grid_of(n) {
+            return Ok(p);
+        }
         let (lo, hi) = self.range(n)?;
         Ok(QuantParams::unsigned(lo, hi, bits))
+    }
+
+    /// The grid of a `FakeQuant` node (a QDQ pair, a QONNX Quant), if `n` is one.
+    fn grid_of(&self, n: NodeIndex) -> Option<QuantParams> {
+        match self.f.g[n].op {
+            Op::Unary(Unary::FakeQuant {
+                scale,
+                zero_point,
+                qmin,
+                qmax,
+            }) => {
+                let p = QuantParams {
+                    scale,
+                    zero_point: zero_point as i64,
+                    qmin: qmin as i64,
+                    qmax: qmax as i64,
+                };
+                p.is_valid().then_some(p)
+            }
+            _ => None,
+        }
+    }
+
+    /// The grid every reader of graph input `n` quantizes it to, if they agree: the client
+    /// then quantizes on that grid and the readers are the identity on its codes.
+    fn input_grid(&self, n: NodeIndex) -> Option<QuantParams> {
+        let users = self.f.users_of(n);
+        let first = self.grid_of(*users.first()?)?;
+        users
+            .iter()
+            .all(|&u| self.grid_of(u) == Some(first))
+            .then_some(first)
     }
 
     /// A layer's activation input at the layer's own bits, when they differ from the global
@@ -364,8 +407,13 @@ impl<'a> Builder<'a> {
         let all_const = vals.iter().all(|v| matches!(v, QVal::Const(_)));
         match &node.op {
             Op::Input { index } => {
-                let (lo, hi) = self.range(n)?;
-                let p = QuantParams::unsigned(lo, hi, self.cx.config.n_bits_inputs);
+                let p = match self.input_grid(n) {
+                    Some(p) => p,
+                    None => {
+                        let (lo, hi) = self.range(n)?;
+                        QuantParams::unsigned(lo, hi, self.cx.config.n_bits_inputs)
+                    }
+                };
                 if self.input_quant.len() <= *index {
                     self.input_quant.resize(index + 1, p);
                 }
@@ -531,6 +579,12 @@ impl<'a> Builder<'a> {
                 let bn = self.q.add_const(&format!("{name}:shift"), as_t(sh));
                 let node = self.add(&name, Op::Binary(Binary::Add), &[m, bn])?;
                 self.vals.insert(n, QVal::Float { node });
+                Ok(())
+            }
+            // a grid the value is already on: its codes pass through unchanged
+            Op::Unary(Unary::FakeQuant { .. }) if matches!(&vals[0], QVal::Enc { requant: Some(p), .. } if Some(*p) == self.grid_of(n)) =>
+            {
+                self.vals.insert(n, vals[0].clone());
                 Ok(())
             }
             Op::Unary(Unary::Neg) if matches!(vals[0], QVal::Enc { .. }) => {
