@@ -1,5 +1,5 @@
-"""Regenerates the ONNX models and data in models/ (needs torch, scikit-learn, onnx, numpy,
-and onnxruntime for the QDQ model).
+"""Regenerates the ONNX models and data in models/ (needs torch, scikit-learn, onnx, numpy;
+onnxruntime for the QDQ model; brevitas and onnxoptimizer for the QAT model).
 
     python models/make_models.py                    # every model, manifest.json
     python models/make_models.py --only digits_deep # just these (comma-separated)
@@ -265,9 +265,66 @@ def build(name):
         torch.manual_seed(SEED)
         net = train(MLP([10, 16, 8, 1]), xtr, ytr, epochs=60, lr=1e-3, regression=True)
         return export(name, net, xtr, xte, yte, opset=13)
+    if name == "digits_qat3":
+        return qat_mlp(name, xtr, xte, ytr, yte, bits=3)
     if name == "digits_mlp_qdq":
         return qdq("digits_mlp", name, xte, yte)
     raise SystemExit(f"unknown model {name}")
+
+
+def qat_mlp(name, xtr, xte, ytr, yte, bits):
+    """A quantization-aware MLP trained with Brevitas at `bits` bits (inputs, weights and
+    ReLU activations), exported as QONNX (`Quant` nodes, domain qonnx.custom_op.general) with
+    a dynamic batch axis. The test outputs are Brevitas' own quantized forward."""
+    import brevitas.nn as qnn
+    import onnx
+    from brevitas.export import export_qonnx
+
+    class QMLP(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = qnn.QuantIdentity(bit_width=bits, return_quant_tensor=True)
+            self.l1 = qnn.QuantLinear(64, 64, bias=True, weight_bit_width=bits)
+            self.r1 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
+            self.l2 = qnn.QuantLinear(64, 32, bias=True, weight_bit_width=bits)
+            self.r2 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
+            self.l3 = qnn.QuantLinear(32, 10, bias=True, weight_bit_width=bits)
+
+        def forward(self, x):
+            return self.l3(self.r2(self.l2(self.r1(self.l1(self.inp(x))))))
+
+    torch.manual_seed(SEED)
+    model = train(QMLP(), xtr, ytr, epochs=80, lr=1e-2, wd=0)
+    path = os.path.join(OUT, f"{name}.onnx")
+    export_qonnx(model, torch.tensor(xte[:1]), export_path=path)
+    g = onnx.load(path)
+    for v in list(g.graph.input) + list(g.graph.output):
+        dim = v.type.tensor_type.shape.dim[0]
+        dim.ClearField("dim_value")
+        dim.dim_param = "batch"
+    onnx.save(g, path)
+    with torch.no_grad():
+        out = model(torch.tensor(xte))
+    out = (out.value if hasattr(out, "value") else out).numpy().astype(np.float32)
+    rng = np.random.default_rng(SEED)
+    calib = xtr[rng.choice(len(xtr), size=min(N_CALIB, len(xtr)), replace=False)]
+    np.save(os.path.join(OUT, f"{name}_calib.npy"), calib.astype(np.float32))
+    np.save(os.path.join(OUT, f"{name}_test_x.npy"), xte.astype(np.float32))
+    np.save(os.path.join(OUT, f"{name}_test_y.npy"), yte.astype(np.int64))
+    np.save(os.path.join(OUT, f"{name}_test_out.npy"), out)
+    import brevitas
+
+    acc = float((out.argmax(1) == yte).mean())
+    print(f"{name}: Brevitas {brevitas.__version__} QAT at {bits} bits, test accuracy {acc:.4f}")
+    return {
+        "name": name,
+        "opset": int(g.opset_import[0].version),
+        "seed": SEED,
+        "torch": torch.__version__,
+        "brevitas": brevitas.__version__,
+        "float_accuracy": acc,
+        "n_test": int(len(yte)),
+    }
 
 
 def qdq(src, name, x_test, y_test):
@@ -318,6 +375,7 @@ ALL = [
     "iris_mlp",
     "diabetes_mlp",
     "digits_mlp_qdq",
+    "digits_qat3",
 ]
 
 

@@ -156,6 +156,13 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Unsqueeze",
 ];
 
+/// Domains of QONNX's `Quant` (Brevitas' export, the qonnx package, FINN).
+pub const QONNX_DOMAINS: &[&str] = &[
+    "qonnx.custom_op.general",
+    "onnx.brevitas",
+    "finn.custom_op.general",
+];
+
 /// A value during import: known at compile time, or computed by a graph node.
 #[derive(Clone, Debug)]
 pub(crate) enum Val {
@@ -447,8 +454,9 @@ pub fn import_model_with(
         .node
         .iter()
         .filter(|n| {
-            !(n.domain.is_empty() || n.domain == "ai.onnx")
-                || !SUPPORTED_OPS.contains(&n.op_type.as_str())
+            let default = n.domain.is_empty() || n.domain == "ai.onnx";
+            let qonnx = QONNX_DOMAINS.contains(&n.domain.as_str()) && n.op_type == "Quant";
+            !(qonnx || default && SUPPORTED_OPS.contains(&n.op_type.as_str()))
         })
         .map(|n| UnsupportedOp {
             node: Cx::node_name(n),
@@ -603,6 +611,7 @@ fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
         "Identity" | "Dropout" => shape::identity(cx, n),
         "QuantizeLinear" => qdq::quantize_linear(cx, n),
         "DequantizeLinear" => qdq::dequantize_linear(cx, n),
+        "Quant" => qdq::qonnx_quant(cx, n),
         _ => elementwise::convert(cx, n),
     }
 }

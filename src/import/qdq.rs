@@ -319,3 +319,114 @@ pub(super) fn dequantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Im
         &[0, 1],
     )
 }
+
+/// QONNX's `Quant` (Brevitas' QONNX export): `(round(clip(x / s + z, lo, hi)) − z) · s` with
+/// `lo, hi` from `bitwidth`, `signed` and `narrow` (qonnx's `int_quant`), rounding half to even
+/// (`ROUND` / `HALF_EVEN`). A per-tensor grid with zero point 0 (Brevitas' default) is one
+/// `FakeQuant`; other grids are the same steps as elementwise ops, in qonnx's order.
+pub(super) fn qonnx_quant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    let a = Attrs::of(n);
+    let mode = a.string("rounding_mode", "ROUND")?.to_uppercase();
+    if mode != "ROUND" && mode != "HALF_EVEN" {
+        return Err(Cx::err(
+            n,
+            format!("rounding_mode {mode} is not supported (ROUND / HALF_EVEN is); re-export with round-to-nearest quantizers"),
+        ));
+    }
+    let signed = a.int("signed", 1)? != 0;
+    let narrow = a.int("narrow", 0)? != 0;
+    let bits = const_arg(cx, n, 3, "the bit width")?
+        .ok_or_else(|| Cx::err(n, "missing required input 3 (the bit width)"))?
+        .to_f32()
+        .iter()
+        .copied()
+        .next()
+        .unwrap_or(0.0);
+    if bits.fract() != 0.0 || !(2.0..=16.0).contains(&bits) {
+        return Err(Cx::err(
+            n,
+            format!("a {bits}-bit quantizer is not supported (integer widths 2 to 16 are; 1-bit quantizers are BipolarQuant's)"),
+        ));
+    }
+    let b = bits as u32;
+    let (lo, hi) = match (signed, narrow) {
+        (true, true) => (-((1i64 << (b - 1)) - 1), (1i64 << (b - 1)) - 1),
+        (true, false) => (-(1i64 << (b - 1)), (1i64 << (b - 1)) - 1),
+        (false, true) => (0, (1i64 << b) - 2),
+        (false, false) => (0, (1i64 << b) - 1),
+    };
+    let (lo, hi) = (lo as f32, hi as f32);
+    let scale = const_arg(cx, n, 1, "the scale")?
+        .ok_or_else(|| Cx::err(n, "missing required input 1 (the scale)"))?;
+    let zp = const_arg(cx, n, 2, "the zero point")?
+        .ok_or_else(|| Cx::err(n, "missing required input 2 (the zero point)"))?;
+    if scale.to_f32().iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        return Err(Cx::err(n, "the scale must be finite and positive"));
+    }
+    if zp
+        .to_f32()
+        .iter()
+        .any(|v| !v.is_finite() || v.fract() != 0.0)
+    {
+        return Err(Cx::err(n, "the zero point must hold integers"));
+    }
+    let ty = cx.in_ty(n, 0)?;
+    if ty.dtype != DType::F32 {
+        return Err(Cx::err(n, "Quant needs a float input"));
+    }
+    let one = |t: &Tensor| {
+        (t.len() == 1)
+            .then(|| t.to_f32().iter().copied().next())
+            .flatten()
+    };
+    if let (Some(s), Some(0.0)) = (one(&scale), one(&zp)) {
+        return cx.emit(
+            n,
+            Op::Unary(Unary::FakeQuant {
+                scale: s,
+                zero_point: 0.0,
+                qmin: lo,
+                qmax: hi,
+            }),
+            &[0],
+        );
+    }
+    // broadcastable scale / zero point: qonnx's steps, in its order
+    let out = output(n)?;
+    let sn = format!("{out}::scale");
+    let zn = format!("{out}::zero_point");
+    cx.bind(&sn, Val::Const(Tensor::F32(scale.to_f32())));
+    cx.bind(&zn, Val::Const(Tensor::F32(zp.to_f32())));
+    let step = |t: &str| format!("{out}::{t}");
+    let x = n.input[0].clone();
+    cx.emit(
+        &node(n, "Div", &[&x, &sn], &step("scaled"), "div"),
+        Op::Binary(Binary::Div),
+        &[0, 1],
+    )?;
+    cx.emit(
+        &node(n, "Add", &[&step("scaled"), &zn], &step("shifted"), "add"),
+        Op::Binary(Binary::Add),
+        &[0, 1],
+    )?;
+    cx.emit(
+        &node(n, "Clip", &[&step("shifted")], &step("clipped"), "clip"),
+        Op::Unary(Unary::Clip { min: lo, max: hi }),
+        &[0],
+    )?;
+    cx.emit(
+        &node(n, "Round", &[&step("clipped")], &step("rounded"), "round"),
+        Op::Unary(Unary::Round),
+        &[0],
+    )?;
+    cx.emit(
+        &node(n, "Sub", &[&step("rounded"), &zn], &step("centred"), "sub"),
+        Op::Binary(Binary::Sub),
+        &[0, 1],
+    )?;
+    cx.emit(
+        &node(n, "Mul", &[&step("centred"), &sn], &out, "mul"),
+        Op::Binary(Binary::Mul),
+        &[0, 1],
+    )
+}

@@ -1,7 +1,8 @@
-//! QDQ graphs (QuantizeLinear / DequantizeLinear): ONNX's semantics in float mode (the node
-//! tests check the operators; `models::` checks the onnxruntime-quantized digits MLP against
-//! onnxruntime's own outputs), compiled like any model, and refusals of grids fhec does not
-//! read.
+//! Models that quantize themselves: QDQ graphs (QuantizeLinear / DequantizeLinear, ONNX's
+//! semantics; the node tests check the operators, `models::` the onnxruntime-quantized digits
+//! MLP against onnxruntime's outputs) and QONNX graphs (Brevitas' `Quant`; `models::` checks
+//! the 3-bit QAT MLP against Brevitas' outputs), compiled on their own grids, and refusals of
+//! grids fhec does not read.
 
 use crate::common::{model, onnx_model, tmp, value_info};
 use fhec::{npy, CompileOptions, Model};
@@ -165,4 +166,99 @@ fn onnxruntime_qdq_model_compiles() {
     let clear = fhec::accuracy(&m.run_clear(&[x]).expect("clear")[0], &y).expect("accuracy");
     println!("{name}: onnxruntime/float {float:.4}, clear {clear:.4}");
     assert!(clear >= float - 0.01, "clear {clear} vs float {float}");
+}
+
+/// Brevitas' 3-bit QAT MLP (QONNX) compiles on its own 3-bit grids (inputs, weights, ReLU
+/// activations); read whole (no rounding: 9-bit tables, beyond what the default parameters
+/// encrypt) clear mode equals Brevitas' own quantized forward to float precision — the integer
+/// program is the model's.
+#[test]
+fn brevitas_qat_model_is_compiled_on_its_grids() {
+    let name = "digits_qat3";
+    let calib = npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
+    let opts = CompileOptions {
+        quant: fhec::QuantConfig {
+            rounding_bits: None,
+            max_tlu_bits: 12,
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (m, _) = fhec::compile(&model(&format!("{name}.onnx")), &[calib], &opts).expect("compiles");
+    let p = m.input_quant[0];
+    assert_eq!(
+        (p.qmin, p.qmax),
+        (-4, 3),
+        "the signed 3-bit input grid: {p:?}"
+    );
+    assert_eq!(
+        m.report.pbs_count, 96,
+        "64 + 32 activations, none for the input"
+    );
+    // 3-bit weights and activations: accumulators of at most 10 bits
+    assert!(
+        m.report
+            .layers
+            .iter()
+            .all(|l| l.acc_bits.is_none_or(|b| b <= 10)),
+        "{:?}",
+        m.report.layers
+    );
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    let want = npy::read_f32(&model(&format!("{name}_test_out.npy"))).expect("Brevitas out");
+    let got = &m.run_clear(&[x]).expect("clear")[0];
+    let worst = got
+        .iter()
+        .zip(want.iter())
+        .map(|(a, b)| (a - b).abs() / b.abs().max(1.0))
+        .fold(0f32, f32::max);
+    assert!(worst <= 1e-5, "clear differs from Brevitas by {worst}");
+}
+
+/// QONNX quantizers fhec does not read are refused in one line.
+#[test]
+fn unsupported_qonnx_quantizers_are_refused() {
+    let quant = |mode: &str, bits: f32| {
+        let attr = |name: &str, s: &str| pb::AttributeProto {
+            name: name.into(),
+            r#type: pb::attribute_proto::AttributeType::String as i32,
+            s: s.as_bytes().to_vec(),
+            ..Default::default()
+        };
+        let n = pb::NodeProto {
+            op_type: "Quant".into(),
+            domain: "qonnx.custom_op.general".into(),
+            name: "q".into(),
+            input: vec!["x".into(), "s".into(), "z".into(), "b".into()],
+            output: vec!["y".into()],
+            attribute: vec![attr("rounding_mode", mode)],
+            ..Default::default()
+        };
+        onnx_model(
+            vec![n],
+            vec![
+                tensor("s", 1, &[], f32s(&[0.5])),
+                tensor("z", 1, &[], f32s(&[0.0])),
+                tensor("b", 1, &[], f32s(&[bits])),
+            ],
+            vec![value_info("x", &[2, 3])],
+            vec![value_info("y", &[2, 3])],
+        )
+    };
+    // the supported form runs: 4-bit signed, scale 0.5
+    let y = run(
+        &quant("ROUND", 4.0),
+        &[0.25, 0.75, 100.0, -100.0, 1.0, -0.3],
+    )
+    .expect("runs");
+    assert_eq!(y, vec![0.0, 1.0, 3.5, -4.0, 1.0, -0.5]);
+    for (bytes, needle) in [
+        (quant("FLOOR", 4.0), "rounding_mode FLOOR"),
+        (quant("ROUND", 1.0), "1-bit"),
+        (quant("ROUND", 2.5), "2.5-bit"),
+    ] {
+        let e = run(&bytes, &[0.0; 6]).expect_err("refused");
+        assert!(e.contains(needle) && e.contains("`q`"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
 }
