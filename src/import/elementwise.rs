@@ -83,7 +83,7 @@ pub(super) fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError>
 }
 
 /// A helper node derived from `n`, for lowering one ONNX node to several IR ops.
-fn sub_node(
+pub(super) fn sub_node(
     n: &pb::NodeProto,
     op_type: &str,
     inputs: &[&str],

@@ -12,6 +12,7 @@
 //! grids are refused with a one-line error.
 
 use super::attrs::Attrs;
+use super::elementwise::sub_node as node;
 use super::tensor::elem_type_name;
 use super::{Cx, ImportError, Val};
 use fhec_ir::{Binary, DType, Op, Tensor, Unary};
@@ -125,22 +126,6 @@ fn bind_const(cx: &mut Cx, out: &str, tag: &str, a: ArrayD<f32>) -> String {
     let name = format!("{out}::{tag}");
     cx.bind(&name, Val::Const(Tensor::F32(a)));
     name
-}
-
-fn node(
-    n: &pb::NodeProto,
-    op_type: &str,
-    inputs: &[&str],
-    output: &str,
-    tag: &str,
-) -> pb::NodeProto {
-    pb::NodeProto {
-        input: inputs.iter().map(|s| s.to_string()).collect(),
-        output: vec![output.to_string()],
-        name: format!("{}#{tag}", Cx::node_name(n)),
-        op_type: op_type.to_string(),
-        ..Default::default()
-    }
 }
 
 fn output(n: &pb::NodeProto) -> Result<String, ImportError> {

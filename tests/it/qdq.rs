@@ -57,6 +57,18 @@ fn qdq_model(zp_type: i32, zp_raw: Vec<u8>, scale: &[f32], axis: Option<i64>) ->
     )
 }
 
+/// A shipped model compiled with `quant` on its calibration set.
+fn compile_with(name: &str, quant: fhec::QuantConfig) -> fhec::CompiledModel {
+    let calib = npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
+    let opts = CompileOptions {
+        quant,
+        ..Default::default()
+    };
+    fhec::compile(&model(&format!("{name}.onnx")), &[calib], &opts)
+        .expect("compiles")
+        .0
+}
+
 fn run(bytes: &[u8], x: &[f32]) -> Result<Vec<f32>, String> {
     let p = tmp("qdq.onnx");
     std::fs::write(&p, bytes).expect("write");
@@ -108,15 +120,13 @@ fn unsupported_grids_are_refused_in_one_line() {
 #[test]
 fn onnxruntime_qdq_model_compiles_on_its_own_grids() {
     let name = "digits_mlp_qdq";
-    let calib = npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
-    let opts = CompileOptions {
-        quant: fhec::QuantConfig {
+    let m = compile_with(
+        name,
+        fhec::QuantConfig {
             rounding_bits: Some(8),
             ..Default::default()
         },
-        ..Default::default()
-    };
-    let (m, _) = fhec::compile(&model(&format!("{name}.onnx")), &[calib], &opts).expect("compiles");
+    );
     let p = m.input_quant[0];
     assert_eq!(
         (p.qmin, p.qmax),
@@ -149,13 +159,7 @@ fn onnxruntime_qdq_model_compiles_on_its_own_grids() {
 #[test]
 fn onnxruntime_qdq_model_compiles() {
     let name = "digits_mlp_qdq";
-    let calib = npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
-    let (m, _) = fhec::compile(
-        &model(&format!("{name}.onnx")),
-        &[calib],
-        &CompileOptions::default(),
-    )
-    .expect("compiles");
+    let m = compile_with(name, fhec::QuantConfig::default());
     let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
     let y = npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
     let float = fhec::accuracy(
@@ -175,16 +179,14 @@ fn onnxruntime_qdq_model_compiles() {
 #[test]
 fn brevitas_qat_model_is_compiled_on_its_grids() {
     let name = "digits_qat3";
-    let calib = npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
-    let opts = CompileOptions {
-        quant: fhec::QuantConfig {
+    let m = compile_with(
+        name,
+        fhec::QuantConfig {
             rounding_bits: None,
             max_tlu_bits: 12,
             ..Default::default()
         },
-        ..Default::default()
-    };
-    let (m, _) = fhec::compile(&model(&format!("{name}.onnx")), &[calib], &opts).expect("compiles");
+    );
     let p = m.input_quant[0];
     assert_eq!(
         (p.qmin, p.qmax),
