@@ -154,7 +154,13 @@ pub fn compile_model(
     calib: &[ArrayD<f32>],
     opts: &CompileOptions,
 ) -> Result<(CompiledModel, Vec<String>)> {
-    let samples = split_samples(&m.graph, calib)?;
+    // no calibration data: only for models that carry their own grids (the passes say
+    // which value lacks one)
+    let samples = if calib.is_empty() {
+        Vec::new()
+    } else {
+        split_samples(&m.graph, calib)?
+    };
     let mut g = m.graph.clone();
     let mut cx = PassContext::new(opts.quant.clone(), samples);
     // the float graph after canonicalization is what --mode float runs

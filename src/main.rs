@@ -135,7 +135,8 @@ impl FheArgs {
 #[derive(clap::Args, Clone)]
 struct CompileArgs {
     model: PathBuf,
-    /// Calibration inputs (.npy, float32, axis 0 = samples), one per graph input.
+    /// Calibration inputs (.npy, float32, axis 0 = samples), one per graph input; optional
+    /// for a model that quantizes itself (QDQ, QONNX) everywhere.
     #[arg(long = "calib")]
     calib: Vec<PathBuf>,
     /// Bits of inputs, weights and activations.
@@ -727,12 +728,8 @@ fn inspect(path: &std::path::Path, dump: bool) -> Result<()> {
 }
 
 fn compile(a: CompileArgs) -> Result<()> {
-    if a.calib.is_empty() {
-        return Err(Error::Usage(format!(
-            "compiling needs calibration data: `fhec compile {} --calib X.npy` (a few hundred representative inputs, float32, axis 0 = samples)",
-            a.model.display()
-        )));
-    }
+    // without --calib only a model that quantizes itself compiles; for any other the passes
+    // name the first value without a grid and ask for calibration data
     let quant = QuantConfig {
         n_bits_inputs: a.n_bits_inputs.unwrap_or(a.n_bits),
         n_bits_weights: a.n_bits_weights.unwrap_or(a.n_bits),

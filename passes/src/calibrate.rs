@@ -1,8 +1,9 @@
 //! calibrate: float → calibrated (analysis).
 //!
 //! Runs `eval_f32` on every calibration sample and records, for every node, the smallest and
-//! largest value seen. Precondition: a float graph and at least one calibration sample whose
-//! tensors match the graph inputs. The graph is not changed.
+//! largest value seen. Precondition: a float graph, and calibration samples whose tensors
+//! match the graph inputs — or none, for a model that carries its own quantization grids.
+//! The graph is not changed.
 
 use crate::{Changed, Pass, PassContext, PassError, Stage};
 use fhec_ir::{eval_all, Graph, Tensor};
@@ -20,14 +21,14 @@ impl Pass for Calibrate {
         Stage::Calibrated
     }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
-        if cx.calib.is_empty() {
-            return Err(PassError::Calibration {
-                reason:
-                    "no calibration samples; pass --calib X.npy with a few representative inputs"
-                        .into(),
-            });
-        }
         cx.float_ranges.clear();
+        if cx.calib.is_empty() {
+            // a model that quantizes itself needs none; `quantize` names any value that has
+            // neither a grid of its own nor a calibrated range
+            cx.log
+                .push("calibrate: no calibration data (the model's own grids only)".into());
+            return Ok(Changed::No);
+        }
         for sample in &cx.calib {
             let values = eval_all(g, sample)?;
             for (n, v) in values {

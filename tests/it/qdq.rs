@@ -4,7 +4,7 @@
 //! the 3-bit QAT MLP against Brevitas' outputs), compiled on their own grids, and refusals of
 //! grids fhec does not read.
 
-use crate::common::{model, onnx_model, tmp, value_info};
+use crate::common::{model, onnx_model, s, tmp, value_info};
 use fhec::{npy, CompileOptions, Model};
 use tract_onnx::pb;
 
@@ -263,4 +263,44 @@ fn unsupported_qonnx_quantizers_are_refused() {
         assert!(e.contains(needle) && e.contains("`q`"), "{e}");
         assert_eq!(e.lines().count(), 1, "{e}");
     }
+}
+
+/// A model that quantizes itself everywhere compiles without calibration data, to the same
+/// program; a float model without it is refused in one line naming a value and `--calib`.
+#[test]
+fn self_quantized_model_compiles_without_calibration() {
+    let name = "digits_qat3";
+    let quant = fhec::QuantConfig {
+        rounding_bits: None,
+        max_tlu_bits: 12,
+        ..Default::default()
+    };
+    let opts = CompileOptions {
+        quant: quant.clone(),
+        ..Default::default()
+    };
+    let (m, _) = fhec::compile(&model(&format!("{name}.onnx")), &[], &opts).expect("compiles");
+    let with = compile_with(name, quant);
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    assert_eq!(m.input_quant, with.input_quant);
+    assert_eq!(
+        m.run_clear(std::slice::from_ref(&x)).expect("clear"),
+        with.run_clear(&[x]).expect("clear")
+    );
+    // from the command line too, and a float model is refused
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhec"))
+        .args(["compile", s(&model(&format!("{name}.onnx"))), "-o"])
+        .arg(tmp("qat3.fhe"))
+        .output()
+        .expect("runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhec"))
+        .args(["compile", s(&model("iris_mlp.onnx")), "-o", "/dev/null"])
+        .output()
+        .expect("runs");
+    crate::common::user_error(&out, &["no quantization grid of its own", "--calib"]);
 }

@@ -220,7 +220,10 @@ impl<'a> Builder<'a> {
             .get(&n)
             .copied()
             .ok_or_else(|| PassError::Calibration {
-                reason: format!("no calibrated range for `{}`", self.name(n)),
+                reason: format!(
+                    "`{}` has no quantization grid of its own and no calibrated range (without calibration data only a model that quantizes itself compiles); pass --calib X.npy with a few representative inputs",
+                    self.name(n)
+                ),
             })
     }
 
