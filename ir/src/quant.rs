@@ -264,8 +264,9 @@ impl TluFn {
             Some(d) => {
                 let (x, negate) = d.locate(i, x);
                 let v = self.out.quantize(self.eval_float(i, x));
+                // saturating: a file's quantizer may reach i64::MIN
                 if negate {
-                    -v
+                    v.saturating_neg()
                 } else {
                     v
                 }

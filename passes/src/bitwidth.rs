@@ -240,7 +240,10 @@ pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>,
                         Interval::new(t.out.qmin, t.out.qmax)
                     } else {
                         // reads beyond the domain come back negated
-                        Interval::new(t.out.qmin.min(-t.out.qmax), t.out.qmax.max(-t.out.qmin))
+                        Interval::new(
+                            t.out.qmin.min(t.out.qmax.saturating_neg()),
+                            t.out.qmax.max(t.out.qmin.saturating_neg()),
+                        )
                     };
                     *l = out.lo;
                     *h = out.hi;

@@ -805,7 +805,7 @@ fn negacyclic_read(table: &[i64], idx: i128) -> i64 {
     if idx.div_euclid(boxes).rem_euclid(2) == 0 {
         v
     } else {
-        -v
+        v.saturating_neg()
     }
 }
 
