@@ -40,7 +40,8 @@ fn int_range(n: &pb::NodeProto, code: i32, dequant: bool) -> Result<(f32, f32), 
     })
 }
 
-/// `scale` and `zero_point` expanded to `shape` (per tensor, per axis or blocked).
+/// `scale` or `zero_point` in a shape that broadcasts against `shape`: the scalar itself per
+/// tensor, expanded to `shape` per axis or blocked.
 fn expand(
     cx: &mut Cx,
     n: &pb::NodeProto,
@@ -53,11 +54,9 @@ fn expand(
     let axis = a.int("axis", 1)?;
     let block = a.int("block_size", 0)?;
     let v = t.to_f32();
-    if v.len() == 1 {
-        return Ok(ArrayD::from_elem(
-            IxDyn(shape),
-            v.iter().copied().next().unwrap_or(0.0),
-        ));
+    if let Some(x) = scalar(t) {
+        // one value for the whole tensor: the elementwise ops broadcast it
+        return Ok(ArrayD::from_elem(IxDyn(&[]), x));
     }
     if !(-rank..rank).contains(&axis) {
         return Err(Cx::err(
@@ -104,21 +103,51 @@ fn expand(
     }))
 }
 
-/// Input `i` as a constant, or an error naming it.
-fn const_arg(
-    cx: &Cx,
-    n: &pb::NodeProto,
-    i: usize,
-    what: &str,
-) -> Result<Option<Tensor>, ImportError> {
-    match cx.input(n, i)? {
-        None => Ok(None),
-        Some(Val::Const(t)) => Ok(Some(t.clone())),
-        Some(Val::Node(_)) => Err(Cx::err(
-            n,
-            format!("{what} is computed at run time; fhec needs it as a constant (an initializer)"),
-        )),
+/// The one value of a single-element tensor.
+fn scalar(t: &Tensor) -> Option<f32> {
+    (t.len() == 1)
+        .then(|| t.to_f32().iter().copied().next())
+        .flatten()
+}
+
+/// A required constant input, or an error naming it.
+fn required(cx: &Cx, n: &pb::NodeProto, i: usize, what: &str) -> Result<Tensor, ImportError> {
+    cx.const_input(n, i)?
+        .ok_or_else(|| Cx::err(n, format!("missing required input {i} ({what})")))
+}
+
+/// Refuses a scale that is not finite and positive.
+fn check_scale(n: &pb::NodeProto, s: &Tensor) -> Result<(), ImportError> {
+    if s.to_f32().iter().any(|v| !(v.is_finite() && *v > 0.0)) {
+        return Err(Cx::err(n, "the scale must be finite and positive"));
     }
+    Ok(())
+}
+
+/// Emits `steps` in order from `x`: each an op on the previous result (and, for a binary
+/// op, the named constant), the last one writing `out`.
+fn emit_chain(
+    cx: &mut Cx,
+    n: &pb::NodeProto,
+    x: &str,
+    out: &str,
+    steps: &[(&str, Op, Option<&str>)],
+) -> Result<(), ImportError> {
+    let mut cur = x.to_string();
+    for (k, (tag, op, c)) in steps.iter().enumerate() {
+        let dst = if k + 1 == steps.len() {
+            out.to_string()
+        } else {
+            format!("{out}::{tag}")
+        };
+        let (ins, at): (Vec<&str>, &[usize]) = match c {
+            Some(c) => (vec![&cur, c], &[0, 1]),
+            None => (vec![&cur], &[0]),
+        };
+        cx.emit(&node(n, op.name(), &ins, &dst, tag), op.clone(), at)?;
+        cur = dst;
+    }
+    Ok(())
 }
 
 /// Binds a constant under a name derived from the node's output.
@@ -135,21 +164,19 @@ fn output(n: &pb::NodeProto) -> Result<String, ImportError> {
         .ok_or_else(|| Cx::err(n, "node has no output"))
 }
 
-/// The grid's scale and zero point, expanded to the input's shape; checks the scale.
+/// The grid's scale and zero point, broadcasting against the input's shape; checks the
+/// scale.
 fn grid(
     cx: &mut Cx,
     n: &pb::NodeProto,
     shape: &[usize],
 ) -> Result<(ArrayD<f32>, ArrayD<f32>), ImportError> {
-    let scale = const_arg(cx, n, 1, "the scale")?
-        .ok_or_else(|| Cx::err(n, "missing required input 1 (the scale)"))?;
+    let scale = required(cx, n, 1, "the scale")?;
+    check_scale(n, &scale)?;
     let s = expand(cx, n, shape, "the scale", &scale)?;
-    if s.iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-        return Err(Cx::err(n, "the scale must be finite and positive"));
-    }
-    let z = match const_arg(cx, n, 2, "the zero point")? {
+    let z = match cx.const_input(n, 2)? {
         Some(z) => expand(cx, n, shape, "the zero point", &z)?,
-        None => ArrayD::zeros(IxDyn(shape)),
+        None => ArrayD::zeros(IxDyn(&[])),
     };
     Ok((s, z))
 }
@@ -183,16 +210,11 @@ pub(super) fn pairs(g: &pb::GraphProto) -> std::collections::HashSet<String> {
 
 /// The per-tensor (scale, zero point) of a node, if both are scalars.
 fn scalar_grid(cx: &Cx, n: &pb::NodeProto) -> Result<Option<(f32, f32)>, ImportError> {
-    let Some(s) = const_arg(cx, n, 1, "the scale")? else {
+    let Some(s) = cx.const_input(n, 1)? else {
         return Ok(None);
     };
-    let z = const_arg(cx, n, 2, "the zero point")?;
-    let one = |t: &Tensor| {
-        (t.len() == 1)
-            .then(|| t.to_f32().iter().copied().next())
-            .flatten()
-    };
-    Ok(match (one(&s), z.as_ref().map(one)) {
+    let z = cx.const_input(n, 2)?;
+    Ok(match (scalar(&s), z.as_ref().map(scalar)) {
         (Some(s), None) => Some((s, 0.0)),
         (Some(s), Some(Some(z))) => Some((s, z)),
         _ => None,
@@ -216,45 +238,34 @@ pub(super) fn quantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Impo
         return Err(Cx::err(n, "QuantizeLinear needs a float input"));
     }
     let out = output(n)?;
-    if cx.qdq_pairs.contains(&out)
-        && scalar_grid(cx, n)?.is_some_and(|(s, _)| s > 0.0 && s.is_finite())
-    {
+    let (s, z) = grid(cx, n, &ty.shape)?;
+    if cx.qdq_pairs.contains(&out) && scalar_grid(cx, n)?.is_some() {
         // the DequantizeLinear that reads it emits the pair as one FakeQuant
         let x = cx.req(n, 0)?.clone();
         cx.bind(&out, x);
         cx.pending_fq.insert(out, (qmin, qmax));
         return Ok(());
     }
-    let (s, z) = grid(cx, n, &ty.shape)?;
     let sn = bind_const(cx, &out, "scale", s);
     let zn = bind_const(cx, &out, "zero_point", z);
-    let (d, r, zz) = (
-        format!("{out}::scaled"),
-        format!("{out}::rounded"),
-        format!("{out}::shifted"),
-    );
-    cx.emit(
-        &node(n, "Div", &[&n.input[0], &sn], &d, "div"),
-        Op::Binary(Binary::Div),
-        &[0, 1],
-    )?;
-    cx.emit(
-        &node(n, "Round", &[&d], &r, "round"),
-        Op::Unary(Unary::Round),
-        &[0],
-    )?;
-    cx.emit(
-        &node(n, "Add", &[&r, &zn], &zz, "add"),
-        Op::Binary(Binary::Add),
-        &[0, 1],
-    )?;
-    cx.emit(
-        &node(n, "Clip", &[&zz], &out, "saturate"),
-        Op::Unary(Unary::Clip {
-            min: qmin,
-            max: qmax,
-        }),
-        &[0],
+    emit_chain(
+        cx,
+        n,
+        &n.input[0],
+        &out,
+        &[
+            ("scaled", Op::Binary(Binary::Div), Some(&sn)),
+            ("rounded", Op::Unary(Unary::Round), None),
+            ("shifted", Op::Binary(Binary::Add), Some(&zn)),
+            (
+                "saturated",
+                Op::Unary(Unary::Clip {
+                    min: qmin,
+                    max: qmax,
+                }),
+                None,
+            ),
+        ],
     )
 }
 
@@ -292,16 +303,15 @@ pub(super) fn dequantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Im
     }
     let sn = bind_const(cx, &out, "scale", s);
     let zn = bind_const(cx, &out, "zero_point", z);
-    let c = format!("{out}::centred");
-    cx.emit(
-        &node(n, "Sub", &[&x, &zn], &c, "sub"),
-        Op::Binary(Binary::Sub),
-        &[0, 1],
-    )?;
-    cx.emit(
-        &node(n, "Mul", &[&c, &sn], &out, "mul"),
-        Op::Binary(Binary::Mul),
-        &[0, 1],
+    emit_chain(
+        cx,
+        n,
+        &x,
+        &out,
+        &[
+            ("centred", Op::Binary(Binary::Sub), Some(&zn)),
+            ("scaled", Op::Binary(Binary::Mul), Some(&sn)),
+        ],
     )
 }
 
@@ -320,13 +330,7 @@ pub(super) fn qonnx_quant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportEr
     }
     let signed = a.int("signed", 1)? != 0;
     let narrow = a.int("narrow", 0)? != 0;
-    let bits = const_arg(cx, n, 3, "the bit width")?
-        .ok_or_else(|| Cx::err(n, "missing required input 3 (the bit width)"))?
-        .to_f32()
-        .iter()
-        .copied()
-        .next()
-        .unwrap_or(0.0);
+    let bits = scalar(&required(cx, n, 3, "the bit width")?).unwrap_or(0.0);
     if bits.fract() != 0.0 || !(2.0..=16.0).contains(&bits) {
         return Err(Cx::err(
             n,
@@ -341,13 +345,9 @@ pub(super) fn qonnx_quant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportEr
         (false, false) => (0, (1i64 << b) - 1),
     };
     let (lo, hi) = (lo as f32, hi as f32);
-    let scale = const_arg(cx, n, 1, "the scale")?
-        .ok_or_else(|| Cx::err(n, "missing required input 1 (the scale)"))?;
-    let zp = const_arg(cx, n, 2, "the zero point")?
-        .ok_or_else(|| Cx::err(n, "missing required input 2 (the zero point)"))?;
-    if scale.to_f32().iter().any(|v| !(v.is_finite() && *v > 0.0)) {
-        return Err(Cx::err(n, "the scale must be finite and positive"));
-    }
+    let scale = required(cx, n, 1, "the scale")?;
+    let zp = required(cx, n, 2, "the zero point")?;
+    check_scale(n, &scale)?;
     if zp
         .to_f32()
         .iter()
@@ -359,12 +359,7 @@ pub(super) fn qonnx_quant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportEr
     if ty.dtype != DType::F32 {
         return Err(Cx::err(n, "Quant needs a float input"));
     }
-    let one = |t: &Tensor| {
-        (t.len() == 1)
-            .then(|| t.to_f32().iter().copied().next())
-            .flatten()
-    };
-    if let (Some(s), Some(0.0)) = (one(&scale), one(&zp)) {
+    if let (Some(s), Some(0.0)) = (scalar(&scale), scalar(&zp)) {
         return cx.emit(
             n,
             Op::Unary(Unary::FakeQuant {
@@ -378,40 +373,20 @@ pub(super) fn qonnx_quant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportEr
     }
     // broadcastable scale / zero point: qonnx's steps, in its order
     let out = output(n)?;
-    let sn = format!("{out}::scale");
-    let zn = format!("{out}::zero_point");
-    cx.bind(&sn, Val::Const(Tensor::F32(scale.to_f32())));
-    cx.bind(&zn, Val::Const(Tensor::F32(zp.to_f32())));
-    let step = |t: &str| format!("{out}::{t}");
-    let x = n.input[0].clone();
-    cx.emit(
-        &node(n, "Div", &[&x, &sn], &step("scaled"), "div"),
-        Op::Binary(Binary::Div),
-        &[0, 1],
-    )?;
-    cx.emit(
-        &node(n, "Add", &[&step("scaled"), &zn], &step("shifted"), "add"),
-        Op::Binary(Binary::Add),
-        &[0, 1],
-    )?;
-    cx.emit(
-        &node(n, "Clip", &[&step("shifted")], &step("clipped"), "clip"),
-        Op::Unary(Unary::Clip { min: lo, max: hi }),
-        &[0],
-    )?;
-    cx.emit(
-        &node(n, "Round", &[&step("clipped")], &step("rounded"), "round"),
-        Op::Unary(Unary::Round),
-        &[0],
-    )?;
-    cx.emit(
-        &node(n, "Sub", &[&step("rounded"), &zn], &step("centred"), "sub"),
-        Op::Binary(Binary::Sub),
-        &[0, 1],
-    )?;
-    cx.emit(
-        &node(n, "Mul", &[&step("centred"), &sn], &out, "mul"),
-        Op::Binary(Binary::Mul),
-        &[0, 1],
+    let sn = bind_const(cx, &out, "scale", scale.to_f32());
+    let zn = bind_const(cx, &out, "zero_point", zp.to_f32());
+    emit_chain(
+        cx,
+        n,
+        &n.input[0],
+        &out,
+        &[
+            ("scaled", Op::Binary(Binary::Div), Some(&sn)),
+            ("shifted", Op::Binary(Binary::Add), Some(&zn)),
+            ("clipped", Op::Unary(Unary::Clip { min: lo, max: hi }), None),
+            ("rounded", Op::Unary(Unary::Round), None),
+            ("centred", Op::Binary(Binary::Sub), Some(&zn)),
+            ("rescaled", Op::Binary(Binary::Mul), Some(&sn)),
+        ],
     )
 }
