@@ -215,6 +215,16 @@ fn argmax(t: &Tensor) -> usize {
         .0
 }
 
+/// The integer a table lookup reads (its layer's accumulator), through an optional `Round`,
+/// and the most bits that `Round` drops.
+fn table_source(g: &Graph, table: NodeIndex) -> (NodeIndex, u32) {
+    let x = g.inputs_of(table)[0];
+    match g.g[x].op {
+        Op::Round { ref bits } => (g.inputs_of(x)[0], bits.iter().copied().max().unwrap_or(0)),
+        _ => (x, 0),
+    }
+}
+
 fn build_report(
     source: &str,
     g: &Graph,
@@ -223,14 +233,7 @@ fn build_report(
 ) -> Result<CompileReport> {
     let order = g.topo()?;
     let iv = |n: NodeIndex| cx.intervals.get(&n).copied();
-    // each Tlu's integer source, through an optional Round
-    let source_of = |t: NodeIndex| -> (NodeIndex, u32) {
-        let x = g.inputs_of(t)[0];
-        match g.g[x].op {
-            Op::Round { ref bits } => (g.inputs_of(x)[0], bits.iter().copied().max().unwrap_or(0)),
-            _ => (x, 0),
-        }
-    };
+    let source_of = |t: NodeIndex| table_source(g, t);
     // a report row for node `n`, whose accumulator is `acc`
     let new_row = |n: NodeIndex, op: String, acc: NodeIndex| LayerReport {
         layer: cx
@@ -364,9 +367,9 @@ impl CompileReport {
                 .map_or("off".to_string(), |r| format!("{r} bits")),
             c.per_channel,
             match c.ranges {
-                fhec_passes::RangePolicy::Proven => "proven".to_string(),
+                fhec_passes::RangePolicy::Proven => c.ranges.name().to_string(),
                 fhec_passes::RangePolicy::Calibrated =>
-                    format!("calibrated (margin {})", c.range_margin),
+                    format!("{} (margin {})", c.ranges.name(), c.range_margin),
             }
         );
         let _ = writeln!(
@@ -485,19 +488,21 @@ impl CompiledModel {
         inputs: &[ArrayD<f32>],
     ) -> Result<(Vec<ArrayD<f32>>, Overflows)> {
         let g = &self.program;
-        let tables: Vec<NodeIndex> = g
+        // each table lookup with its layer (the accumulator it reads), found once
+        let tables: Vec<(NodeIndex, String)> = g
             .topo()?
             .into_iter()
             .filter(|&n| matches!(g.g[n].op, Op::Tlu(_)))
+            .map(|n| (n, g.g[table_source(g, n).0].name.clone()))
             .collect();
         let mut ov = Overflows::default();
         let ys = run_batched(&self.float_graph, inputs, |sample| {
             let q = fhec_ir::quantize_sample(sample, &self.input_quant);
             let values = fhec_ir::eval_all(g, &q)?;
             let mut hit = false;
-            for &n in &tables {
-                let Op::Tlu(t) = &g.g[n].op else { continue };
-                let Some(Tensor::I64(x)) = values.get(&g.inputs_of(n)[0]) else {
+            for (n, layer) in &tables {
+                let Op::Tlu(t) = &g.g[*n].op else { continue };
+                let Some(Tensor::I64(x)) = values.get(&g.inputs_of(*n)[0]) else {
                     continue;
                 };
                 let out = x
@@ -505,8 +510,7 @@ impl CompiledModel {
                     .enumerate()
                     .filter(|&(i, &v)| !t.in_domain(i, v))
                     .count();
-                let layer = self.layer_of(n);
-                let e = ov.by_layer.entry(layer).or_default();
+                let e = ov.by_layer.entry(layer.clone()).or_default();
                 e.0 += out;
                 e.1 += x.len();
                 ov.reads += x.len();
@@ -518,16 +522,6 @@ impl CompiledModel {
             Ok(g.outputs.iter().map(|o| values[&o.node].clone()).collect())
         })?;
         Ok((ys, ov))
-    }
-
-    /// The node a table reads, through its optional `Round` (its layer's accumulator).
-    fn layer_of(&self, table: NodeIndex) -> String {
-        let g = &self.program;
-        let mut x = g.inputs_of(table)[0];
-        if matches!(g.g[x].op, Op::Round { .. }) {
-            x = g.inputs_of(x)[0];
-        }
-        g.g[x].name.clone()
     }
 
     /// The float graph on a batch (`--mode float` on a compiled model).

@@ -1007,19 +1007,7 @@ fn tune_cmd(
         .config
         .layers
         .iter()
-        .map(|(name, l)| {
-            let mut parts = Vec::new();
-            if let Some(b) = l.weight_bits {
-                parts.push(format!("w{b}"));
-            }
-            if let Some(b) = l.input_bits {
-                parts.push(format!("i{b}"));
-            }
-            if let Some(b) = l.rounding_bits {
-                parts.push(format!("r{b}"));
-            }
-            format!(" --layer {name}={}", parts.join(","))
-        })
+        .map(|(name, l)| format!(" --layer {name}={}", l.spec()))
         .collect();
     println!(
         "chosen: --n-bits {} --rounding-bits {} --ranges {}{layers} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, {} bootstraps, {}-bit tables)",

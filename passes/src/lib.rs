@@ -141,6 +141,19 @@ impl LayerPrecision {
         Ok(p)
     }
 
+    /// The command-line form [`LayerPrecision::parse`] reads (`w4,i4,r5`, set fields only).
+    pub fn spec(&self) -> String {
+        [
+            ('w', self.weight_bits),
+            ('i', self.input_bits),
+            ('r', self.rounding_bits),
+        ]
+        .iter()
+        .filter_map(|(k, b)| b.map(|b| format!("{k}{b}")))
+        .collect::<Vec<_>>()
+        .join(",")
+    }
+
     /// Bits in range: inputs and weights 2 to 16, rounding 1 to 16.
     ///
     /// # Errors
@@ -266,10 +279,6 @@ impl PassContext {
 /// How one table lookup's domain was sized (`round`), for the compile report.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DomainChoice {
-    /// The accumulator (before rounding) whose values the table reads.
-    pub source: NodeIndex,
-    /// Widest proven element interval of the source (bits).
-    pub proven_bits: u32,
     /// Widest element interval the table was sized for (bits, before rounding).
     pub used_bits: u32,
     /// The same after rounding: the table input width this layer needs (every table of the

@@ -124,8 +124,6 @@ impl Pass for Round {
             cx.domains.insert(
                 n,
                 DomainChoice {
-                    source: x,
-                    proven_bits: b.max_bits(),
                     used_bits: used.iter().map(Interval::bits).max().unwrap_or(0),
                     input_bits: rounded.iter().map(Interval::bits).max().unwrap_or(0),
                 },

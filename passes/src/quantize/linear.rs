@@ -13,40 +13,35 @@ use ndarray::{ArrayD, IxDyn};
 /// defines them (a float model's weights are left to `n_bits`, even when they happen to be
 /// round numbers).
 fn own_grid(rows: &[Vec<f32>], global: f32) -> Option<(Vec<Vec<i64>>, Vec<f32>)> {
-    let on = |r: &[f32], s: f32| {
-        r.iter().all(|&v| {
-            let k = v / s;
-            (k - k.round()).abs() <= 1e-3
+    let top = |b: u32| ((1u32 << (b - 1)) - 1) as f32;
+    // the scale of the narrowest symmetric grid, topped by `m`, that holds every row given
+    let scale_of = |rs: &[&Vec<f32>], m: f32| {
+        (2..=16).map(|b| m / top(b)).find(|&s| {
+            rs.iter().all(|r| {
+                r.iter().all(|&v| {
+                    let k = v / s;
+                    (k - k.round()).abs() <= 1e-3
+                })
+            })
         })
     };
-    let top = |b: u32| ((1u32 << (b - 1)) - 1) as f32;
-    // per tensor: one scale for every row
-    if global > 0.0 {
-        for b in 2..=16 {
-            let s = global / top(b);
-            if rows.iter().all(|r| on(r, s)) {
-                let qs = rows
-                    .iter()
-                    .map(|r| r.iter().map(|&v| (v / s).round() as i64).collect())
-                    .collect();
-                return Some((qs, vec![s; rows.len()]));
-            }
-        }
-    }
-    // per row (per output channel)
-    let mut qs = Vec::with_capacity(rows.len());
-    let mut scales = Vec::with_capacity(rows.len());
-    for r in rows {
-        let m = r.iter().fold(0f32, |m, &v| m.max(v.abs()));
-        if m == 0.0 {
-            qs.push(vec![0; r.len()]);
-            scales.push(1.0);
-            continue;
-        }
-        let s = (2..=16).map(|b| m / top(b)).find(|&s| on(r, s))?;
-        qs.push(r.iter().map(|&v| (v / s).round() as i64).collect());
-        scales.push(s);
-    }
+    let all: Vec<&Vec<f32>> = rows.iter().collect();
+    // one scale for every row (per tensor), else one per row (per output channel)
+    let scales: Vec<f32> = match (global > 0.0).then(|| scale_of(&all, global)).flatten() {
+        Some(s) => vec![s; rows.len()],
+        None => rows
+            .iter()
+            .map(|r| match r.iter().fold(0f32, |m, &v| m.max(v.abs())) {
+                0.0 => Some(1.0),
+                m => scale_of(&[r], m),
+            })
+            .collect::<Option<_>>()?,
+    };
+    let qs = rows
+        .iter()
+        .zip(&scales)
+        .map(|(r, &s)| r.iter().map(|&v| (v / s).round() as i64).collect())
+        .collect();
     Some((qs, scales))
 }
 
@@ -56,7 +51,11 @@ impl Builder<'_> {
     pub(super) fn quant_weights(&self, rows: &[Vec<f32>], nb: u32) -> (Vec<Vec<i64>>, Vec<f32>) {
         let absmax = |r: &Vec<f32>| r.iter().fold(0f32, |m, &v| m.max(v.abs()));
         let global = rows.iter().map(absmax).fold(0f32, f32::max);
-        if let Some(w) = own_grid(rows, global).filter(|_| self.self_quantized) {
+        if let Some(w) = self
+            .self_quantized
+            .then(|| own_grid(rows, global))
+            .flatten()
+        {
             return w;
         }
         let mut qs = Vec::with_capacity(rows.len());
