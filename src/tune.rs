@@ -216,12 +216,7 @@ pub fn tune(
     mut progress: impl FnMut(usize, usize),
 ) -> Result<Tuned> {
     let float = model.run_float(val_x)?;
-    let first = |ys: &[ArrayD<f32>]| -> Result<ArrayD<f32>> {
-        ys.first()
-            .cloned()
-            .ok_or_else(|| Error::Usage("the model has no output".into()))
-    };
-    let float_score = opts.metric.score(&first(&float)?, val_y)?;
+    let float_score = opts.metric.score(first(&float)?, val_y)?;
     let grid: Vec<QuantConfig> = opts
         .n_bits
         .iter()
@@ -272,35 +267,26 @@ pub fn tune(
         let layers = fhec_passes::quantize::layer_names(&model.graph);
         for (li, layer) in layers.iter().enumerate() {
             progress(li, layers.len());
-            let base = s.candidates[chosen].clone();
+            let base = &s.candidates[chosen];
             let c = &base.config;
-            let here = LayerPrecision {
-                weight_bits: Some(c.weight_bits(layer)),
-                input_bits: Some(c.input_bits(layer)),
-                rounding_bits: c.rounding_for(layer),
-            };
-            let less = |b: Option<u32>, lo: u32| b.map(|b| b.saturating_sub(1).max(lo));
+            let less = |b: u32, lo: u32| b.saturating_sub(1).max(lo);
             let mut cfg = c.clone();
             cfg.layers.insert(
                 layer.clone(),
                 LayerPrecision {
-                    weight_bits: less(here.weight_bits, 2),
-                    input_bits: less(here.input_bits, 2),
-                    rounding_bits: less(here.rounding_bits, 1),
+                    weight_bits: Some(less(c.weight_bits(layer), 2)),
+                    input_bits: Some(less(c.input_bits(layer), 2)),
+                    rounding_bits: c.rounding_for(layer).map(|r| less(r, 1)),
                 },
             );
-            s.score(&cfg, Some((base.rounding, base.p_target)))?;
+            let only = (base.rounding, base.p_target);
+            s.score(&cfg, Some(only))?;
             // the next layer starts from the best so far (cheapest passing, then best score)
             chosen = passing(&s.candidates, target)[0];
         }
         progress(layers.len(), layers.len());
     }
-    let model = s
-        .models
-        .into_iter()
-        .find(|(_, i)| *i == chosen)
-        .map(|(m, _)| m)
-        .expect("invariant: every candidate has its model");
+    let model = s.models.swap_remove(chosen);
     Ok(Tuned {
         float_score,
         target,
@@ -308,6 +294,12 @@ pub fn tune(
         chosen,
         model,
     })
+}
+
+/// A model's first output (the one scored).
+fn first(ys: &[ArrayD<f32>]) -> Result<&ArrayD<f32>> {
+    ys.first()
+        .ok_or_else(|| Error::Usage("the model has no output".into()))
 }
 
 /// The search state: what is scored against, and what was scored.
@@ -318,25 +310,21 @@ struct Search<'a> {
     val_y: &'a ArrayD<f32>,
     opts: &'a TuneOptions,
     candidates: Vec<Candidate>,
-    models: Vec<(CompiledModel, usize)>,
+    /// The compiled model of each candidate, in the same order.
+    models: Vec<CompiledModel>,
 }
 
 impl Search<'_> {
     /// Compiles `cfg` and scores it for every rounding method and error probability (or just
-    /// `only`); returns the index of the last candidate added, if any (a setting the compiler
-    /// or the optimizer refuses is not a candidate).
-    fn score(&mut self, cfg: &QuantConfig, only: Option<(Rounding, f64)>) -> Result<Option<usize>> {
-        let first = |ys: &[ArrayD<f32>]| -> Result<ArrayD<f32>> {
-            ys.first()
-                .cloned()
-                .ok_or_else(|| Error::Usage("the model has no output".into()))
-        };
+    /// `only`), adding a candidate for each (a setting the compiler or the optimizer refuses
+    /// is not a candidate).
+    fn score(&mut self, cfg: &QuantConfig, only: Option<(Rounding, f64)>) -> Result<()> {
         let Ok((m, _)) = compile_model(self.model, self.calib, &options(cfg, &self.opts.limits))
         else {
-            return Ok(None);
+            return Ok(());
         };
         let metric = self.opts.metric;
-        let clear_score = metric.score(&first(&m.run_clear(self.val_x)?)?, self.val_y)?;
+        let clear_score = metric.score(first(&m.run_clear(self.val_x)?)?, self.val_y)?;
         let settings: Vec<(Rounding, f64)> = match only {
             Some(o) => vec![o],
             None => [Rounding::Exact, Rounding::Approximate]
@@ -344,7 +332,6 @@ impl Search<'_> {
                 .flat_map(|r| self.opts.p_errors.iter().map(move |&p| (r, p)))
                 .collect(),
         };
-        let mut last = None;
         for (rounding, p_error) in settings {
             let fm = m.clone().with_fhe_options(FheOptions {
                 p_error,
@@ -363,7 +350,7 @@ impl Search<'_> {
                 for d in 0..SIM_DRAWS {
                     let seed = self.opts.seed.wrapping_add(d);
                     let (ys, _) = fm.run_simulated_with(self.val_x, seed, None)?;
-                    sum += metric.score(&first(&ys)?, self.val_y)?;
+                    sum += metric.score(first(&ys)?, self.val_y)?;
                 }
                 sum / SIM_DRAWS as f64
             };
@@ -380,11 +367,9 @@ impl Search<'_> {
                 polynomial_size: choice.params.polynomial_size,
                 est_ms: choice.params.est_ms_per_pbs() * plan.program.pbs_count as f64,
             });
-            let i = self.candidates.len() - 1;
-            self.models.push((fm, i));
-            last = Some(i);
+            self.models.push(fm);
         }
-        Ok(last)
+        Ok(())
     }
 }
 

@@ -1,15 +1,7 @@
 //! The `fhec` command on good and bad input: one-line errors, exit code 1, never a panic.
 
-use crate::common::{model, s, tmp, user_error};
+use crate::common::{fhec, model, s, tmp, user_error};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn fhec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_fhec"))
-        .args(args)
-        .output()
-        .expect("fhec runs")
-}
 
 #[test]
 fn run_float_prints_accuracy_and_writes_outputs() {

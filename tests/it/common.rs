@@ -43,6 +43,14 @@ pub fn s(p: &Path) -> &str {
 
 /// Asserts a user error: exit code 1, one line on stderr mentioning every `needles`, no
 /// panic.
+/// Runs the `fhec` binary with `args`.
+pub fn fhec(args: &[&str]) -> Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_fhec"))
+        .args(args)
+        .output()
+        .expect("fhec runs")
+}
+
 pub fn user_error(out: &Output, needles: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "exit code; stderr: {err}");

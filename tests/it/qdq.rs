@@ -4,7 +4,7 @@
 //! the 3-bit QAT MLP against Brevitas' outputs), compiled on their own grids, and refusals of
 //! grids fhec does not read.
 
-use crate::common::{model, onnx_model, s, tmp, value_info};
+use crate::common::{fhec, model, onnx_model, s, tmp, value_info};
 use fhec::{npy, CompileOptions, Model};
 use tract_onnx::pb;
 
@@ -288,19 +288,17 @@ fn self_quantized_model_compiles_without_calibration() {
         with.run_clear(&[x]).expect("clear")
     );
     // from the command line too, and a float model is refused
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhec"))
-        .args(["compile", s(&model(&format!("{name}.onnx"))), "-o"])
-        .arg(tmp("qat3.fhe"))
-        .output()
-        .expect("runs");
+    let out = fhec(&[
+        "compile",
+        s(&model(&format!("{name}.onnx"))),
+        "-o",
+        s(&tmp("qat3.fhe")),
+    ]);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fhec"))
-        .args(["compile", s(&model("iris_mlp.onnx")), "-o", "/dev/null"])
-        .output()
-        .expect("runs");
+    let out = fhec(&["compile", s(&model("iris_mlp.onnx")), "-o", "/dev/null"]);
     crate::common::user_error(&out, &["no quantization grid of its own", "--calib"]);
 }

@@ -1,7 +1,7 @@
 //! `fhec tune`: deterministic for a seed, regression targets (R²), and one-line errors for
 //! bad flags.
 
-use crate::common::{model, s, user_error};
+use crate::common::{fhec, model, s, user_error};
 use fhec::tune::{r2, tune, Metric, TuneOptions};
 
 fn small_grid(metric: Metric, seed: u64) -> TuneOptions {
@@ -117,13 +117,7 @@ fn tune_bad_flags_are_one_line_errors() {
         "-o",
         "/dev/null",
     ];
-    let run = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_fhec"))
-            .args(base)
-            .args(extra)
-            .output()
-            .expect("runs")
-    };
+    let run = |extra: &[&str]| fhec(&[&base[..], extra].concat());
     user_error(&run(&["--max-accuracy-drop=-1"]), &["--max-accuracy-drop"]);
     user_error(&run(&["--n-bits", "1"]), &["--n-bits"]);
     // the parser's own errors are one line too
@@ -137,20 +131,15 @@ fn tune_bad_flags_are_one_line_errors() {
 #[test]
 fn compile_range_flags_are_checked() {
     let files = ["iris_mlp.onnx", "iris_mlp_calib.npy"].map(model);
-    let run = |extra: &[&str]| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_fhec"))
-            .args([
-                "compile",
-                s(&files[0]),
-                "--calib",
-                s(&files[1]),
-                "-o",
-                "/dev/null",
-            ])
-            .args(extra)
-            .output()
-            .expect("runs")
-    };
+    let base = [
+        "compile",
+        s(&files[0]),
+        "--calib",
+        s(&files[1]),
+        "-o",
+        "/dev/null",
+    ];
+    let run = |extra: &[&str]| fhec(&[&base[..], extra].concat());
     user_error(
         &run(&["--range-margin=-1"]),
         &["--range-margin", "outside [0, 16]"],
