@@ -109,7 +109,7 @@ impl Pass for PruneCheck {
                     lo: iv.lo,
                     hi: iv.hi,
                     budget,
-                    omega: omega(budget, cfg.weight_bits(&layer_name), xi.bits()),
+                    omega: omega(budget, weight_bits(l), xi.bits()),
                     fan_in: rows.first().map_or(0, |r| r.len()),
                     fewer: cfg.n_bits_activations.saturating_sub(2).max(2),
                 });
@@ -119,8 +119,12 @@ impl Pass for PruneCheck {
                 unreachable!("invariant: matched above")
             };
             let zeroed = prune(l, xi, budget);
-            changed |= zeroed > 0;
             cx.pruned.push((layer, zeroed));
+            if zeroed > 0 {
+                // later layers, the tables and their domains see the pruned bounds
+                changed = true;
+                crate::bitwidth::Bitwidth.run(g, cx)?;
+            }
         }
         for n in g.topo()? {
             if !matches!(g.g[n].op, Op::Tlu(_)) {
@@ -149,6 +153,18 @@ impl Pass for PruneCheck {
         }
         Ok(if changed { Changed::Yes } else { Changed::No })
     }
+}
+
+/// The width of a layer's integer weights: the bits of the largest magnitude, plus a sign
+/// (the layer's own grid for a self-quantized model, `n_bits_weights` otherwise).
+fn weight_bits(l: &IntLinear) -> u32 {
+    let max = l
+        .rows()
+        .iter()
+        .flat_map(|r| r.iter().map(|w| w.unsigned_abs()))
+        .max()
+        .unwrap_or(0);
+    (u64::BITS - max.leading_zeros()) + 1
 }
 
 /// Zeroes the smallest weights of each over-budget neuron until it fits; returns how many.

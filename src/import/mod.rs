@@ -14,6 +14,8 @@ mod elementwise;
 mod linear;
 mod pool;
 mod qdq;
+mod qonnx;
+mod qop;
 mod reduce;
 mod shape;
 mod tensor;
@@ -109,6 +111,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Constant",
     "ConstantOfShape",
     "Conv",
+    "ConvInteger",
     "DequantizeLinear",
     "Div",
     "Dropout",
@@ -127,6 +130,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "LeakyRelu",
     "Log",
     "MatMul",
+    "MatMulInteger",
     "Max",
     "MaxPool",
     "Min",
@@ -135,6 +139,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "PRelu",
     "Pad",
     "Pow",
+    "QLinearConv",
+    "QLinearMatMul",
     "QuantizeLinear",
     "Reciprocal",
     "ReduceMean",
@@ -163,6 +169,9 @@ pub const QONNX_DOMAINS: &[&str] = &[
     "finn.custom_op.general",
 ];
 
+/// QONNX's quantization ops (in any of [`QONNX_DOMAINS`]).
+pub const QONNX_OPS: &[&str] = &["Quant", "BipolarQuant", "Trunc"];
+
 /// A value during import: known at compile time, or computed by a graph node.
 #[derive(Clone, Debug)]
 pub(crate) enum Val {
@@ -181,12 +190,8 @@ pub(crate) struct Cx {
     /// ONNX element types of initializers, Constant outputs and graph inputs (the IR keeps
     /// only f32 and i64; QuantizeLinear's grid is its zero point's type).
     elem_types: HashMap<String, i32>,
-    /// Outputs of QuantizeLinear nodes read only by one DequantizeLinear with the same scale
-    /// and zero point: the pair becomes one `FakeQuant` (see `qdq`).
-    pub(crate) qdq_pairs: std::collections::HashSet<String>,
-    /// Such outputs already seen, with their grid's integer range, waiting for their
-    /// DequantizeLinear.
-    pub(crate) pending_fq: HashMap<String, (f32, f32)>,
+    /// Tensors of integer codes whose dequantized values the graph also holds (see `qdq`).
+    pub(crate) coded: HashMap<String, qdq::Coded>,
 }
 
 impl Cx {
@@ -222,6 +227,14 @@ impl Cx {
                 )
             }),
         }
+    }
+
+    /// The value bound to `name`, which `n` reads (an error naming `n` if there is none).
+    pub fn req_named(&self, n: &pb::NodeProto, name: &str) -> Result<Val, ImportError> {
+        self.values
+            .get(name)
+            .cloned()
+            .ok_or_else(|| Self::err(n, format!("`{name}` is not produced by any earlier node")))
     }
 
     /// Input `i`, which must be present.
@@ -455,8 +468,10 @@ pub fn import_model_with(
         .iter()
         .filter(|n| {
             let default = n.domain.is_empty() || n.domain == "ai.onnx";
-            let qonnx = QONNX_DOMAINS.contains(&n.domain.as_str()) && n.op_type == "Quant";
-            !(qonnx || default && SUPPORTED_OPS.contains(&n.op_type.as_str()))
+            let qonnx = QONNX_DOMAINS.contains(&n.domain.as_str())
+                && QONNX_OPS.contains(&n.op_type.as_str());
+            let ms = n.domain == "com.microsoft" && qop::MS_OPS.contains(&n.op_type.as_str());
+            !(qonnx || ms || default && SUPPORTED_OPS.contains(&n.op_type.as_str()))
         })
         .map(|n| UnsupportedOp {
             node: Cx::node_name(n),
@@ -476,8 +491,7 @@ pub fn import_model_with(
         materialized: HashMap::new(),
         elements: 0,
         elem_types: HashMap::new(),
-        qdq_pairs: qdq::pairs(graph),
-        pending_fq: HashMap::new(),
+        coded: HashMap::new(),
     };
     for vi in &graph.input {
         if let Some(pb::type_proto::Value::TensorType(t)) =
@@ -588,6 +602,14 @@ fn input_type(vi: &pb::ValueInfoProto) -> Result<(TensorType, bool), ImportError
 }
 
 fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    convert_op(cx, n)?;
+    if qdq::FOLLOWS_CODES.contains(&n.op_type.as_str()) {
+        qdq::follow_codes(cx, n)?;
+    }
+    Ok(())
+}
+
+fn convert_op(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     match n.op_type.as_str() {
         "Gemm" => linear::gemm(cx, n),
         "MatMul" => linear::matmul(cx, n),
@@ -611,7 +633,11 @@ fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
         "Identity" | "Dropout" => shape::identity(cx, n),
         "QuantizeLinear" => qdq::quantize_linear(cx, n),
         "DequantizeLinear" => qdq::dequantize_linear(cx, n),
-        "Quant" => qdq::qonnx_quant(cx, n),
+        "Quant" => qonnx::quant(cx, n),
+        "BipolarQuant" => qonnx::bipolar_quant(cx, n),
+        "Trunc" => qonnx::trunc(cx, n),
+        "QLinearConv" | "QLinearMatMul" | "MatMulInteger" | "ConvInteger" => qop::convert(cx, n),
+        op if qop::MS_OPS.contains(&op) => qop::convert(cx, n),
         _ => elementwise::convert(cx, n),
     }
 }

@@ -1,15 +1,18 @@
 //! QuantizeLinear and DequantizeLinear (opsets 10 to 23): per tensor, per axis (13+) and
 //! blocked (21+), with int8, uint8, int16 and uint16 grids (int32 for dequantization).
 //!
-//! Both become float ops with ONNX's reference semantics, so that a QDQ graph (onnxruntime's
-//! `quantize_static`, torch's QAT exports) runs in float mode and compiles like any other:
-//! `QuantizeLinear(x) = clip(round_half_even(x / s) + z, qmin, qmax)` (integers held in f32)
-//! and `DequantizeLinear(q) = (q − z) · s`. The scale and zero point are constants expanded
-//! to the input's shape, so every grid form is one elementwise chain that `fuse_tlu` folds
-//! into a table (and constant folding into the weights). A QuantizeLinear read only by a
-//! DequantizeLinear with the same per-tensor scale and zero point (the QDQ pattern) becomes
-//! one `Unary::FakeQuant`, whose grid the quantize pass compiles on. Float8, int4 and other
-//! grids are refused with a one-line error.
+//! Both follow ONNX's reference semantics, so that a QDQ graph (onnxruntime's
+//! `quantize_static`, Brevitas' QCDQ export, torch's QAT exports) runs in float mode and
+//! compiles like any other: `QuantizeLinear(x) = clip(round_half_even(x / s) + z, qmin,
+//! qmax)` (integers held in f32) and `DequantizeLinear(q) = (q − z) · s`.
+//!
+//! A per-tensor QuantizeLinear produces a [`Coded`] tensor: the graph holds its dequantized
+//! values as one `Unary::FakeQuant`, whose grid the quantize pass compiles on, and a
+//! DequantizeLinear on the same grid reads those values. Ops that only move codes
+//! ([`FOLLOWS_CODES`]) keep a tensor coded. Other grids (per axis, blocked) are elementwise
+//! chains with the scale and zero point expanded to the input's shape, which `fuse_tlu`
+//! folds into a table (and constant folding into the weights). Float8, int4 and other grids
+//! are refused with a one-line error.
 
 use super::attrs::Attrs;
 use super::elementwise::sub_node as node;
@@ -104,20 +107,25 @@ fn expand(
 }
 
 /// The one value of a single-element tensor.
-fn scalar(t: &Tensor) -> Option<f32> {
+pub(super) fn scalar(t: &Tensor) -> Option<f32> {
     (t.len() == 1)
         .then(|| t.to_f32().iter().copied().next())
         .flatten()
 }
 
 /// A required constant input, or an error naming it.
-fn required(cx: &Cx, n: &pb::NodeProto, i: usize, what: &str) -> Result<Tensor, ImportError> {
+pub(super) fn required(
+    cx: &Cx,
+    n: &pb::NodeProto,
+    i: usize,
+    what: &str,
+) -> Result<Tensor, ImportError> {
     cx.const_input(n, i)?
         .ok_or_else(|| Cx::err(n, format!("missing required input {i} ({what})")))
 }
 
 /// Refuses a scale that is not finite and positive.
-fn check_scale(n: &pb::NodeProto, s: &Tensor) -> Result<(), ImportError> {
+pub(super) fn check_scale(n: &pb::NodeProto, s: &Tensor) -> Result<(), ImportError> {
     if s.to_f32().iter().any(|v| !(v.is_finite() && *v > 0.0)) {
         return Err(Cx::err(n, "the scale must be finite and positive"));
     }
@@ -126,7 +134,7 @@ fn check_scale(n: &pb::NodeProto, s: &Tensor) -> Result<(), ImportError> {
 
 /// Emits `steps` in order from `x`: each an op on the previous result (and, for a binary
 /// op, the named constant), the last one writing `out`.
-fn emit_chain(
+pub(super) fn emit_chain(
     cx: &mut Cx,
     n: &pb::NodeProto,
     x: &str,
@@ -151,13 +159,13 @@ fn emit_chain(
 }
 
 /// Binds a constant under a name derived from the node's output.
-fn bind_const(cx: &mut Cx, out: &str, tag: &str, a: ArrayD<f32>) -> String {
+pub(super) fn bind_const(cx: &mut Cx, out: &str, tag: &str, a: ArrayD<f32>) -> String {
     let name = format!("{out}::{tag}");
     cx.bind(&name, Val::Const(Tensor::F32(a)));
     name
 }
 
-fn output(n: &pb::NodeProto) -> Result<String, ImportError> {
+pub(super) fn output(n: &pb::NodeProto) -> Result<String, ImportError> {
     n.output
         .first()
         .cloned()
@@ -181,31 +189,142 @@ fn grid(
     Ok((s, z))
 }
 
-/// Outputs of QuantizeLinear nodes whose only reader is a DequantizeLinear with the same
-/// scale and zero point inputs (and that are not graph outputs).
-pub(super) fn pairs(g: &pb::GraphProto) -> std::collections::HashSet<String> {
-    let mut readers: std::collections::HashMap<&str, Vec<&pb::NodeProto>> = Default::default();
-    for n in &g.node {
-        for i in &n.input {
-            readers.entry(i.as_str()).or_default().push(n);
-        }
-    }
-    let outputs: Vec<&str> = g.output.iter().map(|o| o.name.as_str()).collect();
-    g.node
-        .iter()
-        .filter(|q| q.op_type == "QuantizeLinear")
-        .filter_map(|q| {
-            let out = q.output.first()?;
-            let rs = readers.get(out.as_str())?;
-            let [dq] = rs.as_slice() else { return None };
-            let same = dq.op_type == "DequantizeLinear"
-                && dq.input.first() == Some(out)
-                && q.input.get(1) == dq.input.get(1)
-                && q.input.get(2).filter(|s| !s.is_empty())
-                    == dq.input.get(2).filter(|s| !s.is_empty());
-            (same && !outputs.contains(&out.as_str())).then(|| out.clone())
+/// A tensor of integer codes on a per-tensor grid (a QuantizeLinear's or a QLinear op's
+/// output) whose dequantized values the graph also holds, as a `FakeQuant`: readers that
+/// dequantize it on the same grid read those values (the grid the quantize pass compiles
+/// on), and the codes themselves are computed only where something reads them raw (dead
+/// code otherwise).
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Coded {
+    /// The float value that was quantized.
+    pub src: String,
+    /// `(codes − zero_point) · scale`: `FakeQuant(src)`.
+    pub float: String,
+    pub scale: f32,
+    pub zero_point: f32,
+    pub qmin: f32,
+    pub qmax: f32,
+}
+
+impl Coded {
+    fn fake_quant(&self) -> Op {
+        Op::Unary(Unary::FakeQuant {
+            scale: self.scale,
+            zero_point: self.zero_point,
+            qmin: self.qmin,
+            qmax: self.qmax,
         })
-        .collect()
+    }
+}
+
+/// Emits `c.float = FakeQuant(c.src)` and the codes `out = round(c.float / s + z)` (the
+/// rounding only clears float error: the quotient is an integer), and records `out` as coded.
+fn emit_coded(cx: &mut Cx, n: &pb::NodeProto, out: &str, c: Coded) -> Result<(), ImportError> {
+    cx.emit(
+        &node(n, "FakeQuant", &[&c.src], &c.float, "grid"),
+        c.fake_quant(),
+        &[0],
+    )?;
+    let sn = bind_const(cx, out, "scale", ArrayD::from_elem(IxDyn(&[]), c.scale));
+    let zn = bind_const(
+        cx,
+        out,
+        "zero_point",
+        ArrayD::from_elem(IxDyn(&[]), c.zero_point),
+    );
+    emit_chain(
+        cx,
+        n,
+        &c.float,
+        out,
+        &[
+            ("unscaled", Op::Binary(Binary::Div), Some(&sn)),
+            ("shifted", Op::Binary(Binary::Add), Some(&zn)),
+            ("codes", Op::Unary(Unary::Round), None),
+        ],
+    )?;
+    cx.coded.insert(out.to_string(), c);
+    Ok(())
+}
+
+/// Ops that move or select code values without changing them (or, for Clip with integer
+/// bounds and MaxPool, keep them on the grid): applied to a coded tensor, they are applied
+/// to its dequantized values too, and their output stays coded.
+pub(super) const FOLLOWS_CODES: &[&str] = &[
+    "Reshape",
+    "Flatten",
+    "Squeeze",
+    "Unsqueeze",
+    "Transpose",
+    "Identity",
+    "Dropout",
+    "MaxPool",
+    "Slice",
+    "Gather",
+    "Clip",
+];
+
+/// After `n` (one of [`FOLLOWS_CODES`]) has been converted on codes: if its data input is
+/// coded, the same op on the dequantized values, so that a later DequantizeLinear or QLinear
+/// op reads those (Brevitas' QCDQ export clips codes between QuantizeLinear and
+/// DequantizeLinear; onnxruntime's QOperator graphs reshape codes before a QGemm).
+pub(super) fn follow_codes(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    let Some(c) = n.input.first().and_then(|i| cx.coded.get(i)).cloned() else {
+        return Ok(());
+    };
+    let out = output(n)?;
+    let float = format!("{out}::dequantized");
+    if n.op_type == "Clip" {
+        // integer bounds narrow the grid: one FakeQuant of the quantized float
+        let a = Attrs::of(n);
+        let bound = |i: usize, attr: &str, d: f32| -> Result<Option<f32>, ImportError> {
+            if cx.opset < 11 {
+                return Ok(Some(a.float(attr, d)?));
+            }
+            Ok(match cx.input(n, i)? {
+                None => Some(d),
+                Some(Val::Const(t)) => scalar(t),
+                Some(Val::Node(_)) => None,
+            })
+        };
+        let (Some(lo), Some(hi)) = (
+            bound(1, "min", f32::NEG_INFINITY)?,
+            bound(2, "max", f32::INFINITY)?,
+        ) else {
+            return Ok(());
+        };
+        let (qmin, qmax) = (c.qmin.max(lo.ceil()), c.qmax.min(hi.floor()));
+        if qmin > qmax {
+            return Ok(());
+        }
+        let narrowed = Coded {
+            float,
+            qmin,
+            qmax,
+            ..c
+        };
+        cx.emit(
+            &node(n, "FakeQuant", &[&narrowed.src], &narrowed.float, "grid"),
+            narrowed.fake_quant(),
+            &[0],
+        )?;
+        cx.coded.insert(out, narrowed);
+        return Ok(());
+    }
+    let mut on_float = n.clone();
+    on_float.input[0] = c.float.clone();
+    on_float.output = vec![float.clone()];
+    on_float.name = format!("{}#dequantized", Cx::node_name(n));
+    super::convert(cx, &on_float)?;
+    cx.coded.insert(
+        out,
+        Coded {
+            src: float.clone(),
+            float,
+            ..c
+        },
+    );
+    Ok(())
 }
 
 /// The per-tensor (scale, zero point) of a node, if both are scalars.
@@ -239,12 +358,18 @@ pub(super) fn quantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Impo
     }
     let out = output(n)?;
     let (s, z) = grid(cx, n, &ty.shape)?;
-    if cx.qdq_pairs.contains(&out) && scalar_grid(cx, n)?.is_some() {
-        // the DequantizeLinear that reads it emits the pair as one FakeQuant
-        let x = cx.req(n, 0)?.clone();
-        cx.bind(&out, x);
-        cx.pending_fq.insert(out, (qmin, qmax));
-        return Ok(());
+    if let Some((scale, zero_point)) = scalar_grid(cx, n)? {
+        // one grid for the tensor: the dequantized values as one FakeQuant (what a
+        // DequantizeLinear or a QLinear op reads), the codes derived from them
+        let c = Coded {
+            src: n.input[0].clone(),
+            float: format!("{out}::dequantized"),
+            scale,
+            zero_point,
+            qmin,
+            qmax,
+        };
+        return emit_coded(cx, n, &out, c);
     }
     let sn = bind_const(cx, &out, "scale", s);
     let zn = bind_const(cx, &out, "zero_point", z);
@@ -271,19 +396,13 @@ pub(super) fn quantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Impo
 
 /// `(x − z) · s`.
 pub(super) fn dequantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
-    if let Some(&(qmin, qmax)) = cx.pending_fq.get(&n.input[0]) {
-        let (scale, zero_point) =
-            scalar_grid(cx, n)?.ok_or_else(|| Cx::err(n, "invariant: a paired QuantizeLinear"))?;
-        return cx.emit(
-            n,
-            Op::Unary(Unary::FakeQuant {
-                scale,
-                zero_point,
-                qmin,
-                qmax,
-            }),
-            &[0],
-        );
+    if let Some(c) = cx.coded.get(&n.input[0]).cloned() {
+        if scalar_grid(cx, n)? == Some((c.scale, c.zero_point)) {
+            // the codes' own grid: the dequantized values the graph already holds
+            let v = cx.req_named(n, &c.float)?;
+            cx.bind(&output(n)?, v);
+            return Ok(());
+        }
     }
     if let Some(code) = cx.elem_type(&n.input[0]) {
         int_range(n, code, true)?;
@@ -311,82 +430,6 @@ pub(super) fn dequantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Im
         &[
             ("centred", Op::Binary(Binary::Sub), Some(&zn)),
             ("scaled", Op::Binary(Binary::Mul), Some(&sn)),
-        ],
-    )
-}
-
-/// QONNX's `Quant` (Brevitas' QONNX export): `(round(clip(x / s + z, lo, hi)) − z) · s` with
-/// `lo, hi` from `bitwidth`, `signed` and `narrow` (qonnx's `int_quant`), rounding half to even
-/// (`ROUND` / `HALF_EVEN`). A per-tensor grid with zero point 0 (Brevitas' default) is one
-/// `FakeQuant`; other grids are the same steps as elementwise ops, in qonnx's order.
-pub(super) fn qonnx_quant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
-    let a = Attrs::of(n);
-    let mode = a.string("rounding_mode", "ROUND")?.to_uppercase();
-    if mode != "ROUND" && mode != "HALF_EVEN" {
-        return Err(Cx::err(
-            n,
-            format!("rounding_mode {mode} is not supported (ROUND / HALF_EVEN is); re-export with round-to-nearest quantizers"),
-        ));
-    }
-    let signed = a.int("signed", 1)? != 0;
-    let narrow = a.int("narrow", 0)? != 0;
-    let bits = scalar(&required(cx, n, 3, "the bit width")?).unwrap_or(0.0);
-    if bits.fract() != 0.0 || !(2.0..=16.0).contains(&bits) {
-        return Err(Cx::err(
-            n,
-            format!("a {bits}-bit quantizer is not supported (integer widths 2 to 16 are; 1-bit quantizers are BipolarQuant's)"),
-        ));
-    }
-    let b = bits as u32;
-    let (lo, hi) = match (signed, narrow) {
-        (true, true) => (-((1i64 << (b - 1)) - 1), (1i64 << (b - 1)) - 1),
-        (true, false) => (-(1i64 << (b - 1)), (1i64 << (b - 1)) - 1),
-        (false, true) => (0, (1i64 << b) - 2),
-        (false, false) => (0, (1i64 << b) - 1),
-    };
-    let (lo, hi) = (lo as f32, hi as f32);
-    let scale = required(cx, n, 1, "the scale")?;
-    let zp = required(cx, n, 2, "the zero point")?;
-    check_scale(n, &scale)?;
-    if zp
-        .to_f32()
-        .iter()
-        .any(|v| !v.is_finite() || v.fract() != 0.0)
-    {
-        return Err(Cx::err(n, "the zero point must hold integers"));
-    }
-    let ty = cx.in_ty(n, 0)?;
-    if ty.dtype != DType::F32 {
-        return Err(Cx::err(n, "Quant needs a float input"));
-    }
-    if let (Some(s), Some(0.0)) = (scalar(&scale), scalar(&zp)) {
-        return cx.emit(
-            n,
-            Op::Unary(Unary::FakeQuant {
-                scale: s,
-                zero_point: 0.0,
-                qmin: lo,
-                qmax: hi,
-            }),
-            &[0],
-        );
-    }
-    // broadcastable scale / zero point: qonnx's steps, in its order
-    let out = output(n)?;
-    let sn = bind_const(cx, &out, "scale", scale.to_f32());
-    let zn = bind_const(cx, &out, "zero_point", zp.to_f32());
-    emit_chain(
-        cx,
-        n,
-        &n.input[0],
-        &out,
-        &[
-            ("scaled", Op::Binary(Binary::Div), Some(&sn)),
-            ("shifted", Op::Binary(Binary::Add), Some(&zn)),
-            ("clipped", Op::Unary(Unary::Clip { min: lo, max: hi }), None),
-            ("rounded", Op::Unary(Unary::Round), None),
-            ("centred", Op::Binary(Binary::Sub), Some(&zn)),
-            ("rescaled", Op::Binary(Binary::Mul), Some(&sn)),
         ],
     )
 }
