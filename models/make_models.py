@@ -1,5 +1,6 @@
 """Regenerates the ONNX models and data in models/ (needs torch, scikit-learn, onnx, numpy;
-onnxruntime for the QDQ model; brevitas and onnxoptimizer for the QAT model).
+onnxruntime for the QDQ and QOperator models; brevitas, qonnx and onnxoptimizer for the QAT
+models).
 
     python models/make_models.py                    # every model, manifest.json
     python models/make_models.py --only digits_deep # just these (comma-separated)
@@ -265,20 +266,31 @@ def build(name):
         torch.manual_seed(SEED)
         net = train(MLP([10, 16, 8, 1]), xtr, ytr, epochs=60, lr=1e-3, regression=True)
         return export(name, net, xtr, xte, yte, opset=13)
-    if name == "digits_qat3":
-        return qat_mlp(name, xtr, xte, ytr, yte, bits=3)
+    if name in ("digits_qat2", "digits_qat3", "digits_qat4"):
+        return qat_net(name, "mlp", xtr, xte, ytr, yte, bits=int(name[-1]))
+    if name in ("digits_qcnn2", "digits_qcnn3", "digits_qcnn4"):
+        return qat_net(name, "cnn", xtr, xte, ytr, yte, bits=int(name[-1]))
+    if name == "digits_qat3_qcdq":
+        return qat_net(name, "mlp", xtr, xte, ytr, yte, bits=3, fmt="qcdq")
     if name == "digits_mlp_qdq":
         return qdq("digits_mlp", name, xte, yte)
+    if name == "digits_mlp_qop":
+        return qdq("digits_mlp", name, xte, yte, fmt="QOperator")
+    if name == "digits_cnn_qop":
+        return qdq("digits_cnn", name, as_images(xte), yte, fmt="QOperator", per_channel=True)
     raise SystemExit(f"unknown model {name}")
 
 
-def qat_mlp(name, xtr, xte, ytr, yte, bits):
-    """A quantization-aware MLP trained with Brevitas at `bits` bits (inputs, weights and
-    ReLU activations), exported as QONNX (`Quant` nodes, domain qonnx.custom_op.general) with
-    a dynamic batch axis. The test outputs are Brevitas' own quantized forward."""
+def qat_net(name, kind, xtr, xte, ytr, yte, bits, fmt="qonnx"):
+    """A quantization-aware network trained with Brevitas at `bits` bits (inputs, weights and
+    ReLU activations), exported as QONNX (`Quant` / `Trunc` nodes, domain
+    qonnx.custom_op.general; `fmt="qonnx"`) or as QCDQ (QuantizeLinear → Clip →
+    DequantizeLinear; `fmt="qcdq"`), with a dynamic batch axis. `kind` is "mlp"
+    (64 → 64 → 32 → 10) or "cnn" (conv 8 → TruncAvgPool → conv 16 → MaxPool → linear, on 8×8
+    images). The test outputs are Brevitas' own quantized forward."""
     import brevitas.nn as qnn
     import onnx
-    from brevitas.export import export_qonnx
+    from brevitas.export import export_onnx_qcdq, export_qonnx
 
     class QMLP(nn.Module):
         def __init__(self):
@@ -293,10 +305,28 @@ def qat_mlp(name, xtr, xte, ytr, yte, bits):
         def forward(self, x):
             return self.l3(self.r2(self.l2(self.r1(self.l1(self.inp(x))))))
 
+    class QCNN(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.inp = qnn.QuantIdentity(bit_width=bits, return_quant_tensor=True)
+            self.c1 = qnn.QuantConv2d(1, 8, 3, padding=1, bias=True, weight_bit_width=bits)
+            self.r1 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
+            self.p1 = qnn.TruncAvgPool2d(2, bit_width=bits)
+            self.c2 = qnn.QuantConv2d(8, 16, 3, padding=1, bias=True, weight_bit_width=bits)
+            self.r2 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
+            self.p2 = nn.MaxPool2d(2)
+            self.fc = qnn.QuantLinear(64, 10, bias=True, weight_bit_width=bits)
+
+        def forward(self, x):
+            y = self.p2(self.r2(self.c2(self.p1(self.r1(self.c1(self.inp(x)))))))
+            return self.fc(y.flatten(1))
+
+    if kind == "cnn":
+        xtr, xte = as_images(xtr), as_images(xte)
     torch.manual_seed(SEED)
-    model = train(QMLP(), xtr, ytr, epochs=80, lr=1e-2, wd=0)
+    model = train(QMLP() if kind == "mlp" else QCNN(), xtr, ytr, epochs=80 if kind == "mlp" else 40, lr=1e-2, wd=0)
     path = os.path.join(OUT, f"{name}.onnx")
-    export_qonnx(model, torch.tensor(xte[:1]), export_path=path)
+    (export_qonnx if fmt == "qonnx" else export_onnx_qcdq)(model, torch.tensor(xte[:1]), export_path=path)
     g = onnx.load(path)
     for v in list(g.graph.input) + list(g.graph.output):
         dim = v.type.tensor_type.shape.dim[0]
@@ -315,22 +345,25 @@ def qat_mlp(name, xtr, xte, ytr, yte, bits):
     import brevitas
 
     acc = float((out.argmax(1) == yte).mean())
-    print(f"{name}: Brevitas {brevitas.__version__} QAT at {bits} bits, test accuracy {acc:.4f}")
+    print(f"{name}: Brevitas {brevitas.__version__} QAT {kind} at {bits} bits ({fmt}), test accuracy {acc:.4f}")
     return {
         "name": name,
         "opset": int(g.opset_import[0].version),
         "seed": SEED,
         "torch": torch.__version__,
         "brevitas": brevitas.__version__,
+        "format": fmt,
         "float_accuracy": acc,
         "n_test": int(len(yte)),
     }
 
 
-def qdq(src, name, x_test, y_test):
-    """onnxruntime's static quantization (QDQ: QuantizeLinear/DequantizeLinear around every
-    Gemm; uint8 activations, int8 weights, per tensor) of a shipped float model, calibrated on
-    its calibration set; the test outputs are onnxruntime's run of the quantized model."""
+def qdq(src, name, x_test, y_test, fmt="QDQ", per_channel=False):
+    """onnxruntime's static quantization of a shipped float model, calibrated on its
+    calibration set: `fmt="QDQ"` (QuantizeLinear/DequantizeLinear around every Gemm or Conv)
+    or `"QOperator"` (QLinearConv, QGemm, QLinearAveragePool, …); uint8 activations, int8
+    weights, per tensor or per channel. The test outputs are onnxruntime's run of the
+    quantized model."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -348,10 +381,10 @@ def qdq(src, name, x_test, y_test):
         os.path.join(OUT, f"{src}.onnx"),
         path,
         Reader(),
-        quant_format=QuantFormat.QDQ,
+        quant_format=getattr(QuantFormat, fmt),
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
-        per_channel=False,
+        per_channel=per_channel,
     )
     out = ort.InferenceSession(path).run(None, {"input": x_test})[0].astype(np.float32)
     np.save(os.path.join(OUT, f"{name}_calib.npy"), calib)
@@ -359,8 +392,20 @@ def qdq(src, name, x_test, y_test):
     np.save(os.path.join(OUT, f"{name}_test_y.npy"), y_test.astype(np.int64))
     np.save(os.path.join(OUT, f"{name}_test_out.npy"), out)
     acc = float((out.argmax(1) == y_test).mean())
-    print(f"{name}: onnxruntime {ort.__version__} QDQ of {src}, test accuracy {acc:.4f}")
-    return {"name": name, "opset": 13, "seed": SEED, "onnxruntime": ort.__version__, "float_accuracy": acc, "n_test": int(len(y_test))}
+    import onnx
+
+    opset = next(o.version for o in onnx.load(path).opset_import if o.domain in ("", "ai.onnx"))
+    print(f"{name}: onnxruntime {ort.__version__} {fmt} of {src}, test accuracy {acc:.4f}")
+    return {
+        "name": name,
+        "opset": int(opset),
+        "seed": SEED,
+        "onnxruntime": ort.__version__,
+        "format": fmt,
+        "per_channel": per_channel,
+        "float_accuracy": acc,
+        "n_test": int(len(y_test)),
+    }
 
 
 ALL = [
@@ -375,7 +420,15 @@ ALL = [
     "iris_mlp",
     "diabetes_mlp",
     "digits_mlp_qdq",
+    "digits_mlp_qop",
+    "digits_cnn_qop",
+    "digits_qat2",
     "digits_qat3",
+    "digits_qat4",
+    "digits_qat3_qcdq",
+    "digits_qcnn2",
+    "digits_qcnn3",
+    "digits_qcnn4",
 ]
 
 
