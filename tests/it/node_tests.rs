@@ -105,12 +105,25 @@ fn run_case(dir: &Path) -> Outcome {
     // bind them.
     let data = dir.join("test_data_set_0");
     let inits: Vec<&str> = g.initializer.iter().map(|t| t.name.as_str()).collect();
-    // a quantizer's scale and zero point are model parameters (initializers in real models)
+    // a quantizer's scales and zero points (and a QLinearConv's weights) are model
+    // parameters (initializers in real models); the data inputs stay inputs
     let params: Vec<&str> = g
         .node
         .iter()
-        .filter(|n| matches!(n.op_type.as_str(), "QuantizeLinear" | "DequantizeLinear"))
-        .flat_map(|n| n.input.iter().skip(1).map(String::as_str))
+        .flat_map(|n| {
+            let data: &[usize] = match n.op_type.as_str() {
+                "QuantizeLinear" | "DequantizeLinear" | "QLinearConv" => &[0],
+                "QLinearMatMul" => &[0, 3],
+                "MatMulInteger" | "ConvInteger" => &[0, 1],
+                _ => &[],
+            };
+            let quantized = !data.is_empty();
+            n.input
+                .iter()
+                .enumerate()
+                .filter(move |(i, _)| quantized && !data.contains(i))
+                .map(|(_, s)| s.as_str())
+        })
         .collect();
     let mut opts = ImportOptions::default();
     let mut runtime = Vec::new();
