@@ -537,3 +537,59 @@ fn onnxruntime_contrib_qoperator_ops_follow_onnxruntime() {
         assert!(worst <= bound, "{name}: worst {worst} > {bound}");
     }
 }
+
+/// Brevitas' 2-bit QAT MLP on real ciphertexts, compiled without calibration data on its own
+/// grids (exact rounding to 4 bits): two test digits decrypt to exactly the integer program's
+/// values, and to the class clear mode predicts.
+#[test]
+fn encrypted_qat_model_equals_clear_bit_for_bit() {
+    let name = "digits_qat2";
+    let opts = CompileOptions {
+        quant: fhec::QuantConfig {
+            rounding_bits: Some(4),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let (m, _) = fhec::compile(&model(&format!("{name}.onnx")), &[], &opts).expect("compiles");
+    let session = m.fhe_session().expect("parameters and keys");
+    let p = &session.plan.program;
+    println!(
+        "{name}: {} table lookups, {} bootstraps, table bits {}, params {:?}, p_error {:.2e}",
+        p.tlu_count,
+        p.pbs_count,
+        p.tlu_bits,
+        session.plan.choice.params,
+        session.plan.choice.p_error
+    );
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    let x = x
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..2))
+        .to_owned();
+    let clear = &m.run_clear(std::slice::from_ref(&x)).expect("clear")[0];
+    for (i, sample) in fhec::model::split_batch(&m.float_graph, &[x])
+        .expect("batch")
+        .into_iter()
+        .enumerate()
+    {
+        let q = fhec::ir::quantize_sample(&sample, &m.input_quant);
+        let want = m.boundary_clear(p, &q).expect("clear");
+        let (got, t) = session.run_sample(&q, None).expect("encrypted run");
+        println!("sample {i}: evaluated in {:.2?}", t.evaluate);
+        assert_eq!(
+            got, want,
+            "sample {i}: encrypted differs from the integer program"
+        );
+        let outs = m.client_tail(p, &got).expect("tail");
+        let dec: Vec<f32> = outs[0].to_f32().iter().copied().collect();
+        let row: Vec<f32> = clear
+            .index_axis(ndarray::Axis(0), i)
+            .iter()
+            .copied()
+            .collect();
+        assert_eq!(
+            dec, row,
+            "sample {i}: decrypted logits differ from clear mode"
+        );
+    }
+}
