@@ -620,8 +620,15 @@ fn infer_shape(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
                 .ok_or_else(|| OpError::overflow("a padded axis"))?;
             TensorType::new(ins[0].dtype, shape)
         }
-        Op::Reduce { axes, keepdims, .. } => {
-            f32_all(ins)?;
+        Op::Reduce {
+            kind,
+            axes,
+            keepdims,
+        } => {
+            // a maximum of integers is an integer; sums and means are of floats
+            if *kind != ReduceKind::Max {
+                f32_all(ins)?;
+            }
             let s = &ins[0].shape;
             if axes.iter().any(|&a| a >= s.len()) {
                 return Err(OpError::shape(format!(
@@ -638,7 +645,7 @@ fn infer_shape(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
                     }
                 })
                 .collect();
-            TensorType::f32(out)
+            TensorType::new(ins[0].dtype, out)
         }
         Op::Softmax { axis, .. } => {
             f32_all(ins)?;
@@ -703,9 +710,19 @@ fn infer_shape(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
                 per_element_len(d.lo.len(), ins[0].len())?;
             }
             for e in &t.chain {
-                if let ElemOp::Binary { c, .. } = e {
-                    per_element_len(c.len(), ins[0].len())?;
+                match e {
+                    ElemOp::Binary { c, .. } => per_element_len(c.len(), ins[0].len())?,
+                    ElemOp::Load { a, b } => {
+                        per_element_len(a.len(), ins[0].len())?;
+                        per_element_len(b.len(), ins[0].len())?;
+                    }
+                    _ => {}
                 }
+            }
+            if !crate::quant::check_stack(&t.chain) {
+                return Err(OpError::shape(
+                    "a table's function pops more values than it pushed",
+                ));
             }
             ins[0].clone()
         }
@@ -893,6 +910,22 @@ pub fn eval(op: &Op, ins: &[&Tensor]) -> Result<Tensor, OpError> {
             Tensor::I64(a) => Tensor::I64(pad(a, begin, *mode, *value as i64, &out_ty.shape)),
         },
         Op::Reduce {
+            kind: ReduceKind::Max,
+            axes,
+            keepdims,
+        } if matches!(ins[0], Tensor::I64(_)) => {
+            let mut a = i64_in(ins, 0)?.clone();
+            let mut sorted = axes.clone();
+            sorted.sort_unstable();
+            for &ax in sorted.iter().rev() {
+                a = a.fold_axis(Axis(ax), i64::MIN, |&m, &v| m.max(v));
+                if *keepdims {
+                    a.insert_axis_inplace(Axis(ax));
+                }
+            }
+            Tensor::I64(a)
+        }
+        Op::Reduce {
             kind,
             axes,
             keepdims,
@@ -902,7 +935,17 @@ pub fn eval(op: &Op, ins: &[&Tensor]) -> Result<Tensor, OpError> {
             sorted.sort_unstable();
             let count: usize = sorted.iter().map(|&ax| a.shape()[ax]).product();
             for &ax in sorted.iter().rev() {
-                a = a.sum_axis(Axis(ax));
+                a = match kind {
+                    // NaN propagates, as in ONNX's reference
+                    ReduceKind::Max => a.fold_axis(Axis(ax), f32::NEG_INFINITY, |&m, &v| {
+                        if m.is_nan() || v.is_nan() {
+                            f32::NAN
+                        } else {
+                            m.max(v)
+                        }
+                    }),
+                    _ => a.sum_axis(Axis(ax)),
+                };
                 if *keepdims {
                     a.insert_axis_inplace(Axis(ax));
                 }

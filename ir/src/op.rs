@@ -260,6 +260,7 @@ pub fn pow_f32(a: f32, b: f32) -> f32 {
 pub enum ReduceKind {
     Sum,
     Mean,
+    Max,
 }
 
 /// Convolution attributes, resolved to explicit values (no `auto_pad`).
@@ -463,6 +464,10 @@ impl Op {
                 kind: ReduceKind::Mean,
                 ..
             } => "ReduceMean",
+            Op::Reduce {
+                kind: ReduceKind::Max,
+                ..
+            } => "ReduceMax",
             Op::Softmax { .. } => "Softmax",
             Op::Expand { .. } => "Expand",
             Op::Cast { .. } => "Cast",
@@ -623,6 +628,9 @@ impl Op {
                     .map(|e| match e {
                         crate::quant::ElemOp::Unary(u) => u.name().to_string(),
                         crate::quant::ElemOp::Binary { op, .. } => format!("{}(c)", op.name()),
+                        crate::quant::ElemOp::Load { .. } => "Load".to_string(),
+                        crate::quant::ElemOp::Push => "Push".to_string(),
+                        crate::quant::ElemOp::Combine(op) => format!("{}(pop)", op.name()),
                     })
                     .collect();
                 let domain = t

@@ -158,33 +158,73 @@ impl Interval {
     }
 }
 
-/// One step of an elementwise float function: a univariate op, or a binary op with a
-/// constant operand given per element (flattened, in the tensor's row-major order).
+/// One step of an elementwise float function, run on a current value `v` (initially the
+/// table's dequantized input `a·x + b`) and a stack: a univariate op, or a binary op with a
+/// constant operand given per element (flattened, in the tensor's row-major order); `Load`,
+/// `Push` and `Combine` make functions that read the input twice, like GELU's
+/// `x · Φ(x)`: `[Push, Load, …Φ…, Combine(Mul)]`.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ElemOp {
     Unary(Unary),
-    /// `op(x, c[i])`, or `op(c[i], x)` when `const_first`.
+    /// `op(v, c[i])`, or `op(c[i], v)` when `const_first`.
     Binary {
         op: Binary,
         c: Vec<f32>,
         const_first: bool,
     },
+    /// `v = a[i]·x + b[i]` of the table's integer input `x` (one value, or one per element).
+    Load {
+        a: Vec<f32>,
+        b: Vec<f32>,
+    },
+    /// Pushes `v` (which stays current).
+    Push,
+    /// `v = op(popped, v)`.
+    Combine(Binary),
 }
 
 impl ElemOp {
-    pub fn apply(&self, i: usize, x: f32) -> f32 {
+    /// One step on `v` with the table's integer input `x` and the stack.
+    pub fn apply(&self, i: usize, v: f32, x: i64, stack: &mut Vec<f32>) -> f32 {
         match self {
-            ElemOp::Unary(u) => u.apply(x),
+            ElemOp::Unary(u) => u.apply(v),
             ElemOp::Binary { op, c, const_first } => {
                 let k = c[if c.len() == 1 { 0 } else { i }];
                 if *const_first {
-                    op.apply_f32(k, x)
+                    op.apply_f32(k, v)
                 } else {
-                    op.apply_f32(x, k)
+                    op.apply_f32(v, k)
                 }
             }
+            ElemOp::Load { a, b } => {
+                let pick = |c: &Vec<f32>| c[if c.len() == 1 { 0 } else { i }];
+                dequant_affine(pick(a), pick(b), x)
+            }
+            ElemOp::Push => {
+                stack.push(v);
+                v
+            }
+            // a chain that pops more than it pushed is refused by `check_stack`; NaN here
+            // keeps a bad one from panicking
+            ElemOp::Combine(op) => op.apply_f32(stack.pop().unwrap_or(f32::NAN), v),
         }
     }
+}
+
+/// Whether a chain never pops an empty stack and leaves it empty.
+pub fn check_stack(chain: &[ElemOp]) -> bool {
+    let mut depth = 0usize;
+    for e in chain {
+        match e {
+            ElemOp::Push => depth += 1,
+            ElemOp::Combine(_) => match depth.checked_sub(1) {
+                Some(d) => depth = d,
+                None => return false,
+            },
+            _ => {}
+        }
+    }
+    depth == 0
 }
 
 /// The inputs a table holds: element `i`'s table covers `[lo[i], lo[i] + 2^bits)` (`lo` per
@@ -251,8 +291,9 @@ impl TluFn {
         let a = self.a[if self.a.len() == 1 { 0 } else { i }];
         let b = self.b[if self.b.len() == 1 { 0 } else { i }];
         let mut v = dequant_affine(a, b, x);
+        let mut stack = Vec::new();
         for op in &self.chain {
-            v = op.apply(i, v);
+            v = op.apply(i, v, x, &mut stack);
         }
         v
     }
@@ -284,8 +325,13 @@ impl TluFn {
             key.push(pick(&self.a));
             key.push(pick(&self.b));
             for op in &self.chain {
-                if let ElemOp::Binary { c, .. } = op {
-                    key.push(c[if c.len() == 1 { 0 } else { i }].to_bits());
+                match op {
+                    ElemOp::Binary { c, .. } => key.push(pick(c)),
+                    ElemOp::Load { a, b } => {
+                        key.push(pick(a));
+                        key.push(pick(b));
+                    }
+                    _ => {}
                 }
             }
             seen.insert(key);

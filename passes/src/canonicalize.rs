@@ -3,13 +3,18 @@
 //! - folds an inference BatchNormalization into the Conv or Gemm that feeds it alone
 //!   (`w' = w·k`, `b' = (b − mean)·k + β`, `k = γ/√(var + ε)`);
 //! - evaluates every node whose inputs are all constant;
-//! - drops Identity.
+//! - drops Identity;
+//! - writes the ops the quantize pass has no encrypted rule for as ops it has (same function
+//!   up to f32 rounding): a MatMul of two computed tensors as a broadcast product summed over
+//!   K (each product then costs two squares); a Softmax whose result an encrypted layer reads
+//!   as `exp(x − max x) · 1/Σ exp(x − max x)` (ReduceMax, Exp, ReduceSum, Reciprocal, Mul);
+//!   and a binary op of two computed tensors of different shapes with explicit Expands.
 //!
 //! Precondition: a verified float graph. Postcondition: the same function (up to f32
 //! rounding of the folded weights), no Identity, no all-constant node.
 
 use crate::{Changed, Pass, PassContext, PassError, Stage};
-use fhec_ir::{kernels, Graph, NodeIndex, Op, Tensor};
+use fhec_ir::{kernels, Binary, Graph, NodeIndex, Op, ReduceKind, Tensor, Unary};
 use ndarray::{ArrayD, Axis, IxDyn};
 
 pub struct Canonicalize;
@@ -29,6 +34,9 @@ impl Pass for Canonicalize {
         changed |= drop_identity(g)?;
         changed |= fold_constants(g)?;
         changed |= fold_batch_norm(g)?;
+        changed |= matmul_of_computed(g)?;
+        changed |= server_softmax(g)?;
+        changed |= explicit_broadcast(g)?;
         changed |= g.remove_dead() > 0;
         Ok(if changed { Changed::Yes } else { Changed::No })
     }
@@ -143,6 +151,151 @@ fn fold_batch_norm(g: &mut Graph) -> Result<bool, PassError> {
         let fused = g.add_op(&name, op, &[x, wn, bnode])?;
         g.replace_uses(bn, fused);
         changed = true;
+    }
+    Ok(changed)
+}
+
+fn computed(g: &Graph, n: NodeIndex) -> bool {
+    !matches!(g.g[n].op, Op::Const(_))
+}
+
+/// `MatMul(A, B)` of two computed tensors `[…, M, K]`, `[…, K, N]` (same batch axes) as
+/// `ReduceSum_K(A[…, M, K, 1] · B[…, 1, K, N])`.
+fn matmul_of_computed(g: &mut Graph) -> Result<bool, PassError> {
+    let mut changed = false;
+    for n in g.topo()? {
+        if !matches!(g.g[n].op, Op::MatMul) {
+            continue;
+        }
+        let ins = g.inputs_of(n);
+        if !(computed(g, ins[0]) && computed(g, ins[1])) {
+            continue;
+        }
+        let (sa, sb) = (g.g[ins[0]].ty.shape.clone(), g.g[ins[1]].ty.shape.clone());
+        let r = sa.len();
+        if r < 2 || sb.len() != r || sa[..r - 2] != sb[..r - 2] || sa[r - 1] != sb[r - 2] {
+            continue; // left for the quantize pass to refuse by name
+        }
+        let (m, k, nn) = (sa[r - 2], sa[r - 1], sb[r - 1]);
+        let batch = &sa[..r - 2];
+        let with = |tail: &[usize]| [batch, tail].concat();
+        let name = g.g[n].name.clone();
+        let a = g.add_op(
+            &format!("{name}:a"),
+            Op::Reshape {
+                shape: with(&[m, k, 1]),
+            },
+            &[ins[0]],
+        )?;
+        let b = g.add_op(
+            &format!("{name}:b"),
+            Op::Reshape {
+                shape: with(&[1, k, nn]),
+            },
+            &[ins[1]],
+        )?;
+        let full = with(&[m, k, nn]);
+        let a = g.add_op(
+            &format!("{name}:a:expand"),
+            Op::Expand {
+                shape: full.clone(),
+            },
+            &[a],
+        )?;
+        let b = g.add_op(
+            &format!("{name}:b:expand"),
+            Op::Expand { shape: full },
+            &[b],
+        )?;
+        let p = g.add_op(
+            &format!("{name}:products"),
+            Op::Binary(Binary::Mul),
+            &[a, b],
+        )?;
+        let s = g.add_op(
+            &name,
+            Op::Reduce {
+                kind: ReduceKind::Sum,
+                axes: vec![r - 1],
+                keepdims: false,
+            },
+            &[p],
+        )?;
+        g.replace_uses(n, s);
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// A Softmax (per axis) whose result an encrypted layer reads, as
+/// `e = exp(x − max x)`, `e · 1/Σ e`; one the client computes after decryption is left whole.
+fn server_softmax(g: &mut Graph) -> Result<bool, PassError> {
+    let needs = crate::quantize::needs_server(g);
+    let mut changed = false;
+    for n in g.topo()? {
+        let Op::Softmax { axis, flatten } = g.g[n].op else {
+            continue;
+        };
+        let shape = g.g[n].ty.shape.clone();
+        let server = g.users_of(n).iter().any(|u| needs.get(u) == Some(&true));
+        if !server || (flatten && axis + 1 != shape.len()) {
+            continue;
+        }
+        let x = g.inputs_of(n)[0];
+        let name = g.g[n].name.clone();
+        let reduce = |kind| Op::Reduce {
+            kind,
+            axes: vec![axis],
+            keepdims: true,
+        };
+        let expand = Op::Expand {
+            shape: shape.clone(),
+        };
+        let m = g.add_op(&format!("{name}:max"), reduce(ReduceKind::Max), &[x])?;
+        let m = g.add_op(&format!("{name}:max:expand"), expand.clone(), &[m])?;
+        let d = g.add_op(&format!("{name}:shifted"), Op::Binary(Binary::Sub), &[x, m])?;
+        let e = g.add_op(&format!("{name}:exp"), Op::Unary(Unary::Exp), &[d])?;
+        let s = g.add_op(&format!("{name}:sum"), reduce(ReduceKind::Sum), &[e])?;
+        let r = g.add_op(
+            &format!("{name}:reciprocal"),
+            Op::Unary(Unary::Reciprocal),
+            &[s],
+        )?;
+        let r = g.add_op(&format!("{name}:reciprocal:expand"), expand, &[r])?;
+        let y = g.add_op(&name, Op::Binary(Binary::Mul), &[e, r])?;
+        g.replace_uses(n, y);
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// A binary op of two computed tensors that broadcasts: the operands expanded to the output's
+/// shape (the quantize pass combines encrypted tensors element by element).
+fn explicit_broadcast(g: &mut Graph) -> Result<bool, PassError> {
+    let mut changed = false;
+    for n in g.topo()? {
+        if !matches!(g.g[n].op, Op::Binary(_)) {
+            continue;
+        }
+        let ins = g.inputs_of(n);
+        if !(computed(g, ins[0]) && computed(g, ins[1])) {
+            continue;
+        }
+        let out = g.g[n].ty.shape.clone();
+        for (port, &i) in ins.iter().enumerate() {
+            if g.g[i].ty.shape == out {
+                continue;
+            }
+            let name = format!("{}:expand{port}", g.g[n].name);
+            let e = g.add_op(&name, Op::Expand { shape: out.clone() }, &[i])?;
+            // the edge into `port` (a node read on both ports has the output's shape)
+            let edge = g.g.find_edge(i, n).filter(|&e| g.g[e] == port);
+            if let Some(edge) = edge {
+                g.g.remove_edge(edge);
+                g.g.add_edge(e, n, port);
+                changed = true;
+            }
+        }
     }
     Ok(changed)
 }

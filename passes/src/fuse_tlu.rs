@@ -1,8 +1,9 @@
 //! fuse_tlu: quantized → fused.
 //!
-//! Every `Quant` whose input is a chain of univariate float ops (`Unary`, `Binary` with a
-//! constant operand) back to a `Dequant` becomes one `Tlu` on the `Dequant`'s integer input,
-//! holding that exact recipe (`TluFn`): one table per element, one bootstrap per element.
+//! Every `Quant` whose input is a float function of one `Dequant` (`Unary`, `Binary` with a
+//! constant operand, or `Binary` of two such functions of the same `Dequant`, like GELU's
+//! `x · Φ(x)`) becomes one `Tlu` on the `Dequant`'s integer input, holding that exact recipe
+//! (`TluFn`): one table per element, one bootstrap per element.
 //!
 //! Invariant: `eval_int` is bit-identical before and after (the `Tlu` evaluates the same f32
 //! operations in the same order). Float nodes not fused remain: the client-side tail, which
@@ -65,62 +66,102 @@ impl Pass for FuseTlu {
     }
 }
 
-/// Walks from `Quant` node `q` up to a `Dequant`, collecting the univariate ops.
+/// Walks from `Quant` node `q` up to one `Dequant`, writing the float ops in between as the
+/// table's function (see [`ElemOp`]).
 fn chain_to_tlu(g: &Graph, q: NodeIndex, out: fhec_ir::QuantParams) -> Option<(NodeIndex, TluFn)> {
     let shape = g.g[q].ty.shape.clone();
     let mut chain = Vec::new();
-    let mut cur = g.inputs_of(q)[0];
-    loop {
-        let ins = g.inputs_of(cur);
-        match &g.g[cur].op {
-            Op::Dequant { a, b } => {
-                chain.reverse();
-                return Some((
-                    ins[0],
-                    TluFn {
-                        a: a.clone(),
-                        b: b.clone(),
-                        chain,
-                        out,
-                        domain: None,
-                    },
-                ));
-            }
-            Op::Unary(u) => {
-                chain.push(ElemOp::Unary(*u));
-                cur = ins[0];
-            }
-            Op::Binary(op) => {
-                let as_const = |i: NodeIndex| match &g.g[i].op {
-                    Op::Const(t) => Some(t.clone()),
-                    _ => None,
-                };
-                let (c, x, const_first) = match (as_const(ins[0]), as_const(ins[1])) {
-                    (None, Some(c)) => (c, ins[0], false),
-                    (Some(c), None) => (c, ins[1], true),
-                    _ => return None,
-                };
-                if g.g[x].ty.shape != shape {
-                    return None;
-                }
-                let cf = match c {
-                    Tensor::F32(a) => a,
-                    Tensor::I64(a) => a.mapv(|v| v as f32),
-                };
-                let flat: Vec<f32> = cf.broadcast(IxDyn(&shape))?.iter().copied().collect();
-                let c = if flat.iter().all(|v| v.to_bits() == flat[0].to_bits()) {
-                    vec![flat[0]]
-                } else {
-                    flat
-                };
-                chain.push(ElemOp::Binary {
-                    op: *op,
-                    c,
-                    const_first,
-                });
-                cur = x;
-            }
-            _ => return None,
-        }
+    let mut root = None;
+    gen(g, g.inputs_of(q)[0], &shape, &mut chain, &mut root)?;
+    let d = root?;
+    let Op::Dequant { a, b } = &g.g[d].op else {
+        return None;
+    };
+    // the function starts from the first Dequant's value: its Load is implied
+    if matches!(chain.first(), Some(ElemOp::Load { a: la, b: lb }) if la == a && lb == b) {
+        chain.remove(0);
     }
+    Some((
+        g.inputs_of(d)[0],
+        TluFn {
+            a: a.clone(),
+            b: b.clone(),
+            chain,
+            out,
+            domain: None,
+        },
+    ))
+}
+
+/// Appends the steps computing float node `n` (of the table's `shape`) into `v`; every path
+/// must end at the same `Dequant` (`root`).
+fn gen(
+    g: &Graph,
+    n: NodeIndex,
+    shape: &[usize],
+    chain: &mut Vec<ElemOp>,
+    root: &mut Option<NodeIndex>,
+) -> Option<()> {
+    let ins = g.inputs_of(n);
+    match &g.g[n].op {
+        Op::Dequant { a, b } => {
+            // every path must read the same integers (each through its own affine map)
+            match *root {
+                Some(r) if g.inputs_of(r)[0] != ins[0] => return None,
+                Some(_) => {}
+                None => *root = Some(n),
+            }
+            chain.push(ElemOp::Load {
+                a: a.clone(),
+                b: b.clone(),
+            });
+        }
+        Op::Unary(u) => {
+            gen(g, ins[0], shape, chain, root)?;
+            chain.push(ElemOp::Unary(*u));
+        }
+        Op::Binary(op) => {
+            let as_const = |i: NodeIndex| match &g.g[i].op {
+                Op::Const(t) => Some(t.clone()),
+                _ => None,
+            };
+            let (c, x, const_first) = match (as_const(ins[0]), as_const(ins[1])) {
+                (None, Some(c)) => (c, ins[0], false),
+                (Some(c), None) => (c, ins[1], true),
+                (None, None) => {
+                    // both operands functions of the same input: x · Φ(x), …
+                    if ins.iter().any(|&i| g.g[i].ty.shape != shape) {
+                        return None;
+                    }
+                    gen(g, ins[0], shape, chain, root)?;
+                    chain.push(ElemOp::Push);
+                    gen(g, ins[1], shape, chain, root)?;
+                    chain.push(ElemOp::Combine(*op));
+                    return Some(());
+                }
+                _ => return None,
+            };
+            if g.g[x].ty.shape != shape {
+                return None;
+            }
+            let cf = match c {
+                Tensor::F32(a) => a,
+                Tensor::I64(a) => a.mapv(|v| v as f32),
+            };
+            let flat: Vec<f32> = cf.broadcast(IxDyn(shape))?.iter().copied().collect();
+            let c = if flat.iter().all(|v| v.to_bits() == flat[0].to_bits()) {
+                vec![flat[0]]
+            } else {
+                flat
+            };
+            gen(g, x, shape, chain, root)?;
+            chain.push(ElemOp::Binary {
+                op: *op,
+                c,
+                const_first,
+            });
+        }
+        _ => return None,
+    }
+    Some(())
 }

@@ -65,6 +65,25 @@ pub fn used_intervals(
         .collect()
 }
 
+/// `a[i] · 2^k[i]` (exact in f32), kept as one value when all agree.
+fn scale_by_shift(a: &mut Vec<f32>, ks: &[u32]) {
+    let len = ks.len();
+    let mut v = if a.len() == len {
+        a.clone()
+    } else {
+        vec![a[0]; len]
+    };
+    for (a, &k) in v.iter_mut().zip(ks) {
+        *a *= (1u64 << k) as f32;
+    }
+    let bits: Vec<u32> = v.iter().map(|x| x.to_bits()).collect();
+    *a = if bits.iter().all(|&b| b == bits[0]) {
+        vec![v[0]]
+    } else {
+        v
+    };
+}
+
 /// One value, or one per element.
 fn compress<T: Copy + PartialEq>(v: Vec<T>) -> Vec<T> {
     if v.iter().all(|x| *x == v[0]) {
@@ -146,21 +165,14 @@ impl Pass for Round {
                 }
             };
             if let Op::Tlu(t) = &mut g.g[n].op {
-                let len = ks.len();
-                let mut a = if t.a.len() == len {
-                    t.a.clone()
-                } else {
-                    vec![t.a[0]; len]
-                };
-                for (a, &k) in a.iter_mut().zip(&ks) {
-                    *a *= (1u64 << k) as f32;
+                // every affine read of the input (the table's own, and each Load of a
+                // function that reads it twice) now sees `x / 2^k`
+                scale_by_shift(&mut t.a, &ks);
+                for e in &mut t.chain {
+                    if let fhec_ir::ElemOp::Load { a, .. } = e {
+                        scale_by_shift(a, &ks);
+                    }
                 }
-                let bits: Vec<u32> = a.iter().map(|v| v.to_bits()).collect();
-                t.a = if bits.iter().all(|&v| v == bits[0]) {
-                    vec![a[0]]
-                } else {
-                    a
-                };
             }
             let e = g.g.find_edge(x, n).expect("invariant: x feeds n");
             g.g.remove_edge(e);

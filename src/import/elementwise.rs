@@ -197,3 +197,75 @@ fn variadic(cx: &mut Cx, n: &pb::NodeProto, b: Binary) -> Result<(), ImportError
     }
     Ok(())
 }
+
+/// Gelu (opset 20): `x · ½(1 + erf(x/√2))`, or with `approximate = "tanh"`
+/// `x · ½(1 + tanh(√(2/π)(x + 0.044715 x³)))`, as the elementwise ops torch writes at older
+/// opsets; on an encrypted value the whole is one table (a function of `x` read twice).
+pub(super) fn gelu(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    use fhec_ir::Tensor;
+    let approx = Attrs::of(n).string("approximate", "none")?;
+    let out = n
+        .output
+        .first()
+        .cloned()
+        .ok_or_else(|| Cx::err(n, "node has no output"))?;
+    let x = n.input[0].clone();
+    let t = |tag: &str| format!("{out}::{tag}");
+    let mut c = |tag: &str, v: f32| {
+        let name = t(tag);
+        cx.bind(&name, Val::Const(Tensor::scalar_f32(v)));
+        name
+    };
+    let (one, half) = (c("one", 1.0), c("half", 0.5));
+    let steps: Vec<(&str, Op, Vec<String>)> = match approx.as_str() {
+        "none" => {
+            let r2 = c("sqrt2", std::f32::consts::SQRT_2);
+            vec![
+                ("scaled", Op::Binary(Binary::Div), vec![x.clone(), r2]),
+                ("erf", Op::Unary(Unary::Erf), vec![t("scaled")]),
+            ]
+        }
+        "tanh" => {
+            let (three, k, s) = (
+                c("three", 3.0),
+                c("k", 0.044_715),
+                c("s", (2.0 / std::f32::consts::PI).sqrt()),
+            );
+            vec![
+                ("cube", Op::Binary(Binary::Pow), vec![x.clone(), three]),
+                ("kcube", Op::Binary(Binary::Mul), vec![t("cube"), k]),
+                (
+                    "inner",
+                    Op::Binary(Binary::Add),
+                    vec![x.clone(), t("kcube")],
+                ),
+                ("scaled", Op::Binary(Binary::Mul), vec![t("inner"), s]),
+                ("erf", Op::Unary(Unary::Tanh), vec![t("scaled")]),
+            ]
+        }
+        other => {
+            return Err(Cx::err(
+                n,
+                format!("approximate = \"{other}\" is not a Gelu mode (none, tanh)"),
+            ))
+        }
+    };
+    let steps = steps.into_iter().chain([
+        ("shifted", Op::Binary(Binary::Add), vec![t("erf"), one]),
+        ("halved", Op::Binary(Binary::Mul), vec![t("shifted"), half]),
+        (
+            "product",
+            Op::Binary(Binary::Mul),
+            vec![x.clone(), t("halved")],
+        ),
+    ]);
+    let steps: Vec<_> = steps.collect();
+    let last = steps.len() - 1;
+    for (k, (tag, op, ins)) in steps.into_iter().enumerate() {
+        let dst = if k == last { out.clone() } else { t(tag) };
+        let refs: Vec<&str> = ins.iter().map(String::as_str).collect();
+        let ports: Vec<usize> = (0..refs.len()).collect();
+        cx.emit(&sub_node(n, op.name(), &refs, &dst, tag), op, &ports)?;
+    }
+    Ok(())
+}

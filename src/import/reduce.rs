@@ -1,5 +1,5 @@
-//! ReduceSum, ReduceMean (axes as attribute or input, by opset) and Softmax (opset < 13
-//! flattening semantics and the per-axis semantics of opset 13+).
+//! ReduceSum, ReduceMean, ReduceMax (axes as attribute or input, by opset), Softmax (opset <
+//! 13 flattening semantics and the per-axis semantics of opset 13+) and LayerNormalization.
 
 use super::attrs::{axis, Attrs};
 use super::{Cx, ImportError};
@@ -9,15 +9,15 @@ use tract_onnx::pb;
 pub(super) fn reduce(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     let a = Attrs::of(n);
     let rank = cx.in_ty(n, 0)?.rank();
-    let kind = if n.op_type == "ReduceSum" {
-        ReduceKind::Sum
-    } else {
-        ReduceKind::Mean
+    let kind = match n.op_type.as_str() {
+        "ReduceSum" => ReduceKind::Sum,
+        "ReduceMax" => ReduceKind::Max,
+        _ => ReduceKind::Mean,
     };
-    // axes became an input: ReduceSum at opset 13, ReduceMean at opset 18
+    // axes became an input: ReduceSum at opset 13, ReduceMean and ReduceMax at opset 18
     let axes_as_input = match kind {
         ReduceKind::Sum => cx.opset >= 13,
-        ReduceKind::Mean => cx.opset >= 18,
+        ReduceKind::Mean | ReduceKind::Max => cx.opset >= 18,
     };
     let raw = if axes_as_input {
         cx.const_input(n, 1)?.map(|t| t.i64_values())
@@ -63,4 +63,93 @@ pub(super) fn softmax(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError>
         },
         &[0],
     )
+}
+
+/// LayerNormalization (opset 17): over the axes from `axis` on,
+/// `(x − mean) · 1/√(var + ε) · scale + bias`, written as the ops torch exports at older
+/// opsets (ReduceMean, Sub, Pow, Add, Sqrt, Reciprocal, Mul, Add), so that every step is one
+/// the quantize pass has a rule for: the mean and variance are linear in the codes and their
+/// squares, `1/√(var + ε)` a table, the normalisation an encrypted product. The optional
+/// outputs Mean and InvStdDev are those intermediate values.
+pub(super) fn layer_norm(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    use super::elementwise::sub_node as node;
+    use super::Val;
+    use fhec_ir::{Binary, Tensor, Unary};
+    let a = Attrs::of(n);
+    let rank = cx.in_ty(n, 0)?.rank();
+    let ax = axis(n, a.int("axis", -1)?, rank)?;
+    let eps = a.float("epsilon", 1e-5)?;
+    let out = n
+        .output
+        .first()
+        .cloned()
+        .ok_or_else(|| Cx::err(n, "node has no output"))?;
+    let x = n.input[0].clone();
+    let t = |tag: &str| format!("{out}::{tag}");
+    let scalar = |cx: &mut Cx, tag: &str, v: f32| {
+        let name = t(tag);
+        cx.bind(&name, Val::Const(Tensor::scalar_f32(v)));
+        name
+    };
+    let mean_op = Op::Reduce {
+        kind: ReduceKind::Mean,
+        axes: (ax..rank).collect(),
+        keepdims: true,
+    };
+    let two = scalar(cx, "two", 2.0);
+    let epsn = scalar(cx, "epsilon", eps);
+    let has_bias = n.input.get(2).is_some_and(|b| !b.is_empty());
+    let steps: Vec<(&str, Op, Vec<String>)> = vec![
+        ("mean", mean_op.clone(), vec![x.clone()]),
+        (
+            "centred",
+            Op::Binary(Binary::Sub),
+            vec![x.clone(), t("mean")],
+        ),
+        ("squared", Op::Binary(Binary::Pow), vec![t("centred"), two]),
+        ("variance", mean_op, vec![t("squared")]),
+        (
+            "shifted",
+            Op::Binary(Binary::Add),
+            vec![t("variance"), epsn],
+        ),
+        ("std", Op::Unary(Unary::Sqrt), vec![t("shifted")]),
+        ("inv_std", Op::Unary(Unary::Reciprocal), vec![t("std")]),
+        (
+            "normalized",
+            Op::Binary(Binary::Mul),
+            vec![t("centred"), t("inv_std")],
+        ),
+        (
+            "scaled",
+            Op::Binary(Binary::Mul),
+            vec![t("normalized"), n.input[1].clone()],
+        ),
+    ];
+    let last = steps.len() - 1;
+    for (k, (tag, op, ins)) in steps.into_iter().enumerate() {
+        let dst = if k == last && !has_bias {
+            out.clone()
+        } else {
+            t(tag)
+        };
+        let refs: Vec<&str> = ins.iter().map(String::as_str).collect();
+        let ports: Vec<usize> = (0..refs.len()).collect();
+        cx.emit(&node(n, op.name(), &refs, &dst, tag), op, &ports)?;
+    }
+    if has_bias {
+        let b = n.input[2].clone();
+        cx.emit(
+            &node(n, "Add", &[&t("scaled"), &b], &out, "bias"),
+            Op::Binary(Binary::Add),
+            &[0, 1],
+        )?;
+    }
+    for (i, tag) in [(1, "mean"), (2, "inv_std")] {
+        if let Some(o) = n.output.get(i).filter(|o| !o.is_empty()) {
+            let v = cx.req_named(n, &t(tag))?;
+            cx.bind(o, v);
+        }
+    }
+    Ok(())
 }

@@ -13,7 +13,37 @@ use ndarray::{ArrayD, Dimension, IxDyn};
 /// widen the decrypted logits past what exact decryption at 6 bits can read.
 const SQ_EXTRA: u32 = 1;
 
+/// The encrypted integers a float value of the quantized graph is a function of.
+#[derive(PartialEq)]
+pub(super) struct Source(NodeIndex);
+
 impl Builder<'_> {
+    /// The one encrypted source of float node `qn` of the quantized graph, if every path up
+    /// from it through elementwise float ops ends at a `Dequant` of the same integers.
+    fn float_source(&self, qn: NodeIndex) -> Option<Source> {
+        let g = &self.q;
+        match &g.g[qn].op {
+            Op::Dequant { .. } => Some(Source(g.inputs_of(qn)[0])),
+            Op::Unary(_) => self.float_source(g.inputs_of(qn)[0]),
+            Op::Binary(_) => {
+                let ins = g.inputs_of(qn);
+                let mut found: Option<Source> = None;
+                for i in ins {
+                    if matches!(g.g[i].op, Op::Const(_)) {
+                        continue;
+                    }
+                    let s = self.float_source(i)?;
+                    match &found {
+                        Some(f) if *f != s => return None,
+                        _ => found = Some(s),
+                    }
+                }
+                found
+            }
+            _ => None,
+        }
+    }
+
     /// MaxPool: each window position read by a one-hot depthwise convolution (padding reads
     /// the smallest code, which never wins), then a tree of encrypted maxima.
     pub(super) fn max_pool(
@@ -129,6 +159,23 @@ impl Builder<'_> {
         out_shape: &[usize],
     ) -> Result<(), PassError> {
         let out_len: usize = out_shape.iter().product();
+        // two functions of the same encrypted value (GELU's x·Φ(x), SiLU's x·σ(x)) are still
+        // a function of that value: one table computes it (fuse_tlu), no product
+        let source = |v: &QVal| match v {
+            QVal::Enc { node, .. } => Some(Source(*node)),
+            QVal::Float { node } => self.float_source(*node),
+            QVal::Const(_) => None,
+        };
+        if ins.iter().all(|&i| self.f.g[i].ty.shape == out_shape) {
+            if let (Some(s0), Some(s1)) = (source(&vals[0]), source(&vals[1])) {
+                if s0 == s1 {
+                    let (x, y) = (self.float_node(ins[0])?, self.float_node(ins[1])?);
+                    let node = self.add(name, Op::Binary(op), &[x, y])?;
+                    self.vals.insert(n, QVal::Float { node });
+                    return Ok(());
+                }
+            }
+        }
         match (&vals[0], &vals[1]) {
             (QVal::Const(c), other) | (other, QVal::Const(c)) => {
                 let const_first = matches!(vals[0], QVal::Const(_));
@@ -197,6 +244,60 @@ impl Builder<'_> {
         }
     }
 
+    /// `x·y` of two encrypted tensors, each on its own grid (its calibrated range at `nb`
+    /// bits, so that a probability in [0, 1] times a value in [−5, 5] keeps both
+    /// resolutions): with centred codes `u = qx − zx`, `v = qy − zy` (integers),
+    /// `u·v = ((u + v)² − (u − v)²)/4`, each square one table whose output is requantized on
+    /// one grid of `nb + SQ_EXTRA` bits; `x·y = sx·sy·u·v`.
+    fn encrypted_product(
+        &mut self,
+        n: NodeIndex,
+        ins: &[NodeIndex],
+        name: &str,
+        nb: u32,
+    ) -> Result<(), PassError> {
+        let px = self.act_params_at(ins[0], nb)?;
+        let py = self.act_params_at(ins[1], nb)?;
+        let (x, px) = self.requant_with(ins[0], px)?;
+        let (y, py) = self.requant_with(ins[1], py)?;
+        let (zx, zy) = (px.zero_point as f32, py.zero_point as f32);
+        // the largest |u| and |v|, and the bound of the squares
+        let ux = (px.qmax - px.zero_point)
+            .abs()
+            .max((px.qmin - px.zero_point).abs()) as f32;
+        let uy = (py.qmax - py.zero_point)
+            .abs()
+            .max((py.qmin - py.zero_point).abs()) as f32;
+        let sq = QuantParams::unsigned(0.0, (ux + uy).powi(2), (nb + SQ_EXTRA).min(16));
+        let sum = self.add(&format!("{name}:sum"), Op::Binary(Binary::Add), &[x, y])?;
+        let dif = self.add(&format!("{name}:diff"), Op::Binary(Binary::Sub), &[x, y])?;
+        let mut squares = Vec::with_capacity(2);
+        // u + v = (qx + qy) − (zx + zy); u − v = (qx − qy) − (zx − zy)
+        for (tag, node, b) in [("sum", sum, -(zx + zy)), ("diff", dif, -(zx - zy))] {
+            let dq = self.add(
+                &format!("{name}:{tag}:dequant"),
+                Op::Dequant {
+                    a: vec![1.0],
+                    b: vec![b],
+                },
+                &[node],
+            )?;
+            let two = self
+                .q
+                .add_const(&format!("{name}:two"), Tensor::scalar_f32(2.0));
+            let p2 = self.add(
+                &format!("{name}:{tag}:square"),
+                Op::Binary(Binary::Pow),
+                &[dq, two],
+            )?;
+            squares.push(self.add(&format!("{name}:{tag}:quant"), Op::Quant(sq), &[p2])?);
+        }
+        let node = self.add(name, Op::Binary(Binary::Sub), &[squares[0], squares[1]])?;
+        let a = sq.scale / 4.0 * px.scale * py.scale;
+        self.set_enc(n, node, vec![a], vec![0.0], None);
+        Ok(())
+    }
+
     /// Both operands encrypted.
     pub(super) fn encrypted_binary(
         &mut self,
@@ -242,9 +343,12 @@ impl Builder<'_> {
                 return Ok(());
             }
         }
+        let nb = self.cx.config.n_bits_activations;
+        if op == Binary::Mul {
+            return self.encrypted_product(n, ins, name, nb);
+        }
         // a common quantization for both operands
         let (r0, r1) = (self.range(ins[0])?, self.range(ins[1])?);
-        let nb = self.cx.config.n_bits_activations;
         let common = QuantParams::unsigned(r0.0.min(r1.0), r0.1.max(r1.1), nb);
         let (x, _) = self.requant_with(ins[0], common)?;
         let (y, _) = self.requant_with(ins[1], common)?;
@@ -259,35 +363,6 @@ impl Builder<'_> {
             Binary::Max | Binary::Min => {
                 let node = self.int_extreme(name, x, y, &common, op == Binary::Max)?;
                 self.set_enc(n, node, vec![s], vec![-s * z], Some(common));
-            }
-            Binary::Mul => {
-                // x·y = ((x+y)² − (x−y)²)/4, both squares requantized on one scale
-                let bound = (r0.0.abs().max(r0.1.abs()) + r1.0.abs().max(r1.1.abs())).powi(2);
-                let sq = QuantParams::unsigned(0.0, bound, (nb + SQ_EXTRA).min(16));
-                let sum = self.add(&format!("{name}:sum"), Op::Binary(Binary::Add), &[x, y])?;
-                let dif = self.add(&format!("{name}:diff"), Op::Binary(Binary::Sub), &[x, y])?;
-                let mut squares = Vec::with_capacity(2);
-                for (tag, node, b) in [("sum", sum, -2.0 * s * z), ("diff", dif, 0.0)] {
-                    let dq = self.add(
-                        &format!("{name}:{tag}:dequant"),
-                        Op::Dequant {
-                            a: vec![s],
-                            b: vec![b],
-                        },
-                        &[node],
-                    )?;
-                    let two = self
-                        .q
-                        .add_const(&format!("{name}:two"), Tensor::scalar_f32(2.0));
-                    let p2 = self.add(
-                        &format!("{name}:{tag}:square"),
-                        Op::Binary(Binary::Pow),
-                        &[dq, two],
-                    )?;
-                    squares.push(self.add(&format!("{name}:{tag}:quant"), Op::Quant(sq), &[p2])?);
-                }
-                let node = self.add(name, Op::Binary(Binary::Sub), &[squares[0], squares[1]])?;
-                self.set_enc(n, node, vec![sq.scale / 4.0], vec![0.0], None);
             }
             _ => {
                 return Err(self.unsupported(

@@ -26,6 +26,7 @@
 mod encrypted;
 mod linear;
 mod movement;
+mod reduce;
 
 use crate::{Changed, Pass, PassContext, PassError, Stage};
 use fhec_ir::{
@@ -173,19 +174,25 @@ fn is_linear_with_weights(g: &Graph, n: NodeIndex) -> bool {
     }
 }
 
+/// For every node: whether an encrypted layer (a linear op with clear weights, a pooling)
+/// is it or depends on it, so that it must run on the server (a reverse topological sweep).
+pub(crate) fn needs_server(f: &Graph) -> HashMap<NodeIndex, bool> {
+    let mut needs = HashMap::new();
+    if let Ok(order) = f.topo() {
+        for &n in order.iter().rev() {
+            let down = f
+                .users_of(n)
+                .iter()
+                .any(|u| needs.get(u).copied().unwrap_or(false));
+            needs.insert(n, down || is_linear_with_weights(f, n));
+        }
+    }
+    needs
+}
+
 impl<'a> Builder<'a> {
     fn new(f: &'a Graph, cx: &'a PassContext) -> Self {
-        // needs_server: reverse topological sweep
-        let mut needs_server = HashMap::new();
-        if let Ok(order) = f.topo() {
-            for &n in order.iter().rev() {
-                let down = f
-                    .users_of(n)
-                    .iter()
-                    .any(|u| needs_server.get(u).copied().unwrap_or(false));
-                needs_server.insert(n, down || is_linear_with_weights(f, n));
-            }
-        }
+        let needs_server = needs_server(f);
         Self {
             f,
             cx,
@@ -373,6 +380,21 @@ impl<'a> Builder<'a> {
             if have == p {
                 return Ok((node, p));
             }
+        }
+        // a tensor that only moves or copies another one's elements (an Expand before an
+        // encrypted product): requantize the source, then move its codes — one table per
+        // source element instead of one per copy
+        let op = self.f.g[n].op.clone();
+        let ins = self.f.inputs_of(n);
+        if op.is_data_movement()
+            && !matches!(op, Op::Pad { .. } | Op::Concat { .. })
+            && ins.len() == 1
+            && !self.float_src.contains_key(&n)
+            && !matches!(self.val(ins[0]), QVal::Const(_))
+        {
+            let (src, _) = self.requant_with(ins[0], p)?;
+            let node = self.add(&format!("{}:quant", self.name(n)), op, &[src])?;
+            return Ok((node, p));
         }
         let fl = match self.float_src.get(&n) {
             Some(&f) => f,
@@ -602,6 +624,11 @@ impl<'a> Builder<'a> {
                 Ok(())
             }
             Op::Binary(op) => self.binary(n, op, &ins, &vals, &name, &out_shape),
+            Op::Reduce { kind, axes, .. }
+                if !matches!(vals[0], QVal::Float { .. }) || self.needs_server[&n] =>
+            {
+                self.encrypted_reduce(n, ins[0], kind, &axes, &name, &out_shape)
+            }
             op if op.is_data_movement()
                 && (vals.iter().any(|v| !matches!(v, QVal::Float { .. }))
                     || self.needs_server[&n]) =>
