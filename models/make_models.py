@@ -143,6 +143,49 @@ class Conv1dNet(nn.Module):
         return self.fc(torch.flatten(h, 1))
 
 
+class LnGeluMLP(nn.Module):
+    """64 → 32 → LayerNorm → GELU → 32 → LayerNorm → GELU → 10 (LayerNormalization, opset 17)."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Linear(64, 32), nn.LayerNorm(32), nn.GELU(),
+            nn.Linear(32, 32), nn.LayerNorm(32), nn.GELU(),
+            nn.Linear(32, 10),
+        )
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class TinyTransformer(nn.Module):
+    """A digit as 8 tokens of 8 pixels: token embedding 8 → 8 plus a learned position
+    embedding, one pre-norm encoder block
+    (LayerNorm, one-head self-attention with softmax, residual; LayerNorm, MLP 8 → 16 → 8 with
+    GELU, residual), mean over tokens, linear → 10."""
+
+    def __init__(self, d=8):
+        super().__init__()
+        self.d = d
+        self.embed = nn.Linear(8, d)
+        self.pos = nn.Parameter(torch.zeros(8, d))
+        self.ln1 = nn.LayerNorm(d)
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d)
+        self.v = nn.Linear(d, d)
+        self.ln2 = nn.LayerNorm(d)
+        self.mlp = nn.Sequential(nn.Linear(d, 2 * d), nn.GELU(), nn.Linear(2 * d, d))
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x):
+        t = self.embed(x.reshape(-1, 8, 8)) + self.pos
+        h = self.ln1(t)
+        att = torch.softmax(self.q(h) @ self.k(h).transpose(1, 2) / self.d**0.5, dim=-1)
+        t = t + att @ self.v(h)
+        t = t + self.mlp(self.ln2(t))
+        return self.head(t.mean(dim=1))
+
+
 def train(model, x, y, epochs, lr=1e-2, wd=1e-4, regression=False):
     torch.manual_seed(SEED)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
@@ -266,6 +309,10 @@ def build(name):
         torch.manual_seed(SEED)
         net = train(MLP([10, 16, 8, 1]), xtr, ytr, epochs=60, lr=1e-3, regression=True)
         return export(name, net, xtr, xte, yte, opset=13)
+    if name == "digits_lngelu":
+        return export(name, train(LnGeluMLP(), xtr, ytr, epochs=60, lr=3e-3), xtr, xte, yte, opset=17)
+    if name == "digits_transformer":
+        return export(name, train(TinyTransformer(), xtr, ytr, epochs=80, lr=3e-3), xtr, xte, yte, opset=17)
     if name in ("digits_qat2", "digits_qat3", "digits_qat4"):
         return qat_net(name, "mlp", xtr, xte, ytr, yte, bits=int(name[-1]))
     if name in ("digits_qcnn2", "digits_qcnn3", "digits_qcnn4"):
@@ -429,6 +476,8 @@ ALL = [
     "digits_qcnn2",
     "digits_qcnn3",
     "digits_qcnn4",
+    "digits_lngelu",
+    "digits_transformer",
 ]
 
 
