@@ -99,6 +99,35 @@ pub(super) fn sub_node(
     }
 }
 
+/// Emits `steps` of node `n` in order, each `(tag, op, inputs)` writing `{out}::{tag}`, the
+/// last one writing `out` itself (a decomposition into IR ops).
+pub(super) fn emit_steps(
+    cx: &mut Cx,
+    n: &pb::NodeProto,
+    out: &str,
+    steps: Vec<(&str, Op, Vec<String>)>,
+) -> Result<(), ImportError> {
+    let last = steps.len().saturating_sub(1);
+    for (k, (tag, op, ins)) in steps.into_iter().enumerate() {
+        let dst = if k == last {
+            out.to_string()
+        } else {
+            format!("{out}::{tag}")
+        };
+        let refs: Vec<&str> = ins.iter().map(String::as_str).collect();
+        let ports: Vec<usize> = (0..refs.len()).collect();
+        cx.emit(&sub_node(n, op.name(), &refs, &dst, tag), op, &ports)?;
+    }
+    Ok(())
+}
+
+/// Binds the scalar constant `v` as `{out}::{tag}`; returns the name.
+pub(super) fn bind_scalar(cx: &mut Cx, out: &str, tag: &str, v: f32) -> String {
+    let name = format!("{out}::{tag}");
+    cx.bind(&name, Val::Const(fhec_ir::Tensor::scalar_f32(v)));
+    name
+}
+
 /// Clip whose bounds are computed at run time: `Min(Max(x, min), max)`.
 fn clip_runtime(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     let out = n
@@ -202,22 +231,13 @@ fn variadic(cx: &mut Cx, n: &pb::NodeProto, b: Binary) -> Result<(), ImportError
 /// `x · ½(1 + tanh(√(2/π)(x + 0.044715 x³)))`, as the elementwise ops torch writes at older
 /// opsets; on an encrypted value the whole is one table (a function of `x` read twice).
 pub(super) fn gelu(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
-    use fhec_ir::Tensor;
     let approx = Attrs::of(n).string("approximate", "none")?;
-    let out = n
-        .output
-        .first()
-        .cloned()
-        .ok_or_else(|| Cx::err(n, "node has no output"))?;
+    let out = super::qdq::output(n)?;
     let x = n.input[0].clone();
     let t = |tag: &str| format!("{out}::{tag}");
-    let mut c = |tag: &str, v: f32| {
-        let name = t(tag);
-        cx.bind(&name, Val::Const(Tensor::scalar_f32(v)));
-        name
-    };
+    let mut c = |tag: &str, v: f32| bind_scalar(cx, &out, tag, v);
     let (one, half) = (c("one", 1.0), c("half", 0.5));
-    let steps: Vec<(&str, Op, Vec<String>)> = match approx.as_str() {
+    let mut steps: Vec<(&str, Op, Vec<String>)> = match approx.as_str() {
         "none" => {
             let r2 = c("sqrt2", std::f32::consts::SQRT_2);
             vec![
@@ -250,7 +270,7 @@ pub(super) fn gelu(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
             ))
         }
     };
-    let steps = steps.into_iter().chain([
+    steps.extend([
         ("shifted", Op::Binary(Binary::Add), vec![t("erf"), one]),
         ("halved", Op::Binary(Binary::Mul), vec![t("shifted"), half]),
         (
@@ -259,13 +279,5 @@ pub(super) fn gelu(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
             vec![x.clone(), t("halved")],
         ),
     ]);
-    let steps: Vec<_> = steps.collect();
-    let last = steps.len() - 1;
-    for (k, (tag, op, ins)) in steps.into_iter().enumerate() {
-        let dst = if k == last { out.clone() } else { t(tag) };
-        let refs: Vec<&str> = ins.iter().map(String::as_str).collect();
-        let ports: Vec<usize> = (0..refs.len()).collect();
-        cx.emit(&sub_node(n, op.name(), &refs, &dst, tag), op, &ports)?;
-    }
-    Ok(())
+    emit_steps(cx, n, &out, steps)
 }

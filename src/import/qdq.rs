@@ -158,6 +158,26 @@ pub(super) fn emit_chain(
     Ok(())
 }
 
+/// `x` (of element type `dtype`) as f32: itself, or a Cast bound as `{base}::as_f32`.
+pub(super) fn as_f32(
+    cx: &mut Cx,
+    n: &pb::NodeProto,
+    x: &str,
+    dtype: DType,
+    base: &str,
+) -> Result<String, ImportError> {
+    if dtype == DType::F32 {
+        return Ok(x.to_string());
+    }
+    let c = format!("{base}::as_f32");
+    cx.emit(
+        &node(n, "Cast", &[x], &c, "cast"),
+        Op::Cast { to: DType::F32 },
+        &[0],
+    )?;
+    Ok(c)
+}
+
 /// Binds a constant under a name derived from the node's output.
 pub(super) fn bind_const(cx: &mut Cx, out: &str, tag: &str, a: ArrayD<f32>) -> String {
     let name = format!("{out}::{tag}");
@@ -410,16 +430,7 @@ pub(super) fn dequantize_linear(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Im
     let ty = cx.in_ty(n, 0)?;
     let (s, z) = grid(cx, n, &ty.shape)?;
     let out = output(n)?;
-    let mut x = n.input[0].clone();
-    if ty.dtype != DType::F32 {
-        let c = format!("{out}::as_f32");
-        cx.emit(
-            &node(n, "Cast", &[&x], &c, "cast"),
-            Op::Cast { to: DType::F32 },
-            &[0],
-        )?;
-        x = c;
-    }
+    let x = as_f32(cx, n, &n.input[0], ty.dtype, &out)?;
     let sn = bind_const(cx, &out, "scale", s);
     let zn = bind_const(cx, &out, "zero_point", z);
     emit_chain(

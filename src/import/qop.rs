@@ -14,7 +14,7 @@
 use super::attrs::Attrs;
 use super::elementwise::sub_node as node;
 use super::{qdq, Cx, ImportError, Val};
-use fhec_ir::{Binary, DType, Op, Tensor};
+use fhec_ir::{Binary, Op, Tensor};
 use ndarray::{ArrayD, IxDyn};
 use tract_onnx::pb;
 
@@ -323,15 +323,7 @@ fn centred(
                 .map(|()| name);
         }
     }
-    if ty.dtype != DType::F32 {
-        let c = format!("{name}::as_f32");
-        cx.emit(
-            &node(n, "Cast", &[&x], &c, "cast"),
-            Op::Cast { to: DType::F32 },
-            &[0],
-        )?;
-        x = c;
-    }
+    x = qdq::as_f32(cx, n, &x, ty.dtype, &name)?;
     let Some(z) = z else {
         let v = cx.req_named(n, &x)?;
         cx.bind(&name, v);

@@ -72,34 +72,23 @@ pub(super) fn softmax(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError>
 /// squares, `1/√(var + ε)` a table, the normalisation an encrypted product. The optional
 /// outputs Mean and InvStdDev are those intermediate values.
 pub(super) fn layer_norm(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
-    use super::elementwise::sub_node as node;
-    use super::Val;
-    use fhec_ir::{Binary, Tensor, Unary};
+    use super::elementwise::{bind_scalar, emit_steps};
+    use fhec_ir::{Binary, Unary};
     let a = Attrs::of(n);
     let rank = cx.in_ty(n, 0)?.rank();
     let ax = axis(n, a.int("axis", -1)?, rank)?;
     let eps = a.float("epsilon", 1e-5)?;
-    let out = n
-        .output
-        .first()
-        .cloned()
-        .ok_or_else(|| Cx::err(n, "node has no output"))?;
+    let out = super::qdq::output(n)?;
     let x = n.input[0].clone();
     let t = |tag: &str| format!("{out}::{tag}");
-    let scalar = |cx: &mut Cx, tag: &str, v: f32| {
-        let name = t(tag);
-        cx.bind(&name, Val::Const(Tensor::scalar_f32(v)));
-        name
-    };
     let mean_op = Op::Reduce {
         kind: ReduceKind::Mean,
         axes: (ax..rank).collect(),
         keepdims: true,
     };
-    let two = scalar(cx, "two", 2.0);
-    let epsn = scalar(cx, "epsilon", eps);
-    let has_bias = n.input.get(2).is_some_and(|b| !b.is_empty());
-    let steps: Vec<(&str, Op, Vec<String>)> = vec![
+    let two = bind_scalar(cx, &out, "two", 2.0);
+    let epsn = bind_scalar(cx, &out, "epsilon", eps);
+    let mut steps: Vec<(&str, Op, Vec<String>)> = vec![
         ("mean", mean_op.clone(), vec![x.clone()]),
         (
             "centred",
@@ -126,25 +115,14 @@ pub(super) fn layer_norm(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportErr
             vec![t("normalized"), n.input[1].clone()],
         ),
     ];
-    let last = steps.len() - 1;
-    for (k, (tag, op, ins)) in steps.into_iter().enumerate() {
-        let dst = if k == last && !has_bias {
-            out.clone()
-        } else {
-            t(tag)
-        };
-        let refs: Vec<&str> = ins.iter().map(String::as_str).collect();
-        let ports: Vec<usize> = (0..refs.len()).collect();
-        cx.emit(&node(n, op.name(), &refs, &dst, tag), op, &ports)?;
-    }
-    if has_bias {
-        let b = n.input[2].clone();
-        cx.emit(
-            &node(n, "Add", &[&t("scaled"), &b], &out, "bias"),
+    if let Some(b) = n.input.get(2).filter(|b| !b.is_empty()) {
+        steps.push((
+            "bias",
             Op::Binary(Binary::Add),
-            &[0, 1],
-        )?;
+            vec![t("scaled"), b.clone()],
+        ));
     }
+    emit_steps(cx, n, &out, steps)?;
     for (i, tag) in [(1, "mean"), (2, "inv_std")] {
         if let Some(o) = n.output.get(i).filter(|o| !o.is_empty()) {
             let v = cx.req_named(n, &t(tag))?;
