@@ -321,6 +321,8 @@ def build(name):
         return qat_net(name, "mlp", xtr, xte, ytr, yte, bits=3, fmt="qcdq")
     if name == "digits_mlp_qdq":
         return qdq("digits_mlp", name, xte, yte)
+    if name == "digits_mlp_mixed":
+        return qdq("digits_mlp", name, xte, yte, exclude=["/net/net.2/Gemm", "/net/net.4/Gemm"])
     if name == "digits_mlp_qop":
         return qdq("digits_mlp", name, xte, yte, fmt="QOperator")
     if name == "digits_cnn_qop":
@@ -405,12 +407,12 @@ def qat_net(name, kind, xtr, xte, ytr, yte, bits, fmt="qonnx"):
     }
 
 
-def qdq(src, name, x_test, y_test, fmt="QDQ", per_channel=False):
+def qdq(src, name, x_test, y_test, fmt="QDQ", per_channel=False, exclude=()):
     """onnxruntime's static quantization of a shipped float model, calibrated on its
     calibration set: `fmt="QDQ"` (QuantizeLinear/DequantizeLinear around every Gemm or Conv)
     or `"QOperator"` (QLinearConv, QGemm, QLinearAveragePool, …); uint8 activations, int8
     weights, per tensor or per channel. The test outputs are onnxruntime's run of the
-    quantized model."""
+    quantized model. `exclude` names nodes left in float (a mixed graph)."""
     import onnxruntime as ort
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
@@ -432,6 +434,7 @@ def qdq(src, name, x_test, y_test, fmt="QDQ", per_channel=False):
         activation_type=QuantType.QUInt8,
         weight_type=QuantType.QInt8,
         per_channel=per_channel,
+        nodes_to_exclude=list(exclude),
     )
     out = ort.InferenceSession(path).run(None, {"input": x_test})[0].astype(np.float32)
     np.save(os.path.join(OUT, f"{name}_calib.npy"), calib)
@@ -450,6 +453,7 @@ def qdq(src, name, x_test, y_test, fmt="QDQ", per_channel=False):
         "onnxruntime": ort.__version__,
         "format": fmt,
         "per_channel": per_channel,
+        "float_nodes": list(exclude),
         "float_accuracy": acc,
         "n_test": int(len(y_test)),
     }
@@ -469,6 +473,7 @@ ALL = [
     "digits_mlp_qdq",
     "digits_mlp_qop",
     "digits_cnn_qop",
+    "digits_mlp_mixed",
     "digits_qat2",
     "digits_qat3",
     "digits_qat4",

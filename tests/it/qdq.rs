@@ -315,6 +315,11 @@ fn self_quantized() -> Vec<String> {
         .expect("models")
         .iter()
         .filter(|m| m.get("brevitas").is_some() || m.get("onnxruntime").is_some())
+        .filter(|m| {
+            m.get("float_nodes")
+                .and_then(|f| f.as_array())
+                .is_none_or(|f| f.is_empty())
+        })
         .map(|m| m["name"].as_str().expect("name").to_string())
         .collect();
     assert_eq!(names.len(), 10, "{names:?}");
@@ -594,4 +599,33 @@ fn encrypted_qat_model_equals_clear_bit_for_bit() {
             "sample {i}: decrypted logits differ from clear mode"
         );
     }
+}
+
+/// A mixed graph (onnxruntime's QDQ with the last two Gemms left in float): without
+/// calibration data it is refused in one line naming the first value without a grid; with it,
+/// the quantized layer keeps the model's grids (the client quantizes on its uint8 input grid)
+/// and the float part is quantized from calibration, within one point of onnxruntime.
+#[test]
+fn mixed_graph_takes_calibration_for_its_float_part() {
+    let name = "digits_mlp_mixed";
+    let out = fhec(&[
+        "compile",
+        s(&model(&format!("{name}.onnx"))),
+        "-o",
+        "/dev/null",
+    ]);
+    crate::common::user_error(
+        &out,
+        &["`/net/net.3/Relu`", "no quantization grid", "--calib"],
+    );
+    let m = compile_with(name, fhec::QuantConfig::default());
+    let p = m.input_quant[0];
+    assert_eq!((p.qmin, p.qmax), (0, 255), "the model's input grid: {p:?}");
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    let y = npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
+    let ort = npy::read_f32(&model(&format!("{name}_test_out.npy"))).expect("onnxruntime out");
+    let ort = fhec::accuracy(&ort, &y).expect("accuracy");
+    let clear = fhec::accuracy(&m.run_clear(&[x]).expect("clear")[0], &y).expect("accuracy");
+    println!("{name}: onnxruntime {ort:.4}, clear {clear:.4}");
+    assert!(clear >= ort - 0.01, "clear {clear} vs onnxruntime {ort}");
 }
