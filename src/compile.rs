@@ -350,7 +350,63 @@ fn build_report(
     })
 }
 
+/// The table lookups one decomposed construction costs (a LayerNorm, an encrypted MatMul, a
+/// Softmax, …: an ONNX node the importer or canonicalize wrote as several ops, whose report
+/// rows are named `node#step` or `node:step`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConstructionCost {
+    pub node: String,
+    pub tlu_count: usize,
+    /// Elements of the widest tensor among its rows, and that shape.
+    pub shape: Vec<usize>,
+    /// Widest table input among its rows.
+    pub tlu_bits: Option<u32>,
+}
+
+impl ConstructionCost {
+    /// Table lookups per element of the construction's widest tensor.
+    pub fn per_element(&self) -> f64 {
+        self.tlu_count as f64 / self.shape.iter().product::<usize>().max(1) as f64
+    }
+}
+
 impl CompileReport {
+    /// The cost of every decomposed construction (two or more report rows, at least one
+    /// table lookup), in report order.
+    pub fn constructions(&self) -> Vec<ConstructionCost> {
+        let mut out: Vec<(ConstructionCost, usize)> = Vec::new();
+        for r in &self.layers {
+            let Some(cut) = r.layer.find(['#', ':']) else {
+                continue;
+            };
+            let node = &r.layer[..cut];
+            let len = |s: &[usize]| s.iter().product::<usize>();
+            match out.iter_mut().find(|(c, _)| c.node == node) {
+                Some((c, rows)) => {
+                    c.tlu_count += r.tlu_count;
+                    if len(&r.shape) > len(&c.shape) {
+                        c.shape = r.shape.clone();
+                    }
+                    c.tlu_bits = c.tlu_bits.max(r.tlu_input_bits);
+                    *rows += 1;
+                }
+                None => out.push((
+                    ConstructionCost {
+                        node: node.to_string(),
+                        tlu_count: r.tlu_count,
+                        shape: r.shape.clone(),
+                        tlu_bits: r.tlu_input_bits,
+                    },
+                    1,
+                )),
+            }
+        }
+        out.into_iter()
+            .filter(|(c, rows)| *rows >= 2 && c.tlu_count > 0)
+            .map(|(c, _)| c)
+            .collect()
+    }
+
     /// The per-layer table an engineer reads after `fhec compile`.
     pub fn to_text(&self) -> String {
         use std::fmt::Write as _;
@@ -412,6 +468,17 @@ impl CompileReport {
             "total: {} table lookups (PBS) per sample, widest table input {} bits",
             self.pbs_count, self.max_tlu_bits
         );
+        for c in self.constructions() {
+            let _ = writeln!(
+                s,
+                "construction `{}`: {} table lookups, {:.1} per element of {}, tables of {} bits",
+                c.node,
+                c.tlu_count,
+                c.per_element(),
+                ShapeFmt(&c.shape),
+                c.tlu_bits.map_or("-".to_string(), |b| b.to_string())
+            );
+        }
         let outs: Vec<String> = self
             .outputs
             .iter()

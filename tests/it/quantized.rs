@@ -562,3 +562,30 @@ fn regression_model_keeps_its_r2() {
     println!("{name}: R² float {f:.4}, clear {c:.4}");
     assert!(c >= f - 0.05, "clear R² {c} vs float {f}");
 }
+
+/// The compile report states what each decomposed construction costs: digits_lngelu's two
+/// LayerNorms at about four table lookups per element (centring, square, 1/√, product), on
+/// tables no wider than the rounding; GELU is fused into its layer's table (no construction).
+#[test]
+fn construction_costs_are_in_the_report() {
+    let name = "digits_lngelu";
+    let opts = CompileOptions {
+        quant: QuantConfig::with_n_bits(6),
+        ..Default::default()
+    };
+    let (m, _) =
+        fhec::compile(&model(&format!("{name}.onnx")), &[calib(name)], &opts).expect("compiles");
+    let cs = m.report.constructions();
+    println!("{cs:?}");
+    assert_eq!(cs.len(), 2, "{cs:?}");
+    for c in &cs {
+        assert!(c.node.ends_with("LayerNormalization"), "{c:?}");
+        assert!((3.0..=5.0).contains(&c.per_element()), "{c:?}");
+        assert!(c.tlu_bits.is_some_and(|b| b <= 6), "{c:?}");
+    }
+    let text = m.report.to_text();
+    assert!(
+        text.contains("construction `/net/net.1/LayerNormalization`"),
+        "{text}"
+    );
+}
