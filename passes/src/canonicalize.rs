@@ -194,19 +194,7 @@ fn matmul_of_computed(g: &mut Graph) -> Result<bool, PassError> {
             },
             &[ins[1]],
         )?;
-        let full = with(&[m, k, nn]);
-        let a = g.add_op(
-            &format!("{name}:a:expand"),
-            Op::Expand {
-                shape: full.clone(),
-            },
-            &[a],
-        )?;
-        let b = g.add_op(
-            &format!("{name}:b:expand"),
-            Op::Expand { shape: full },
-            &[b],
-        )?;
+        // broadcast to [..., M, K, N] (`explicit_broadcast` expands both operands)
         let p = g.add_op(
             &format!("{name}:products"),
             Op::Binary(Binary::Mul),
@@ -248,11 +236,8 @@ fn server_softmax(g: &mut Graph) -> Result<bool, PassError> {
             axes: vec![axis],
             keepdims: true,
         };
-        let expand = Op::Expand {
-            shape: shape.clone(),
-        };
+        // the per-row max and 1/Σ broadcast along `axis` (`explicit_broadcast` expands them)
         let m = g.add_op(&format!("{name}:max"), reduce(ReduceKind::Max), &[x])?;
-        let m = g.add_op(&format!("{name}:max:expand"), expand.clone(), &[m])?;
         let d = g.add_op(&format!("{name}:shifted"), Op::Binary(Binary::Sub), &[x, m])?;
         let e = g.add_op(&format!("{name}:exp"), Op::Unary(Unary::Exp), &[d])?;
         let s = g.add_op(&format!("{name}:sum"), reduce(ReduceKind::Sum), &[e])?;
@@ -261,7 +246,6 @@ fn server_softmax(g: &mut Graph) -> Result<bool, PassError> {
             Op::Unary(Unary::Reciprocal),
             &[s],
         )?;
-        let r = g.add_op(&format!("{name}:reciprocal:expand"), expand, &[r])?;
         let y = g.add_op(&name, Op::Binary(Binary::Mul), &[e, r])?;
         g.replace_uses(n, y);
         changed = true;

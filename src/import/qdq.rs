@@ -15,7 +15,7 @@
 //! are refused with a one-line error.
 
 use super::attrs::Attrs;
-use super::elementwise::sub_node as node;
+use super::elementwise::{bind_scalar, emit_steps, sub_node as node};
 use super::tensor::elem_type_name;
 use super::{Cx, ImportError, Val};
 use fhec_ir::{Binary, DType, Op, Tensor, Unary};
@@ -141,21 +141,15 @@ pub(super) fn emit_chain(
     out: &str,
     steps: &[(&str, Op, Option<&str>)],
 ) -> Result<(), ImportError> {
-    let mut cur = x.to_string();
-    for (k, (tag, op, c)) in steps.iter().enumerate() {
-        let dst = if k + 1 == steps.len() {
-            out.to_string()
-        } else {
-            format!("{out}::{tag}")
-        };
-        let (ins, at): (Vec<&str>, &[usize]) = match c {
-            Some(c) => (vec![&cur, c], &[0, 1]),
-            None => (vec![&cur], &[0]),
-        };
-        cx.emit(&node(n, op.name(), &ins, &dst, tag), op.clone(), at)?;
-        cur = dst;
+    let mut prev = x.to_string();
+    let mut chain = Vec::with_capacity(steps.len());
+    for (tag, op, c) in steps {
+        let mut ins = vec![prev];
+        ins.extend(c.map(str::to_string));
+        chain.push((*tag, op.clone(), ins));
+        prev = format!("{out}::{tag}");
     }
-    Ok(())
+    emit_steps(cx, n, out, chain)
 }
 
 /// `x` (of element type `dtype`) as f32: itself, or a Cast bound as `{base}::as_f32`.
@@ -245,13 +239,8 @@ fn emit_coded(cx: &mut Cx, n: &pb::NodeProto, out: &str, c: Coded) -> Result<(),
         c.fake_quant(),
         &[0],
     )?;
-    let sn = bind_const(cx, out, "scale", ArrayD::from_elem(IxDyn(&[]), c.scale));
-    let zn = bind_const(
-        cx,
-        out,
-        "zero_point",
-        ArrayD::from_elem(IxDyn(&[]), c.zero_point),
-    );
+    let sn = bind_scalar(cx, out, "scale", c.scale);
+    let zn = bind_scalar(cx, out, "zero_point", c.zero_point);
     emit_chain(
         cx,
         n,

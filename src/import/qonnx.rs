@@ -6,11 +6,10 @@
 //! tables, ending in a `FakeQuant` of the output grid where there is one.
 
 use super::attrs::Attrs;
-use super::elementwise::sub_node as node;
+use super::elementwise::{bind_scalar, sub_node as node};
 use super::qdq::{bind_const, check_scale, emit_chain, output, required, scalar};
 use super::{Cx, ImportError};
 use fhec_ir::{Binary, DType, Op, Tensor, Unary};
-use ndarray::{ArrayD, IxDyn};
 use tract_onnx::pb;
 
 /// qonnx's `resolve_rounding_mode` for the modes fhec evaluates exactly.
@@ -78,10 +77,6 @@ fn float_input(cx: &Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     Ok(())
 }
 
-fn scalar_const(cx: &mut Cx, out: &str, tag: &str, v: f32) -> String {
-    bind_const(cx, out, tag, ArrayD::from_elem(IxDyn(&[]), v))
-}
-
 /// QONNX's `Quant` (Brevitas' QONNX export): `(rnd(clip(x / s + z, lo, hi)) − z) · s` with
 /// `lo, hi` from `bitwidth`, `signed` and `narrow` (qonnx's `int_quant`) and `rnd` the
 /// rounding mode. A per-tensor grid with zero point 0 rounding half to even (Brevitas'
@@ -138,8 +133,8 @@ pub(super) fn bipolar_quant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Import
     check_scale(n, &scale)?;
     float_input(cx, n)?;
     let out = output(n)?;
-    let m2 = scalar_const(cx, &out, "minus_two", -2.0);
-    let one = scalar_const(cx, &out, "one", 1.0);
+    let m2 = bind_scalar(cx, &out, "minus_two", -2.0);
+    let one = bind_scalar(cx, &out, "one", 1.0);
     let sn = bind_const(cx, &out, "scale", scale.to_f32());
     let grid = scalar(&scale);
     let last = if grid.is_some() {
@@ -233,11 +228,11 @@ pub(super) fn trunc(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
             "the truncation scale is not a finite power of two",
         ));
     }
-    let sn = scalar_const(cx, &out, "scale", s);
-    let zn = scalar_const(cx, &out, "zero_point", z);
-    let tn = scalar_const(cx, &out, "trunc_scale", t);
-    let ozn = scalar_const(cx, &out, "out_zero_point", out_zero);
-    let osn = scalar_const(cx, &out, "out_scale", out_scale);
+    let sn = bind_scalar(cx, &out, "scale", s);
+    let zn = bind_scalar(cx, &out, "zero_point", z);
+    let tn = bind_scalar(cx, &out, "trunc_scale", t);
+    let ozn = bind_scalar(cx, &out, "out_zero_point", out_zero);
+    let osn = bind_scalar(cx, &out, "out_scale", out_scale);
     let mut steps = vec![
         ("scaled", Op::Binary(Binary::Div), Some(sn.as_str())),
         ("shifted", Op::Binary(Binary::Add), Some(&zn)),

@@ -12,7 +12,7 @@
 //! exact integers held in f32.
 
 use super::attrs::Attrs;
-use super::elementwise::sub_node as node;
+use super::elementwise::{bind_scalar, sub_node as node};
 use super::{qdq, Cx, ImportError, Val};
 use fhec_ir::{Binary, Op, Tensor};
 use ndarray::{ArrayD, IxDyn};
@@ -302,18 +302,11 @@ fn centred(
     let name = format!("{out}::{tag}");
     let ty = cx.in_ty(n, i)?;
     let mut x = input(n, i).to_string();
-    let z = cx.const_input(n, zi)?.map(|t| t.to_f32());
+    let zt = cx.const_input(n, zi)?;
     // codes of a known grid with the same zero point: the dequantized values over the scale
     if let Some(c) = cx.coded.get(&x).cloned() {
-        let zp = z
-            .as_ref()
-            .and_then(|z| (z.len() == 1).then(|| z.iter().copied().next()).flatten());
-        if zp.unwrap_or(0.0) == c.zero_point {
-            let s = format!("{name}::scale");
-            cx.bind(
-                &s,
-                Val::Const(Tensor::F32(ArrayD::from_elem(IxDyn(&[]), c.scale))),
-            );
+        if zt.as_ref().map_or(Some(0.0), qdq::scalar) == Some(c.zero_point) {
+            let s = bind_scalar(cx, &name, "scale", c.scale);
             return cx
                 .emit(
                     &node(n, "Div", &[&c.float, &s], &name, tag),
@@ -324,7 +317,7 @@ fn centred(
         }
     }
     x = qdq::as_f32(cx, n, &x, ty.dtype, &name)?;
-    let Some(z) = z else {
+    let Some(z) = zt.map(|t| t.to_f32()) else {
         let v = cx.req_named(n, &x)?;
         cx.bind(&name, v);
         return Ok(name);

@@ -272,6 +272,9 @@ impl Builder<'_> {
         let sum = self.add(&format!("{name}:sum"), Op::Binary(Binary::Add), &[x, y])?;
         let dif = self.add(&format!("{name}:diff"), Op::Binary(Binary::Sub), &[x, y])?;
         let mut squares = Vec::with_capacity(2);
+        let two = self
+            .q
+            .add_const(&format!("{name}:two"), Tensor::scalar_f32(2.0));
         // u + v = (qx + qy) − (zx + zy); u − v = (qx − qy) − (zx − zy)
         for (tag, node, b) in [("sum", sum, -(zx + zy)), ("diff", dif, -(zx - zy))] {
             let dq = self.add(
@@ -282,9 +285,6 @@ impl Builder<'_> {
                 },
                 &[node],
             )?;
-            let two = self
-                .q
-                .add_const(&format!("{name}:two"), Tensor::scalar_f32(2.0));
             let p2 = self.add(
                 &format!("{name}:{tag}:square"),
                 Op::Binary(Binary::Pow),
