@@ -629,3 +629,79 @@ fn mixed_graph_takes_calibration_for_its_float_part() {
     println!("{name}: onnxruntime {ort:.4}, clear {clear:.4}");
     assert!(clear >= ort - 0.01, "clear {clear} vs onnxruntime {ort}");
 }
+
+/// QOperator forms fhec does not compile are refused in one line naming the node and the
+/// fix: a QGemm with alpha ≠ 1, channels-last QLinear pooling, a QLinearConcat without whole
+/// (tensor, scale, zero point) triples; and a BipolarQuant with a zero scale.
+#[test]
+fn unsupported_qoperator_forms_are_refused_in_one_line() {
+    let node = |op: &str, domain: &str, ins: &[&str], attr: Option<(&str, pb::AttributeProto)>| {
+        pb::NodeProto {
+            op_type: op.into(),
+            domain: domain.into(),
+            name: "q".into(),
+            input: ins.iter().map(|s| s.to_string()).collect(),
+            output: vec!["y".into()],
+            attribute: attr
+                .map(|(name, mut a)| {
+                    a.name = name.into();
+                    vec![a]
+                })
+                .unwrap_or_default(),
+            ..Default::default()
+        }
+    };
+    let float = |v: f32| pb::AttributeProto {
+        r#type: pb::attribute_proto::AttributeType::Float as i32,
+        f: v,
+        ..Default::default()
+    };
+    let int = |v: i64| pb::AttributeProto {
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    };
+    let ms = "com.microsoft";
+    let cases = [
+        (
+            node(
+                "QGemm",
+                ms,
+                &["x", "s", "s", "x", "s", "s"],
+                Some(("alpha", float(2.0))),
+            ),
+            "alpha",
+        ),
+        (
+            node(
+                "QLinearAveragePool",
+                ms,
+                &["x", "s", "s", "s", "s"],
+                Some(("channels_last", int(1))),
+            ),
+            "channels_last",
+        ),
+        (
+            node("QLinearConcat", ms, &["s", "s", "x", "s"], None),
+            "triple",
+        ),
+        (
+            node("BipolarQuant", "qonnx.custom_op.general", &["x", "z"], None),
+            "scale must be finite and positive",
+        ),
+    ];
+    for (n, needle) in cases {
+        let bytes = onnx_model(
+            vec![n],
+            vec![
+                tensor("s", 1, &[], f32s(&[0.5])),
+                tensor("z", 1, &[], f32s(&[0.0])),
+            ],
+            vec![value_info("x", &[2, 3])],
+            vec![value_info("y", &[2, 3])],
+        );
+        let e = run(&bytes, &[0.0; 6]).expect_err("refused");
+        assert!(e.contains(needle) && e.contains("`q`"), "{e}");
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
