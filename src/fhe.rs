@@ -31,6 +31,8 @@ pub struct FheSession {
     pub server: ServerKey,
     /// Key generation, including the server key's expansion.
     pub keygen_time: Duration,
+    /// Server key sizes per partition.
+    pub key_sizes: crate::runtime::KeySizes,
 }
 
 /// What a simulated run injected.
@@ -56,9 +58,13 @@ pub struct SampleTimes {
 fn fingerprint(prog: &Program, choice: &Choice) -> u64 {
     let mut h = crc32fast::Hasher::new();
     let mut len = 0u64;
-    for bytes in [bincode::serialize(prog), bincode::serialize(&choice.params)]
-        .into_iter()
-        .flatten()
+    for bytes in [
+        bincode::serialize(prog),
+        bincode::serialize(&choice.params),
+        bincode::serialize(&choice.extract),
+    ]
+    .into_iter()
+    .flatten()
     {
         len += bytes.len() as u64;
         h.update(&bytes);
@@ -102,6 +108,7 @@ impl CompiledModel {
         let plan = self.plan()?;
         Ok(keygen(
             &plan.choice.params,
+            plan.choice.extract.as_ref(),
             plan.program.msg_bits,
             plan.model_id,
         ))
@@ -113,7 +120,11 @@ impl CompiledModel {
     /// As [`CompiledModel::plan`].
     pub fn key_shape(&self) -> Result<KeyShape> {
         let plan = self.plan()?;
-        Ok(KeyShape::of(&plan.program, &plan.choice.params))
+        Ok(KeyShape::of(
+            &plan.program,
+            &plan.choice.params,
+            plan.choice.extract.as_ref(),
+        ))
     }
 
     /// What this model's encrypted-input files must hold.
@@ -142,6 +153,7 @@ impl CompiledModel {
         let plan = self.plan()?;
         if info.model_id != plan.model_id
             || info.params != plan.choice.params
+            || info.extract != plan.choice.extract
             || info.msg_bits != plan.program.msg_bits
         {
             return Err(Error::Usage(format!(
@@ -325,12 +337,14 @@ impl CompiledModel {
         let plan = self.plan()?.clone();
         let t0 = Instant::now();
         let (client, server) = self.keygen()?;
+        let key_sizes = server.sizes();
         let server = server.expand();
         Ok(FheSession {
             plan,
             client,
             server,
             keygen_time: t0.elapsed(),
+            key_sizes,
         })
     }
 

@@ -126,6 +126,7 @@ pub fn fuzz_params() -> FheParams {
 pub fn fuzz_key_shape() -> KeyShape {
     KeyShape {
         params: fuzz_params(),
+        extract: None,
         msg_bits: 6,
     }
 }

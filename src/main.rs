@@ -847,8 +847,12 @@ fn print_plan(plan: &Plan) {
         prog.msg_bits,
         prog.rounding.name()
     );
+    let parts = match &c.extract {
+        Some(x) => format!("tables {pr}; bit extractions {x} (two partitions, keyswitched)"),
+        None => format!("{pr} (one set for every bootstrap)"),
+    };
     println!(
-        "parameters ({}): {pr}; security {} bits (tfhe's lattice-estimator curves); p_error {:.2e} per bootstrap, {:.2e} per sample{}",
+        "parameters ({}): {parts}; security {} bits (tfhe's lattice-estimator curves); p_error {:.2e} per bootstrap, {:.2e} per sample{}",
         c.source,
         c.security_bits,
         c.p_error,
@@ -859,11 +863,19 @@ fn print_plan(plan: &Plan) {
             String::new()
         }
     );
-    println!(
-        "estimated: {:.1} ms per bootstrap on one thread, {:.2} s per sample on one thread",
-        pr.est_ms_per_pbs(),
-        pr.est_ms_per_pbs() * prog.pbs_count as f64 / 1e3
-    );
+    match &c.extract {
+        Some(x) => println!(
+            "estimated on one thread: {:.1} ms per table bootstrap, {:.2} ms per bit extraction, {:.2} s per sample",
+            pr.est_ms_per_pbs(),
+            x.est_ms(pr),
+            c.est_ms / 1e3
+        ),
+        None => println!(
+            "estimated: {:.1} ms per bootstrap on one thread, {:.2} s per sample on one thread",
+            pr.est_ms_per_pbs(),
+            c.est_ms / 1e3
+        ),
+    }
 }
 
 /// A progress bar on a terminal (hidden otherwise) counting table lookups.
@@ -1094,6 +1106,28 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
+/// Server key sizes per partition, one line.
+fn key_sizes_line(k: &fhec::runtime::KeySizes) -> String {
+    let m = |b: usize| mb(b as u64);
+    let mut s = format!(
+        "{:.1} MiB: tables {:.1} MiB (bootstrapping {:.1} + keyswitching {:.1})",
+        m(k.total()),
+        m(k.main_bsk + k.main_ksk),
+        m(k.main_bsk),
+        m(k.main_ksk)
+    );
+    if k.extract_bsk > 0 {
+        s += &format!(
+            ", bit extractions {:.1} MiB (bootstrapping {:.1} + keyswitching in {:.1} + out {:.1})",
+            m(k.extract_bsk + k.extract_ksk + k.extract_fksk),
+            m(k.extract_bsk),
+            m(k.extract_ksk),
+            m(k.extract_fksk)
+        );
+    }
+    s + " expanded"
+}
+
 fn keygen_cmd(model: &Path, out: &Path) -> Result<()> {
     let m = load_model(model)?;
     let plan = m.plan()?;
@@ -1109,12 +1143,13 @@ fn keygen_cmd(model: &Path, out: &Path) -> Result<()> {
     let cb = files::save_secret(&ck, &cp)?;
     let sb = files::save(&sk, &sp)?;
     println!(
-        "keygen: {:.2} s; wrote {} ({:.1} MiB, secret: keep it) and {} ({:.1} MiB, for the server)",
+        "keygen: {:.2} s; wrote {} ({:.1} MiB, secret: keep it) and {} ({:.1} MiB seeded, for the server; {})",
         dt.as_secs_f64(),
         cp.display(),
         mb(cb),
         sp.display(),
-        mb(sb)
+        mb(sb),
+        key_sizes_line(&sk.sizes())
     );
     Ok(())
 }
@@ -1228,6 +1263,7 @@ struct FheRun {
     exact: usize,
     /// Samples whose first output has the same argmax as clear mode's.
     same_class: usize,
+    key_sizes: fhec::runtime::KeySizes,
 }
 
 fn argmax(a: &ndarray::ArrayD<f32>) -> Option<usize> {
@@ -1251,9 +1287,16 @@ fn fhe_batch(m: &CompiledModel, xs: &[ndarray::ArrayD<f32>], verbose: bool) -> R
         decrypt: Vec::new(),
         exact: 0,
         same_class: 0,
+        key_sizes: session.key_sizes.clone(),
     };
     if verbose {
-        pb.suspend(|| println!("keygen: {:.2} s", session.keygen_time.as_secs_f64()));
+        pb.suspend(|| {
+            println!(
+                "keygen: {:.2} s; server key {}",
+                session.keygen_time.as_secs_f64(),
+                key_sizes_line(&session.key_sizes)
+            )
+        });
     }
     let mut tails = Vec::new();
     for (i, sample) in samples.iter().enumerate() {
@@ -1363,6 +1406,26 @@ fn bench_cmd(
             "ks_level": pr.ks_level,
             "ks_base_log": pr.ks_base_log,
         },
+        "extract_params": plan.choice.extract.as_ref().map(|x| serde_json::json!({
+            "lwe_dimension": x.set.lwe_dimension,
+            "glwe_dimension": x.set.glwe_dimension,
+            "polynomial_size": x.set.polynomial_size,
+            "pbs_level": x.set.pbs_level,
+            "pbs_base_log": x.set.pbs_base_log,
+            "ks_level": x.set.ks_level,
+            "ks_base_log": x.set.ks_base_log,
+            "fks_level": x.fks_level,
+            "fks_base_log": x.fks_base_log,
+        })),
+        "server_key_bytes": {
+            "total": run.key_sizes.total(),
+            "tables_bsk": run.key_sizes.main_bsk,
+            "tables_ksk": run.key_sizes.main_ksk,
+            "extract_bsk": run.key_sizes.extract_bsk,
+            "extract_ksk": run.key_sizes.extract_ksk,
+            "extract_fksk": run.key_sizes.extract_fksk,
+        },
+        "est_s_per_sample_one_thread": plan.choice.est_ms / 1e3,
         "security_bits": plan.choice.security_bits,
         "p_error": plan.choice.p_error,
         "global_p_error": plan.choice.global_p_error,

@@ -365,7 +365,7 @@ impl Search<'_> {
                 pbs_count: plan.program.pbs_count,
                 tlu_bits: plan.program.tlu_bits,
                 polynomial_size: choice.params.polynomial_size,
-                est_ms: choice.params.est_ms_per_pbs() * plan.program.pbs_count as f64,
+                est_ms: choice.est_ms,
             });
             self.models.push(fm);
         }

@@ -27,7 +27,7 @@ use fhec_ir::{kernels, DType, Graph, IntLinear, NodeIndex, Op, Tensor};
 use fhec_passes::bitwidth::{bounds, Bounds};
 use fhec_passes::PassContext;
 use ndarray::{ArrayD, IxDyn};
-use params::{Choice, Constraint};
+use params::{Choice, Constraint, ConstraintKind};
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
 
@@ -135,7 +135,7 @@ struct Lowering<'a> {
     stages: Vec<Vec<Instr>>,
     tables: Vec<Vec<i64>>,
     table_ids: HashMap<Vec<i64>, u32>,
-    worst: HashMap<(String, String), Constraint>,
+    worst: HashMap<(ConstraintKind, String), Constraint>,
 }
 
 impl Lowering<'_> {
@@ -178,22 +178,31 @@ impl Lowering<'_> {
         Operand::Reg(dst)
     }
 
-    fn note(&mut self, kind: &str, at: &str, alpha: f64, beta: f64, margin: f64, bootstrap: bool) {
+    fn note(
+        &mut self,
+        kind: ConstraintKind,
+        at: &str,
+        alpha: f64,
+        gamma: f64,
+        beta: f64,
+        margin: f64,
+    ) {
         let e = self
             .worst
-            .entry((kind.to_string(), at.to_string()))
+            .entry((kind, at.to_string()))
             .or_insert(Constraint {
-                kind: kind.to_string(),
+                kind,
                 at: at.to_string(),
                 count: 0,
                 alpha: 0.0,
+                gamma: 0.0,
                 beta: 0.0,
                 scale: 1.0,
                 margin,
-                bootstrap,
             });
         e.count += 1;
         e.alpha = e.alpha.max(alpha);
+        e.gamma = e.gamma.max(gamma);
         e.beta = e.beta.max(beta);
     }
 
@@ -528,12 +537,12 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                     let nz = lw.noise[*r as usize];
                     // the margin holds the tolerance until B is known
                     lw.note(
-                        "decryption",
+                        ConstraintKind::Decryption,
                         &oname,
                         nz.alpha,
+                        0.0,
                         nz.beta,
                         f64::from(tolerance),
-                        false,
                     );
                 }
             }
@@ -555,8 +564,9 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
     // margins and scales now that B is known
     let mut constraints: Vec<Constraint> = lw.worst.into_values().collect();
     for c in &mut constraints {
-        match c.kind.as_str() {
-            "decryption" => {
+        let scale = 4f64.powi(msg_bits as i32);
+        match c.kind {
+            ConstraintKind::Decryption => {
                 // half a unit, or 2^tolerance units
                 let tol = c.margin as i32;
                 c.margin = if tol == 0 {
@@ -565,24 +575,26 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                     2f64.powi(tol - msg_bits as i32 - 1)
                 };
             }
-            "table" | "approximate table" => {
-                // alpha/beta were stored pre-multiplied by 2^(2·(−k−p)); apply 2^(2B)
-                c.alpha *= 4f64.powi(msg_bits as i32);
-                c.beta *= 4f64.powi(msg_bits as i32);
-                c.margin = if c.kind == "table" {
+            ConstraintKind::Table | ConstraintKind::ApproximateTable => {
+                // the noise was stored pre-multiplied by 2^(2·(−k−p)); apply 2^(2B)
+                c.alpha *= scale;
+                c.gamma *= scale;
+                c.beta *= scale;
+                c.margin = if c.kind == ConstraintKind::Table {
                     2f64.powi(-(p as i32) - 2)
                 } else {
                     2f64.powi(-(p as i32) - 1)
                 };
             }
-            _ => {
-                c.alpha *= 4f64.powi(msg_bits as i32);
-                c.beta *= 4f64.powi(msg_bits as i32);
+            ConstraintKind::BitExtraction => {
+                c.alpha *= scale;
+                c.gamma *= scale;
+                c.beta *= scale;
                 c.margin = 0.25;
             }
         }
     }
-    constraints.sort_by(|a, b| (&a.kind, &a.at).cmp(&(&b.kind, &b.at)));
+    constraints.sort_by(|a, b| (a.kind, &a.at).cmp(&(b.kind, &b.at)));
     let tlu_count = lw
         .stages
         .iter()
@@ -624,34 +636,35 @@ impl Lowering<'_> {
         if self.rounding == Rounding::Approximate && drop > 0 {
             let s = 4f64.powi(-((drop + p) as i32));
             self.note(
-                "approximate table",
+                ConstraintKind::ApproximateTable,
                 at,
                 nz.alpha * s,
+                0.0,
                 nz.beta * s,
                 0.0,
-                true,
             );
             return;
         }
+        // the bits below j were extracted and subtracted: j bit outputs' noise (γ)
         for j in 0..drop {
             let s = 4f64.powi(-(j as i32));
             self.note(
-                "bit extraction",
+                ConstraintKind::BitExtraction,
                 at,
-                (nz.alpha + j as f64) * s,
+                nz.alpha * s,
+                j as f64 * s,
                 nz.beta * s,
                 0.25,
-                true,
             );
         }
         let s = 4f64.powi(-((drop + p) as i32));
         self.note(
-            "table",
+            ConstraintKind::Table,
             at,
-            (nz.alpha + drop as f64) * s,
+            nz.alpha * s,
+            drop as f64 * s,
             nz.beta * s,
             0.0,
-            true,
         );
     }
 }
@@ -749,7 +762,9 @@ pub fn choose_params(p: &Program, opts: &FheOptions) -> Result<Choice> {
         off_by_one: opts.max_off_by_one,
     };
     match opts.params {
-        ParamsPolicy::Optimized => params::search(&p.constraints, p.tlu_bits, target, 2.5e9),
+        ParamsPolicy::Optimized => {
+            params::search_circuit(&p.constraints, p.tlu_bits, target, 2.5e9)
+        }
         ParamsPolicy::Vetted => params::search_vetted(&p.constraints, p.tlu_bits, target),
     }
     .map_err(|e| Error::Usage(e.to_string()))

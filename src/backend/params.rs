@@ -182,50 +182,208 @@ impl FheParams {
             * self.polynomial_size as f64
             * 8.0
     }
-    /// Variance of the value a constraint reads, torus units.
+    /// Variance of the value a constraint reads when every bootstrap runs on this set,
+    /// torus units.
     pub fn read_variance(&self, c: &Constraint) -> f64 {
-        let mut v = c.alpha * self.v_pbs() + c.beta * self.v_fresh();
-        v *= c.scale * c.scale;
-        if c.bootstrap {
-            v += self.v_ks() + self.v_ms();
-        }
-        v
+        read_variance(self, None, c)
     }
-    /// Error probability of one constraint under these parameters.
+    /// Error probability of one constraint when every bootstrap runs on this set.
     pub fn p_error(&self, c: &Constraint) -> f64 {
-        let v = self.read_variance(c);
-        if v <= 0.0 {
-            return 0.0;
-        }
-        libm::erfc(c.margin / (2.0 * v).sqrt())
+        p_error_of(self.read_variance(c), c.margin)
     }
     /// Approximate rounding: the rate at which a table index is off by one, for a value
     /// uniformly placed in its box (box = the margin): `2∫₀¹ Q(f/s) df ≈ s·√(2/π)` with
     /// `s = σ / box`.
     pub fn off_by_one(&self, c: &Constraint) -> f64 {
-        let s = self.read_variance(c).sqrt() / c.margin;
-        (s * (2.0 / std::f64::consts::PI).sqrt()).min(1.0)
+        off_by_one_of(self.read_variance(c), c.margin)
+    }
+    /// Dimension of the big (GLWE-derived) LWE key: `k·N`.
+    pub fn big_dimension(&self) -> usize {
+        self.glwe_dimension * self.polynomial_size
+    }
+}
+
+/// `erfc(m / √(2v))`: a Gaussian of variance `v` passing the margin `m`.
+pub fn p_error_of(v: f64, margin: f64) -> f64 {
+    if v <= 0.0 {
+        return 0.0;
+    }
+    libm::erfc(margin / (2.0 * v).sqrt())
+}
+
+fn off_by_one_of(v: f64, margin: f64) -> f64 {
+    let s = v.sqrt() / margin;
+    (s * (2.0 / std::f64::consts::PI).sqrt()).min(1.0)
+}
+
+/// Variance of the value a constraint reads, torus units, when tables run on `main` and
+/// exact rounding's bit extractions on `extract` (`None`: on `main` too).
+pub fn read_variance(main: &FheParams, extract: Option<&ExtractParams>, c: &Constraint) -> f64 {
+    let v_bit = extract.map_or_else(|| main.v_pbs(), |x| x.v_out(main));
+    let mut v = c.alpha * main.v_pbs() + c.gamma * v_bit + c.beta * main.v_fresh();
+    v *= c.scale * c.scale;
+    match (c.kind, extract) {
+        (ConstraintKind::Decryption, _) => {}
+        (ConstraintKind::BitExtraction, Some(x)) => v += x.v_ks(main) + x.v_ms(),
+        _ => v += main.v_ks() + main.v_ms(),
+    }
+    v
+}
+
+/// The second partition of an exact-rounding circuit: the 1-bit sign bootstraps that extract
+/// the dropped bits. They read one bit with a quarter-torus margin, so they need neither a
+/// large polynomial (the modulus switch to `2N` only has to keep one bit) nor the table
+/// partition's low output noise (a bit's noise is scaled by at most `2^(B−j)` for the bits
+/// above it). Path of one extraction: keyswitch from the main set's big key (dimension
+/// `k·N`) to this set's small key (`set.ks_*`), modulus switch to `2·set.N`, blind rotation
+/// with this set's bootstrapping key (`set.pbs_*`), sample extraction under this set's big
+/// key, keyswitch back to the main set's big key (`fks_*`), where it is subtracted from the
+/// accumulator. Security: both keys of this set sit on tfhe's 132-bit curve for their
+/// dimensions (as [`FheParams::secure`]), and the return keyswitching key is encrypted under
+/// the main big key with that key's own secure noise.
+#[derive(
+    Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, tfhe_versionable::Versionize,
+)]
+#[versionize(ExtractParamsVersions)]
+pub struct ExtractParams {
+    /// n, k, N and the bootstrap decomposition of this set; `ks_*` is the keyswitch from the
+    /// main set's big key to this set's small key.
+    pub set: FheParams,
+    /// Keyswitch from this set's big key back to the main set's big key.
+    pub fks_base_log: usize,
+    pub fks_level: usize,
+}
+
+#[derive(tfhe_versionable::VersionsDispatch)]
+#[allow(unused)]
+pub enum ExtractParamsVersions {
+    V0(ExtractParams),
+}
+
+impl std::fmt::Display for ExtractParams {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} fks {}x{}",
+            self.set, self.fks_level, self.fks_base_log
+        )
+    }
+}
+
+impl ExtractParams {
+    pub fn v_ks(&self, main: &FheParams) -> f64 {
+        ks_var(
+            main.big_dimension() as f64,
+            self.set.lwe_dimension as f64,
+            2f64.powi(self.set.ks_base_log as i32),
+            self.set.ks_level as f64,
+            Q,
+            Q,
+        )
+    }
+    pub fn v_ms(&self) -> f64 {
+        self.set.v_ms()
+    }
+    /// Variance the keyswitch back to the main big key adds.
+    pub fn v_fks(&self, main: &FheParams) -> f64 {
+        ks_var(
+            self.set.big_dimension() as f64,
+            main.big_dimension() as f64,
+            2f64.powi(self.fks_base_log as i32),
+            self.fks_level as f64,
+            Q,
+            Q,
+        )
+    }
+    /// Noise of an extracted bit where it is subtracted (main big key).
+    pub fn v_out(&self, main: &FheParams) -> f64 {
+        self.set.v_pbs() + self.v_fks(main)
+    }
+    /// Relative cost of one extraction: keyswitch in, bootstrap, keyswitch out (units of
+    /// [`FheParams::cost`]).
+    pub fn cost(&self, main: &FheParams) -> f64 {
+        let s = &self.set;
+        let (n, k, big_n) = (
+            s.lwe_dimension as f64,
+            s.glwe_dimension as f64,
+            s.polynomial_size as f64,
+        );
+        n * s.pbs_level as f64 * (k + 1.0).powi(2) * big_n * big_n.log2()
+            + main.big_dimension() as f64 * n * s.ks_level as f64
+            + s.big_dimension() as f64 * self.fks_level as f64 * main.big_dimension() as f64
+    }
+    /// Estimated wall time of one extraction on one thread, ms.
+    pub fn est_ms(&self, main: &FheParams) -> f64 {
+        self.cost(main) * MS_PER_COST
+    }
+    /// Sizes of this partition's server keys, bytes: bootstrapping key (Fourier domain),
+    /// keyswitching key in, keyswitching key out.
+    pub fn key_bytes(&self, main: &FheParams) -> (f64, f64, f64) {
+        let s = &self.set;
+        (
+            s.bsk_bytes(),
+            (main.big_dimension() * s.ks_level * (s.lwe_dimension + 1) * 8) as f64,
+            (s.big_dimension() * self.fks_level * (main.big_dimension() + 1) * 8) as f64,
+        )
+    }
+}
+
+/// What a noise check guards.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+pub enum ConstraintKind {
+    /// A table read at its exact precision (half a box of margin).
+    Table,
+    /// A table read by approximate rounding (a whole box of margin; off-by-one counted).
+    ApproximateTable,
+    /// A 1-bit sign bootstrap of exact rounding (a quarter torus of margin).
+    BitExtraction,
+    /// The client's decryption of an output (no bootstrap).
+    Decryption,
+}
+
+impl ConstraintKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            ConstraintKind::Table => "table",
+            ConstraintKind::ApproximateTable => "approximate table",
+            ConstraintKind::BitExtraction => "bit extraction",
+            ConstraintKind::Decryption => "decryption",
+        }
+    }
+}
+
+impl std::fmt::Display for ConstraintKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
 /// One kind of noise check the circuit needs (a worst case over its instances).
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Constraint {
-    /// What it guards: `table`, `bit extraction`, `decryption`.
-    pub kind: String,
+    pub kind: ConstraintKind,
     /// Where the worst case is (a layer name).
     pub at: String,
     /// How many times per sample.
     pub count: usize,
-    /// Register noise `α·V_pbs + β·V_fresh`.
+    /// Register noise `α·V_pbs + γ·V_bit + β·V_fresh`: table outputs, extracted bits
+    /// (subtracted from the register before it is read), fresh encryptions.
     pub alpha: f64,
+    pub gamma: f64,
     pub beta: f64,
     /// The multiplier applied before reading (a power of two).
     pub scale: f64,
     /// Half the decision interval, torus units.
     pub margin: f64,
-    /// Read by a bootstrap (adds key switch and modulus switch noise), or by decryption.
-    pub bootstrap: bool,
+}
+
+impl Constraint {
+    /// Read by a bootstrap (adds key switch and modulus switch noise), not by decryption.
+    pub fn bootstrap(&self) -> bool {
+        self.kind != ConstraintKind::Decryption
+    }
 }
 
 /// What the search found, for the report.
@@ -233,7 +391,12 @@ pub struct Constraint {
 pub struct Choice {
     /// `optimizer`, or the name of the tfhe vetted set.
     pub source: String,
+    /// The main set: table lookups (and every bootstrap when `extract` is `None`); inputs
+    /// are encrypted and outputs decrypted under its big key.
     pub params: FheParams,
+    /// Exact rounding's bit extractions on a set of their own (a second partition), or
+    /// `None` (one set for every bootstrap).
+    pub extract: Option<ExtractParams>,
     /// Worst error probability of one bootstrap or decryption.
     pub p_error: f64,
     /// Union bound over one sample's bootstraps and decryptions.
@@ -247,41 +410,73 @@ pub struct Choice {
     pub approx_sigma: f64,
     /// Standard deviation of the noise at decryption, torus units (worst output).
     pub decrypt_sigma: f64,
+    /// Estimated wall time of one sample's bootstraps on one thread, ms.
+    pub est_ms: f64,
+}
+
+/// Bootstraps per sample on each partition: table lookups, bit extractions.
+pub fn partition_counts(constraints: &[Constraint]) -> (usize, usize) {
+    let count = |k: &[ConstraintKind]| {
+        constraints
+            .iter()
+            .filter(|c| k.contains(&c.kind))
+            .map(|c| c.count)
+            .sum::<usize>()
+    };
+    (
+        count(&[ConstraintKind::Table, ConstraintKind::ApproximateTable]),
+        count(&[ConstraintKind::BitExtraction]),
+    )
+}
+
+/// Relative cost of one sample's bootstraps (units of [`FheParams::cost`]).
+fn circuit_cost(main: &FheParams, extract: Option<&ExtractParams>, counts: (usize, usize)) -> f64 {
+    let bit = extract.map_or_else(|| main.cost(), |x| x.cost(main));
+    counts.0 as f64 * main.cost() + counts.1 as f64 * bit
 }
 
 impl Choice {
-    fn new(source: String, params: FheParams, constraints: &[Constraint]) -> Self {
-        let p_error = constraints
-            .iter()
-            .map(|c| params.p_error(c))
-            .fold(0.0, f64::max);
+    fn new(
+        source: String,
+        params: FheParams,
+        extract: Option<ExtractParams>,
+        constraints: &[Constraint],
+    ) -> Self {
+        let x = extract.as_ref();
+        let p_err = |c: &Constraint| p_error_of(read_variance(&params, x, c), c.margin);
+        let p_error = constraints.iter().map(p_err).fold(0.0, f64::max);
         let global_p_error = constraints
             .iter()
-            .map(|c| params.p_error(c) * c.count as f64)
+            .map(|c| p_err(c) * c.count as f64)
             .sum::<f64>()
             .min(1.0);
-        let approx = constraints.iter().filter(|c| c.kind == "approximate table");
+        let approx = constraints
+            .iter()
+            .filter(|c| c.kind == ConstraintKind::ApproximateTable);
         let off_by_one = approx
             .clone()
-            .map(|c| params.off_by_one(c))
+            .map(|c| off_by_one_of(read_variance(&params, x, c), c.margin))
             .fold(0.0, f64::max);
         let decrypt_sigma = constraints
             .iter()
-            .filter(|c| c.kind == "decryption")
-            .map(|c| params.read_variance(c).sqrt())
+            .filter(|c| c.kind == ConstraintKind::Decryption)
+            .map(|c| read_variance(&params, x, c).sqrt())
             .fold(0.0, f64::max);
         let approx_sigma = approx
-            .map(|c| params.read_variance(c).sqrt() / c.margin)
+            .map(|c| read_variance(&params, x, c).sqrt() / c.margin)
             .fold(0.0, f64::max);
+        let est_ms = circuit_cost(&params, x, partition_counts(constraints)) * MS_PER_COST;
         Choice {
             source,
             params,
+            extract,
             p_error,
             global_p_error,
             security_bits: 128,
             off_by_one,
             approx_sigma,
             decrypt_sigma,
+            est_ms,
         }
     }
 }
@@ -335,7 +530,7 @@ pub fn search_vetted(
             continue;
         }
         if constraints.iter().all(|c| target.meets(&params, c)) {
-            return Ok(Choice::new(name.to_string(), params, constraints));
+            return Ok(Choice::new(name.to_string(), params, None, constraints));
         }
     }
     let (name, _, params) = vetted_sets().pop().expect("four vetted sets");
@@ -367,8 +562,12 @@ impl Target {
         }
     }
     fn meets(&self, params: &FheParams, c: &Constraint) -> bool {
-        params.p_error(c) <= self.p_error
-            && (c.kind != "approximate table" || params.off_by_one(c) <= self.off_by_one)
+        self.meets_variance(params.read_variance(c), c)
+    }
+    fn meets_variance(&self, v: f64, c: &Constraint) -> bool {
+        p_error_of(v, c.margin) <= self.p_error
+            && (c.kind != ConstraintKind::ApproximateTable
+                || off_by_one_of(v, c.margin) <= self.off_by_one)
     }
 }
 
@@ -382,7 +581,7 @@ pub enum ParamsError {
     Infeasible {
         target: f64,
         at: String,
-        kind: String,
+        kind: ConstraintKind,
         bits: u32,
         noise: f64,
         budget: f64,
@@ -415,16 +614,14 @@ fn erfc_inv(p: f64) -> f64 {
     0.5 * (lo + hi)
 }
 
-/// The cheapest secure parameters meeting `target` for every constraint.
-///
-/// # Errors
-/// [`ParamsError::Infeasible`] naming the hardest constraint.
-pub fn search(
-    constraints: &[Constraint],
+/// The cheapest secure set (by [`FheParams::cost`]) that `feasible` accepts: over polynomial
+/// sizes from `2^min_poly_log`, GLWE dimensions, LWE dimensions and decompositions, with
+/// bootstrapping keys of at most `max_bsk_bytes`.
+fn search_set(
     min_poly_log: u32,
-    target: Target,
     max_bsk_bytes: f64,
-) -> Result<Choice, ParamsError> {
+    feasible: impl Fn(&FheParams) -> bool,
+) -> Option<FheParams> {
     let mut best: Option<FheParams> = None;
     for log_n in min_poly_log.max(8)..=16u32 {
         let big_n = 1usize << log_n;
@@ -445,41 +642,26 @@ pub fn search(
                 }) {
                     continue;
                 }
-                // best base for each level: the smallest variance
-                let pbs_for = |l: usize| {
-                    (1..=(64 / l).min(40))
-                        .map(|b| FheParams {
-                            pbs_base_log: b,
-                            pbs_level: l,
-                            ..base.clone()
-                        })
-                        .min_by(|a, b| a.v_pbs().total_cmp(&b.v_pbs()))
-                };
-                let ks_for = |l: usize| {
-                    (1..=(64 / l).min(30))
-                        .map(|b| FheParams {
-                            ks_base_log: b,
-                            ks_level: l,
-                            ..base.clone()
-                        })
-                        .min_by(|a, b| a.v_ks().total_cmp(&b.v_ks()))
-                };
                 for lp in 1..=5 {
-                    let Some(p) = pbs_for(lp) else { continue };
+                    let Some(p) = best_pbs(&base, lp) else {
+                        continue;
+                    };
                     if p.bsk_bytes() > max_bsk_bytes {
                         break;
                     }
                     for lk in 1..=12 {
-                        let Some(kk) = ks_for(lk) else { continue };
+                        let Some(kk) = best_ks(&base, base.big_dimension(), lk) else {
+                            continue;
+                        };
                         let cand = FheParams {
-                            ks_base_log: kk.ks_base_log,
+                            ks_base_log: kk,
                             ks_level: lk,
                             ..p.clone()
                         };
                         if best.as_ref().is_some_and(|b| cand.cost() >= b.cost()) {
                             break;
                         }
-                        if constraints.iter().all(|c| target.meets(&cand, c)) {
+                        if feasible(&cand) {
                             best = Some(cand);
                             break;
                         }
@@ -488,8 +670,55 @@ pub fn search(
             }
         }
     }
+    best
+}
+
+/// `base` with the bootstrap base for `level` decomposition levels that gives the smallest
+/// output variance.
+fn best_pbs(base: &FheParams, level: usize) -> Option<FheParams> {
+    (1..=(64 / level).min(40))
+        .map(|b| FheParams {
+            pbs_base_log: b,
+            pbs_level: level,
+            ..base.clone()
+        })
+        .min_by(|a, b| a.v_pbs().total_cmp(&b.v_pbs()))
+}
+
+/// The keyswitch base log for `level` levels from a key of dimension `input` to `base`'s
+/// small key that gives the smallest variance.
+fn best_ks(base: &FheParams, input: usize, level: usize) -> Option<usize> {
+    (1..=(64 / level).min(30)).min_by(|&a, &b| {
+        let v = |bl: usize| {
+            ks_var(
+                input as f64,
+                base.lwe_dimension as f64,
+                2f64.powi(bl as i32),
+                level as f64,
+                Q,
+                Q,
+            )
+        };
+        v(a).total_cmp(&v(b))
+    })
+}
+
+/// The cheapest secure parameters meeting `target` for every constraint, one set for every
+/// bootstrap.
+///
+/// # Errors
+/// [`ParamsError::Infeasible`] naming the hardest constraint.
+pub fn search(
+    constraints: &[Constraint],
+    min_poly_log: u32,
+    target: Target,
+    max_bsk_bytes: f64,
+) -> Result<Choice, ParamsError> {
+    let best = search_set(min_poly_log, max_bsk_bytes, |cand| {
+        constraints.iter().all(|c| target.meets(cand, c))
+    });
     match best {
-        Some(params) => Ok(Choice::new("optimizer".into(), params, constraints)),
+        Some(params) => Ok(Choice::new("optimizer".into(), params, None, constraints)),
         None => {
             // the constraint the largest secure set fails by the most
             let big = FheParams::secure(1024, 1, 1 << 15, (15, 3), (3, 8));
@@ -498,19 +727,19 @@ pub fn search(
                 .max_by(|a, b| big.p_error(a).total_cmp(&big.p_error(b)))
                 .cloned()
                 .unwrap_or(Constraint {
-                    kind: "table".into(),
+                    kind: ConstraintKind::Table,
                     at: "?".into(),
                     count: 0,
                     alpha: 0.0,
+                    gamma: 0.0,
                     beta: 0.0,
                     scale: 1.0,
                     margin: 0.0,
-                    bootstrap: true,
                 });
             // the register noise the big set tolerates at this read, in V_pbs units
             let z = erfc_inv(target.p_error);
             let v_max = (hardest.margin / z).powi(2) / 2.0;
-            let fixed = if hardest.bootstrap {
+            let fixed = if hardest.bootstrap() {
                 big.v_ks() + big.v_ms()
             } else {
                 0.0
@@ -521,7 +750,7 @@ pub fn search(
                 at: hardest.at,
                 kind: hardest.kind,
                 bits: (-hardest.margin.log2() - 2.0).round().max(1.0) as u32,
-                noise: hardest.alpha,
+                noise: hardest.alpha + hardest.gamma,
                 budget,
                 cap: if target.off_by_one < 1.0 {
                     format!(" (and the off-by-one cap {} may bind)", target.off_by_one)
@@ -533,20 +762,175 @@ pub fn search(
     }
 }
 
+/// The cheapest plan for a circuit: one set for every bootstrap, or (when exact rounding
+/// extracts bits) a main set for the tables and a second, small set for the 1-bit
+/// extractions, connected by keyswitches ([`ExtractParams`]), whichever costs less per sample.
+///
+/// The two sets are chosen jointly. The main set's noise decides what the extractions read
+/// (the accumulator, at `2^(B−j)`), the extraction set's decides what the tables read after
+/// the bits are subtracted; the search walks a small grid over how the budget of each
+/// extraction read is split (`f`: the share left to the extraction set's keyswitch and
+/// modulus switch) and how noisy an extracted bit may be relative to a table output (`ρ`),
+/// finds the cheapest main set for each, then the cheapest extraction set that, with that
+/// main set, meets every constraint exactly. The grid only steers; every plan returned is
+/// checked constraint by constraint with both sets' real variances.
+///
+/// # Errors
+/// [`ParamsError::Infeasible`] when neither form meets the target.
+pub fn search_circuit(
+    constraints: &[Constraint],
+    min_poly_log: u32,
+    target: Target,
+    max_bsk_bytes: f64,
+) -> Result<Choice, ParamsError> {
+    let single = search(constraints, min_poly_log, target, max_bsk_bytes);
+    let counts = partition_counts(constraints);
+    if counts.1 == 0 {
+        return single;
+    }
+    let mut best: Option<(f64, FheParams, ExtractParams)> = None;
+    let single_cost = single
+        .as_ref()
+        .map_or(f64::INFINITY, |c| circuit_cost(&c.params, None, counts));
+    let mut tried: Vec<FheParams> = Vec::new();
+    for rho in [4f64.powi(2), 4f64.powi(5), 4f64.powi(8)] {
+        for f in [0.125f64, 0.5] {
+            let main = search_set(min_poly_log, max_bsk_bytes, |cand| {
+                constraints.iter().all(|c| {
+                    let core = ((c.alpha + c.gamma * rho) * cand.v_pbs() + c.beta * cand.v_fresh())
+                        * c.scale
+                        * c.scale;
+                    match c.kind {
+                        ConstraintKind::BitExtraction => {
+                            p_error_of(core, c.margin * (1.0 - f).sqrt()) <= target.p_error
+                        }
+                        ConstraintKind::Decryption => target.meets_variance(core, c),
+                        _ => target.meets_variance(core + cand.v_ks() + cand.v_ms(), c),
+                    }
+                })
+            });
+            let Some(main) = main else { continue };
+            if tried.contains(&main) {
+                continue;
+            }
+            tried.push(main.clone());
+            if let Some(x) = search_extract(&main, constraints, target) {
+                let cost = circuit_cost(&main, Some(&x), counts);
+                if best.as_ref().is_none_or(|b| cost < b.0) {
+                    best = Some((cost, main, x));
+                }
+            }
+        }
+    }
+    match best {
+        Some((cost, main, x)) if cost < single_cost => {
+            Ok(Choice::new("optimizer".into(), main, Some(x), constraints))
+        }
+        _ => single,
+    }
+}
+
+/// The cheapest extraction set for a given main set that meets every constraint.
+pub fn search_extract(
+    main: &FheParams,
+    constraints: &[Constraint],
+    target: Target,
+) -> Option<ExtractParams> {
+    let relevant: Vec<&Constraint> = constraints
+        .iter()
+        .filter(|c| c.kind == ConstraintKind::BitExtraction || c.gamma > 0.0)
+        .collect();
+    let feasible = |x: &ExtractParams| {
+        relevant
+            .iter()
+            .all(|c| target.meets_variance(read_variance(main, Some(x), c), c))
+    };
+    let mut best: Option<(f64, ExtractParams)> = None;
+    for log_n in 8..=12u32 {
+        let big_n = 1usize << log_n;
+        for k in 1..=4usize {
+            if k * big_n > 1 << 13 {
+                continue;
+            }
+            for n in (384..=1024).step_by(8) {
+                let base = FheParams::secure(n, k, big_n, (1, 1), (1, 1));
+                let floor = ExtractParams {
+                    set: base.clone(),
+                    fks_base_log: 1,
+                    fks_level: 1,
+                }
+                .cost(main);
+                if best.as_ref().is_some_and(|b| floor >= b.0) {
+                    continue;
+                }
+                let fks: Vec<(usize, usize)> = (1..=8)
+                    .filter_map(|l| {
+                        (1..=(64 / l).min(30))
+                            .min_by(|&a, &b| {
+                                let v = |bl: usize| {
+                                    ks_var(
+                                        base.big_dimension() as f64,
+                                        main.big_dimension() as f64,
+                                        2f64.powi(bl as i32),
+                                        l as f64,
+                                        Q,
+                                        Q,
+                                    )
+                                };
+                                v(a).total_cmp(&v(b))
+                            })
+                            .map(|b| (b, l))
+                    })
+                    .collect();
+                for lp in 1..=4 {
+                    let Some(p) = best_pbs(&base, lp) else {
+                        continue;
+                    };
+                    for lk in 1..=10 {
+                        let Some(kb) = best_ks(&base, main.big_dimension(), lk) else {
+                            continue;
+                        };
+                        for &(fb, fl) in &fks {
+                            let cand = ExtractParams {
+                                set: FheParams {
+                                    ks_base_log: kb,
+                                    ks_level: lk,
+                                    ..p.clone()
+                                },
+                                fks_base_log: fb,
+                                fks_level: fl,
+                            };
+                            let cost = cand.cost(main);
+                            if best.as_ref().is_some_and(|b| cost >= b.0) {
+                                break;
+                            }
+                            if feasible(&cand) {
+                                best = Some((cost, cand));
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+    best.map(|b| b.1)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn table(p: u32, alpha: f64) -> Constraint {
         Constraint {
-            kind: "table".into(),
+            kind: ConstraintKind::Table,
             at: "t".into(),
             count: 1,
             alpha,
+            gamma: 0.0,
             beta: 0.0,
             scale: 1.0,
             margin: 2f64.powi(-(p as i32) - 2),
-            bootstrap: true,
         }
     }
 

@@ -3,7 +3,7 @@
 //! [`Constraint`](crate::backend::params::Constraint) describes.
 
 use super::{delta, keygen, table_lut, ClientKey, ServerKey};
-use crate::backend::params::{Constraint, FheParams};
+use crate::backend::params::{Constraint, ConstraintKind, ExtractParams, FheParams};
 use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;
 use std::time::Instant;
@@ -12,8 +12,17 @@ use tfhe::core_crypto::prelude::*;
 
 /// Keys for `p`-bit tables (message bits = `p`) under `params`, and the key generation time.
 pub fn keys(params: &FheParams, p: u32) -> (ClientKey, ServerKey, f64) {
+    keys_with(params, None, p)
+}
+
+/// [`keys`] with a bit-extraction partition.
+pub fn keys_with(
+    params: &FheParams,
+    extract: Option<&ExtractParams>,
+    p: u32,
+) -> (ClientKey, ServerKey, f64) {
     let t0 = Instant::now();
-    let (ck, csk) = keygen(params, p, 0);
+    let (ck, csk) = keygen(params, extract, p, 0);
     let sk = csk.expand();
     (ck, sk, t0.elapsed().as_secs_f64())
 }
@@ -111,14 +120,14 @@ pub fn table_errors(
 /// [`TERMS`] bootstrap outputs with weights ±`weight`.
 pub fn table_constraint(p: u32, weight: u64) -> Constraint {
     Constraint {
-        kind: "table".into(),
+        kind: ConstraintKind::Table,
         at: "measurement".into(),
         count: 1,
         alpha: (TERMS as f64) * (weight as f64).powi(2),
+        gamma: 0.0,
         beta: 0.0,
         scale: 1.0,
         margin: 2f64.powi(-(p as i32) - 2),
-        bootstrap: true,
     }
 }
 
@@ -136,6 +145,117 @@ pub fn pbs_output_variance(ck: &ClientKey, sk: &ServerKey, p: u32, n: usize) -> 
             let out = sk.bootstrap(&x, &lut);
             let phase = decrypt_lwe_ciphertext(&big, &out).0;
             let e = phase.wrapping_sub((v as u64).wrapping_mul(d)) as i64;
+            e as f64 / 2f64.powi(64)
+        })
+        .collect();
+    errs.iter().map(|e| e * e).sum::<f64>() / n.max(1) as f64
+}
+
+/// Sign bootstrap of bit 0 of a `b`-bit register, as the runtime's exact rounding runs it
+/// (on the extraction partition when the key has one): the register times `2^b`, a quarter
+/// torus added, the constant table `−Δ/2`, then `+Δ/2`: the bit, times `Δ`.
+fn extract_bit0(sk: &ServerKey, x: &LweCiphertextOwned<u64>, b: u32) -> LweCiphertextOwned<u64> {
+    let d = delta(b);
+    let (k, n) = sk.extract_glwe();
+    let lut = allocate_and_trivially_encrypt_new_glwe_ciphertext(
+        GlweDimension(k).to_glwe_size(),
+        &PlaintextList::from_container(vec![(d / 2).wrapping_neg(); n]),
+        CiphertextModulus::new_native(),
+    );
+    let mut t = x.clone();
+    lwe_ciphertext_cleartext_mul_assign(&mut t, Cleartext(1u64 << b));
+    lwe_ciphertext_plaintext_add_assign(&mut t, Plaintext(1u64 << 62));
+    let mut bit = sk.bootstrap_bit(&t, &lut);
+    lwe_ciphertext_plaintext_add_assign(&mut bit, Plaintext(d / 2));
+    bit
+}
+
+/// Runs `trials` extractions of bit 0 of `Σ ±w·cᵢ + v` (message bits `b`; [`TERMS`] table
+/// bootstrap outputs `cᵢ` of value 0, so the register carries `TERMS·w²·V_pbs` as
+/// [`extraction_constraint`] models; `v` random in `[0, 2^b)`); returns how many bits were
+/// wrong.
+pub fn extraction_errors(
+    ck: &ClientKey,
+    sk: &ServerKey,
+    b: u32,
+    weight: u64,
+    trials: usize,
+    seed: u64,
+) -> usize {
+    let d = delta(b);
+    let p = b.min(4);
+    let dp = delta(p);
+    let ident = table_lut(sk.params(), p, dp, |i| i as u64);
+    let pool_size = 256;
+    // table outputs with their values removed (a table of zeros would give noiseless
+    // outputs: its blind rotation never leaves the trivial zero)
+    let pool: Vec<LweCiphertextOwned<u64>> = (0..pool_size)
+        .into_par_iter()
+        .map(|i| {
+            let v = (i % (1 << p)) as u64;
+            let mut out = sk.bootstrap(&table_input(ck, v as i64, p), &ident);
+            lwe_ciphertext_plaintext_sub_assign(&mut out, Plaintext(v.wrapping_mul(dp)));
+            out
+        })
+        .collect();
+    let big = sk.big_size();
+    (0..trials)
+        .into_par_iter()
+        .map(|t| {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(
+                seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            );
+            let v: i64 = rng.random_range(0..1i64 << b);
+            let mut x = LweCiphertext::new(0u64, big, CiphertextModulus::new_native());
+            for _ in 0..TERMS {
+                let c = &pool[rng.random_range(0..pool_size)];
+                let w = if rng.random_bool(0.5) {
+                    weight
+                } else {
+                    weight.wrapping_neg()
+                };
+                slice_wrapping_add_scalar_mul_assign(x.as_mut(), c.as_ref(), w);
+            }
+            lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext((v as u64).wrapping_mul(d)));
+            let bit = extract_bit0(sk, &x, b);
+            usize::from(ck.decrypt_one(&bit.as_view(), 0) != (v & 1))
+        })
+        .sum()
+}
+
+/// The noise check of the extraction of bit 0 of a `b`-bit register that sums [`TERMS`]
+/// bootstrap outputs with weights ±`weight`.
+pub fn extraction_constraint(b: u32, weight: u64) -> Constraint {
+    Constraint {
+        kind: ConstraintKind::BitExtraction,
+        at: "measurement".into(),
+        count: 1,
+        alpha: (TERMS as f64) * (weight as f64).powi(2) * 4f64.powi(b as i32),
+        gamma: 0.0,
+        beta: 0.0,
+        scale: 1.0,
+        margin: 0.25,
+    }
+}
+
+/// Empirical variance (torus units²) of an extracted bit where the runtime subtracts it
+/// (after the keyswitch back to the main key, when the partition has its own set), over `n`
+/// extractions of fresh `b`-bit encryptions: the phase minus the exact bit.
+pub fn bit_output_variance(ck: &ClientKey, sk: &ServerKey, b: u32, n: usize) -> f64 {
+    let d = delta(b);
+    let big = ck.glwe.as_lwe_secret_key();
+    let errs: Vec<f64> = (0..n)
+        .into_par_iter()
+        .map(|i| {
+            let v = (i as i64 * 7 + 1) % (1 << b);
+            let list = ck.encrypt(&[v]).decompress_into_lwe_ciphertext_list();
+            let x = LweCiphertext::from_container(
+                list.as_ref().to_vec(),
+                CiphertextModulus::new_native(),
+            );
+            let bit = extract_bit0(sk, &x, b);
+            let phase = decrypt_lwe_ciphertext(&big, &bit).0;
+            let e = phase.wrapping_sub(((v & 1) as u64).wrapping_mul(d)) as i64;
             e as f64 / 2f64.powi(64)
         })
         .collect();

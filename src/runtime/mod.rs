@@ -8,7 +8,7 @@
 pub mod files;
 pub mod measure;
 
-use crate::backend::params::FheParams;
+use crate::backend::params::{ExtractParams, FheParams};
 use crate::backend::{Instr, Operand, Program, Rounding};
 use crate::error::{Error, Result};
 use rayon::prelude::*;
@@ -19,20 +19,75 @@ use tfhe::named::Named;
 use tfhe_versionable::{Versionize, VersionsDispatch};
 
 /// What a key was made for: the model's program (by fingerprint), one key pair (random id),
-/// the encoding and the parameters. Every key and ciphertext file carries it.
+/// the encoding and the parameters of each partition. Every key and ciphertext file
+/// carries it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Versionize)]
 #[versionize(KeyInfoVersions)]
 pub struct KeyInfo {
     pub model_id: u64,
     pub key_id: u64,
     pub msg_bits: u32,
+    /// The main set (tables; inputs and outputs live under its big key).
     pub params: FheParams,
+    /// Exact rounding's bit extractions on their own set, or `None`.
+    pub extract: Option<ExtractParams>,
+}
+
+mod backward_compat {
+    use super::{CompressedServerKey, KeyInfo};
+    use crate::backend::params::FheParams;
+    use std::convert::Infallible;
+    use tfhe::core_crypto::prelude::{SeededLweBootstrapKeyOwned, SeededLweKeyswitchKeyOwned};
+    use tfhe_versionable::{Upgrade, Version};
+
+    /// Server keys made before multi-parameter circuits: one set.
+    #[derive(Version)]
+    pub struct CompressedServerKeyV0 {
+        pub info: KeyInfo,
+        pub ksk: SeededLweKeyswitchKeyOwned<u64>,
+        pub bsk: SeededLweBootstrapKeyOwned<u64>,
+    }
+
+    impl Upgrade<CompressedServerKey> for CompressedServerKeyV0 {
+        type Error = Infallible;
+        fn upgrade(self) -> Result<CompressedServerKey, Infallible> {
+            Ok(CompressedServerKey {
+                info: self.info,
+                ksk: self.ksk,
+                bsk: self.bsk,
+                extract: None,
+            })
+        }
+    }
+
+    /// Keys made before multi-parameter circuits: one set.
+    #[derive(Version)]
+    pub struct KeyInfoV0 {
+        pub model_id: u64,
+        pub key_id: u64,
+        pub msg_bits: u32,
+        pub params: FheParams,
+    }
+
+    impl Upgrade<KeyInfo> for KeyInfoV0 {
+        type Error = Infallible;
+        fn upgrade(self) -> Result<KeyInfo, Infallible> {
+            Ok(KeyInfo {
+                model_id: self.model_id,
+                key_id: self.key_id,
+                msg_bits: self.msg_bits,
+                params: self.params,
+                extract: None,
+            })
+        }
+    }
 }
 
 #[derive(VersionsDispatch)]
 #[allow(unused)]
 pub enum KeyInfoVersions {
-    V0(KeyInfo),
+    V0(backward_compat::KeyInfoV0),
+    V1(KeyInfo),
 }
 
 /// The client's secret key (the GLWE key; its flattening is the LWE key inputs are encrypted
@@ -62,12 +117,31 @@ pub struct CompressedServerKey {
     pub info: KeyInfo,
     ksk: SeededLweKeyswitchKeyOwned<u64>,
     bsk: SeededLweBootstrapKeyOwned<u64>,
+    /// The bit-extraction partition's keys, when it has its own set.
+    extract: Option<CompressedExtractKeys>,
+}
+
+/// The second partition's evaluation keys, seeded: keyswitch from the main big key to its
+/// small key, its bootstrapping key, keyswitch from its big key back to the main big key.
+#[derive(Clone, Serialize, Deserialize, Versionize)]
+#[versionize(CompressedExtractKeysVersions)]
+pub struct CompressedExtractKeys {
+    ksk: SeededLweKeyswitchKeyOwned<u64>,
+    bsk: SeededLweBootstrapKeyOwned<u64>,
+    fksk: SeededLweKeyswitchKeyOwned<u64>,
 }
 
 #[derive(VersionsDispatch)]
 #[allow(unused)]
+pub enum CompressedExtractKeysVersions {
+    V0(CompressedExtractKeys),
+}
+
+#[derive(VersionsDispatch)]
+#[allow(unused, clippy::large_enum_variant)]
 pub enum CompressedServerKeyVersions {
-    V0(CompressedServerKey),
+    V0(backward_compat::CompressedServerKeyV0),
+    V1(CompressedServerKey),
 }
 
 impl Named for CompressedServerKey {
@@ -80,6 +154,30 @@ pub struct ServerKey {
     pub info: KeyInfo,
     ksk: LweKeyswitchKeyOwned<u64>,
     bsk: FourierLweBootstrapKeyOwned,
+    extract: Option<ExtractKeys>,
+}
+
+/// [`CompressedExtractKeys`] expanded, the bootstrapping key in the Fourier domain.
+struct ExtractKeys {
+    ksk: LweKeyswitchKeyOwned<u64>,
+    bsk: FourierLweBootstrapKeyOwned,
+    fksk: LweKeyswitchKeyOwned<u64>,
+}
+
+/// Server key sizes per partition, bytes (as stored: seeded, standard domain).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct KeySizes {
+    pub main_bsk: usize,
+    pub main_ksk: usize,
+    pub extract_bsk: usize,
+    pub extract_ksk: usize,
+    pub extract_fksk: usize,
+}
+
+impl KeySizes {
+    pub fn total(&self) -> usize {
+        self.main_bsk + self.main_ksk + self.extract_bsk + self.extract_ksk + self.extract_fksk
+    }
 }
 
 /// Encrypted inputs of a batch: per sample, one seeded ciphertext list per graph input (one
@@ -131,10 +229,12 @@ fn delta(msg_bits: u32) -> u64 {
     1u64 << (63 - msg_bits)
 }
 
-/// Makes a fresh key pair for `params`, message width `msg_bits` and the program
-/// fingerprinted `model_id`.
+/// Makes a fresh key pair for `params` (and the bit-extraction set `extract`, when exact
+/// rounding runs it on its own), message width `msg_bits` and the program fingerprinted
+/// `model_id`.
 pub fn keygen(
     params: &FheParams,
+    extract: Option<&ExtractParams>,
     msg_bits: u32,
     model_id: u64,
 ) -> (ClientKey, CompressedServerKey) {
@@ -173,38 +273,122 @@ pub fn keygen(
         modulus(),
         seeder,
     );
+    let extract_keys = extract.map(|x| {
+        let s = &x.set;
+        let x_small =
+            LweSecretKey::generate_new_binary(LweDimension(s.lwe_dimension), &mut secret_gen);
+        let x_glwe = GlweSecretKey::generate_new_binary(
+            GlweDimension(s.glwe_dimension),
+            PolynomialSize(s.polynomial_size),
+            &mut secret_gen,
+        );
+        let x_lwe_noise = Gaussian::from_dispersion_parameter(StandardDev(s.lwe_std), 0.0);
+        let x_glwe_noise = Gaussian::from_dispersion_parameter(StandardDev(s.glwe_std), 0.0);
+        CompressedExtractKeys {
+            ksk: allocate_and_generate_new_seeded_lwe_keyswitch_key(
+                &big,
+                &x_small,
+                DecompositionBaseLog(s.ks_base_log),
+                DecompositionLevelCount(s.ks_level),
+                x_lwe_noise,
+                modulus(),
+                seeder,
+            ),
+            bsk: par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
+                &x_small,
+                &x_glwe,
+                DecompositionBaseLog(s.pbs_base_log),
+                DecompositionLevelCount(s.pbs_level),
+                x_glwe_noise,
+                modulus(),
+                seeder,
+            ),
+            // back to the main big key, with that key's own secure noise
+            fksk: allocate_and_generate_new_seeded_lwe_keyswitch_key(
+                &x_glwe.as_lwe_secret_key(),
+                &big,
+                DecompositionBaseLog(x.fks_base_log),
+                DecompositionLevelCount(x.fks_level),
+                glwe_noise,
+                modulus(),
+                seeder,
+            ),
+        }
+    });
     let info = KeyInfo {
         model_id,
         key_id,
         msg_bits,
         params: params.clone(),
+        extract: extract.cloned(),
     };
     (
         ClientKey {
             info: info.clone(),
             glwe,
         },
-        CompressedServerKey { info, ksk, bsk },
+        CompressedServerKey {
+            info,
+            ksk,
+            bsk,
+            extract: extract_keys,
+        },
     )
 }
 
+fn fourier(std_bsk: &LweBootstrapKeyOwned<u64>) -> FourierLweBootstrapKeyOwned {
+    let mut bsk = FourierLweBootstrapKey::new(
+        std_bsk.input_lwe_dimension(),
+        std_bsk.glwe_size(),
+        std_bsk.polynomial_size(),
+        std_bsk.decomposition_base_log(),
+        std_bsk.decomposition_level_count(),
+    );
+    par_convert_standard_lwe_bootstrap_key_to_fourier(std_bsk, &mut bsk);
+    bsk
+}
+
 impl CompressedServerKey {
-    /// Regenerates the masks and converts the bootstrapping key to the Fourier domain.
+    /// Regenerates the masks and converts the bootstrapping keys to the Fourier domain.
     pub fn expand(&self) -> ServerKey {
         let ksk = self.ksk.clone().par_decompress_into_lwe_keyswitch_key();
-        let std_bsk = self.bsk.clone().par_decompress_into_lwe_bootstrap_key();
-        let mut bsk = FourierLweBootstrapKey::new(
-            std_bsk.input_lwe_dimension(),
-            std_bsk.glwe_size(),
-            std_bsk.polynomial_size(),
-            std_bsk.decomposition_base_log(),
-            std_bsk.decomposition_level_count(),
-        );
-        par_convert_standard_lwe_bootstrap_key_to_fourier(&std_bsk, &mut bsk);
+        let bsk = fourier(&self.bsk.clone().par_decompress_into_lwe_bootstrap_key());
+        let extract = self.extract.as_ref().map(|x| ExtractKeys {
+            ksk: x.ksk.clone().par_decompress_into_lwe_keyswitch_key(),
+            bsk: fourier(&x.bsk.clone().par_decompress_into_lwe_bootstrap_key()),
+            fksk: x.fksk.clone().par_decompress_into_lwe_keyswitch_key(),
+        });
         ServerKey {
             info: self.info.clone(),
             ksk,
             bsk,
+            extract,
+        }
+    }
+
+    /// Sizes of the expanded keys per partition, bytes (64-bit words; the bootstrapping keys
+    /// in the standard domain, as `fhec keygen` documents them).
+    pub fn sizes(&self) -> KeySizes {
+        let words = |n: usize| n * 8;
+        let ksk_len = |k: &SeededLweKeyswitchKeyOwned<u64>| {
+            k.input_key_lwe_dimension().0
+                * k.decomposition_level_count().0
+                * k.output_key_lwe_dimension().to_lwe_size().0
+        };
+        let bsk_len = |b: &SeededLweBootstrapKeyOwned<u64>| {
+            let g = b.glwe_size().0;
+            b.input_lwe_dimension().0
+                * b.decomposition_level_count().0
+                * g
+                * g
+                * b.polynomial_size().0
+        };
+        KeySizes {
+            main_bsk: words(bsk_len(&self.bsk)),
+            main_ksk: words(ksk_len(&self.ksk)),
+            extract_bsk: self.extract.as_ref().map_or(0, |x| words(bsk_len(&x.bsk))),
+            extract_ksk: self.extract.as_ref().map_or(0, |x| words(ksk_len(&x.ksk))),
+            extract_fksk: self.extract.as_ref().map_or(0, |x| words(ksk_len(&x.fksk))),
         }
     }
 }
@@ -367,6 +551,49 @@ impl ServerKey {
         out
     }
 
+    /// The bootstrap of one bit extraction: on the main set, or, with a second partition,
+    /// keyswitch to its small key, centered modulus switch to its `2N`, blind rotation with
+    /// its bootstrapping key, sample extraction, and keyswitch back to the main big key.
+    /// `lut` is a test polynomial of the partition that runs it ([`ServerKey::extract_glwe`]).
+    pub(crate) fn bootstrap_bit(
+        &self,
+        ct: &LweCiphertextOwned<u64>,
+        lut: &GlweCiphertextOwned<u64>,
+    ) -> LweCiphertextOwned<u64> {
+        let (Some(keys), Some(x)) = (&self.extract, &self.info.extract) else {
+            return self.bootstrap(ct, lut);
+        };
+        let s = &x.set;
+        let mut small =
+            LweCiphertext::new(0u64, LweDimension(s.lwe_dimension).to_lwe_size(), modulus());
+        keyswitch_lwe_ciphertext(&keys.ksk, ct, &mut small);
+        let log_2n = (2 * s.polynomial_size).ilog2() as usize;
+        lwe_ciphertext_plaintext_add_assign(&mut small, Plaintext(1u64 << (63 - log_2n)));
+        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
+            small.as_view(),
+            CiphertextModulusLog(log_2n),
+        );
+        let mut acc = lut.clone();
+        blind_rotate_assign(&msed, &mut acc, &keys.bsk);
+        let mut x_big = LweCiphertext::new(
+            0u64,
+            LweDimension(s.big_dimension()).to_lwe_size(),
+            modulus(),
+        );
+        extract_lwe_sample_from_glwe_ciphertext(&acc, &mut x_big, MonomialDegree(0));
+        let mut out = LweCiphertext::new(0u64, self.big_size(), modulus());
+        keyswitch_lwe_ciphertext(&keys.fksk, &x_big, &mut out);
+        out
+    }
+
+    /// GLWE dimension and polynomial size of the set that runs bit extractions.
+    pub(crate) fn extract_glwe(&self) -> (usize, usize) {
+        match &self.info.extract {
+            Some(x) => (x.set.glwe_dimension, x.set.polynomial_size),
+            None => (self.params().glwe_dimension, self.params().polynomial_size),
+        }
+    }
+
     /// Runs the program on one sample's encrypted inputs; returns its encrypted outputs.
     ///
     /// # Errors
@@ -441,13 +668,14 @@ impl ServerKey {
             .map(|t| table_lut(self.params(), p, d, |i| t[i] as u64))
             .collect();
         // sign bootstrap for bit j: constant −2^(j−1)·Δ everywhere
+        let (x_k, x_n) = self.extract_glwe();
         let sign_luts: Vec<GlweCiphertextOwned<u64>> = (0..=b)
             .map(|j| {
                 let c = if j == 0 { d / 2 } else { d << (j - 1) };
                 let v = c.wrapping_neg();
-                let poly = vec![v; self.params().polynomial_size];
+                let poly = vec![v; x_n];
                 allocate_and_trivially_encrypt_new_glwe_ciphertext(
-                    GlweDimension(self.params().glwe_dimension).to_glwe_size(),
+                    GlweDimension(x_k).to_glwe_size(),
                     &PlaintextList::from_container(poly),
                     modulus(),
                 )
@@ -505,7 +733,7 @@ impl ServerKey {
                                         &mut t,
                                         Plaintext(1u64 << 62),
                                     );
-                                    let mut bit = self.bootstrap(&t, &sign_luts[j as usize]);
+                                    let mut bit = self.bootstrap_bit(&t, &sign_luts[j as usize]);
                                     let c = if j == 0 { d / 2 } else { d << (j - 1) };
                                     lwe_ciphertext_plaintext_add_assign(&mut bit, Plaintext(c));
                                     lwe_ciphertext_sub_assign(&mut x, &bit);
@@ -544,6 +772,7 @@ impl ServerKey {
 #[derive(Clone, Debug, PartialEq)]
 pub struct KeyShape {
     pub params: FheParams,
+    pub extract: Option<ExtractParams>,
     pub msg_bits: u32,
 }
 
@@ -557,9 +786,10 @@ pub struct CiphertextShape {
 
 impl KeyShape {
     /// The key shape of a planned program.
-    pub fn of(program: &Program, params: &FheParams) -> Self {
+    pub fn of(program: &Program, params: &FheParams, extract: Option<&ExtractParams>) -> Self {
         Self {
             params: params.clone(),
+            extract: extract.cloned(),
             msg_bits: program.msg_bits,
         }
     }
@@ -606,6 +836,7 @@ impl tfhe::conformance::ParameterSetConformant for ClientKey {
             && self.glwe.as_ref().len() == s.params.glwe_dimension * s.params.polynomial_size
             && self.glwe.glwe_dimension().0 == s.params.glwe_dimension
             && self.info.params == s.params
+            && self.info.extract == s.extract
             && self.info.msg_bits == s.msg_bits
             && self.glwe.as_ref().iter().all(|&b| b <= 1)
     }
@@ -616,15 +847,16 @@ impl tfhe::conformance::ParameterSetConformant for CompressedServerKey {
 
     fn is_conformant(&self, s: &KeyShape) -> bool {
         use tfhe::core_crypto::fft_impl::fft64::crypto::bootstrap::LweBootstrapKeyConformanceParams;
-        let p = &s.params;
-        let ksk = LweKeyswitchKeyConformanceParams {
-            decomp_base_log: DecompositionBaseLog(p.ks_base_log),
-            decomp_level_count: DecompositionLevelCount(p.ks_level),
-            output_lwe_size: LweDimension(p.lwe_dimension).to_lwe_size(),
-            input_lwe_dimension: LweDimension(p.glwe_dimension * p.polynomial_size),
-            ciphertext_modulus: modulus(),
+        let ksk = |input: usize, output: usize, base: usize, level: usize| {
+            LweKeyswitchKeyConformanceParams {
+                decomp_base_log: DecompositionBaseLog(base),
+                decomp_level_count: DecompositionLevelCount(level),
+                output_lwe_size: LweDimension(output).to_lwe_size(),
+                input_lwe_dimension: LweDimension(input),
+                ciphertext_modulus: modulus(),
+            }
         };
-        let bsk = LweBootstrapKeyConformanceParams {
+        let bsk = |p: &FheParams| LweBootstrapKeyConformanceParams {
             decomp_base_log: DecompositionBaseLog(p.pbs_base_log),
             decomp_level_count: DecompositionLevelCount(p.pbs_level),
             input_lwe_dimension: LweDimension(p.lwe_dimension),
@@ -632,10 +864,32 @@ impl tfhe::conformance::ParameterSetConformant for CompressedServerKey {
             polynomial_size: PolynomialSize(p.polynomial_size),
             ciphertext_modulus: modulus(),
         };
+        let p = &s.params;
+        let big = p.big_dimension();
+        let extract_ok = match (&self.extract, &s.extract) {
+            (None, None) => true,
+            (Some(keys), Some(x)) => {
+                let xs = &x.set;
+                keys.ksk
+                    .is_conformant(&ksk(big, xs.lwe_dimension, xs.ks_base_log, xs.ks_level))
+                    && keys.bsk.is_conformant(&bsk(xs))
+                    && keys.fksk.is_conformant(&ksk(
+                        xs.big_dimension(),
+                        big,
+                        x.fks_base_log,
+                        x.fks_level,
+                    ))
+            }
+            _ => false,
+        };
         self.info.params == *p
+            && self.info.extract == s.extract
             && self.info.msg_bits == s.msg_bits
-            && self.ksk.is_conformant(&ksk)
-            && self.bsk.is_conformant(&bsk)
+            && self
+                .ksk
+                .is_conformant(&ksk(big, p.lwe_dimension, p.ks_base_log, p.ks_level))
+            && self.bsk.is_conformant(&bsk(p))
+            && extract_ok
     }
 }
 

@@ -499,7 +499,7 @@ fn keys_of_other_dimensions_are_refused_before_use() {
     use fhec::fuzzing::{fuzz_key_shape, fuzz_params};
     use fhec::runtime::files::{load_bytes, KEY_LIMIT};
     use fhec::runtime::{keygen, ClientKey, CompressedServerKey};
-    let (ck, sk) = keygen(&fuzz_params(), 6, 1);
+    let (ck, sk) = keygen(&fuzz_params(), None, 6, 1);
     let dir = tmp("fuzz_keys");
     std::fs::create_dir_all(&dir).expect("dir");
     fhec::runtime::files::save(&sk, &dir.join("s.key")).expect("save");
@@ -543,7 +543,7 @@ fn write_seeds(root: &Path) {
     compile_iris(3, 4)
         .save(&dir("compiled_model").join("iris_mlp_3bit.fhe"))
         .expect("save");
-    let (ck, sk) = keygen(&fuzz_params(), 6, 1);
+    let (ck, sk) = keygen(&fuzz_params(), None, 6, 1);
     save_secret(&ck, &dir("keys").join("client.key")).expect("save");
     save(&sk, &dir("keys").join("server.key")).expect("save");
     let counts = fuzz_ciphertext_shape().counts;
