@@ -91,7 +91,7 @@ impl Overflows {
     /// One line for the run's output, then one per layer that overflowed.
     pub fn to_text(&self) -> String {
         let mut s = format!(
-            "table reads beyond their domain: {} of {} ({:.4}%), in {} of {} sample(s)",
+            "reads beyond their domain (tables, decrypted windows): {} of {} ({:.4}%), in {} of {} sample(s)",
             self.outside,
             self.reads,
             100.0 * self.outside as f64 / self.reads.max(1) as f64,
@@ -299,6 +299,15 @@ fn build_report(
         r.tables += t.distinct_tables(len);
         r.tlu_input_bits = r.tlu_input_bits.max(in_bits);
     }
+    // decrypted accumulators read in a calibrated window: the window is the width used
+    for &n in &order {
+        if let Op::Wrap { bits, .. } = g.g[n].op {
+            let src = g.inputs_of(n)[0];
+            if let Some(&r) = by_src.get(&src) {
+                rows[r].acc_bits_used = Some(bits);
+            }
+        }
+    }
     // the encrypted boundary: integers read by client-side float ops
     let mut outputs = Vec::new();
     let mut client_ops: BTreeMap<String, usize> = BTreeMap::new();
@@ -310,7 +319,11 @@ fn build_report(
         *client_ops.entry(node.op.name().to_string()).or_default() += 1;
         for i in g.inputs_of(n) {
             if g.g[i].ty.dtype == DType::I64 {
-                let bits = iv(i).map_or(0, |x: Interval| x.bits());
+                // per element (each decrypts in its own window)
+                let bits = cx.bounds.get(&i).map_or_else(
+                    || iv(i).map_or(0, |x: Interval| x.bits()),
+                    fhec_passes::bitwidth::Bounds::max_bits,
+                );
                 outputs.push((
                     cx.origin
                         .get(&i)
@@ -562,6 +575,13 @@ impl CompiledModel {
             .filter(|&n| matches!(g.g[n].op, Op::Tlu(_)))
             .map(|n| (n, g.g[table_source(g, n).0].name.clone()))
             .collect();
+        // decrypted outputs read in a calibrated window, with their layer
+        let windows: Vec<(NodeIndex, String)> = g
+            .topo()?
+            .into_iter()
+            .filter(|&n| matches!(g.g[n].op, Op::Wrap { .. }))
+            .map(|n| (n, format!("{} (decrypted)", g.g[g.inputs_of(n)[0]].name)))
+            .collect();
         let mut ov = Overflows::default();
         let ys = run_batched(&self.float_graph, inputs, |sample| {
             let q = fhec_ir::quantize_sample(sample, &self.input_quant);
@@ -576,6 +596,26 @@ impl CompiledModel {
                     .iter()
                     .enumerate()
                     .filter(|&(i, &v)| !t.in_domain(i, v))
+                    .count();
+                let e = ov.by_layer.entry(layer.clone()).or_default();
+                e.0 += out;
+                e.1 += x.len();
+                ov.reads += x.len();
+                ov.outside += out;
+                hit |= out > 0;
+            }
+            for (n, layer) in &windows {
+                let (Op::Wrap { lo, bits }, Some(Tensor::I64(x))) =
+                    (&g.g[*n].op, values.get(&g.inputs_of(*n)[0]))
+                else {
+                    continue;
+                };
+                let out = x
+                    .iter()
+                    .enumerate()
+                    .filter(|&(i, &v)| {
+                        fhec_ir::wrap(v, lo[if lo.len() == 1 { 0 } else { i }], *bits) != v
+                    })
                     .count();
                 let e = ov.by_layer.entry(layer.clone()).or_default();
                 e.0 += out;

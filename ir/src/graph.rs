@@ -137,6 +137,27 @@ impl Graph {
             .collect()
     }
 
+    /// Makes the consumers of `old` for which `pick` holds read `new` instead, on the same
+    /// ports (graph outputs are left alone); returns how many edges moved.
+    pub fn redirect_uses(
+        &mut self,
+        old: NodeIndex,
+        new: NodeIndex,
+        pick: impl Fn(&Node) -> bool,
+    ) -> usize {
+        let edges: Vec<(NodeIndex, usize, petgraph::stable_graph::EdgeIndex)> = self
+            .g
+            .edges_directed(old, Direction::Outgoing)
+            .filter(|e| e.target() != new && pick(&self.g[e.target()]))
+            .map(|e| (e.target(), *e.weight(), e.id()))
+            .collect();
+        for &(t, port, id) in &edges {
+            self.g.remove_edge(id);
+            self.g.add_edge(new, t, port);
+        }
+        edges.len()
+    }
+
     /// Makes every consumer of `old` (and every graph output pointing at it) use `new`.
     pub fn replace_uses(&mut self, old: NodeIndex, new: NodeIndex) {
         let edges: Vec<(NodeIndex, usize, petgraph::stable_graph::EdgeIndex)> = self

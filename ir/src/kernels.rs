@@ -196,6 +196,20 @@ fn check_attrs(op: &Op) -> Result<(), OpError> {
                 format!("cannot drop {b} bits of a 64-bit integer"),
             ));
         }
+        Op::Wrap { lo, bits } => {
+            if *bits == 0 || *bits > 62 {
+                return Err(OpError::attr(
+                    "bits",
+                    format!("a window of {bits} bits (1 to 62 allowed)"),
+                ));
+            }
+            if lo
+                .iter()
+                .any(|&l| l.checked_add(1i64 << bits).is_none() || l < -(1i64 << 62))
+            {
+                return Err(OpError::attr("lo", "a window ends beyond 64 bits"));
+            }
+        }
         Op::Quant(p) => check_q(p)?,
         Op::Tlu(t) => {
             check_q(&t.out)?;
@@ -702,6 +716,11 @@ fn infer_shape(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
             per_element_len(bits.len(), ins[0].len())?;
             ins[0].clone()
         }
+        Op::Wrap { lo, .. } => {
+            want(0, ins[0], DType::I64)?;
+            per_element_len(lo.len(), ins[0].len())?;
+            ins[0].clone()
+        }
         Op::Tlu(t) => {
             want(0, ins[0], DType::I64)?;
             per_element_len(t.a.len(), ins[0].len())?;
@@ -995,6 +1014,17 @@ pub fn eval(op: &Op, ins: &[&Tensor]) -> Result<Tensor, OpError> {
             )
         }
         Op::Quant(p) => Tensor::I64(f32_in(ins, 0)?.mapv(|v| p.quantize(v))),
+        Op::Wrap { lo, bits } => {
+            let x = i64_in(ins, 0)?;
+            let vals: Vec<i64> = x
+                .iter()
+                .enumerate()
+                .map(|(i, &v)| crate::quant::wrap(v, lo[if lo.len() == 1 { 0 } else { i }], *bits))
+                .collect();
+            Tensor::I64(
+                ArrayD::from_shape_vec(IxDyn(x.shape()), vals).expect("invariant: same shape"),
+            )
+        }
         Op::Round { bits } => {
             let x = i64_in(ins, 0)?;
             let vals: Vec<i64> = x

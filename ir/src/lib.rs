@@ -24,5 +24,7 @@ pub use graph::{Graph, GraphInput, GraphOutput, Node};
 pub use limits::Limits;
 pub use op::{Binary, ConvAttrs, IntLinear, Op, PadMode, PoolAttrs, ReduceKind, SliceAxis, Unary};
 pub use petgraph::stable_graph::NodeIndex;
-pub use quant::{quantize_sample, round_shift, ElemOp, Interval, QuantParams, TableDomain, TluFn};
+pub use quant::{
+    quantize_sample, round_shift, wrap, ElemOp, Interval, QuantParams, TableDomain, TluFn,
+};
 pub use tensor::{checked_len, saturating_len, DType, ShapeFmt, Tensor, TensorType};

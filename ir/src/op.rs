@@ -397,6 +397,15 @@ pub enum Op {
     },
     /// A table lookup per element (one programmable bootstrap each). I64 → I64.
     Tlu(TluFn),
+    /// Element `i` taken modulo `2^bits` into its window `[lo[i], lo[i] + 2^bits)` (one `lo`:
+    /// all elements): what decrypting an integer encrypted with `bits` bits of room reads.
+    /// Marks the decrypted outputs whose window is sized from calibration rather than from
+    /// the proven interval; a value beyond it wraps. I64 → I64.
+    // last: compiled models written before it keep their variant indices
+    Wrap {
+        lo: Vec<i64>,
+        bits: u32,
+    },
 }
 
 /// Integer linear maps.
@@ -477,6 +486,7 @@ impl Op {
             Op::Dequant { .. } => "Dequant",
             Op::Quant(_) => "Quant",
             Op::Round { .. } => "Round",
+            Op::Wrap { .. } => "Wrap",
             Op::Tlu(_) => "Tlu",
         }
     }
@@ -616,6 +626,11 @@ impl Op {
                 "scale={} zero_point={} range=[{},{}]",
                 q.scale, q.zero_point, q.qmin, q.qmax
             ),
+            Op::Wrap { lo, bits } => match (lo.iter().min(), lo.iter().max()) {
+                (Some(a), Some(b)) if a == b => format!("bits={bits} lo={a}"),
+                (Some(a), Some(b)) => format!("bits={bits} lo={a}..{b} per element"),
+                _ => format!("bits={bits}"),
+            },
             Op::Round { bits } => match (bits.iter().min(), bits.iter().max()) {
                 (Some(lo), Some(hi)) if lo == hi => format!("bits={lo}"),
                 (Some(lo), Some(hi)) => format!("bits={lo}..{hi} per element"),

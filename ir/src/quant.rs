@@ -94,6 +94,13 @@ pub fn quantize_sample(sample: &[Tensor], params: &[QuantParams]) -> Vec<Tensor>
         .collect()
 }
 
+/// `x` taken modulo `2^bits` into `[lo, lo + 2^bits)` (128-bit arithmetic; `bits` ≤ 62).
+pub fn wrap(x: i64, lo: i64, bits: u32) -> i64 {
+    let m = 1i128 << bits.min(62);
+    let v = i128::from(lo) + (i128::from(x) - i128::from(lo)).rem_euclid(m);
+    i64::try_from(v).unwrap_or(lo)
+}
+
 /// `round(x / 2^k)` to nearest, ties up: `(x + 2^(k-1)) >> k` (arithmetic shift).
 /// Computed in 128 bits, so it never overflows (`k` ≤ 63 is what a 64-bit value can drop).
 pub fn round_shift(x: i64, k: u32) -> i64 {

@@ -204,6 +204,20 @@ pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>,
                 Some(x) => Some(linear_bounds(l, x).map_err(fail)?),
                 None => None,
             },
+            Op::Wrap { lo, bits } => get(0).map(|x| {
+                let mut out = x.clone();
+                let (olo, ohi) = (&mut out.lo, &mut out.hi);
+                for (i, (a, b)) in olo.iter_mut().zip(ohi.iter_mut()).enumerate() {
+                    let l = lo[if lo.len() == 1 { 0 } else { i }];
+                    let h = l.saturating_add((1i64 << bits) - 1);
+                    // inside its window a value is kept; otherwise anything in the window
+                    if *a < l || *b > h {
+                        *a = l;
+                        *b = h;
+                    }
+                }
+                out
+            }),
             Op::Round { bits } => get(0).map(|x| {
                 let k = |i: usize| bits[if bits.len() == 1 { 0 } else { i }];
                 let mut lo = x.lo.clone();

@@ -256,6 +256,8 @@ pub struct PassContext {
     /// `round`: per table lookup, the interval of its (unrounded) source each element's
     /// table was sized for, and the proven one.
     pub domains: HashMap<NodeIndex, DomainChoice>,
+    /// `round`: decrypted integers read in a calibrated window: proven and window bits.
+    pub windows: HashMap<NodeIndex, (u32, u32)>,
     /// `prune_check`: weights zeroed per layer.
     pub pruned: Vec<(String, usize)>,
     /// `round`: most bits dropped by each `Round` node.

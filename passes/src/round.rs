@@ -204,6 +204,26 @@ impl Pass for Round {
                 });
             }
         }
+        let windows = if policy == RangePolicy::Calibrated {
+            if stale {
+                cx.bounds = bounds(g, cx)?;
+                cx.observed_elems = observed(g, cx)?;
+            }
+            output_windows(g, cx, margin)?
+        } else {
+            0
+        };
+        if windows > 0 {
+            cx.bounds = bounds(g, cx)?;
+            for (n, b) in &cx.bounds {
+                if matches!(g.g[*n].op, Op::Wrap { .. }) {
+                    cx.intervals.insert(*n, b.union());
+                }
+            }
+            cx.log.push(format!(
+                "round: {windows} decrypted output(s) read in a calibrated window narrower than the proven one"
+            ));
+        }
         cx.log.push(format!(
             "round: {count} table input(s) rounded ({} by default); {} table(s) of {p}-bit domains ({} ranges)",
             cx.config
@@ -212,12 +232,66 @@ impl Pass for Round {
             tables.len(),
             policy.name()
         ));
-        Ok(if count > 0 || !tables.is_empty() {
+        Ok(if count > 0 || !tables.is_empty() || windows > 0 {
             Changed::Yes
         } else {
             Changed::No
         })
     }
+}
+
+/// Calibrated ranges for what the client decrypts: every integer a client-side float op reads
+/// gets a window sized like a table domain (the calibration range with its margin, within
+/// the proven interval) when that is narrower than the proven interval, as an
+/// [`Op::Wrap`] before its readers. The encrypted program then needs only the window's bits
+/// of message room, not the proven width; a value beyond the window wraps, in the integer
+/// program as in the decryption (clear mode counts such values). Returns the windows made.
+fn output_windows(g: &mut Graph, cx: &mut PassContext, margin: f32) -> Result<usize, PassError> {
+    let mut made = 0;
+    for n in g.topo()? {
+        let node = &g.g[n];
+        if node.ty.dtype != fhec_ir::DType::I64 || matches!(node.op, Op::Const(_) | Op::Wrap { .. })
+        {
+            continue;
+        }
+        let is_reader = |m: &fhec_ir::Node| m.ty.dtype == fhec_ir::DType::F32;
+        if !g.users_of(n).into_iter().any(|u| is_reader(&g.g[u])) {
+            continue;
+        }
+        let Some(b) = cx.bounds.get(&n) else { continue };
+        let proven = b.max_bits();
+        let used = used_intervals(
+            RangePolicy::Calibrated,
+            margin,
+            b,
+            cx.observed_elems.get(&n),
+        );
+        let bits = used.iter().map(Interval::bits).max().unwrap_or(0).max(1);
+        if bits >= proven || bits > 62 {
+            continue;
+        }
+        // the used interval centred in its window, as a table domain's
+        let lo: Vec<i64> = used
+            .iter()
+            .map(|u| u.lo - ((1i64 << bits) - (u.hi - u.lo + 1)) / 2)
+            .collect();
+        let name = format!("{}:window", g.g[n].name);
+        let w = g.add_op(
+            &name,
+            Op::Wrap {
+                lo: compress(lo),
+                bits,
+            },
+            &[n],
+        )?;
+        g.redirect_uses(n, w, is_reader);
+        if let Some(o) = cx.origin.get(&n).cloned() {
+            cx.origin.insert(w, o);
+        }
+        cx.windows.insert(n, (proven, bits));
+        made += 1;
+    }
+    Ok(made)
 }
 
 #[cfg(test)]

@@ -90,6 +90,19 @@ pub struct ProgramOutput {
     /// precision beyond the tables' `p` bits that approximate rounding gives up anyway);
     /// 0 = exact.
     pub tolerance: u32,
+    /// A calibrated window (`Op::Wrap`): the decrypted value is taken modulo `2^bits` into
+    /// `[lo, lo + 2^bits)`, as the integer program says.
+    pub wrap: Option<u32>,
+}
+
+impl ProgramOutput {
+    /// A decrypted (or clear-run) register value as the integer program reads it.
+    pub fn read(&self, e: usize, v: i64) -> i64 {
+        match self.wrap {
+            Some(bits) => fhec_ir::wrap(v, self.lo[e], bits),
+            None => v,
+        }
+    }
 }
 
 /// The flat program the server runs.
@@ -375,6 +388,8 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                 rounds.insert(n, (bits.clone(), ins[0]));
                 lw.vals[&ins[0]].clone()
             }
+            // the client wraps after decryption (ProgramOutput::wrap)
+            Op::Wrap { .. } => lw.vals[&ins[0]].clone(),
             Op::Tlu(t) => {
                 let x = ins[0];
                 let (ks, src) = match rounds.get(&x) {
@@ -524,7 +539,15 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                 continue;
             }
             let b = lw.bounds_of(i)?.clone();
-            let lo: Vec<i64> = (0..b.len()).map(|e| b.at(e).lo).collect();
+            let (lo, wrap): (Vec<i64>, Option<u32>) = match &g.g[i].op {
+                Op::Wrap { lo, bits } => (
+                    (0..b.len())
+                        .map(|e| lo[if lo.len() == 1 { 0 } else { e }])
+                        .collect(),
+                    Some(*bits),
+                ),
+                _ => ((0..b.len()).map(|e| b.at(e).lo).collect(), None),
+            };
             out_bits = out_bits.max(b.max_bits());
             let elems = lw.vals[&i].clone();
             let oname = g.g[i].name.clone();
@@ -552,6 +575,7 @@ pub fn lower(m: &CompiledModel, rounding: Rounding) -> Result<Program> {
                 elems,
                 lo,
                 tolerance,
+                wrap,
             });
         }
     }
@@ -899,12 +923,14 @@ impl Program {
             .map(|o| {
                 o.elems
                     .iter()
-                    .map(|e| match (e, sim.as_deref_mut()) {
-                        (Operand::Reg(r), Some(sim)) if o.tolerance > 0 => {
-                            regs[*r as usize] + (sim.decrypt_sigma * (sim.normal)()).round() as i64
-                        }
-                        (Operand::Reg(r), _) => regs[*r as usize],
-                        (Operand::Const(v), _) => *v,
+                    .enumerate()
+                    .map(|(i, e)| match (e, sim.as_deref_mut()) {
+                        (Operand::Reg(r), Some(sim)) if o.tolerance > 0 => o.read(
+                            i,
+                            regs[*r as usize] + (sim.decrypt_sigma * (sim.normal)()).round() as i64,
+                        ),
+                        (Operand::Reg(r), _) => o.read(i, regs[*r as usize]),
+                        (Operand::Const(v), _) => o.read(i, *v),
                     })
                     .collect()
             })

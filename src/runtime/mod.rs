@@ -469,9 +469,13 @@ impl ClientKey {
                 Ok(o.elems
                     .iter()
                     .zip(&o.lo)
-                    .map(|(e, &lo)| match e {
-                        Operand::Const(v) => *v,
-                        Operand::Reg(_) => it.next().map_or(lo, |ct| self.decrypt_one(&ct, lo)),
+                    .enumerate()
+                    .map(|(i, (e, &lo))| match e {
+                        Operand::Const(v) => o.read(i, *v),
+                        Operand::Reg(_) => o.read(
+                            i,
+                            it.next().map_or(lo, |ct| self.decrypt_one(&ct, lo)),
+                        ),
                     })
                     .collect())
             })

@@ -86,6 +86,15 @@ fn calib_row(m: &fhec::CompiledModel, s: usize) -> Vec<Tensor> {
 /// Inputs in the calibration box that drive some table input beyond its calibrated domain
 /// (found by a seeded search; the calibration set itself never does).
 fn overflowing_rows(m: &fhec::CompiledModel, want: usize) -> Vec<Vec<Tensor>> {
+    overflowing_rows_at(m, want, |_| true)
+}
+
+/// [`overflowing_rows`] whose overflow is at a layer `at` accepts.
+fn overflowing_rows_at(
+    m: &fhec::CompiledModel,
+    want: usize,
+    at: impl Fn(&str) -> bool,
+) -> Vec<Vec<Tensor>> {
     let mut state = 0x9e37_79b9_7f4a_7c15u64;
     let mut next = move || {
         state ^= state << 13;
@@ -97,7 +106,7 @@ fn overflowing_rows(m: &fhec::CompiledModel, want: usize) -> Vec<Vec<Tensor>> {
     for _ in 0..4000 {
         let x = ArrayD::from_shape_fn(IxDyn(&[1, 4]), |_| 2.0 * next() - 1.0);
         let (_, ov) = m.run_clear_counted(std::slice::from_ref(&x)).expect("runs");
-        if ov.outside > 0 {
+        if ov.by_layer.iter().any(|(l, (o, _))| *o > 0 && at(l)) {
             rows.push(fhec::ir::quantize_sample(&[Tensor::F32(x)], &m.input_quant));
             if rows.len() == want {
                 break;
@@ -148,9 +157,14 @@ fn encrypted_tiny_mlp_equals_eval_int_exactly() {
         2,
         "no input leaves a calibrated table domain"
     );
+    // the decrypted output's calibrated window (Op::Wrap) left: the client wraps as the
+    // integer program does
+    let beyond_window = overflowing_rows_at(&m, 1, |l| l.ends_with("(decrypted)"));
+    assert_eq!(beyond_window.len(), 1, "no input leaves the output window");
     let rows = [0usize, 5, 9, 17, 30, 63].map(|s| (format!("{s}"), calib_row(&m, s)));
     let wrapping = wrapping
         .into_iter()
+        .chain(beyond_window)
         .enumerate()
         .map(|(i, q)| (format!("beyond a domain #{i}"), q));
     for (s, q) in rows.into_iter().chain(wrapping) {

@@ -506,14 +506,37 @@ fn reads_beyond_a_domain_are_counted_and_wrap() {
     let per_layer: usize = ov.by_layer.values().map(|(o, _)| o).sum();
     let reads: usize = ov.by_layer.values().map(|(_, r)| r).sum();
     assert_eq!((per_layer, reads), (ov.outside, ov.reads));
-    assert_eq!(ov.reads, m.report.pbs_count * ov.samples);
-    // recount from the values, and check each read beyond the domain
+    // every table read and every decrypted element of a calibrated window
     let g = &m.program;
+    let windowed: usize = g
+        .topo()
+        .expect("dag")
+        .into_iter()
+        .filter(|&n| matches!(g.g[n].op, fhec::ir::Op::Wrap { .. }))
+        .map(|n| g.g[n].ty.len())
+        .sum();
+    assert!(windowed > 0, "the decrypted output should get a window");
+    assert_eq!(ov.reads, (m.report.pbs_count + windowed) * ov.samples);
+    // recount from the values, and check each read beyond the domain
     let mut outside = 0;
     for sample in fhec::model::split_batch(&m.float_graph, &[x]).expect("batch") {
         let q = fhec::ir::quantize_sample(&sample, &m.input_quant);
         let values = eval_all(g, &q).expect("runs");
         for n in g.topo().expect("dag") {
+            if let fhec::ir::Op::Wrap { lo, bits } = &g.g[n].op {
+                // a decrypted value beyond its window: taken modulo 2^bits into it
+                let xs = values[&g.inputs_of(n)[0]].i64_values();
+                let ys = values[&n].i64_values();
+                for (i, (&xv, &yv)) in xs.iter().zip(&ys).enumerate() {
+                    let l = lo[if lo.len() == 1 { 0 } else { i }];
+                    let inside = xv >= l && xv < l + (1i64 << bits);
+                    outside += usize::from(!inside);
+                    assert!(yv >= l && yv < l + (1i64 << bits));
+                    assert_eq!((yv - xv).rem_euclid(1i64 << bits), 0);
+                    assert_eq!(inside, xv == yv);
+                }
+                continue;
+            }
             let fhec::ir::Op::Tlu(t) = &g.g[n].op else {
                 continue;
             };
