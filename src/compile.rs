@@ -119,6 +119,11 @@ pub struct CompiledModel {
     pub report: CompileReport,
     /// How the encrypted program is built and parameterized.
     pub fhe: crate::backend::FheOptions,
+    /// The TFHE parameters chosen when the model was saved (every partition), so that
+    /// keygen, encryption, serving and decryption check them instead of searching again
+    /// ([`crate::backend::params::verify`]); `None` when encrypted execution was not
+    /// available or the settings changed since.
+    pub params: Option<crate::backend::params::Choice>,
     /// The lowered program and its parameters, made on first use.
     #[serde(skip)]
     pub(crate) plan: std::sync::OnceLock<crate::fhe::Plan>,
@@ -128,7 +133,7 @@ const MAGIC: &[u8; 8] = b"FHEC\x00MDL";
 /// Largest compiled-model file read (bytes).
 pub const MODEL_LIMIT: u64 = 1 << 32;
 /// Bumped whenever the artifact layout changes.
-pub const FORMAT_VERSION: u32 = 4;
+pub const FORMAT_VERSION: u32 = 5;
 
 /// Compiles a model: import, then the pass pipeline on `calib` (one array per graph input,
 /// axis 0 = samples).
@@ -181,6 +186,7 @@ pub fn compile_model(
             input_quant: cx.input_quant.clone(),
             report,
             fhe: opts.fhe.clone(),
+            params: None,
             plan: std::sync::OnceLock::new(),
         },
         dumps,
@@ -651,8 +657,20 @@ impl CompiledModel {
             path: path.display().to_string(),
             reason: e,
         };
+        // the plan's parameters travel with the model (not searched again on load)
+        let stored;
+        let this = match (&self.params, self.plan()) {
+            (None, Ok(plan)) => {
+                stored = CompiledModel {
+                    params: Some(plan.choice.clone()),
+                    ..self.clone()
+                };
+                &stored
+            }
+            _ => self,
+        };
         let body = bincode_options(u64::MAX)
-            .serialize(self)
+            .serialize(this)
             .map_err(|e| w(e.to_string()))?;
         let mut out = Vec::with_capacity(body.len() + 24);
         out.extend_from_slice(MAGIC);

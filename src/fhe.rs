@@ -76,6 +76,9 @@ impl CompiledModel {
     /// The same model with other encrypted-program settings (the plan is remade).
     #[must_use]
     pub fn with_fhe_options(mut self, opts: FheOptions) -> Self {
+        if opts != self.fhe {
+            self.params = None;
+        }
         self.fhe = opts;
         self.plan = std::sync::OnceLock::new();
         self
@@ -90,7 +93,11 @@ impl CompiledModel {
             return Ok(p);
         }
         let program = lower(self, self.fhe.rounding)?;
-        let choice = choose_params(&program, &self.fhe)?;
+        let choice = match &self.params {
+            // chosen when the model was saved: checked, not searched again
+            Some(stored) => crate::backend::verify_params(&program, &self.fhe, stored)?,
+            None => choose_params(&program, &self.fhe)?,
+        };
         let model_id = fingerprint(&program, &choice);
         Ok(self.plan.get_or_init(|| Plan {
             program,

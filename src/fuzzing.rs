@@ -10,7 +10,7 @@
 //! Sizes are capped lower than the command line's defaults ([`fuzz_limits`]) so that one
 //! input runs in milliseconds; the caps are the same code paths as `--max-elements`.
 
-use crate::backend::params::FheParams;
+use crate::backend::params::{ExtractParams, FheParams};
 use crate::backend::{lower, Rounding};
 use crate::runtime::files::{load_bytes, CT_LIMIT, KEY_LIMIT};
 use crate::runtime::{
@@ -102,6 +102,10 @@ pub fn compiled_model(data: &[u8]) {
     };
     let _ = lower(&m, Rounding::Exact);
     let _ = lower(&m, Rounding::Approximate);
+    // stored parameters are checked, not searched (a search per input would be slow)
+    if m.params.is_some() {
+        let _ = m.plan();
+    }
     let _ = m.run_clear(&zero_batch(&m.float_graph));
 }
 
@@ -122,11 +126,30 @@ pub fn fuzz_params() -> FheParams {
     }
 }
 
-/// The key shape the key target checks against.
+/// The bit-extraction partition of the fuzzed keys: tiny too, **not secure**.
+pub fn fuzz_extract_params() -> ExtractParams {
+    ExtractParams {
+        set: FheParams {
+            lwe_dimension: 8,
+            glwe_dimension: 1,
+            polynomial_size: 256,
+            pbs_base_log: 15,
+            pbs_level: 1,
+            ks_base_log: 4,
+            ks_level: 2,
+            lwe_std: 1e-5,
+            glwe_std: 1e-9,
+        },
+        fks_base_log: 8,
+        fks_level: 2,
+    }
+}
+
+/// The key shape the key target checks against (two partitions).
 pub fn fuzz_key_shape() -> KeyShape {
     KeyShape {
         params: fuzz_params(),
-        extract: None,
+        extract: Some(fuzz_extract_params()),
         msg_bits: 6,
     }
 }

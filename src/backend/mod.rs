@@ -794,6 +794,24 @@ pub fn choose_params(p: &Program, opts: &FheOptions) -> Result<Choice> {
     .map_err(|e| Error::Usage(e.to_string()))
 }
 
+/// Checks parameters stored with a compiled model against its program instead of searching
+/// again: each set on tfhe's 132-bit curve for its dimensions and above the search's floors,
+/// every noise constraint meeting the target ([`params::verify`]).
+///
+/// # Errors
+/// Parameters that are not secure or do not meet the target, naming why.
+pub fn verify_params(p: &Program, opts: &FheOptions, stored: &Choice) -> Result<Choice> {
+    let target = params::Target {
+        p_error: opts.target(p),
+        off_by_one: opts.max_off_by_one,
+    };
+    params::verify(stored, &p.constraints, p.tlu_bits, target).map_err(|e| {
+        Error::Usage(format!(
+            "the compiled model's stored TFHE parameters are refused: {e}; recompile the model"
+        ))
+    })
+}
+
 /// What the clear simulation of an encrypted run draws (`--mode sim`): approximate
 /// rounding's noise, the decryption noise, and bootstrap failures, with counts of what it
 /// injected.

@@ -917,6 +917,117 @@ pub fn search_extract(
     best.map(|b| b.1)
 }
 
+/// Smallest LWE dimension and big-key dimension `k·N` a set may have (the search's floors).
+pub const MIN_LWE_DIMENSION: usize = 384;
+pub const MIN_BIG_DIMENSION: usize = 256;
+
+impl FheParams {
+    /// Why this set is not a secure, well-formed TFHE set, if it is not: dimensions within
+    /// the search's range (a power-of-two polynomial of 2^8 to 2^16 coefficients, `k·N` at
+    /// most 2^16, `n` at least [`MIN_LWE_DIMENSION`]), decompositions within 64 bits, and
+    /// both noises at least what tfhe's lattice-estimator curve asks for 132 bits at these
+    /// dimensions (`minimal_lwe_variance_for_132_bits_security_gaussian`).
+    pub fn check_secure(&self) -> Result<(), String> {
+        let n = self.polynomial_size;
+        if !(n.is_power_of_two() && (256..=1 << 16).contains(&n)) {
+            return Err(format!("polynomial size {n}"));
+        }
+        if self.glwe_dimension == 0 || self.big_dimension() > 1 << 16 {
+            return Err(format!("GLWE dimension {}", self.glwe_dimension));
+        }
+        if !(MIN_LWE_DIMENSION..=1 << 14).contains(&self.lwe_dimension)
+            || self.big_dimension() < MIN_BIG_DIMENSION
+        {
+            return Err(format!("LWE dimension {}", self.lwe_dimension));
+        }
+        for (what, base, level) in [
+            ("bootstrap", self.pbs_base_log, self.pbs_level),
+            ("keyswitch", self.ks_base_log, self.ks_level),
+        ] {
+            if base == 0 || level == 0 || base * level > 64 {
+                return Err(format!("{what} decomposition {level}x{base}"));
+            }
+        }
+        let floor = |dim: usize| min_var(dim as f64, Q) * (1.0 - 1e-9);
+        if !(self.lwe_std.is_finite() && self.lwe_std * self.lwe_std >= floor(self.lwe_dimension)) {
+            return Err(format!(
+                "LWE noise {:e} is below the 132-bit curve at n={}",
+                self.lwe_std, self.lwe_dimension
+            ));
+        }
+        if !(self.glwe_std.is_finite()
+            && self.glwe_std * self.glwe_std >= floor(self.big_dimension()))
+        {
+            return Err(format!(
+                "GLWE noise {:e} is below the 132-bit curve at k·N={}",
+                self.glwe_std,
+                self.big_dimension()
+            ));
+        }
+        if self.lwe_std >= 0.25 || self.glwe_std >= 0.25 {
+            return Err("noise of a quarter torus or more".into());
+        }
+        Ok(())
+    }
+}
+
+/// Checks a stored plan against a circuit's constraints instead of searching again: every set
+/// well-formed and secure ([`FheParams::check_secure`]; a vetted set must be tfhe's own),
+/// room for `p`-bit tables, and every constraint meeting `target` under the sets' real
+/// variances. Returns the plan's statistics recomputed.
+///
+/// # Errors
+/// The first reason the plan is refused.
+pub fn verify(
+    stored: &Choice,
+    constraints: &[Constraint],
+    p: u32,
+    target: Target,
+) -> Result<Choice, String> {
+    let main = &stored.params;
+    if stored.source == "optimizer" {
+        main.check_secure().map_err(|e| format!("table set: {e}"))?;
+    } else if !vetted_sets()
+        .iter()
+        .any(|(name, _, v)| *name == stored.source && v == main)
+    {
+        return Err(format!("`{}` is not a tfhe vetted set", stored.source));
+    }
+    if let Some(x) = &stored.extract {
+        x.set
+            .check_secure()
+            .map_err(|e| format!("bit-extraction set: {e}"))?;
+        if x.fks_base_log == 0 || x.fks_level == 0 || x.fks_base_log * x.fks_level > 64 {
+            return Err("bit-extraction return keyswitch decomposition".into());
+        }
+    }
+    if main.polynomial_size < 1 << p.min(16) {
+        return Err(format!(
+            "polynomial size {} holds fewer than the 2^{p} table boxes",
+            main.polynomial_size
+        ));
+    }
+    let x = stored.extract.as_ref();
+    if let Some(c) = constraints
+        .iter()
+        .find(|c| !target.meets_variance(read_variance(main, x, c), c))
+    {
+        return Err(format!(
+            "the {} at `{}` fails p_error {:.1e} (predicted {:.1e})",
+            c.kind,
+            c.at,
+            target.p_error,
+            p_error_of(read_variance(main, x, c), c.margin)
+        ));
+    }
+    Ok(Choice::new(
+        stored.source.clone(),
+        main.clone(),
+        stored.extract.clone(),
+        constraints,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

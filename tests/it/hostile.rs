@@ -496,10 +496,10 @@ fn default_limits_are_generous_for_real_models() {
 
 #[test]
 fn keys_of_other_dimensions_are_refused_before_use() {
-    use fhec::fuzzing::{fuzz_key_shape, fuzz_params};
+    use fhec::fuzzing::{fuzz_extract_params, fuzz_key_shape, fuzz_params};
     use fhec::runtime::files::{load_bytes, KEY_LIMIT};
     use fhec::runtime::{keygen, ClientKey, CompressedServerKey};
-    let (ck, sk) = keygen(&fuzz_params(), None, 6, 1);
+    let (ck, sk) = keygen(&fuzz_params(), Some(&fuzz_extract_params()), 6, 1);
     let dir = tmp("fuzz_keys");
     std::fs::create_dir_all(&dir).expect("dir");
     fhec::runtime::files::save(&sk, &dir.join("s.key")).expect("save");
@@ -523,7 +523,24 @@ fn keys_of_other_dimensions_are_refused_before_use() {
             .err()
             .expect("refused");
         assert!(e.contains("dimensions do not match"), "{e}");
+        // the same edits on the bit-extraction partition
+        let mut other = fuzz_key_shape();
+        if let Some(x) = &mut other.extract {
+            edit(&mut x.set);
+        }
+        let e = load_bytes::<CompressedServerKey>(&sb, "server key", KEY_LIMIT, &other)
+            .err()
+            .expect("refused");
+        assert!(e.contains("dimensions do not match"), "{e}");
     }
+    // a key without the partition the model has, and the other way round
+    let mut one_set = fuzz_key_shape();
+    one_set.extract = None;
+    assert!(load_bytes::<CompressedServerKey>(&sb, "server key", KEY_LIMIT, &one_set).is_err());
+    let (_, sk1) = keygen(&fuzz_params(), None, 6, 1);
+    fhec::runtime::files::save(&sk1, &dir.join("s1.key")).expect("save");
+    let sb1 = std::fs::read(dir.join("s1.key")).expect("read");
+    assert!(load_bytes::<CompressedServerKey>(&sb1, "server key", KEY_LIMIT, &shape).is_err());
 }
 
 // ---- fuzz corpora and crashes, replayed ------------------------------------------------
@@ -532,7 +549,7 @@ fn keys_of_other_dimensions_are_refused_before_use() {
 /// compiled model, keys and ciphertexts of the fuzz shapes. ONNX and `.npy` seeds are the
 /// shipped models and arrays, which the fuzzers and this replay also read from `models/`.
 fn write_seeds(root: &Path) {
-    use fhec::fuzzing::{fuzz_ciphertext_shape, fuzz_params};
+    use fhec::fuzzing::{fuzz_ciphertext_shape, fuzz_extract_params, fuzz_params};
     use fhec::runtime::files::{save, save_secret};
     use fhec::runtime::{keygen, EncryptedInputs, EncryptedOutputs};
     let dir = |t: &str| {
@@ -543,7 +560,7 @@ fn write_seeds(root: &Path) {
     compile_iris(3, 4)
         .save(&dir("compiled_model").join("iris_mlp_3bit.fhe"))
         .expect("save");
-    let (ck, sk) = keygen(&fuzz_params(), None, 6, 1);
+    let (ck, sk) = keygen(&fuzz_params(), Some(&fuzz_extract_params()), 6, 1);
     save_secret(&ck, &dir("keys").join("client.key")).expect("save");
     save(&sk, &dir("keys").join("server.key")).expect("save");
     let counts = fuzz_ciphertext_shape().counts;
@@ -622,4 +639,62 @@ fn fuzz_seeds_and_crashes_replay_without_panic() {
     )
     .expect("compiled model seed");
     assert!(files >= 20, "seed files are missing ({files} read)");
+}
+
+// ---- stored TFHE parameters ------------------------------------------------------------
+
+/// A saved model carries its plan's parameters (both partitions); loading checks them
+/// instead of searching, and refuses parameters that are not secure or do not meet the
+/// target, naming why.
+#[test]
+fn stored_parameters_are_checked_on_load() {
+    let m = compile_iris(6, 6);
+    let searched = m.plan().expect("plan").choice.clone();
+    assert!(
+        searched.extract.is_some(),
+        "exact rounding on two partitions"
+    );
+    let dir = tmp("stored_params");
+    std::fs::create_dir_all(&dir).expect("dir");
+    let path = dir.join("iris.fhe");
+    m.save(&path).expect("save");
+    let loaded = fhec::CompiledModel::load(&path).expect("load");
+    assert_eq!(
+        loaded.params.as_ref(),
+        Some(&searched),
+        "stored as searched"
+    );
+    assert_eq!(loaded.plan().expect("verified").choice, searched);
+    type Edit = fn(&mut fhec::backend::params::Choice);
+    let edits: [(Edit, &str); 5] = [
+        (|c| c.params.lwe_std /= 4.0, "below the 132-bit curve"),
+        (|c| c.params.lwe_dimension = 256, "LWE dimension 256"),
+        (|c| c.params.pbs_level = 1, "fails p_error"),
+        (
+            |c| {
+                if let Some(x) = &mut c.extract {
+                    x.set.glwe_std /= 1e3;
+                }
+            },
+            "bit-extraction set",
+        ),
+        (
+            |c| c.source = "PARAM_MADE_UP".into(),
+            "not a tfhe vetted set",
+        ),
+    ];
+    for (edit, want) in edits {
+        let mut bad = loaded.clone();
+        let mut c = searched.clone();
+        edit(&mut c);
+        bad.params = Some(c);
+        bad.save(&path).expect("save");
+        let again = fhec::CompiledModel::load(&path).expect("load");
+        let e = again.plan().expect_err("refused").to_string();
+        assert!(
+            e.contains("stored TFHE parameters are refused") && e.contains(want),
+            "{want}: {e}"
+        );
+        assert_eq!(e.lines().count(), 1, "{e}");
+    }
 }
