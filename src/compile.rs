@@ -121,7 +121,7 @@ pub struct CompiledModel {
     pub fhe: crate::backend::FheOptions,
     /// The TFHE parameters chosen when the model was saved (every partition), so that
     /// keygen, encryption, serving and decryption check them instead of searching again
-    /// ([`crate::backend::params::verify`]); `None` when encrypted execution was not
+    /// ([`crate::backend::partition::verify`]); `None` when encrypted execution was not
     /// available or the settings changed since.
     pub params: Option<crate::backend::params::Choice>,
     /// The lowered program and its parameters, made on first use.

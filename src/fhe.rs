@@ -92,7 +92,7 @@ impl CompiledModel {
         if let Some(p) = self.plan.get() {
             return Ok(p);
         }
-        let program = lower(self, self.fhe.rounding)?;
+        let program = lower(&self.program, &self.input_quant, self.fhe.rounding)?;
         let choice = match &self.params {
             // chosen when the model was saved: checked, not searched again
             Some(stored) => crate::backend::verify_params(&program, &self.fhe, stored)?,

@@ -61,7 +61,7 @@ pub fn onnx(data: &[u8]) {
         ..Default::default()
     };
     if let Ok((m, _)) = crate::compile_model(&model, &zeros, &copts) {
-        let _ = lower(&m, Rounding::Exact);
+        let _ = lower(&m.program, &m.input_quant, Rounding::Exact);
     }
 }
 
@@ -100,8 +100,8 @@ pub fn compiled_model(data: &[u8]) {
     let Ok(m) = CompiledModel::from_bytes(&fixed, &fuzz_limits()) else {
         return;
     };
-    let _ = lower(&m, Rounding::Exact);
-    let _ = lower(&m, Rounding::Approximate);
+    let _ = lower(&m.program, &m.input_quant, Rounding::Exact);
+    let _ = lower(&m.program, &m.input_quant, Rounding::Approximate);
     // stored parameters are checked, not searched (a search per input would be slow)
     if m.params.is_some() {
         let _ = m.plan();

@@ -56,11 +56,11 @@
 //! (‖w‖₂ of tens) rarely fit, which the error says.
 
 use tfhe::core_crypto::commons::noise_formulas::centered_mean_shifted_modulus_switch::centered_binary_shifted_modulus_switch_additive_variance_impl as ms_var;
-use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::keyswitch_additive_variance_132_bits_security_gaussian_impl as ks_var;
+pub(super) use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::keyswitch_additive_variance_132_bits_security_gaussian_impl as ks_var;
 use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::pbs_variance_132_bits_security_gaussian_fft_mul_impl as pbs_var;
-use tfhe::core_crypto::commons::noise_formulas::secure_noise::minimal_lwe_variance_for_132_bits_security_gaussian_impl as min_var;
+pub(super) use tfhe::core_crypto::commons::noise_formulas::secure_noise::minimal_lwe_variance_for_132_bits_security_gaussian_impl as min_var;
 
-const Q: f64 = 18_446_744_073_709_551_616.0; // 2^64
+pub(super) const Q: f64 = 18_446_744_073_709_551_616.0; // 2^64
 const MANTISSA: f64 = 53.0;
 /// Milliseconds per unit of [`FheParams::cost`] on one thread, fitted to measurements.
 const MS_PER_COST: f64 = 1.41e-7;
@@ -211,7 +211,7 @@ pub fn p_error_of(v: f64, margin: f64) -> f64 {
     libm::erfc(margin / (2.0 * v).sqrt())
 }
 
-fn off_by_one_of(v: f64, margin: f64) -> f64 {
+pub(super) fn off_by_one_of(v: f64, margin: f64) -> f64 {
     let s = v.sqrt() / margin;
     (s * (2.0 / std::f64::consts::PI).sqrt()).min(1.0)
 }
@@ -430,13 +430,17 @@ pub fn partition_counts(constraints: &[Constraint]) -> (usize, usize) {
 }
 
 /// Relative cost of one sample's bootstraps (units of [`FheParams::cost`]).
-fn circuit_cost(main: &FheParams, extract: Option<&ExtractParams>, counts: (usize, usize)) -> f64 {
+pub(super) fn circuit_cost(
+    main: &FheParams,
+    extract: Option<&ExtractParams>,
+    counts: (usize, usize),
+) -> f64 {
     let bit = extract.map_or_else(|| main.cost(), |x| x.cost(main));
     counts.0 as f64 * main.cost() + counts.1 as f64 * bit
 }
 
 impl Choice {
-    fn new(
+    pub(super) fn new(
         source: String,
         params: FheParams,
         extract: Option<ExtractParams>,
@@ -564,7 +568,7 @@ impl Target {
     fn meets(&self, params: &FheParams, c: &Constraint) -> bool {
         self.meets_variance(params.read_variance(c), c)
     }
-    fn meets_variance(&self, v: f64, c: &Constraint) -> bool {
+    pub(super) fn meets_variance(&self, v: f64, c: &Constraint) -> bool {
         p_error_of(v, c.margin) <= self.p_error
             && (c.kind != ConstraintKind::ApproximateTable
                 || off_by_one_of(v, c.margin) <= self.off_by_one)
@@ -617,7 +621,7 @@ fn erfc_inv(p: f64) -> f64 {
 /// The cheapest secure set (by [`FheParams::cost`]) that `feasible` accepts: over polynomial
 /// sizes from `2^min_poly_log`, GLWE dimensions, LWE dimensions and decompositions, with
 /// bootstrapping keys of at most `max_bsk_bytes`.
-fn search_set(
+pub(super) fn search_set(
     min_poly_log: u32,
     max_bsk_bytes: f64,
     feasible: impl Fn(&FheParams) -> bool,
@@ -675,7 +679,7 @@ fn search_set(
 
 /// `base` with the bootstrap base for `level` decomposition levels that gives the smallest
 /// output variance.
-fn best_pbs(base: &FheParams, level: usize) -> Option<FheParams> {
+pub(super) fn best_pbs(base: &FheParams, level: usize) -> Option<FheParams> {
     (1..=(64 / level).min(40))
         .map(|b| FheParams {
             pbs_base_log: b,
@@ -687,7 +691,7 @@ fn best_pbs(base: &FheParams, level: usize) -> Option<FheParams> {
 
 /// The keyswitch base log for `level` levels from a key of dimension `input` to `base`'s
 /// small key that gives the smallest variance.
-fn best_ks(base: &FheParams, input: usize, level: usize) -> Option<usize> {
+pub(super) fn best_ks(base: &FheParams, input: usize, level: usize) -> Option<usize> {
     (1..=(64 / level).min(30)).min_by(|&a, &b| {
         let v = |bl: usize| {
             ks_var(
@@ -760,272 +764,6 @@ pub fn search(
             })
         }
     }
-}
-
-/// The cheapest plan for a circuit: one set for every bootstrap, or (when exact rounding
-/// extracts bits) a main set for the tables and a second, small set for the 1-bit
-/// extractions, connected by keyswitches ([`ExtractParams`]), whichever costs less per sample.
-///
-/// The two sets are chosen jointly. The main set's noise decides what the extractions read
-/// (the accumulator, at `2^(B−j)`), the extraction set's decides what the tables read after
-/// the bits are subtracted; the search walks a small grid over how the budget of each
-/// extraction read is split (`f`: the share left to the extraction set's keyswitch and
-/// modulus switch) and how noisy an extracted bit may be relative to a table output (`ρ`),
-/// finds the cheapest main set for each, then the cheapest extraction set that, with that
-/// main set, meets every constraint exactly. The grid only steers; every plan returned is
-/// checked constraint by constraint with both sets' real variances.
-///
-/// # Errors
-/// [`ParamsError::Infeasible`] when neither form meets the target.
-pub fn search_circuit(
-    constraints: &[Constraint],
-    min_poly_log: u32,
-    target: Target,
-    max_bsk_bytes: f64,
-) -> Result<Choice, ParamsError> {
-    let single = search(constraints, min_poly_log, target, max_bsk_bytes);
-    let counts = partition_counts(constraints);
-    if counts.1 == 0 {
-        return single;
-    }
-    let mut best: Option<(f64, FheParams, ExtractParams)> = None;
-    let single_cost = single
-        .as_ref()
-        .map_or(f64::INFINITY, |c| circuit_cost(&c.params, None, counts));
-    let mut tried: Vec<FheParams> = Vec::new();
-    for rho in [4f64.powi(2), 4f64.powi(5), 4f64.powi(8)] {
-        for f in [0.125f64, 0.5] {
-            let main = search_set(min_poly_log, max_bsk_bytes, |cand| {
-                constraints.iter().all(|c| {
-                    let core = ((c.alpha + c.gamma * rho) * cand.v_pbs() + c.beta * cand.v_fresh())
-                        * c.scale
-                        * c.scale;
-                    match c.kind {
-                        ConstraintKind::BitExtraction => {
-                            p_error_of(core, c.margin * (1.0 - f).sqrt()) <= target.p_error
-                        }
-                        ConstraintKind::Decryption => target.meets_variance(core, c),
-                        _ => target.meets_variance(core + cand.v_ks() + cand.v_ms(), c),
-                    }
-                })
-            });
-            let Some(main) = main else { continue };
-            if tried.contains(&main) {
-                continue;
-            }
-            tried.push(main.clone());
-            if let Some(x) = search_extract(&main, constraints, target) {
-                let cost = circuit_cost(&main, Some(&x), counts);
-                if best.as_ref().is_none_or(|b| cost < b.0) {
-                    best = Some((cost, main, x));
-                }
-            }
-        }
-    }
-    match best {
-        Some((cost, main, x)) if cost < single_cost => {
-            Ok(Choice::new("optimizer".into(), main, Some(x), constraints))
-        }
-        _ => single,
-    }
-}
-
-/// The cheapest extraction set for a given main set that meets every constraint.
-pub fn search_extract(
-    main: &FheParams,
-    constraints: &[Constraint],
-    target: Target,
-) -> Option<ExtractParams> {
-    let relevant: Vec<&Constraint> = constraints
-        .iter()
-        .filter(|c| c.kind == ConstraintKind::BitExtraction || c.gamma > 0.0)
-        .collect();
-    let feasible = |x: &ExtractParams| {
-        relevant
-            .iter()
-            .all(|c| target.meets_variance(read_variance(main, Some(x), c), c))
-    };
-    let mut best: Option<(f64, ExtractParams)> = None;
-    for log_n in 8..=12u32 {
-        let big_n = 1usize << log_n;
-        for k in 1..=4usize {
-            if k * big_n > 1 << 13 {
-                continue;
-            }
-            for n in (384..=1024).step_by(8) {
-                let base = FheParams::secure(n, k, big_n, (1, 1), (1, 1));
-                let floor = ExtractParams {
-                    set: base.clone(),
-                    fks_base_log: 1,
-                    fks_level: 1,
-                }
-                .cost(main);
-                if best.as_ref().is_some_and(|b| floor >= b.0) {
-                    continue;
-                }
-                let fks: Vec<(usize, usize)> = (1..=8)
-                    .filter_map(|l| {
-                        (1..=(64 / l).min(30))
-                            .min_by(|&a, &b| {
-                                let v = |bl: usize| {
-                                    ks_var(
-                                        base.big_dimension() as f64,
-                                        main.big_dimension() as f64,
-                                        2f64.powi(bl as i32),
-                                        l as f64,
-                                        Q,
-                                        Q,
-                                    )
-                                };
-                                v(a).total_cmp(&v(b))
-                            })
-                            .map(|b| (b, l))
-                    })
-                    .collect();
-                for lp in 1..=4 {
-                    let Some(p) = best_pbs(&base, lp) else {
-                        continue;
-                    };
-                    for lk in 1..=10 {
-                        let Some(kb) = best_ks(&base, main.big_dimension(), lk) else {
-                            continue;
-                        };
-                        for &(fb, fl) in &fks {
-                            let cand = ExtractParams {
-                                set: FheParams {
-                                    ks_base_log: kb,
-                                    ks_level: lk,
-                                    ..p.clone()
-                                },
-                                fks_base_log: fb,
-                                fks_level: fl,
-                            };
-                            let cost = cand.cost(main);
-                            if best.as_ref().is_some_and(|b| cost >= b.0) {
-                                break;
-                            }
-                            if feasible(&cand) {
-                                best = Some((cost, cand));
-                                break;
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-    best.map(|b| b.1)
-}
-
-/// Smallest LWE dimension and big-key dimension `k·N` a set may have (the search's floors).
-pub const MIN_LWE_DIMENSION: usize = 384;
-pub const MIN_BIG_DIMENSION: usize = 256;
-
-impl FheParams {
-    /// Why this set is not a secure, well-formed TFHE set, if it is not: dimensions within
-    /// the search's range (a power-of-two polynomial of 2^8 to 2^16 coefficients, `k·N` at
-    /// most 2^16, `n` at least [`MIN_LWE_DIMENSION`]), decompositions within 64 bits, and
-    /// both noises at least what tfhe's lattice-estimator curve asks for 132 bits at these
-    /// dimensions (`minimal_lwe_variance_for_132_bits_security_gaussian`).
-    pub fn check_secure(&self) -> Result<(), String> {
-        let n = self.polynomial_size;
-        if !(n.is_power_of_two() && (256..=1 << 16).contains(&n)) {
-            return Err(format!("polynomial size {n}"));
-        }
-        if self.glwe_dimension == 0 || self.big_dimension() > 1 << 16 {
-            return Err(format!("GLWE dimension {}", self.glwe_dimension));
-        }
-        if !(MIN_LWE_DIMENSION..=1 << 14).contains(&self.lwe_dimension)
-            || self.big_dimension() < MIN_BIG_DIMENSION
-        {
-            return Err(format!("LWE dimension {}", self.lwe_dimension));
-        }
-        for (what, base, level) in [
-            ("bootstrap", self.pbs_base_log, self.pbs_level),
-            ("keyswitch", self.ks_base_log, self.ks_level),
-        ] {
-            if base == 0 || level == 0 || base * level > 64 {
-                return Err(format!("{what} decomposition {level}x{base}"));
-            }
-        }
-        let floor = |dim: usize| min_var(dim as f64, Q) * (1.0 - 1e-9);
-        if !(self.lwe_std.is_finite() && self.lwe_std * self.lwe_std >= floor(self.lwe_dimension)) {
-            return Err(format!(
-                "LWE noise {:e} is below the 132-bit curve at n={}",
-                self.lwe_std, self.lwe_dimension
-            ));
-        }
-        if !(self.glwe_std.is_finite()
-            && self.glwe_std * self.glwe_std >= floor(self.big_dimension()))
-        {
-            return Err(format!(
-                "GLWE noise {:e} is below the 132-bit curve at k·N={}",
-                self.glwe_std,
-                self.big_dimension()
-            ));
-        }
-        if self.lwe_std >= 0.25 || self.glwe_std >= 0.25 {
-            return Err("noise of a quarter torus or more".into());
-        }
-        Ok(())
-    }
-}
-
-/// Checks a stored plan against a circuit's constraints instead of searching again: every set
-/// well-formed and secure ([`FheParams::check_secure`]; a vetted set must be tfhe's own),
-/// room for `p`-bit tables, and every constraint meeting `target` under the sets' real
-/// variances. Returns the plan's statistics recomputed.
-///
-/// # Errors
-/// The first reason the plan is refused.
-pub fn verify(
-    stored: &Choice,
-    constraints: &[Constraint],
-    p: u32,
-    target: Target,
-) -> Result<Choice, String> {
-    let main = &stored.params;
-    if stored.source == "optimizer" {
-        main.check_secure().map_err(|e| format!("table set: {e}"))?;
-    } else if !vetted_sets()
-        .iter()
-        .any(|(name, _, v)| *name == stored.source && v == main)
-    {
-        return Err(format!("`{}` is not a tfhe vetted set", stored.source));
-    }
-    if let Some(x) = &stored.extract {
-        x.set
-            .check_secure()
-            .map_err(|e| format!("bit-extraction set: {e}"))?;
-        if x.fks_base_log == 0 || x.fks_level == 0 || x.fks_base_log * x.fks_level > 64 {
-            return Err("bit-extraction return keyswitch decomposition".into());
-        }
-    }
-    if main.polynomial_size < 1 << p.min(16) {
-        return Err(format!(
-            "polynomial size {} holds fewer than the 2^{p} table boxes",
-            main.polynomial_size
-        ));
-    }
-    let x = stored.extract.as_ref();
-    if let Some(c) = constraints
-        .iter()
-        .find(|c| !target.meets_variance(read_variance(main, x, c), c))
-    {
-        return Err(format!(
-            "the {} at `{}` fails p_error {:.1e} (predicted {:.1e})",
-            c.kind,
-            c.at,
-            target.p_error,
-            p_error_of(read_variance(main, x, c), c.margin)
-        ));
-    }
-    Ok(Choice::new(
-        stored.source.clone(),
-        main.clone(),
-        stored.extract.clone(),
-        constraints,
-    ))
 }
 
 #[cfg(test)]

@@ -222,7 +222,8 @@ fn program_interpreter_equals_eval_int_on_shipped_models() {
             .expect("runs")
             .1
             .outside;
-        let prog = fhec::backend::lower(&m, fhec::backend::Rounding::Exact).expect("lowers");
+        let prog = fhec::backend::lower(&m.program, &m.input_quant, fhec::backend::Rounding::Exact)
+            .expect("lowers");
         for sample in fhec::model::split_batch(&m.float_graph, &[x]).expect("batch") {
             let q = fhec::ir::quantize_sample(&sample, &m.input_quant);
             let ints: Vec<Vec<i64>> = q.iter().map(Tensor::i64_values).collect();
@@ -559,7 +560,8 @@ fn sim_injects_bootstrap_failures_at_the_requested_rate() {
 /// an extracted bit's variance (bootstrap + keyswitch back) matches the formula.
 #[test]
 fn observed_bit_extraction_error_rate_matches_the_noise_model() {
-    use fhec::backend::params::{search, search_extract, Target};
+    use fhec::backend::params::{search, Target};
+    use fhec::backend::partition::search_extract;
     use fhec::runtime::measure;
     let b = 6;
     let target = Target::p_error(2f64.powi(-40));

@@ -1,0 +1,577 @@
+//! Lowering: the integer IR (with its proven bounds and the client's input quantizers)
+//! becomes a [`Program`] and the noise [`Constraint`]s its parameters must meet.
+
+use super::params::{Constraint, ConstraintKind};
+use super::program::{negacyclic_read, Instr, Operand, Program, ProgramOutput};
+use super::Rounding;
+use crate::error::{Error, Result};
+use fhec_ir::{kernels, DType, Graph, IntLinear, NodeIndex, Op, QuantParams, Tensor};
+use fhec_passes::bitwidth::{bounds, Bounds};
+use fhec_passes::PassContext;
+use ndarray::{ArrayD, IxDyn};
+use std::collections::HashMap;
+
+/// One element of a table lookup before registers are assigned: source, offset, bits
+/// dropped, table id.
+type TluElem = (Operand, i64, u32, u32);
+
+#[derive(Clone, Copy, Debug, Default)]
+struct Noise {
+    alpha: f64,
+    beta: f64,
+}
+
+struct Lowering<'a> {
+    rounding: Rounding,
+    g: &'a Graph,
+    bounds: HashMap<NodeIndex, Bounds>,
+    regs: u32,
+    noise: Vec<Noise>,
+    vals: HashMap<NodeIndex, Vec<Operand>>,
+    stages: Vec<Vec<Instr>>,
+    tables: Vec<Vec<i64>>,
+    table_ids: HashMap<Vec<i64>, u32>,
+    worst: HashMap<(ConstraintKind, String), Constraint>,
+}
+
+impl Lowering<'_> {
+    fn reg(&mut self, n: Noise) -> u32 {
+        self.regs += 1;
+        self.noise.push(n);
+        self.regs - 1
+    }
+
+    fn lin(&mut self, stage: &mut Vec<Instr>, terms: Vec<(Operand, i64)>, c: i64) -> Operand {
+        let mut constant = c;
+        let mut regs = Vec::new();
+        let mut nz = Noise::default();
+        for (o, w) in terms {
+            if w == 0 {
+                continue;
+            }
+            match o {
+                Operand::Const(v) => constant = constant.wrapping_add(v.wrapping_mul(w)),
+                Operand::Reg(r) => {
+                    let s = (w as f64) * (w as f64);
+                    nz.alpha += s * self.noise[r as usize].alpha;
+                    nz.beta += s * self.noise[r as usize].beta;
+                    regs.push((r, w));
+                }
+            }
+        }
+        if regs.is_empty() {
+            return Operand::Const(constant);
+        }
+        if regs.len() == 1 && regs[0].1 == 1 && constant == 0 {
+            return Operand::Reg(regs[0].0);
+        }
+        let dst = self.reg(nz);
+        stage.push(Instr::Lin {
+            dst,
+            terms: regs,
+            c: constant,
+        });
+        Operand::Reg(dst)
+    }
+
+    fn note(
+        &mut self,
+        kind: ConstraintKind,
+        at: &str,
+        alpha: f64,
+        gamma: f64,
+        beta: f64,
+        margin: f64,
+    ) {
+        let e = self
+            .worst
+            .entry((kind, at.to_string()))
+            .or_insert(Constraint {
+                kind,
+                at: at.to_string(),
+                count: 0,
+                alpha: 0.0,
+                gamma: 0.0,
+                beta: 0.0,
+                scale: 1.0,
+                margin,
+            });
+        e.count += 1;
+        e.alpha = e.alpha.max(alpha);
+        e.gamma = e.gamma.max(gamma);
+        e.beta = e.beta.max(beta);
+    }
+
+    fn bounds_of(&self, n: NodeIndex) -> Result<&Bounds> {
+        self.bounds.get(&n).ok_or_else(|| {
+            Error::Usage(format!(
+                "internal error: no proven bounds for `{}`; please report",
+                self.g.g[n].name
+            ))
+        })
+    }
+}
+
+/// Terms of each output of an integer convolution: `(input flat index or None for padding, w)`.
+fn conv_terms(
+    x_shape: &[usize],
+    l: &IntLinear,
+    out_shape: &[usize],
+) -> Vec<Vec<(Option<usize>, i64)>> {
+    let IntLinear::Conv { attrs, w, .. } = l else {
+        return Vec::new();
+    };
+    let ws: Vec<i64> = w.iter().copied().collect();
+    let mut out = vec![Vec::new(); out_shape.iter().product()];
+    kernels::conv_taps(x_shape, w.shape(), attrs, out_shape, |o, wi, xi| {
+        out[o].push((xi, ws[wi]))
+    });
+    out
+}
+
+/// Widest table index the backend reads (tfhe's largest polynomial holds 2^16 boxes).
+pub const MAX_TLU_BITS: u32 = 16;
+
+/// Lowers an integer program (`g`, whose graph inputs the client quantizes with
+/// `input_quant`): from the IR and its quantization data alone.
+///
+/// # Errors
+/// A float operation on the server side (not fused into a table), or a table too wide.
+pub fn lower(g: &Graph, input_quant: &[QuantParams], rounding: Rounding) -> Result<Program> {
+    let cx = PassContext {
+        input_quant: input_quant.to_vec(),
+        ..Default::default()
+    };
+    let bounds = bounds(g, &cx)?;
+    let order = g.topo()?;
+    // table precision: the widest per-element table input. Table inputs and their sources
+    // must stay well inside 64 bits, so that offsets, guards and table indices below cannot
+    // overflow, and tables at most MAX_TLU_BITS wide, checked before any table is built.
+    const SAFE: i64 = 1 << 60;
+    let mut p = 1u32;
+    let mut tables_bits: Option<u32> = None;
+    for &n in &order {
+        if !matches!(g.g[n].op, Op::Tlu(_) | Op::Round { .. }) {
+            continue;
+        }
+        let Some(b) = bounds.get(&g.inputs_of(n)[0]) else {
+            continue;
+        };
+        let u = b.union();
+        if u.lo < -SAFE || u.hi > SAFE {
+            return Err(Error::Usage(format!(
+                "`{}`: its input range [{}, {}] is too wide for encrypted integers; use fewer bits",
+                g.g[n].name, u.lo, u.hi
+            )));
+        }
+        if let Op::Tlu(t) = &g.g[n].op {
+            // the width the passes fixed (one for every table), else the proven one
+            let bits = match &t.domain {
+                Some(d) if tables_bits.is_some_and(|p| p != d.bits) => {
+                    return Err(Error::Usage(format!(
+                        "`{}`: its table domain has {} bits, another table's {}; one program reads every table at one width (recompile the model)",
+                        g.g[n].name,
+                        d.bits,
+                        tables_bits.unwrap_or_default()
+                    )))
+                }
+                Some(d) => {
+                    tables_bits = Some(d.bits);
+                    d.bits.max(1)
+                }
+                None => b.max_bits().max(1),
+            };
+            if bits > MAX_TLU_BITS {
+                return Err(Error::Usage(format!(
+                    "`{}`: a table lookup reads {bits}-bit values; fhec's parameters read at most {MAX_TLU_BITS}-bit tables (round more with --rounding-bits, or use fewer bits)",
+                    g.g[n].name
+                )));
+            }
+            p = p.max(bits);
+        }
+    }
+    // table entries to evaluate (elements × 2^p), bounded like a node's work
+    let mut table_work: u128 = 0;
+    let work_limit = u128::from(g.limits.max_node_macs);
+    let mut lw = Lowering {
+        rounding,
+        g,
+        bounds,
+        regs: 0,
+        noise: Vec::new(),
+        vals: HashMap::new(),
+        stages: Vec::new(),
+        tables: Vec::new(),
+        table_ids: HashMap::new(),
+        worst: HashMap::new(),
+    };
+    let mut inputs = Vec::new();
+    // (node, element) → (bits dropped, source operand) for Round nodes, resolved by their Tlu
+    let mut rounds: HashMap<NodeIndex, (Vec<u32>, NodeIndex)> = HashMap::new();
+    let mut tlu_specs: Vec<(NodeIndex, Vec<TluElem>)> = Vec::new();
+    let mut max_drop = 0u32;
+    for &n in &order {
+        let node = &g.g[n];
+        if node.ty.dtype != DType::I64 {
+            continue;
+        }
+        let ins = g.inputs_of(n);
+        let name = node.name.clone();
+        let mut stage = Vec::new();
+        let out: Vec<Operand> = match &node.op {
+            Op::Input { .. } => {
+                let r: Vec<u32> = (0..node.ty.len())
+                    .map(|_| {
+                        lw.reg(Noise {
+                            alpha: 0.0,
+                            beta: 1.0,
+                        })
+                    })
+                    .collect();
+                inputs.push(r.clone());
+                r.into_iter().map(Operand::Reg).collect()
+            }
+            Op::Const(t) => t.i64_values().into_iter().map(Operand::Const).collect(),
+            Op::IntLinear(l @ IntLinear::Dense { w }) => {
+                let _ = l;
+                let x = lw.vals[&ins[0]].clone();
+                let (k, nn) = (w.shape()[0], w.shape()[1]);
+                let rows = x.len().checked_div(k).unwrap_or(0);
+                let mut out = Vec::with_capacity(rows * nn);
+                for r in 0..rows {
+                    for j in 0..nn {
+                        let terms = (0..k).map(|i| (x[r * k + i], w[[i, j]])).collect();
+                        out.push(lw.lin(&mut stage, terms, 0));
+                    }
+                }
+                out
+            }
+            Op::IntLinear(l @ IntLinear::Conv { pad_value, .. }) => {
+                let x = lw.vals[&ins[0]].clone();
+                let xs = g.g[ins[0]].ty.shape.clone();
+                let mut out = Vec::new();
+                for terms in conv_terms(&xs, l, &node.ty.shape) {
+                    let t = terms
+                        .into_iter()
+                        .map(|(src, w)| (src.map_or(Operand::Const(*pad_value), |i| x[i]), w))
+                        .collect();
+                    out.push(lw.lin(&mut stage, t, 0));
+                }
+                out
+            }
+            Op::Binary(b @ (fhec_ir::Binary::Add | fhec_ir::Binary::Sub)) => {
+                let (x, y) = (lw.vals[&ins[0]].clone(), lw.vals[&ins[1]].clone());
+                let sign = if *b == fhec_ir::Binary::Add { 1 } else { -1 };
+                x.iter()
+                    .zip(&y)
+                    .map(|(&a, &c)| lw.lin(&mut stage, vec![(a, 1), (c, sign)], 0))
+                    .collect()
+            }
+            Op::Round { bits } => {
+                rounds.insert(n, (bits.clone(), ins[0]));
+                lw.vals[&ins[0]].clone()
+            }
+            // the client wraps after decryption (ProgramOutput::wrap)
+            Op::Wrap { .. } => lw.vals[&ins[0]].clone(),
+            Op::Tlu(t) => {
+                let x = ins[0];
+                let (ks, src) = match rounds.get(&x) {
+                    Some((b, s)) => (b.clone(), *s),
+                    None => (vec![0], x),
+                };
+                let xb = lw.bounds_of(x)?.clone();
+                let srcv = lw.vals[&src].clone();
+                let len = node.ty.len();
+                table_work += (len as u128) << p;
+                if table_work > work_limit {
+                    return Err(Error::Usage(format!(
+                        "`{name}`: the program's tables need more than {work_limit} entries to evaluate; use fewer bits or stronger rounding"
+                    )));
+                }
+                let mut spec = Vec::with_capacity(len);
+                for i in 0..len {
+                    let k = ks[if ks.len() == 1 { 0 } else { i }];
+                    max_drop = max_drop.max(k);
+                    // the table's first input: the domain the passes fixed (its reads beyond
+                    // wrap as in the integer program), else the proven lower bound, one below
+                    // when approximate rounding may land a box low and there is room
+                    let lo_r = match &t.domain {
+                        Some(d) => d.lo_of(i),
+                        None => {
+                            let iv = xb.at(i);
+                            let guard = lw.rounding == Rounding::Approximate
+                                && k > 0
+                                && iv.hi - iv.lo + 3 <= 1i64 << p;
+                            iv.lo - i64::from(guard)
+                        }
+                    };
+                    // the offset moves the source's lowest value to index 0; in 128 bits, then
+                    // refused when it does not fit the 64-bit registers
+                    let offset = if k == 0 {
+                        -i128::from(lo_r)
+                    } else {
+                        (1i128 << (k - 1)) - (i128::from(lo_r) << k)
+                    };
+                    let offset = i64::try_from(offset)
+                        .ok()
+                        .filter(|o| o.checked_neg().is_some())
+                        .ok_or_else(|| {
+                            Error::Usage(format!(
+                                "`{name}`: the table input's offset {offset} does not fit 64 bits"
+                            ))
+                        })?;
+                    let table: Vec<i64> = (0..1i64 << p).map(|idx| t.eval(i, lo_r + idx)).collect();
+                    let next = lw.tables.len() as u32;
+                    let id = *lw.table_ids.entry(table.clone()).or_insert(next);
+                    if id == next {
+                        lw.tables.push(table);
+                    }
+                    spec.push((srcv[i], offset, k, id));
+                }
+                tlu_specs.push((n, spec));
+                // registers are made below, once B is known (constraints depend on it)
+                vec![Operand::Const(0); len]
+            }
+            op if op.is_data_movement() => {
+                // move operand indices with the op itself
+                let mut pool: Vec<Operand> = Vec::new();
+                let mut idx_ins = Vec::new();
+                for &i in &ins {
+                    let v = &lw.vals[&i];
+                    let base = pool.len() as i64;
+                    pool.extend(v.iter().copied());
+                    let shape = g.g[i].ty.shape.clone();
+                    let a = ArrayD::from_shape_vec(
+                        IxDyn(&shape),
+                        (0..v.len() as i64).map(|j| j + base).collect(),
+                    )
+                    .map_err(|e| Error::Usage(e.to_string()))?;
+                    idx_ins.push(Tensor::I64(a));
+                }
+                let mut op = node.op.clone();
+                if let Op::Pad { value, .. } = &mut op {
+                    pool.push(Operand::Const(*value as i64));
+                    *value = (pool.len() - 1) as f32;
+                }
+                let refs: Vec<&Tensor> = idx_ins.iter().collect();
+                let moved = kernels::eval(&op, &refs)
+                    .map_err(|e| Error::Usage(format!("`{name}`: {e}")))?;
+                moved
+                    .i64_values()
+                    .into_iter()
+                    .map(|j| pool[j as usize])
+                    .collect()
+            }
+            other => {
+                return Err(Error::Usage(format!(
+                "`{name}` ({}) cannot run on encrypted data; it was not fused into a table lookup",
+                other.name()
+            )))
+            }
+        };
+        lw.vals.insert(n, out);
+        if !stage.is_empty() {
+            lw.stages.push(stage);
+        }
+        // Tlu registers: one stage per table node
+        if let Some((tn, spec)) = tlu_specs.pop() {
+            debug_assert_eq!(tn, n);
+            let mut stage = Vec::new();
+            let mut outs = Vec::with_capacity(spec.len());
+            for (src, offset, drop, table) in spec {
+                match src {
+                    Operand::Const(v) => {
+                        let idx = (i128::from(v) + i128::from(offset)) >> drop;
+                        outs.push(Operand::Const(negacyclic_read(
+                            &lw.tables[table as usize],
+                            idx,
+                        )));
+                    }
+                    Operand::Reg(r) => {
+                        let nz = lw.noise[r as usize];
+                        let dst = lw.reg(Noise {
+                            alpha: 1.0,
+                            beta: 0.0,
+                        });
+                        stage.push(Instr::Tlu {
+                            dst,
+                            src: r,
+                            offset,
+                            drop,
+                            table,
+                        });
+                        lw.note_tlu(&name, nz, drop, p);
+                        outs.push(Operand::Reg(dst));
+                    }
+                }
+            }
+            lw.vals.insert(n, outs);
+            lw.stages.push(stage);
+        }
+    }
+    // outputs: integers read by client-side float nodes
+    let mut outputs = Vec::new();
+    let mut out_bits = 0u32;
+    for &n in &order {
+        if g.g[n].ty.dtype != DType::F32 {
+            continue;
+        }
+        for i in g.inputs_of(n) {
+            if g.g[i].ty.dtype != DType::I64 || outputs.iter().any(|o: &ProgramOutput| o.node == i)
+            {
+                continue;
+            }
+            let b = lw.bounds_of(i)?.clone();
+            let (lo, wrap): (Vec<i64>, Option<u32>) = match &g.g[i].op {
+                Op::Wrap { lo, bits } => (
+                    (0..b.len())
+                        .map(|e| lo[if lo.len() == 1 { 0 } else { e }])
+                        .collect(),
+                    Some(*bits),
+                ),
+                _ => ((0..b.len()).map(|e| b.at(e).lo).collect(), None),
+            };
+            out_bits = out_bits.max(b.max_bits());
+            let elems = lw.vals[&i].clone();
+            let oname = g.g[i].name.clone();
+            let tolerance = match rounding {
+                Rounding::Exact => 0,
+                Rounding::Approximate => b.max_bits().saturating_sub(p + 1),
+            };
+            for e in &elems {
+                if let Operand::Reg(r) = e {
+                    let nz = lw.noise[*r as usize];
+                    // the margin holds the tolerance until B is known
+                    lw.note(
+                        ConstraintKind::Decryption,
+                        &oname,
+                        nz.alpha,
+                        0.0,
+                        nz.beta,
+                        f64::from(tolerance),
+                    );
+                }
+            }
+            outputs.push(ProgramOutput {
+                node: i,
+                shape: g.g[i].ty.shape.clone(),
+                elems,
+                lo,
+                tolerance,
+                wrap,
+            });
+        }
+    }
+    let msg_bits = (p + max_drop).max(out_bits).max(p);
+    if msg_bits > 40 {
+        return Err(Error::Usage(format!(
+            "the program needs {msg_bits} message bits, more than TFHE can carry; use fewer bits or stronger rounding"
+        )));
+    }
+    // margins and scales now that B is known
+    let mut constraints: Vec<Constraint> = lw.worst.into_values().collect();
+    for c in &mut constraints {
+        let scale = 4f64.powi(msg_bits as i32);
+        match c.kind {
+            ConstraintKind::Decryption => {
+                // half a unit, or 2^tolerance units
+                let tol = c.margin as i32;
+                c.margin = if tol == 0 {
+                    2f64.powi(-(msg_bits as i32) - 2)
+                } else {
+                    2f64.powi(tol - msg_bits as i32 - 1)
+                };
+            }
+            ConstraintKind::Table | ConstraintKind::ApproximateTable => {
+                // the noise was stored pre-multiplied by 2^(2·(−k−p)); apply 2^(2B)
+                c.alpha *= scale;
+                c.gamma *= scale;
+                c.beta *= scale;
+                c.margin = if c.kind == ConstraintKind::Table {
+                    2f64.powi(-(p as i32) - 2)
+                } else {
+                    2f64.powi(-(p as i32) - 1)
+                };
+            }
+            ConstraintKind::BitExtraction => {
+                c.alpha *= scale;
+                c.gamma *= scale;
+                c.beta *= scale;
+                c.margin = 0.25;
+            }
+        }
+    }
+    constraints.sort_by(|a, b| (a.kind, &a.at).cmp(&(b.kind, &b.at)));
+    let tlu_count = lw
+        .stages
+        .iter()
+        .flatten()
+        .filter(|i| matches!(i, Instr::Tlu { .. }))
+        .count();
+    let pbs_count = lw
+        .stages
+        .iter()
+        .flatten()
+        .map(|i| match i {
+            Instr::Tlu { drop, .. } if rounding == Rounding::Exact => 1 + *drop as usize,
+            Instr::Tlu { .. } => 1,
+            Instr::Lin { .. } => 0,
+        })
+        .sum();
+    Ok(Program {
+        n_regs: lw.regs,
+        inputs,
+        stages: lw.stages,
+        tables: lw.tables,
+        outputs,
+        tlu_bits: p,
+        msg_bits,
+        pbs_count,
+        tlu_count,
+        constraints,
+        rounding,
+    })
+}
+
+impl Lowering<'_> {
+    /// Records the noise checks of one table lookup with `drop` exact bits: the sign
+    /// bootstraps of bits `j < drop` read the register times `2^(B−j)`; the table reads it
+    /// times `2^(B−drop−p)`. Scales are stored without the `2^B` factor, applied once `B`
+    /// is known. Approximate rounding: only the table, read at the same scale, with a whole
+    /// box of margin (an error is a landing beyond the neighbouring boxes).
+    fn note_tlu(&mut self, at: &str, nz: Noise, drop: u32, p: u32) {
+        if self.rounding == Rounding::Approximate && drop > 0 {
+            let s = 4f64.powi(-((drop + p) as i32));
+            self.note(
+                ConstraintKind::ApproximateTable,
+                at,
+                nz.alpha * s,
+                0.0,
+                nz.beta * s,
+                0.0,
+            );
+            return;
+        }
+        // the bits below j were extracted and subtracted: j bit outputs' noise (γ)
+        for j in 0..drop {
+            let s = 4f64.powi(-(j as i32));
+            self.note(
+                ConstraintKind::BitExtraction,
+                at,
+                nz.alpha * s,
+                j as f64 * s,
+                nz.beta * s,
+                0.25,
+            );
+        }
+        let s = 4f64.powi(-((drop + p) as i32));
+        self.note(
+            ConstraintKind::Table,
+            at,
+            nz.alpha * s,
+            drop as f64 * s,
+            nz.beta * s,
+            0.0,
+        );
+    }
+}
