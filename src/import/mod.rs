@@ -52,7 +52,17 @@ impl fmt::Display for UnsupportedOp {
             f,
             "`{}` ({dom}{}, opset {})",
             self.node, self.op_type, self.opset
-        )
+        )?;
+        // quantization forms fhec does not compile: say which, and what to export instead
+        match self.op_type.as_str() {
+            "FloatQuant" => f.write_str(
+                " — minifloat (FP8-style) quantization: fhec compiles integer grids only; export with integer `Quant` or QuantizeLinear",
+            ),
+            "MultiThreshold" => f.write_str(
+                " — non-uniform (threshold) quantization: fhec compiles uniform integer grids only; export before thresholds are streamlined",
+            ),
+            _ => Ok(()),
+        }
     }
 }
 

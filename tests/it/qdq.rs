@@ -705,3 +705,61 @@ fn unsupported_qoperator_forms_are_refused_in_one_line() {
         assert_eq!(e.lines().count(), 1, "{e}");
     }
 }
+
+/// The test models the qonnx package ships (qonnx 1.0.0, `qonnx/data/onnx/`, copied to
+/// `tests/data/qonnx/`; references from qonnx's own executor, `tests/data/make_qonnx_refs.py`):
+/// float mode equals qonnx's execution, each model compiles (calibrated on its reference
+/// input) and runs in clear mode; the FP8 `FloatQuant` model is refused in one line naming
+/// both nodes and the form.
+#[test]
+fn qonnx_package_test_models() {
+    let dir = crate::common::repo().join("tests/data/qonnx");
+    let load = |f: &str| npy::read_f32(&dir.join(f)).expect(f);
+    for (name, n_inputs) in [
+        ("mnist_conv", 1),
+        ("residual_block_clean", 1),
+        ("sdp", 3),
+        ("eltwise_chanlast_testcase", 0),
+    ] {
+        let path = dir.join(format!("{name}.onnx"));
+        let m = Model::load(&path).expect(name);
+        let inputs: Vec<ndarray::ArrayD<f32>> = if n_inputs == 0 {
+            // a UINT8-annotated input: element i is (i·7919) mod 256, as the script made it
+            let shape: Vec<usize> = m.graph.g[m.graph.inputs[0].node].ty.shape.clone();
+            let n: usize = shape.iter().product();
+            ndarray::ArrayD::from_shape_vec(
+                ndarray::IxDyn(&shape),
+                (0..n).map(|i| ((i * 7919) % 256) as f32).collect(),
+            )
+            .map(|x| vec![x])
+            .expect("input")
+        } else {
+            (0..n_inputs)
+                .map(|k| load(&format!("{name}_in{k}.npy")))
+                .collect()
+        };
+        let want = load(&format!("{name}_out0.npy"));
+        let (c, _) = fhec::compile_model(&m, &inputs, &CompileOptions::default())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = c.run_float(&inputs).expect("float")[0].clone();
+        let got: Vec<f32> = got.iter().copied().take(want.len()).collect();
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-6);
+        let worst = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("{name}: float vs qonnx max |Δ| {worst:.2e} (max |y| {scale:.2e})");
+        assert!(worst <= 1e-4 * scale, "{name}: {worst} vs {scale}");
+        let clear = c.run_clear(&inputs).expect("clear")[0].clone();
+        assert!(clear.iter().all(|v| v.is_finite()), "{name}: clear mode");
+    }
+    let Err(e) = Model::load(&dir.join("qonnx_act_weight_fp8.onnx")) else {
+        panic!("the FP8 model should be refused");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("FloatQuant") && e.contains("minifloat") && e.lines().count() == 1,
+        "{e}"
+    );
+}

@@ -167,15 +167,21 @@ fn is_linear_with_weights(g: &Graph, n: NodeIndex) -> bool {
             .is_some_and(|&x| matches!(g.g[x].op, Op::Const(_)))
     };
     match g.g[n].op {
-        Op::Gemm { .. } | Op::MatMul => is_const(0) != is_const(1),
+        // with clear weights, or a product of two computed tensors (squares identity)
+        Op::Gemm { .. } | Op::MatMul => !(is_const(0) && is_const(1)),
         Op::Conv(_) => is_const(1),
         Op::AveragePool(_) | Op::GlobalAveragePool | Op::MaxPool(_) => true,
+        // the quantize pass runs these on encrypted operands whatever follows them
+        Op::Binary(Binary::Add | Binary::Sub | Binary::Mul | Binary::Max | Binary::Min) => {
+            !is_const(0) && !is_const(1)
+        }
         _ => false,
     }
 }
 
-/// For every node: whether an encrypted layer (a linear op with clear weights, a pooling)
-/// is it or depends on it, so that it must run on the server (a reverse topological sweep).
+/// For every node: whether an encrypted layer (a linear op with clear weights, a pooling, an
+/// arithmetic op of two encrypted tensors) is it or depends on it, so that it must run on
+/// the server (a reverse topological sweep).
 pub(crate) fn needs_server(f: &Graph) -> HashMap<NodeIndex, bool> {
     let mut needs = HashMap::new();
     if let Ok(order) = f.topo() {
