@@ -319,6 +319,8 @@ def build(name):
         return qat_net(name, "cnn", xtr, xte, ytr, yte, bits=int(name[-1]))
     if name == "digits_qat3_qcdq":
         return qat_net(name, "mlp", xtr, xte, ytr, yte, bits=3, fmt="qcdq")
+    if name == "digits_qat3_po2":
+        return qat_net(name, "mlp", xtr, xte, ytr, yte, bits=3, po2=True)
     if name == "digits_mlp_qdq":
         return qdq("digits_mlp", name, xte, yte)
     if name == "digits_mlp_mixed":
@@ -330,7 +332,7 @@ def build(name):
     raise SystemExit(f"unknown model {name}")
 
 
-def qat_net(name, kind, xtr, xte, ytr, yte, bits, fmt="qonnx"):
+def qat_net(name, kind, xtr, xte, ytr, yte, bits, fmt="qonnx", po2=False):
     """A quantization-aware network trained with Brevitas at `bits` bits (inputs, weights and
     ReLU activations), exported as QONNX (`Quant` / `Trunc` nodes, domain
     qonnx.custom_op.general; `fmt="qonnx"`) or as QCDQ (QuantizeLinear → Clip →
@@ -341,15 +343,34 @@ def qat_net(name, kind, xtr, xte, ytr, yte, bits, fmt="qonnx"):
     import onnx
     from brevitas.export import export_onnx_qcdq, export_qonnx
 
+    # po2: power-of-two scales everywhere (Brevitas' fixed-point quantizers, as Concrete ML's
+    # built-in networks use for ReLU) and biases at the accumulator's scale, so that every
+    # requantization is a shift
+    kw = {}
+    if po2:
+        from brevitas.quant import (
+            Int8ActPerTensorFixedPoint,
+            Int8WeightPerTensorFixedPoint,
+            Int32Bias,
+            Uint8ActPerTensorFixedPoint,
+        )
+
+        kw = dict(
+            inp=dict(act_quant=Int8ActPerTensorFixedPoint),
+            lin=dict(weight_quant=Int8WeightPerTensorFixedPoint, bias_quant=Int32Bias),
+            relu=dict(act_quant=Uint8ActPerTensorFixedPoint),
+        )
+
     class QMLP(nn.Module):
         def __init__(self):
             super().__init__()
-            self.inp = qnn.QuantIdentity(bit_width=bits, return_quant_tensor=True)
-            self.l1 = qnn.QuantLinear(64, 64, bias=True, weight_bit_width=bits)
-            self.r1 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
-            self.l2 = qnn.QuantLinear(64, 32, bias=True, weight_bit_width=bits)
-            self.r2 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
-            self.l3 = qnn.QuantLinear(32, 10, bias=True, weight_bit_width=bits)
+            i, l, r = kw.get("inp", {}), kw.get("lin", {}), kw.get("relu", {})
+            self.inp = qnn.QuantIdentity(bit_width=bits, return_quant_tensor=True, **i)
+            self.l1 = qnn.QuantLinear(64, 64, bias=True, weight_bit_width=bits, **l)
+            self.r1 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True, **r)
+            self.l2 = qnn.QuantLinear(64, 32, bias=True, weight_bit_width=bits, **l)
+            self.r2 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True, **r)
+            self.l3 = qnn.QuantLinear(32, 10, bias=True, weight_bit_width=bits, **l)
 
         def forward(self, x):
             return self.l3(self.r2(self.l2(self.r1(self.l1(self.inp(x))))))
@@ -394,7 +415,7 @@ def qat_net(name, kind, xtr, xte, ytr, yte, bits, fmt="qonnx"):
     import brevitas
 
     acc = float((out.argmax(1) == yte).mean())
-    print(f"{name}: Brevitas {brevitas.__version__} QAT {kind} at {bits} bits ({fmt}), test accuracy {acc:.4f}")
+    print(f"{name}: Brevitas {brevitas.__version__} QAT {kind} at {bits} bits ({fmt}{', power-of-two scales' if po2 else ''}), test accuracy {acc:.4f}")
     return {
         "name": name,
         "opset": int(g.opset_import[0].version),
@@ -478,6 +499,7 @@ ALL = [
     "digits_qat3",
     "digits_qat4",
     "digits_qat3_qcdq",
+    "digits_qat3_po2",
     "digits_qcnn2",
     "digits_qcnn3",
     "digits_qcnn4",

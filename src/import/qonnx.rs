@@ -37,10 +37,21 @@ fn int_bounds(
     signed: bool,
     narrow: bool,
 ) -> Result<(f32, f32), ImportError> {
-    if bits.fract() != 0.0 || !(2.0..=16.0).contains(&bits) {
+    int_bounds_upto(n, bits, signed, narrow, 16.0)
+}
+
+/// [`int_bounds`] up to `max` bits (32 for a quantizer of a constant: Brevitas' `Int32Bias`).
+fn int_bounds_upto(
+    n: &pb::NodeProto,
+    bits: f32,
+    signed: bool,
+    narrow: bool,
+    max: f32,
+) -> Result<(f32, f32), ImportError> {
+    if bits.fract() != 0.0 || !(2.0..=max).contains(&bits) {
         return Err(Cx::err(
             n,
-            format!("a {bits}-bit quantizer is not supported (integer widths 2 to 16 are; 1-bit quantizers are BipolarQuant's)"),
+            format!("a {bits}-bit quantizer is not supported (integer widths 2 to {max} are; 1-bit quantizers are BipolarQuant's)"),
         ));
     }
     let b = bits as u32;
@@ -87,13 +98,19 @@ pub(super) fn quant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     let rnd = rounding(n, "ROUND")?;
     let signed = a.int("signed", 1)? != 0;
     let narrow = a.int("narrow", 0)? != 0;
-    let (lo, hi) = int_bounds(n, scalar_input(cx, n, 3, "the bit width")?, signed, narrow)?;
+    // a quantizer of a constant (weights; biases at the accumulator's scale, which Brevitas'
+    // Int32Bias gives 32 bits) folds into the constant: wider grids are fine there
+    let bits = scalar_input(cx, n, 3, "the bit width")?;
+    let of_const = matches!(cx.input(n, 0)?, Some(crate::import::Val::Const(_)));
+    let (lo, hi) = int_bounds_upto(n, bits, signed, narrow, if of_const { 32.0 } else { 16.0 })?;
     let scale = required(cx, n, 1, "the scale")?;
     let zp = required(cx, n, 2, "the zero point")?;
     check_scale(n, &scale)?;
     check_zero_point(n, &zp)?;
     float_input(cx, n)?;
-    if let (Some(s), Some(0.0), Unary::Round) = (scalar(&scale), scalar(&zp), rnd) {
+    if let (Some(s), Some(0.0), Unary::Round, true) =
+        (scalar(&scale), scalar(&zp), rnd, bits <= 16.0)
+    {
         return cx.emit(
             n,
             Op::Unary(Unary::FakeQuant {
