@@ -474,3 +474,298 @@ pub(super) fn identity(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError
     let v = cx.req(n, 0)?.clone();
     bind_out(cx, n, v)
 }
+
+/// `Resize` (opsets 10–19) and `Upsample` (7–9) in `nearest` mode: each output coordinate
+/// reads one input coordinate, per axis, by ONNX's formula (the coordinate transformation
+/// mode, then the nearest mode, clamped to the input), so the op is one `Gather` per resized
+/// axis with those indices: register renaming on encrypted values, exact for up- and
+/// down-sampling. Linear and cubic modes, `tf_crop_and_resize`, `half_pixel_symmetric` and
+/// the `axes` / `keep_aspect_ratio_policy` forms are refused naming the attribute.
+pub(super) fn resize(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    let a = Attrs::of(n);
+    let x = cx.in_ty(n, 0)?;
+    let rank = x.rank();
+    let mode = a.string("mode", "nearest")?;
+    if mode != "nearest" {
+        return Err(Cx::err(
+            n,
+            format!("mode `{mode}` is not supported (nearest is: it only moves values; interpolation would need products of encrypted values)"),
+        ));
+    }
+    let upsample = n.op_type == "Upsample";
+    // Upsample and Resize-10: x_in = x_out / scale, floor
+    let legacy = upsample || cx.opset < 11;
+    let ctm = if legacy {
+        "asymmetric".to_string()
+    } else {
+        a.string("coordinate_transformation_mode", "half_pixel")?
+    };
+    let nearest = if legacy {
+        "floor".to_string()
+    } else {
+        a.string("nearest_mode", "round_prefer_floor")?
+    };
+    // the axes scales / sizes refer to (all by default)
+    let axes: Vec<usize> = match a.ints("axes")? {
+        None => (0..rank).collect(),
+        Some(v) => {
+            let mut out = Vec::with_capacity(v.len());
+            for &ax in &v {
+                let w = if ax < 0 { ax + rank as i64 } else { ax };
+                if !(0..rank as i64).contains(&w) || out.contains(&(w as usize)) {
+                    return Err(Cx::err(
+                        n,
+                        format!("axes {v:?} do not fit a rank-{rank} input"),
+                    ));
+                }
+                out.push(w as usize);
+            }
+            out
+        }
+    };
+    let policy = a.string("keep_aspect_ratio_policy", "stretch")?;
+    // scales and sizes: attribute (Upsample-7), input 1 (Upsample-9, Resize-10), inputs 2
+    // and 3 (Resize-11+)
+    let (given_scales, given_sizes): (Option<Vec<f32>>, Option<Vec<i64>>) =
+        if upsample && cx.opset < 9 {
+            (a.floats("scales")?, None)
+        } else if legacy {
+            (
+                cx.const_input(n, 1)?
+                    .map(|t| t.to_f32().iter().copied().collect()),
+                None,
+            )
+        } else {
+            let s = cx
+                .const_input(n, 2)?
+                .map(|t| t.to_f32().iter().copied().collect::<Vec<f32>>())
+                .filter(|v| !v.is_empty());
+            let z = if n.input.len() > 3 {
+                cx.const_input(n, 3)?
+                    .map(|t| t.i64_values())
+                    .filter(|v| !v.is_empty())
+            } else {
+                None
+            };
+            (s, z)
+        };
+    let mut scales: Vec<f64> = vec![1.0; rank];
+    let mut out: Vec<usize> = x.shape.clone();
+    match (given_scales, given_sizes) {
+        (_, Some(z)) => {
+            if z.len() != axes.len() || z.iter().any(|&d| d <= 0 || d > 1 << 20) {
+                return Err(Cx::err(n, format!("sizes {z:?} do not fit axes {axes:?}")));
+            }
+            let ratio = |k: usize| z[k] as f64 / x.shape[axes[k]].max(1) as f64;
+            match policy.as_str() {
+                "stretch" => {
+                    for (k, &ax) in axes.iter().enumerate() {
+                        scales[ax] = ratio(k);
+                        out[ax] = z[k] as usize;
+                    }
+                }
+                "not_larger" | "not_smaller" => {
+                    // one scale for the axes (ONNX's reference: min or max of the ratios),
+                    // sizes rounded half up
+                    let r = (0..axes.len()).map(ratio);
+                    let s = if policy == "not_larger" {
+                        r.fold(f64::INFINITY, f64::min)
+                    } else {
+                        r.fold(0.0, f64::max)
+                    };
+                    for &ax in &axes {
+                        scales[ax] = s;
+                        out[ax] = (s * x.shape[ax] as f64 + 0.5).floor() as usize;
+                    }
+                }
+                p => {
+                    return Err(Cx::err(
+                        n,
+                        format!("keep_aspect_ratio_policy `{p}` is not supported (stretch, not_larger, not_smaller are)"),
+                    ))
+                }
+            }
+        }
+        (Some(sc), None) => {
+            if sc.len() != axes.len()
+                || sc
+                    .iter()
+                    .any(|v| !(v.is_finite() && *v > 0.0 && *v <= 1024.0))
+            {
+                return Err(Cx::err(
+                    n,
+                    format!("scales {sc:?} do not fit axes {axes:?} (positive, at most 1024)"),
+                ));
+            }
+            for (k, &ax) in axes.iter().enumerate() {
+                scales[ax] = f64::from(sc[k]);
+                out[ax] = (x.shape[ax] as f64 * f64::from(sc[k])).floor() as usize;
+            }
+        }
+        (None, None) => return Err(Cx::err(n, "needs scales or sizes")),
+    }
+    if out.iter().any(|&d| d == 0) {
+        return Err(Cx::err(
+            n,
+            format!("the output shape {out:?} has an empty axis"),
+        ));
+    }
+    let mut steps = Vec::new();
+    for ax in 0..rank {
+        let (len_in, len_out, s) = (x.shape[ax], out[ax], scales[ax]);
+        let idx: Vec<i64> = (0..len_out)
+            .map(|o| {
+                let o = o as f64;
+                let orig = match ctm.as_str() {
+                    "half_pixel" => Some((o + 0.5) / s - 0.5),
+                    "pytorch_half_pixel" => Some(if len_out > 1 {
+                        (o + 0.5) / s - 0.5
+                    } else {
+                        0.0
+                    }),
+                    "align_corners" => Some(if len_out == 1 {
+                        0.0
+                    } else {
+                        o * (len_in as f64 - 1.0) / (len_out as f64 - 1.0)
+                    }),
+                    "asymmetric" => Some(o / s),
+                    "tf_half_pixel_for_nn" => Some((o + 0.5) / s),
+                    _ => None,
+                };
+                let near = orig.and_then(|v| match nearest.as_str() {
+                    "round_prefer_floor" => Some(if v.fract().abs() == 0.5 {
+                        v.floor()
+                    } else {
+                        v.round()
+                    }),
+                    "round_prefer_ceil" => Some(if v.fract().abs() == 0.5 {
+                        v.ceil()
+                    } else {
+                        v.round()
+                    }),
+                    "floor" => Some(v.floor()),
+                    "ceil" => Some(v.ceil()),
+                    _ => None,
+                });
+                near.map_or(-1, |v| (v.max(0.0) as i64).min(len_in as i64 - 1))
+            })
+            .collect();
+        if idx.iter().any(|&i| i < 0) {
+            return Err(Cx::err(
+                n,
+                format!("coordinate_transformation_mode `{ctm}` with nearest_mode `{nearest}` is not supported"),
+            ));
+        }
+        if len_in == len_out && idx.iter().enumerate().all(|(i, &v)| v == i as i64) {
+            continue;
+        }
+        let indices = Tensor::from_i64s(&[len_out], idx).ok_or_else(|| Cx::err(n, "indices"))?;
+        steps.push((ax, indices));
+    }
+    let out_name = n
+        .output
+        .first()
+        .ok_or_else(|| Cx::err(n, "node has no output"))?
+        .clone();
+    if steps.is_empty() {
+        return cx.emit(n, Op::Identity, &[0]);
+    }
+    let last = steps.len() - 1;
+    let mut cur = n.input[0].clone();
+    for (k, (ax, indices)) in steps.into_iter().enumerate() {
+        let dst = if k == last {
+            out_name.clone()
+        } else {
+            format!("{out_name}::axis{ax}")
+        };
+        let sub = super::elementwise::sub_node(n, "Gather", &[&cur], &dst, &format!("axis{ax}"));
+        cx.emit(&sub, Op::Gather { axis: ax, indices }, &[0])?;
+        cur = dst;
+    }
+    Ok(())
+}
+
+/// `DepthToSpace` (DCR and CRD) and `SpaceToDepth`: a Reshape, a Transpose and a Reshape
+/// (ONNX's own definition), register renaming on encrypted values.
+pub(super) fn depth_space(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    let a = Attrs::of(n);
+    let x = cx.in_ty(n, 0)?;
+    let b = a.int("blocksize", 0)?;
+    if x.rank() != 4 || !(1..=64).contains(&b) {
+        return Err(Cx::err(
+            n,
+            format!(
+                "needs a 4-d input and a blocksize in 1..=64 (got rank {} and {b})",
+                x.rank()
+            ),
+        ));
+    }
+    let b = b as usize;
+    let (nb, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
+    let (first, perm, last): (Vec<usize>, Vec<usize>, Vec<usize>) = if n.op_type == "DepthToSpace" {
+        if c % (b * b) != 0 {
+            return Err(Cx::err(
+                n,
+                format!("{c} channels are not a multiple of blocksize² = {}", b * b),
+            ));
+        }
+        let cc = c / (b * b);
+        match a.string("mode", "DCR")?.as_str() {
+            "DCR" => (
+                vec![nb, b, b, cc, h, w],
+                vec![0, 3, 4, 1, 5, 2],
+                vec![nb, cc, h * b, w * b],
+            ),
+            "CRD" => (
+                vec![nb, cc, b, b, h, w],
+                vec![0, 1, 4, 2, 5, 3],
+                vec![nb, cc, h * b, w * b],
+            ),
+            m => {
+                return Err(Cx::err(
+                    n,
+                    format!("mode `{m}` is not supported (DCR and CRD are)"),
+                ))
+            }
+        }
+    } else {
+        if h % b != 0 || w % b != 0 {
+            return Err(Cx::err(
+                n,
+                format!("{h}×{w} is not a multiple of blocksize {b}"),
+            ));
+        }
+        (
+            vec![nb, c, h / b, b, w / b, b],
+            vec![0, 3, 5, 1, 2, 4],
+            vec![nb, c * b * b, h / b, w / b],
+        )
+    };
+    let out = n
+        .output
+        .first()
+        .ok_or_else(|| Cx::err(n, "node has no output"))?
+        .clone();
+    super::elementwise::emit_steps(
+        cx,
+        n,
+        &out,
+        vec![
+            (
+                "blocks",
+                Op::Reshape { shape: first },
+                vec![n.input[0].clone()],
+            ),
+            (
+                "moved",
+                Op::Transpose { perm },
+                vec![format!("{out}::blocks")],
+            ),
+            (
+                "merged",
+                Op::Reshape { shape: last },
+                vec![format!("{out}::moved")],
+            ),
+        ],
+    )
+}

@@ -25,6 +25,8 @@ MODELS = {
     "eltwise_chanlast_testcase": ("eltwise_chanlast_testcase.onnx", None),
     "mnist_conv": ("mnist-conv/model.onnx", None),
     "sdp": ("matmul_update/sdp.onnx", None),
+    "espcn_subpixel_quant": ("bsd300x3-espcn/subpixel/quant_model.onnx", None),
+    "espcn_nn_resize_quant": ("bsd300x3-espcn/nn_resize/quant_model.onnx", None),
 }
 
 for name in MODELS:

@@ -755,6 +755,24 @@ fn qonnx_package_test_models() {
         let clear = c.run_clear(&inputs).expect("clear")[0].clone();
         assert!(clear.iter().all(|v| v.is_finite()), "{name}: clear mode");
     }
+    // ESPCN super-resolution nets (QONNX, 3×128×128 → 3×256×256): one with DepthToSpace,
+    // one with a nearest Resize; imported and run in float mode against qonnx (compiling
+    // them is out of CI's budget: ~1 G multiply-adds per image)
+    for name in ["espcn_subpixel_quant", "espcn_nn_resize_quant"] {
+        let m = Model::load(&dir.join(format!("{name}.onnx"))).expect(name);
+        let x = load(&format!("{name}_in0.npy"));
+        let want = load(&format!("{name}_out0.npy"));
+        let got = fhec::ir::eval_f32(&m.graph, &[fhec::ir::Tensor::F32(x)]).expect("float")[0]
+            .f32_values();
+        let scale = want.iter().fold(0f32, |a, v| a.max(v.abs())).max(1e-6);
+        let worst = got
+            .iter()
+            .zip(want.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        println!("{name}: float vs qonnx max |Δ| {worst:.2e} (max |y| {scale:.2e})");
+        assert!(worst <= 1e-4 * scale, "{name}: {worst} vs {scale}");
+    }
     let Err(e) = Model::load(&dir.join("qonnx_act_weight_fp8.onnx")) else {
         panic!("the FP8 model should be refused");
     };
