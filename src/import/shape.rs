@@ -604,7 +604,7 @@ pub(super) fn resize(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> 
         }
         (None, None) => return Err(Cx::err(n, "needs scales or sizes")),
     }
-    if out.iter().any(|&d| d == 0) {
+    if out.contains(&0) {
         return Err(Cx::err(
             n,
             format!("the output shape {out:?} has an empty axis"),
