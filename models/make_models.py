@@ -158,6 +158,21 @@ class LnGeluMLP(nn.Module):
         return self.net(x)
 
 
+class TinyAutoencoder(nn.Module):
+    """A digit (1×8×8) through an encoder–decoder: Conv 1→8 stride 2 → ReLU →
+    ConvTranspose 8→4 stride 2 → ReLU → Conv 4→1, flattened: the 64 pixels back."""
+
+    def __init__(self):
+        super().__init__()
+        self.enc = nn.Conv2d(1, 8, 3, stride=2, padding=1)
+        self.dec = nn.ConvTranspose2d(8, 4, 2, stride=2)
+        self.out = nn.Conv2d(4, 1, 3, padding=1)
+
+    def forward(self, x):
+        y = self.out(torch.relu(self.dec(torch.relu(self.enc(x)))))
+        return y.flatten(1)
+
+
 class TinyTransformer(nn.Module):
     """A digit as 8 tokens of 8 pixels: token embedding 8 → 8 plus a learned position
     embedding, one pre-norm encoder block
@@ -311,6 +326,11 @@ def build(name):
         return export(name, net, xtr, xte, yte, opset=13)
     if name == "digits_lngelu":
         return export(name, train(LnGeluMLP(), xtr, ytr, epochs=60, lr=3e-3), xtr, xte, yte, opset=17)
+    if name == "digits_autoenc":
+        # reconstruction (R²): targets are the images themselves
+        xi, xti = as_images(xtr), as_images(xte)
+        net = train(TinyAutoencoder(), xi, xtr.astype(np.float32), epochs=60, lr=3e-3, regression=True)
+        return export(name, net, xi, xti, xte.astype(np.float32), opset=17)
     if name == "digits_transformer":
         return export(name, train(TinyTransformer(), xtr, ytr, epochs=80, lr=3e-3), xtr, xte, yte, opset=17)
     if name in ("digits_qat2", "digits_qat3", "digits_qat4"):
@@ -505,6 +525,7 @@ ALL = [
     "digits_qcnn4",
     "digits_lngelu",
     "digits_transformer",
+    "digits_autoenc",
 ]
 
 

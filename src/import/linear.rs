@@ -143,3 +143,235 @@ pub(super) fn conv(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     };
     cx.emit(n, op, inputs)
 }
+
+/// `ConvTranspose` as ONNX defines it, written as what it equals: the input with `s − 1`
+/// zeros inserted between neighbours along each strided axis (Reshape → Pad → Reshape →
+/// Slice: moves of encrypted values and clear zeros), then a `Conv` with stride 1, the same
+/// dilations, the kernel flipped in space with input and output channels swapped per group,
+/// and pads `d·(k − 1) − pad` at each side (plus `output_padding` at the end); a negative pad
+/// becomes a crop (Slice) after the Conv. `output_shape` and `auto_pad` give the pads by
+/// ONNX's formula. The weights must be constants (they are the layer's clear weights).
+pub(super) fn conv_transpose(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    use fhec_ir::{PadMode, SliceAxis, Tensor};
+    let a = Attrs::of(n);
+    let x = cx.in_ty(n, 0)?;
+    let w = cx
+        .const_input(n, 1)?
+        .ok_or_else(|| Cx::err(n, "missing weights"))?;
+    let ws: Vec<usize> = w.shape().to_vec();
+    if ws.len() < 3 || x.rank() != ws.len() {
+        return Err(Cx::err(
+            n,
+            format!("x {x} and weights {ws:?} must both be [N, C, spatial…]"),
+        ));
+    }
+    let d = ws.len() - 2;
+    let group = a.int("group", 1)?;
+    if group < 1 || ws[0] % group as usize != 0 || x.shape[1] != ws[0] {
+        return Err(Cx::err(
+            n,
+            format!(
+                "group {group} does not fit {} input channels and weights {ws:?}",
+                x.shape[1]
+            ),
+        ));
+    }
+    let g = group as usize;
+    let kernel = a
+        .usizes("kernel_shape")?
+        .unwrap_or_else(|| ws[2..].to_vec());
+    let strides = a.usizes("strides")?.unwrap_or_else(|| vec![1; d]);
+    let dil = a.usizes("dilations")?.unwrap_or_else(|| vec![1; d]);
+    let out_pad = a.usizes("output_padding")?.unwrap_or_else(|| vec![0; d]);
+    if kernel != ws[2..]
+        || strides.len() != d
+        || dil.len() != d
+        || out_pad.len() != d
+        || strides.iter().chain(&dil).any(|&v| v == 0 || v > 64)
+        || out_pad
+            .iter()
+            .zip(strides.iter().zip(&dil))
+            .any(|(&o, (&s, &dl))| o >= s.max(dl))
+    {
+        return Err(Cx::err(
+            n,
+            format!("kernel {kernel:?}, strides {strides:?}, dilations {dil:?}, output_padding {out_pad:?} do not fit weights {ws:?}"),
+        ));
+    }
+    let spatial = &x.shape[2..];
+    // the span the full transposed convolution covers along each axis
+    let full: Vec<i64> = (0..d)
+        .map(|i| (strides[i] * (spatial[i] - 1) + out_pad[i] + (kernel[i] - 1) * dil[i] + 1) as i64)
+        .collect();
+    let auto = a.string("auto_pad", "NOTSET")?;
+    let output_shape = a.ints("output_shape")?;
+    let (pb_, pe_): (Vec<i64>, Vec<i64>) = if let Some(os) = output_shape
+        .clone()
+        .map(|v| v[v.len().saturating_sub(d)..].to_vec())
+        .or_else(|| {
+            (auto == "SAME_UPPER" || auto == "SAME_LOWER")
+                .then(|| (0..d).map(|i| (spatial[i] * strides[i]) as i64).collect())
+        }) {
+        if os.len() != d {
+            return Err(Cx::err(
+                n,
+                format!("output_shape {os:?} needs {d} spatial sizes"),
+            ));
+        }
+        // ONNX's split, with floor division (a negative total pads the end: the output
+        // asked for is longer than the full span)
+        let split = |t: i64| {
+            let h = t.div_euclid(2);
+            if auto == "SAME_UPPER" {
+                (h, t - h)
+            } else {
+                (t - h, h)
+            }
+        };
+        (0..d).map(|i| split(full[i] - os[i])).unzip()
+    } else {
+        let p = a.ints("pads")?.unwrap_or_else(|| vec![0; 2 * d]);
+        if p.len() != 2 * d || p.iter().any(|&v| v < 0) {
+            return Err(Cx::err(
+                n,
+                format!("pads {p:?} must give {} non-negative values", 2 * d),
+            ));
+        }
+        (p[..d].to_vec(), p[d..].to_vec())
+    };
+    if (0..d).any(|i| full[i] - pb_[i] - pe_[i] < 1 || pb_[i] < 0) {
+        return Err(Cx::err(n, "the pads leave an empty output"));
+    }
+    let out = n
+        .output
+        .first()
+        .ok_or_else(|| Cx::err(n, "node has no output"))?
+        .clone();
+    let sub = |op: &str, ins: &[&str], dst: &str, tag: &str| {
+        super::elementwise::sub_node(n, op, ins, dst, tag)
+    };
+    // 1. zeros between neighbours along strided axes
+    let mut cur = n.input[0].clone();
+    if strides.iter().any(|&s| s > 1) {
+        let (nb, c) = (x.shape[0], x.shape[1]);
+        let mut split = vec![nb, c];
+        let mut begin = vec![0; 2];
+        let mut end = vec![0; 2];
+        let mut merged = vec![nb, c];
+        let mut keep = Vec::new();
+        for i in 0..d {
+            split.extend([spatial[i], 1]);
+            begin.extend([0, 0]);
+            end.extend([0, strides[i] - 1]);
+            merged.push(spatial[i] * strides[i]);
+            keep.push(SliceAxis {
+                axis: 2 + i,
+                start: 0,
+                step: 1,
+                len: strides[i] * (spatial[i] - 1) + 1,
+            });
+        }
+        for (tag, op) in [
+            ("split", Op::Reshape { shape: split }),
+            (
+                "zeros",
+                Op::Pad {
+                    begin,
+                    end,
+                    mode: PadMode::Constant,
+                    value: 0.0,
+                },
+            ),
+            ("merged", Op::Reshape { shape: merged }),
+            ("spread", Op::Slice { axes: keep }),
+        ] {
+            let dst = format!("{out}::{tag}");
+            cx.emit(&sub(op.name(), &[&cur], &dst, tag), op, &[0])?;
+            cur = dst;
+        }
+    }
+    // 2. the kernel flipped in space, channels swapped per group: W [C_in, C_out/g, k…] →
+    // W' [C_out, C_in/g, k…]
+    let (cin, cout_g) = (ws[0], ws[1]);
+    let cin_g = cin / g;
+    let ksize: usize = kernel.iter().product();
+    let wv = w.to_f32();
+    let wv: Vec<f32> = wv.iter().copied().collect();
+    let mut flipped = vec![0f32; wv.len()];
+    for gi in 0..g {
+        for ci in 0..cin_g {
+            for co in 0..cout_g {
+                for k in 0..ksize {
+                    // the flipped spatial position: each coordinate mirrored
+                    let mut rem = k;
+                    let mut fk = 0;
+                    let mut stride = 1;
+                    let mut coords = vec![0; d];
+                    for j in (0..d).rev() {
+                        coords[j] = rem % kernel[j];
+                        rem /= kernel[j];
+                    }
+                    for j in (0..d).rev() {
+                        fk += (kernel[j] - 1 - coords[j]) * stride;
+                        stride *= kernel[j];
+                    }
+                    let src = ((gi * cin_g + ci) * cout_g + co) * ksize + k;
+                    let dst = ((gi * cout_g + co) * cin_g + ci) * ksize + fk;
+                    flipped[dst] = wv[src];
+                }
+            }
+        }
+    }
+    let mut wshape = vec![cout_g * g, cin_g];
+    wshape.extend(&kernel);
+    let wname = format!("{out}::weights");
+    let wt = Tensor::F32(
+        ndarray::ArrayD::from_shape_vec(ndarray::IxDyn(&wshape), flipped)
+            .map_err(|e| Cx::err(n, e.to_string()))?,
+    );
+    cx.bind(&wname, super::Val::Const(wt));
+    // 3. the Conv, then a crop where a pad was negative
+    let conv_pb: Vec<i64> = (0..d)
+        .map(|i| (dil[i] * (kernel[i] - 1)) as i64 - pb_[i])
+        .collect();
+    let conv_pe: Vec<i64> = (0..d)
+        .map(|i| (dil[i] * (kernel[i] - 1)) as i64 - pe_[i] + out_pad[i] as i64)
+        .collect();
+    let crop = conv_pb.iter().chain(&conv_pe).any(|&p| p < 0);
+    let conv_out = if crop {
+        format!("{out}::conv")
+    } else {
+        out.clone()
+    };
+    let op = Op::Conv(ConvAttrs {
+        kernel: kernel.clone(),
+        strides: vec![1; d],
+        pads_begin: conv_pb.iter().map(|&p| p.max(0) as usize).collect(),
+        pads_end: conv_pe.iter().map(|&p| p.max(0) as usize).collect(),
+        dilations: dil.clone(),
+        group: g,
+    });
+    let has_bias = cx.input(n, 2)?.is_some();
+    let mut ins: Vec<&str> = vec![&cur, &wname];
+    if has_bias {
+        ins.push(&n.input[2]);
+    }
+    let ports: Vec<usize> = (0..ins.len()).collect();
+    cx.emit(&sub("Conv", &ins, &conv_out, "conv"), op, &ports)?;
+    if crop {
+        let axes = (0..d)
+            .map(|i| {
+                let len = full[i] - pb_[i] - pe_[i];
+                SliceAxis {
+                    axis: 2 + i,
+                    start: (-conv_pb[i]).max(0),
+                    step: 1,
+                    len: len as usize,
+                }
+            })
+            .collect();
+        let op = Op::Slice { axes };
+        cx.emit(&sub("Slice", &[&conv_out], &out, "crop"), op, &[0])?;
+    }
+    Ok(())
+}

@@ -128,8 +128,9 @@ fn run_case(dir: &Path) -> Outcome {
                 "QuantizeLinear" | "DequantizeLinear" | "QLinearConv" => &[0],
                 "QLinearMatMul" => &[0, 3],
                 "MatMulInteger" | "ConvInteger" => &[0, 1],
-                // roi, scales and sizes are fixed by the model
-                "Resize" | "Upsample" => &[0],
+                // roi, scales and sizes are fixed by the model; so are a layer's weights and
+                // bias (initializers in real models)
+                "Resize" | "Upsample" | "ConvTranspose" => &[0],
                 _ => &[],
             };
             let quantized = !data.is_empty();

@@ -145,6 +145,7 @@ fn fusion_does_not_change_eval_int_and_intervals_hold_on_random_inputs() {
         "digits_poly",
         "digits_lngelu",
         "digits_transformer",
+        "digits_autoenc",
     ] {
         let mut before_fuse: Option<(Samples, Samples)> = None;
         let mut checked_bounds = false;
@@ -562,6 +563,42 @@ fn reads_beyond_a_domain_are_counted_and_wrap() {
         }
     }
     assert_eq!(outside, ov.outside);
+}
+
+/// The encoder–decoder with a ConvTranspose (digits_autoenc: Conv stride 2 → ReLU →
+/// ConvTranspose stride 2 → ReLU → Conv, reconstructing the 64 pixels): float mode equals
+/// torch's output (onnxruntime semantics) within 1e-4 of the output range, and clear mode at
+/// the defaults keeps R² within one point of float.
+#[test]
+fn encoder_decoder_with_conv_transpose() {
+    let name = "digits_autoenc";
+    let (m, _) = fhec::compile(
+        &model(&format!("{name}.onnx")),
+        &[calib(name)],
+        &CompileOptions::default(),
+    )
+    .expect("compiles");
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    let want = npy::read_f32(&model(&format!("{name}_test_out.npy"))).expect("torch out");
+    let t = npy::read_f32(&model(&format!("{name}_test_y.npy"))).expect("targets");
+    let f = m.run_float(std::slice::from_ref(&x)).expect("float")[0].clone();
+    let range = want.iter().fold(0f32, |a, v| a.max(v.abs()));
+    let worst = f
+        .iter()
+        .zip(want.iter())
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
+    assert!(
+        worst <= 1e-4 * range,
+        "float vs torch: {worst} (range {range})"
+    );
+    let r2 = |y: &ndarray::ArrayD<f32>| fhec::tune::Metric::R2.score(y, &t).expect("r2") / 100.0;
+    let (rf, rc) = (r2(&f), r2(&m.run_clear(&[x]).expect("clear")[0]));
+    println!(
+        "{name}: R² float {rf:.4}, clear {rc:.4}; {} PBS; float vs torch max |Δ| {worst:.2e}",
+        m.report.pbs_count
+    );
+    assert!(rc >= rf - 0.01, "clear R² {rc} vs float {rf}");
 }
 
 /// A regression model (float targets): clear mode keeps R² within 0.05 of float at the
