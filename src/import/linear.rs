@@ -167,7 +167,7 @@ pub(super) fn conv_transpose(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Impor
     }
     let d = ws.len() - 2;
     let group = a.int("group", 1)?;
-    if group < 1 || ws[0] % group as usize != 0 || x.shape[1] != ws[0] {
+    if group < 1 || !ws[0].is_multiple_of(group as usize) || x.shape[1] != ws[0] {
         return Err(Cx::err(
             n,
             format!(

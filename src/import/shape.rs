@@ -703,7 +703,7 @@ pub(super) fn depth_space(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportEr
     let b = b as usize;
     let (nb, c, h, w) = (x.shape[0], x.shape[1], x.shape[2], x.shape[3]);
     let (first, perm, last): (Vec<usize>, Vec<usize>, Vec<usize>) = if n.op_type == "DepthToSpace" {
-        if c % (b * b) != 0 {
+        if !c.is_multiple_of(b * b) {
             return Err(Cx::err(
                 n,
                 format!("{c} channels are not a multiple of blocksize² = {}", b * b),
@@ -729,7 +729,7 @@ pub(super) fn depth_space(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportEr
             }
         }
     } else {
-        if h % b != 0 || w % b != 0 {
+        if !h.is_multiple_of(b) || !w.is_multiple_of(b) {
             return Err(Cx::err(
                 n,
                 format!("{h}×{w} is not a multiple of blocksize {b}"),
