@@ -593,35 +593,22 @@ impl CompiledModel {
             let q = fhec_ir::quantize_sample(sample, &self.input_quant);
             let values = fhec_ir::eval_all(g, &q)?;
             let mut hit = false;
-            for (n, layer) in &tables {
-                let Op::Tlu(t) = &g.g[*n].op else { continue };
+            // each table read and each decrypted value of a calibrated window, by layer
+            for (n, layer) in tables.iter().chain(&windows) {
                 let Some(Tensor::I64(x)) = values.get(&g.inputs_of(*n)[0]) else {
                     continue;
                 };
-                let out = x
-                    .iter()
-                    .enumerate()
-                    .filter(|&(i, &v)| !t.in_domain(i, v))
-                    .count();
-                let e = ov.by_layer.entry(layer.clone()).or_default();
-                e.0 += out;
-                e.1 += x.len();
-                ov.reads += x.len();
-                ov.outside += out;
-                hit |= out > 0;
-            }
-            for (n, layer) in &windows {
-                let (Op::Wrap { lo, bits }, Some(Tensor::I64(x))) =
-                    (&g.g[*n].op, values.get(&g.inputs_of(*n)[0]))
-                else {
-                    continue;
+                let inside = |i: usize, v: i64| match &g.g[*n].op {
+                    Op::Tlu(t) => t.in_domain(i, v),
+                    Op::Wrap { lo, bits } => {
+                        fhec_ir::wrap(v, lo[if lo.len() == 1 { 0 } else { i }], *bits) == v
+                    }
+                    _ => true,
                 };
                 let out = x
                     .iter()
                     .enumerate()
-                    .filter(|&(i, &v)| {
-                        fhec_ir::wrap(v, lo[if lo.len() == 1 { 0 } else { i }], *bits) != v
-                    })
+                    .filter(|&(i, &v)| !inside(i, v))
                     .count();
                 let e = ov.by_layer.entry(layer.clone()).or_default();
                 e.0 += out;

@@ -61,6 +61,47 @@ fn table_input(ck: &ClientKey, v: i64, p: u32) -> LweCiphertextOwned<u64> {
 /// Number of bootstrap outputs each measured table input sums.
 pub const TERMS: usize = 4;
 
+/// 256 independent table bootstrap outputs (`p`-bit identity table) with their values
+/// removed: encryptions of 0 carrying `V_pbs` each (a table of zeros would give noiseless
+/// outputs: its blind rotation never leaves the trivial zero).
+fn noise_pool(ck: &ClientKey, sk: &ServerKey, p: u32) -> Vec<LweCiphertextOwned<u64>> {
+    let d = delta(p);
+    let ident = table_lut(sk.params(), p, d, |i| i as u64);
+    (0..256)
+        .into_par_iter()
+        .map(|i| {
+            let v = (i % (1 << p)) as u64;
+            let mut out = sk.bootstrap(&table_input(ck, v as i64, p), &ident);
+            lwe_ciphertext_plaintext_sub_assign(&mut out, Plaintext(v.wrapping_mul(d)));
+            out
+        })
+        .collect()
+}
+
+/// Trial `t`'s generator and register `Σ ±weight·cᵢ` over [`TERMS`] outputs of `pool`: an
+/// encryption of 0 whose noise is `TERMS·weight²·V_pbs`.
+fn noisy_zero(
+    sk: &ServerKey,
+    pool: &[LweCiphertextOwned<u64>],
+    weight: u64,
+    seed: u64,
+    t: usize,
+) -> (rand::rngs::StdRng, LweCiphertextOwned<u64>) {
+    let mut rng =
+        rand::rngs::StdRng::seed_from_u64(seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut x = LweCiphertext::new(0u64, sk.big_size(), CiphertextModulus::new_native());
+    for _ in 0..TERMS {
+        let c = &pool[rng.random_range(0..pool.len())];
+        let w = if rng.random_bool(0.5) {
+            weight
+        } else {
+            weight.wrapping_neg()
+        };
+        slice_wrapping_add_scalar_mul_assign(x.as_mut(), c.as_ref(), w);
+    }
+    (rng, x)
+}
+
 /// Runs `trials` table lookups whose input is `Σ ±w·cᵢ + v` over [`TERMS`] bootstrap outputs
 /// `cᵢ` drawn from a pool (encryptions of 0, so the input noise is `TERMS·w²·V_pbs`, as the
 /// constraint returned by [`table_constraint`] models), `v` random in `[0, 2^p)`; returns
@@ -77,35 +118,12 @@ pub fn table_errors(
     let ident = table_lut(sk.params(), p, d, |i| i as u64);
     // a pool of independent bootstrap outputs, their values removed (a table of zeros
     // would give noiseless outputs: its blind rotation never leaves the trivial zero)
-    let pool_size = 256;
-    let pool: Vec<LweCiphertextOwned<u64>> = (0..pool_size)
-        .into_par_iter()
-        .map(|i| {
-            let v = (i % (1 << p)) as u64;
-            let x = table_input(ck, v as i64, p);
-            let mut out = sk.bootstrap(&x, &ident);
-            lwe_ciphertext_plaintext_sub_assign(&mut out, Plaintext(v.wrapping_mul(d)));
-            out
-        })
-        .collect();
-    let big = sk.big_size();
+    let pool = noise_pool(ck, sk, p);
     (0..trials)
         .into_par_iter()
         .map(|t| {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(
-                seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
+            let (mut rng, mut x) = noisy_zero(sk, &pool, weight, seed, t);
             let v: i64 = rng.random_range(0..1i64 << p);
-            let mut x = LweCiphertext::new(0u64, big, CiphertextModulus::new_native());
-            for _ in 0..TERMS {
-                let c = &pool[rng.random_range(0..pool_size)];
-                let w = if rng.random_bool(0.5) {
-                    weight
-                } else {
-                    weight.wrapping_neg()
-                };
-                slice_wrapping_add_scalar_mul_assign(x.as_mut(), c.as_ref(), w);
-            }
             lwe_ciphertext_plaintext_add_assign(
                 &mut x,
                 Plaintext((v as u64).wrapping_mul(d).wrapping_add(1u64 << (62 - p))),
@@ -183,39 +201,12 @@ pub fn extraction_errors(
     seed: u64,
 ) -> usize {
     let d = delta(b);
-    let p = b.min(4);
-    let dp = delta(p);
-    let ident = table_lut(sk.params(), p, dp, |i| i as u64);
-    let pool_size = 256;
-    // table outputs with their values removed (a table of zeros would give noiseless
-    // outputs: its blind rotation never leaves the trivial zero)
-    let pool: Vec<LweCiphertextOwned<u64>> = (0..pool_size)
-        .into_par_iter()
-        .map(|i| {
-            let v = (i % (1 << p)) as u64;
-            let mut out = sk.bootstrap(&table_input(ck, v as i64, p), &ident);
-            lwe_ciphertext_plaintext_sub_assign(&mut out, Plaintext(v.wrapping_mul(dp)));
-            out
-        })
-        .collect();
-    let big = sk.big_size();
+    let pool = noise_pool(ck, sk, b.min(4));
     (0..trials)
         .into_par_iter()
         .map(|t| {
-            let mut rng = rand::rngs::StdRng::seed_from_u64(
-                seed ^ (t as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
-            );
+            let (mut rng, mut x) = noisy_zero(sk, &pool, weight, seed, t);
             let v: i64 = rng.random_range(0..1i64 << b);
-            let mut x = LweCiphertext::new(0u64, big, CiphertextModulus::new_native());
-            for _ in 0..TERMS {
-                let c = &pool[rng.random_range(0..pool_size)];
-                let w = if rng.random_bool(0.5) {
-                    weight
-                } else {
-                    weight.wrapping_neg()
-                };
-                slice_wrapping_add_scalar_mul_assign(x.as_mut(), c.as_ref(), w);
-            }
             lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext((v as u64).wrapping_mul(d)));
             let bit = extract_bit0(sk, &x, b);
             usize::from(ck.decrypt_one(&bit.as_view(), 0) != (v & 1))

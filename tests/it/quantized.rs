@@ -565,13 +565,14 @@ fn reads_beyond_a_domain_are_counted_and_wrap() {
     assert_eq!(outside, ov.outside);
 }
 
-/// The encoder–decoder with a ConvTranspose (digits_autoenc: Conv stride 2 → ReLU →
-/// ConvTranspose stride 2 → ReLU → Conv, reconstructing the 64 pixels): float mode equals
-/// torch's output (onnxruntime semantics) within 1e-4 of the output range, and clear mode at
-/// the defaults keeps R² within one point of float.
-#[test]
-fn encoder_decoder_with_conv_transpose() {
-    let name = "digits_autoenc";
+/// A shipped regression model compiled at the defaults, its test inputs and float targets.
+fn regression_at_defaults(
+    name: &str,
+) -> (
+    fhec::CompiledModel,
+    ndarray::ArrayD<f32>,
+    ndarray::ArrayD<f32>,
+) {
     let (m, _) = fhec::compile(
         &model(&format!("{name}.onnx")),
         &[calib(name)],
@@ -579,8 +580,19 @@ fn encoder_decoder_with_conv_transpose() {
     )
     .expect("compiles");
     let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
-    let want = npy::read_f32(&model(&format!("{name}_test_out.npy"))).expect("torch out");
     let t = npy::read_f32(&model(&format!("{name}_test_y.npy"))).expect("targets");
+    (m, x, t)
+}
+
+/// The encoder–decoder with a ConvTranspose (digits_autoenc: Conv stride 2 → ReLU →
+/// ConvTranspose stride 2 → ReLU → Conv, reconstructing the 64 pixels): float mode equals
+/// torch's output (onnxruntime semantics) within 1e-4 of the output range, and clear mode at
+/// the defaults keeps R² within one point of float.
+#[test]
+fn encoder_decoder_with_conv_transpose() {
+    let name = "digits_autoenc";
+    let (m, x, t) = regression_at_defaults(name);
+    let want = npy::read_f32(&model(&format!("{name}_test_out.npy"))).expect("torch out");
     let f = m.run_float(std::slice::from_ref(&x)).expect("float")[0].clone();
     let range = want.iter().fold(0f32, |a, v| a.max(v.abs()));
     let worst = f
@@ -606,14 +618,7 @@ fn encoder_decoder_with_conv_transpose() {
 #[test]
 fn regression_model_keeps_its_r2() {
     let name = "diabetes_mlp";
-    let (m, _) = fhec::compile(
-        &model(&format!("{name}.onnx")),
-        &[calib(name)],
-        &CompileOptions::default(),
-    )
-    .expect("compiles");
-    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
-    let t = npy::read_f32(&model(&format!("{name}_test_y.npy"))).expect("targets");
+    let (m, x, t) = regression_at_defaults(name);
     let r2 = |y: &ndarray::ArrayD<f32>| fhec::tune::Metric::R2.score(y, &t).expect("r2") / 100.0;
     let (f, c) = (
         r2(&m.run_float(std::slice::from_ref(&x)).expect("float")[0]),
