@@ -255,7 +255,8 @@ def export(name, model, x_train, x_test, y_test, opset):
     entry = {"name": name, "opset": opset, "seed": SEED, "torch": torch.__version__, "n_test": int(len(y_test))}
     if y_test.dtype.kind == "f":
         np.save(os.path.join(OUT, f"{name}_test_y.npy"), y_test.astype(np.float32))
-        r2 = float(1 - ((out - y_test) ** 2).sum() / ((y_test - y_test.mean(0)) ** 2).sum())
+        # R² over all output values (fhec's Metric::R2): one mean for every value
+        r2 = float(1 - ((out - y_test) ** 2).sum() / ((y_test - y_test.mean()) ** 2).sum())
         print(f"{name}: opset {opset}, float test R² {r2:.4f} on {len(y_test)} samples")
         entry["float_r2"] = r2
     else:
