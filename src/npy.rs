@@ -30,6 +30,7 @@ fn read_checked(path: &Path) -> Result<Vec<u8>> {
 /// A one-line reason.
 pub fn check_npy(bytes: &[u8]) -> std::result::Result<(), String> {
     use ndarray_npy::npy::header::Header;
+    check_header_shape(bytes)?;
     let mut rest = bytes;
     let header =
         Header::from_reader(&mut rest).map_err(|e| format!("not a readable .npy file ({e})"))?;
@@ -60,6 +61,46 @@ pub fn check_npy(bytes: &[u8]) -> std::result::Result<(), String> {
             header.shape,
             rest.len()
         ));
+    }
+    Ok(())
+}
+
+/// The header's dictionary must be a flat literal (`{'descr': …, 'fortran_order': …,
+/// 'shape': (…), }`: one brace, brackets at most two deep), checked on the raw bytes before
+/// ndarray-npy's parser sees it: its Python-literal grammar backtracks exponentially on
+/// nested brackets (a fuzzed 113-byte header of `{{{{…` took over 10 s).
+fn check_header_shape(bytes: &[u8]) -> std::result::Result<(), String> {
+    let bad = |why: &str| Err(format!("not a readable .npy file ({why})"));
+    if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
+        return bad("no .npy magic");
+    }
+    let (len, start): (usize, usize) = match bytes[6] {
+        1 => (usize::from(u16::from_le_bytes([bytes[8], bytes[9]])), 10),
+        2 | 3 if bytes.len() >= 12 => (
+            u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize,
+            12,
+        ),
+        v => return bad(&format!("format version {v}")),
+    };
+    let Some(header) = bytes.get(start..start.saturating_add(len)) else {
+        return bad("the header is truncated");
+    };
+    let (mut depth, mut braces, mut in_str) = (0usize, 0usize, None::<u8>);
+    for &c in header {
+        match (in_str, c) {
+            (Some(q), _) if c == q => in_str = None,
+            (Some(_), _) => {}
+            (None, b'\'' | b'"') => in_str = Some(c),
+            (None, b'{' | b'(' | b'[') => {
+                depth += 1;
+                braces += usize::from(c == b'{');
+                if depth > 2 || braces > 1 {
+                    return bad("the header is not a flat dictionary");
+                }
+            }
+            (None, b'}' | b')' | b']') => depth = depth.saturating_sub(1),
+            _ => {}
+        }
     }
     Ok(())
 }
