@@ -178,7 +178,8 @@ impl FheParams {
         if !(n.is_power_of_two() && (256..=1 << 16).contains(&n)) {
             return Err(format!("polynomial size {n}"));
         }
-        if self.glwe_dimension == 0 || self.big_dimension() > 1 << 16 {
+        // every product in saturating arithmetic: a stored plan may hold any numbers
+        if self.glwe_dimension == 0 || self.glwe_dimension.saturating_mul(n) > 1 << 16 {
             return Err(format!("GLWE dimension {}", self.glwe_dimension));
         }
         if !(MIN_LWE_DIMENSION..=1 << 14).contains(&self.lwe_dimension)
@@ -190,7 +191,7 @@ impl FheParams {
             ("bootstrap", self.pbs_base_log, self.pbs_level),
             ("keyswitch", self.ks_base_log, self.ks_level),
         ] {
-            if base == 0 || level == 0 || base * level > 64 {
+            if base == 0 || level == 0 || base.saturating_mul(level) > 64 {
                 return Err(format!("{what} decomposition {level}x{base}"));
             }
         }
@@ -243,7 +244,10 @@ pub fn verify(
         x.set
             .check_secure()
             .map_err(|e| format!("bit-extraction set: {e}"))?;
-        if x.fks_base_log == 0 || x.fks_level == 0 || x.fks_base_log * x.fks_level > 64 {
+        if x.fks_base_log == 0
+            || x.fks_level == 0
+            || x.fks_base_log.saturating_mul(x.fks_level) > 64
+        {
             return Err("bit-extraction return keyswitch decomposition".into());
         }
     }
