@@ -1106,6 +1106,19 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
+/// A parameter set's dimensions and decompositions for `bench --json`.
+fn params_json(p: &fhec::backend::params::FheParams) -> serde_json::Value {
+    serde_json::json!({
+        "lwe_dimension": p.lwe_dimension,
+        "glwe_dimension": p.glwe_dimension,
+        "polynomial_size": p.polynomial_size,
+        "pbs_level": p.pbs_level,
+        "pbs_base_log": p.pbs_base_log,
+        "ks_level": p.ks_level,
+        "ks_base_log": p.ks_base_log,
+    })
+}
+
 /// Server key sizes per partition, one line.
 fn key_sizes_line(k: &fhec::runtime::KeySizes) -> String {
     let m = |b: usize| mb(b as u64);
@@ -1397,26 +1410,13 @@ fn bench_cmd(
         "msg_bits": plan.program.msg_bits,
         "rounding": plan.program.rounding.name(),
         "params_source": plan.choice.source,
-        "params": {
-            "lwe_dimension": pr.lwe_dimension,
-            "glwe_dimension": pr.glwe_dimension,
-            "polynomial_size": pr.polynomial_size,
-            "pbs_level": pr.pbs_level,
-            "pbs_base_log": pr.pbs_base_log,
-            "ks_level": pr.ks_level,
-            "ks_base_log": pr.ks_base_log,
-        },
-        "extract_params": plan.choice.extract.as_ref().map(|x| serde_json::json!({
-            "lwe_dimension": x.set.lwe_dimension,
-            "glwe_dimension": x.set.glwe_dimension,
-            "polynomial_size": x.set.polynomial_size,
-            "pbs_level": x.set.pbs_level,
-            "pbs_base_log": x.set.pbs_base_log,
-            "ks_level": x.set.ks_level,
-            "ks_base_log": x.set.ks_base_log,
-            "fks_level": x.fks_level,
-            "fks_base_log": x.fks_base_log,
-        })),
+        "params": params_json(pr),
+        "extract_params": plan.choice.extract.as_ref().map(|x| {
+            let mut j = params_json(&x.set);
+            j["fks_level"] = x.fks_level.into();
+            j["fks_base_log"] = x.fks_base_log.into();
+            j
+        }),
         "server_key_bytes": {
             "total": run.key_sizes.total(),
             "tables_bsk": run.key_sizes.main_bsk,

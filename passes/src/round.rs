@@ -189,14 +189,7 @@ impl Pass for Round {
             .unwrap_or(0)
             .max(1);
         for (n, rounded) in &tables {
-            let lo: Vec<i64> = rounded
-                .iter()
-                .map(|u| {
-                    // centre the used interval in its window of 2^p inputs
-                    let slack = (1i64 << p) - (u.hi - u.lo + 1);
-                    u.lo - slack / 2
-                })
-                .collect();
+            let lo: Vec<i64> = rounded.iter().map(|&u| centred_lo(u, p)).collect();
             if let Op::Tlu(t) = &mut g.g[*n].op {
                 t.domain = Some(TableDomain {
                     lo: compress(lo),
@@ -240,6 +233,12 @@ impl Pass for Round {
     }
 }
 
+/// The first value of a window of `2^bits` values with `u` centred in it.
+fn centred_lo(u: Interval, bits: u32) -> i64 {
+    let slack = (1i64 << bits) - (u.hi - u.lo + 1);
+    u.lo - slack / 2
+}
+
 /// Calibrated ranges for what the client decrypts: every integer a client-side float op reads
 /// gets a window sized like a table domain (the calibration range with its margin, within
 /// the proven interval) when that is narrower than the proven interval, as an
@@ -271,10 +270,7 @@ fn output_windows(g: &mut Graph, cx: &mut PassContext, margin: f32) -> Result<us
             continue;
         }
         // the used interval centred in its window, as a table domain's
-        let lo: Vec<i64> = used
-            .iter()
-            .map(|u| u.lo - ((1i64 << bits) - (u.hi - u.lo + 1)) / 2)
-            .collect();
+        let lo: Vec<i64> = used.iter().map(|&u| centred_lo(u, bits)).collect();
         let name = format!("{}:window", g.g[n].name);
         let w = g.add_op(
             &name,

@@ -56,7 +56,7 @@
 //! (‖w‖₂ of tens) rarely fit, which the error says.
 
 use tfhe::core_crypto::commons::noise_formulas::centered_mean_shifted_modulus_switch::centered_binary_shifted_modulus_switch_additive_variance_impl as ms_var;
-pub(super) use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::keyswitch_additive_variance_132_bits_security_gaussian_impl as ks_var;
+use tfhe::core_crypto::commons::noise_formulas::lwe_keyswitch::keyswitch_additive_variance_132_bits_security_gaussian_impl as ks_var;
 use tfhe::core_crypto::commons::noise_formulas::lwe_programmable_bootstrap::pbs_variance_132_bits_security_gaussian_fft_mul_impl as pbs_var;
 pub(super) use tfhe::core_crypto::commons::noise_formulas::secure_noise::minimal_lwe_variance_for_132_bits_security_gaussian_impl as min_var;
 
@@ -138,13 +138,11 @@ impl FheParams {
         )
     }
     pub fn v_ks(&self) -> f64 {
-        ks_var(
-            (self.glwe_dimension * self.polynomial_size) as f64,
-            self.lwe_dimension as f64,
-            2f64.powi(self.ks_base_log as i32),
-            self.ks_level as f64,
-            Q,
-            Q,
+        ks_variance(
+            self.big_dimension(),
+            self.lwe_dimension,
+            self.ks_base_log,
+            self.ks_level,
         )
     }
     pub fn v_ms(&self) -> f64 {
@@ -159,13 +157,17 @@ impl FheParams {
     }
     /// Relative cost of one keyswitch + bootstrap.
     pub fn cost(&self) -> f64 {
+        self.blind_rotation_cost()
+            + (self.big_dimension() * self.lwe_dimension * self.ks_level) as f64
+    }
+    /// Relative cost of the blind rotation alone (`n·ℓ·(k+1)²·N·log N`).
+    pub fn blind_rotation_cost(&self) -> f64 {
         let (n, k, big_n) = (
             self.lwe_dimension as f64,
             self.glwe_dimension as f64,
             self.polynomial_size as f64,
         );
         n * self.pbs_level as f64 * (k + 1.0).powi(2) * big_n * big_n.log2()
-            + k * big_n * n * self.ks_level as f64
     }
     /// Estimated wall time of one keyswitch + bootstrap on one thread of this machine, ms:
     /// [`FheParams::cost`] times a constant fitted to measurements (`fhec bench-pbs`).
@@ -272,13 +274,11 @@ impl std::fmt::Display for ExtractParams {
 
 impl ExtractParams {
     pub fn v_ks(&self, main: &FheParams) -> f64 {
-        ks_var(
-            main.big_dimension() as f64,
-            self.set.lwe_dimension as f64,
-            2f64.powi(self.set.ks_base_log as i32),
-            self.set.ks_level as f64,
-            Q,
-            Q,
+        ks_variance(
+            main.big_dimension(),
+            self.set.lwe_dimension,
+            self.set.ks_base_log,
+            self.set.ks_level,
         )
     }
     pub fn v_ms(&self) -> f64 {
@@ -286,13 +286,11 @@ impl ExtractParams {
     }
     /// Variance the keyswitch back to the main big key adds.
     pub fn v_fks(&self, main: &FheParams) -> f64 {
-        ks_var(
-            self.set.big_dimension() as f64,
-            main.big_dimension() as f64,
-            2f64.powi(self.fks_base_log as i32),
-            self.fks_level as f64,
-            Q,
-            Q,
+        ks_variance(
+            self.set.big_dimension(),
+            main.big_dimension(),
+            self.fks_base_log,
+            self.fks_level,
         )
     }
     /// Noise of an extracted bit where it is subtracted (main big key).
@@ -303,28 +301,13 @@ impl ExtractParams {
     /// [`FheParams::cost`]).
     pub fn cost(&self, main: &FheParams) -> f64 {
         let s = &self.set;
-        let (n, k, big_n) = (
-            s.lwe_dimension as f64,
-            s.glwe_dimension as f64,
-            s.polynomial_size as f64,
-        );
-        n * s.pbs_level as f64 * (k + 1.0).powi(2) * big_n * big_n.log2()
-            + main.big_dimension() as f64 * n * s.ks_level as f64
-            + s.big_dimension() as f64 * self.fks_level as f64 * main.big_dimension() as f64
+        s.blind_rotation_cost()
+            + (main.big_dimension() * s.lwe_dimension * s.ks_level) as f64
+            + (s.big_dimension() * self.fks_level * main.big_dimension()) as f64
     }
     /// Estimated wall time of one extraction on one thread, ms.
     pub fn est_ms(&self, main: &FheParams) -> f64 {
         self.cost(main) * MS_PER_COST
-    }
-    /// Sizes of this partition's server keys, bytes: bootstrapping key (Fourier domain),
-    /// keyswitching key in, keyswitching key out.
-    pub fn key_bytes(&self, main: &FheParams) -> (f64, f64, f64) {
-        let s = &self.set;
-        (
-            s.bsk_bytes(),
-            (main.big_dimension() * s.ks_level * (s.lwe_dimension + 1) * 8) as f64,
-            (s.big_dimension() * self.fks_level * (main.big_dimension() + 1) * 8) as f64,
-        )
     }
 }
 
@@ -654,7 +637,7 @@ pub(super) fn search_set(
                         break;
                     }
                     for lk in 1..=12 {
-                        let Some(kk) = best_ks(&base, base.big_dimension(), lk) else {
+                        let Some(kk) = best_ks(base.big_dimension(), base.lwe_dimension, lk) else {
                             continue;
                         };
                         let cand = FheParams {
@@ -689,22 +672,24 @@ pub(super) fn best_pbs(base: &FheParams, level: usize) -> Option<FheParams> {
         .min_by(|a, b| a.v_pbs().total_cmp(&b.v_pbs()))
 }
 
-/// The keyswitch base log for `level` levels from a key of dimension `input` to `base`'s
-/// small key that gives the smallest variance.
-pub(super) fn best_ks(base: &FheParams, input: usize, level: usize) -> Option<usize> {
+/// The keyswitch base log for `level` levels from a key of dimension `input` to one of
+/// dimension `output` that gives the smallest variance.
+pub(super) fn best_ks(input: usize, output: usize, level: usize) -> Option<usize> {
     (1..=(64 / level).min(30)).min_by(|&a, &b| {
-        let v = |bl: usize| {
-            ks_var(
-                input as f64,
-                base.lwe_dimension as f64,
-                2f64.powi(bl as i32),
-                level as f64,
-                Q,
-                Q,
-            )
-        };
-        v(a).total_cmp(&v(b))
+        ks_variance(input, output, a, level).total_cmp(&ks_variance(input, output, b, level))
     })
+}
+
+/// Variance a keyswitch adds (tfhe's formula; the output key at its secure noise).
+pub(super) fn ks_variance(input: usize, output: usize, base_log: usize, level: usize) -> f64 {
+    ks_var(
+        input as f64,
+        output as f64,
+        2f64.powi(base_log as i32),
+        level as f64,
+        Q,
+        Q,
+    )
 }
 
 /// The cheapest secure parameters meeting `target` for every constraint, one set for every

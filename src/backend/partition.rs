@@ -3,8 +3,8 @@
 //! stored with a compiled model ([`verify`]).
 
 use super::params::{
-    best_ks, best_pbs, circuit_cost, ks_var, min_var, p_error_of, partition_counts, read_variance,
-    search, search_set, vetted_sets, Choice, Constraint, ConstraintKind, ExtractParams, FheParams,
+    best_ks, best_pbs, circuit_cost, min_var, p_error_of, partition_counts, read_variance, search,
+    search_set, vetted_sets, Choice, Constraint, ConstraintKind, ExtractParams, FheParams,
     ParamsError, Target, Q,
 };
 
@@ -98,6 +98,10 @@ pub fn search_extract(
             if k * big_n > 1 << 13 {
                 continue;
             }
+            // the return keyswitch's best base per level depends on k·N only
+            let fks: Vec<(usize, usize)> = (1..=8)
+                .filter_map(|l| best_ks(k * big_n, main.big_dimension(), l).map(|b| (b, l)))
+                .collect();
             for n in (384..=1024).step_by(8) {
                 let base = FheParams::secure(n, k, big_n, (1, 1), (1, 1));
                 let floor = ExtractParams {
@@ -109,31 +113,12 @@ pub fn search_extract(
                 if best.as_ref().is_some_and(|b| floor >= b.0) {
                     continue;
                 }
-                let fks: Vec<(usize, usize)> = (1..=8)
-                    .filter_map(|l| {
-                        (1..=(64 / l).min(30))
-                            .min_by(|&a, &b| {
-                                let v = |bl: usize| {
-                                    ks_var(
-                                        base.big_dimension() as f64,
-                                        main.big_dimension() as f64,
-                                        2f64.powi(bl as i32),
-                                        l as f64,
-                                        Q,
-                                        Q,
-                                    )
-                                };
-                                v(a).total_cmp(&v(b))
-                            })
-                            .map(|b| (b, l))
-                    })
-                    .collect();
                 for lp in 1..=4 {
                     let Some(p) = best_pbs(&base, lp) else {
                         continue;
                     };
                     for lk in 1..=10 {
-                        let Some(kb) = best_ks(&base, main.big_dimension(), lk) else {
+                        let Some(kb) = best_ks(main.big_dimension(), base.lwe_dimension, lk) else {
                             continue;
                         };
                         for &(fb, fl) in &fks {
@@ -187,14 +172,8 @@ impl FheParams {
         {
             return Err(format!("LWE dimension {}", self.lwe_dimension));
         }
-        for (what, base, level) in [
-            ("bootstrap", self.pbs_base_log, self.pbs_level),
-            ("keyswitch", self.ks_base_log, self.ks_level),
-        ] {
-            if base == 0 || level == 0 || base.saturating_mul(level) > 64 {
-                return Err(format!("{what} decomposition {level}x{base}"));
-            }
-        }
+        decomposition("bootstrap", self.pbs_base_log, self.pbs_level)?;
+        decomposition("keyswitch", self.ks_base_log, self.ks_level)?;
         let floor = |dim: usize| min_var(dim as f64, Q) * (1.0 - 1e-9);
         if !(self.lwe_std.is_finite() && self.lwe_std * self.lwe_std >= floor(self.lwe_dimension)) {
             return Err(format!(
@@ -216,6 +195,15 @@ impl FheParams {
         }
         Ok(())
     }
+}
+
+/// A gadget decomposition within 64 bits: `level ≥ 1` digits of `base_log ≥ 1` bits
+/// (saturating: a stored plan may hold any numbers).
+fn decomposition(what: &str, base_log: usize, level: usize) -> Result<(), String> {
+    if base_log == 0 || level == 0 || base_log.saturating_mul(level) > 64 {
+        return Err(format!("{what} decomposition {level}x{base_log}"));
+    }
+    Ok(())
 }
 
 /// Checks a stored plan against a circuit's constraints instead of searching again: every set
@@ -244,12 +232,11 @@ pub fn verify(
         x.set
             .check_secure()
             .map_err(|e| format!("bit-extraction set: {e}"))?;
-        if x.fks_base_log == 0
-            || x.fks_level == 0
-            || x.fks_base_log.saturating_mul(x.fks_level) > 64
-        {
-            return Err("bit-extraction return keyswitch decomposition".into());
-        }
+        decomposition(
+            "bit-extraction return keyswitch",
+            x.fks_base_log,
+            x.fks_level,
+        )?;
     }
     if main.polynomial_size < 1 << p.min(16) {
         return Err(format!(

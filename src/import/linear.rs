@@ -247,11 +247,13 @@ pub(super) fn conv_transpose(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Impor
         .first()
         .ok_or_else(|| Cx::err(n, "node has no output"))?
         .clone();
-    let sub = |op: &str, ins: &[&str], dst: &str, tag: &str| {
-        super::elementwise::sub_node(n, op, ins, dst, tag)
+    // the steps, each reading the previous one's result (`{out}::{tag}`)
+    let mut steps: Vec<(&str, Op, Vec<String>)> = Vec::new();
+    let prev = |steps: &Vec<(&str, Op, Vec<String>)>| match steps.last() {
+        Some((tag, _, _)) => format!("{out}::{tag}"),
+        None => n.input[0].clone(),
     };
     // 1. zeros between neighbours along strided axes
-    let mut cur = n.input[0].clone();
     if strides.iter().any(|&s| s > 1) {
         let (nb, c) = (x.shape[0], x.shape[1]);
         let mut split = vec![nb, c];
@@ -285,9 +287,8 @@ pub(super) fn conv_transpose(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Impor
             ("merged", Op::Reshape { shape: merged }),
             ("spread", Op::Slice { axes: keep }),
         ] {
-            let dst = format!("{out}::{tag}");
-            cx.emit(&sub(op.name(), &[&cur], &dst, tag), op, &[0])?;
-            cur = dst;
+            let from = prev(&steps);
+            steps.push((tag, op, vec![from]));
         }
     }
     // 2. the kernel flipped in space, channels swapped per group: W [C_in, C_out/g, k…] →
@@ -337,12 +338,6 @@ pub(super) fn conv_transpose(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Impor
     let conv_pe: Vec<i64> = (0..d)
         .map(|i| (dil[i] * (kernel[i] - 1)) as i64 - pe_[i] + out_pad[i] as i64)
         .collect();
-    let crop = conv_pb.iter().chain(&conv_pe).any(|&p| p < 0);
-    let conv_out = if crop {
-        format!("{out}::conv")
-    } else {
-        out.clone()
-    };
     let op = Op::Conv(ConvAttrs {
         kernel: kernel.clone(),
         strides: vec![1; d],
@@ -351,27 +346,22 @@ pub(super) fn conv_transpose(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Impor
         dilations: dil.clone(),
         group: g,
     });
-    let has_bias = cx.input(n, 2)?.is_some();
-    let mut ins: Vec<&str> = vec![&cur, &wname];
-    if has_bias {
-        ins.push(&n.input[2]);
+    let mut ins = vec![prev(&steps), wname];
+    if cx.input(n, 2)?.is_some() {
+        ins.push(n.input[2].clone());
     }
-    let ports: Vec<usize> = (0..ins.len()).collect();
-    cx.emit(&sub("Conv", &ins, &conv_out, "conv"), op, &ports)?;
-    if crop {
+    steps.push(("conv", op, ins));
+    if conv_pb.iter().chain(&conv_pe).any(|&p| p < 0) {
         let axes = (0..d)
-            .map(|i| {
-                let len = full[i] - pb_[i] - pe_[i];
-                SliceAxis {
-                    axis: 2 + i,
-                    start: (-conv_pb[i]).max(0),
-                    step: 1,
-                    len: len as usize,
-                }
+            .map(|i| SliceAxis {
+                axis: 2 + i,
+                start: (-conv_pb[i]).max(0),
+                step: 1,
+                len: (full[i] - pb_[i] - pe_[i]) as usize,
             })
             .collect();
-        let op = Op::Slice { axes };
-        cx.emit(&sub("Slice", &[&conv_out], &out, "crop"), op, &[0])?;
+        let from = prev(&steps);
+        steps.push(("crop", Op::Slice { axes }, vec![from]));
     }
-    Ok(())
+    super::elementwise::emit_steps(cx, n, &out, steps)
 }

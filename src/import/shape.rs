@@ -662,27 +662,28 @@ pub(super) fn resize(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> 
         let indices = Tensor::from_i64s(&[len_out], idx).ok_or_else(|| Cx::err(n, "indices"))?;
         steps.push((ax, indices));
     }
-    let out_name = n
+    if steps.is_empty() {
+        return cx.emit(n, Op::Identity, &[0]);
+    }
+    let out = n
         .output
         .first()
         .ok_or_else(|| Cx::err(n, "node has no output"))?
         .clone();
-    if steps.is_empty() {
-        return cx.emit(n, Op::Identity, &[0]);
-    }
-    let last = steps.len() - 1;
-    let mut cur = n.input[0].clone();
-    for (k, (ax, indices)) in steps.into_iter().enumerate() {
-        let dst = if k == last {
-            out_name.clone()
-        } else {
-            format!("{out_name}::axis{ax}")
-        };
-        let sub = super::elementwise::sub_node(n, "Gather", &[&cur], &dst, &format!("axis{ax}"));
-        cx.emit(&sub, Op::Gather { axis: ax, indices }, &[0])?;
-        cur = dst;
-    }
-    Ok(())
+    // one Gather per resized axis, each reading the previous one's result
+    let tags: Vec<String> = steps.iter().map(|(ax, _)| format!("axis{ax}")).collect();
+    let chain = steps
+        .into_iter()
+        .enumerate()
+        .map(|(k, (axis, indices))| {
+            let from = match k {
+                0 => n.input[0].clone(),
+                _ => format!("{out}::{}", tags[k - 1]),
+            };
+            (tags[k].as_str(), Op::Gather { axis, indices }, vec![from])
+        })
+        .collect();
+    super::elementwise::emit_steps(cx, n, &out, chain)
 }
 
 /// `DepthToSpace` (DCR and CRD) and `SpaceToDepth`: a Reshape, a Transpose and a Reshape

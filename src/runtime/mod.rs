@@ -518,6 +518,41 @@ fn table_lut(
     )
 }
 
+/// Keyswitch to `set`'s small key, centered modulus switch to its `2N`, blind rotation of
+/// `lut` with its bootstrapping key, sample extraction under its big key. The centered
+/// switch (tfhe's `lwe_ciphertext_centered_binary_modulus_switch`, as its vetted sets use)
+/// removes the mean of the mask's rounding error, halving the switch's variance; half a
+/// switched unit is added first so that values sit where the plain switch puts them.
+fn keyswitch_bootstrap(
+    ct: &LweCiphertextOwned<u64>,
+    lut: &GlweCiphertextOwned<u64>,
+    ksk: &LweKeyswitchKeyOwned<u64>,
+    bsk: &FourierLweBootstrapKeyOwned,
+    set: &FheParams,
+) -> LweCiphertextOwned<u64> {
+    let mut small = LweCiphertext::new(
+        0u64,
+        LweDimension(set.lwe_dimension).to_lwe_size(),
+        modulus(),
+    );
+    keyswitch_lwe_ciphertext(ksk, ct, &mut small);
+    let log_2n = (2 * set.polynomial_size).ilog2() as usize;
+    lwe_ciphertext_plaintext_add_assign(&mut small, Plaintext(1u64 << (63 - log_2n)));
+    let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
+        small.as_view(),
+        CiphertextModulusLog(log_2n),
+    );
+    let mut acc = lut.clone();
+    blind_rotate_assign(&msed, &mut acc, bsk);
+    let mut out = LweCiphertext::new(
+        0u64,
+        LweDimension(set.big_dimension()).to_lwe_size(),
+        modulus(),
+    );
+    extract_lwe_sample_from_glwe_ciphertext(&acc, &mut out, MonomialDegree(0));
+    out
+}
+
 impl ServerKey {
     pub(crate) fn params(&self) -> &FheParams {
         &self.info.params
@@ -527,32 +562,13 @@ impl ServerKey {
         LweDimension(self.params().glwe_dimension * self.params().polynomial_size).to_lwe_size()
     }
 
-    /// Keyswitch, centered modulus switch, blind rotation, sample extraction. The centered
-    /// switch (tfhe's `lwe_ciphertext_centered_binary_modulus_switch`, as its vetted sets use)
-    /// removes the mean of the mask's rounding error, halving the switch's variance; half a
-    /// switched unit is added first so that values sit where the plain switch puts them.
+    /// A table bootstrap on the main set ([`keyswitch_bootstrap`]).
     pub(crate) fn bootstrap(
         &self,
         ct: &LweCiphertextOwned<u64>,
         lut: &GlweCiphertextOwned<u64>,
     ) -> LweCiphertextOwned<u64> {
-        let mut small = LweCiphertext::new(
-            0u64,
-            LweDimension(self.params().lwe_dimension).to_lwe_size(),
-            modulus(),
-        );
-        keyswitch_lwe_ciphertext(&self.ksk, ct, &mut small);
-        let log_2n = (2 * self.params().polynomial_size).ilog2() as usize;
-        lwe_ciphertext_plaintext_add_assign(&mut small, Plaintext(1u64 << (63 - log_2n)));
-        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
-            small.as_view(),
-            CiphertextModulusLog(log_2n),
-        );
-        let mut acc = lut.clone();
-        blind_rotate_assign(&msed, &mut acc, &self.bsk);
-        let mut out = LweCiphertext::new(0u64, self.big_size(), modulus());
-        extract_lwe_sample_from_glwe_ciphertext(&acc, &mut out, MonomialDegree(0));
-        out
+        keyswitch_bootstrap(ct, lut, &self.ksk, &self.bsk, self.params())
     }
 
     /// The bootstrap of one bit extraction: on the main set, or, with a second partition,
@@ -567,24 +583,7 @@ impl ServerKey {
         let (Some(keys), Some(x)) = (&self.extract, &self.info.extract) else {
             return self.bootstrap(ct, lut);
         };
-        let s = &x.set;
-        let mut small =
-            LweCiphertext::new(0u64, LweDimension(s.lwe_dimension).to_lwe_size(), modulus());
-        keyswitch_lwe_ciphertext(&keys.ksk, ct, &mut small);
-        let log_2n = (2 * s.polynomial_size).ilog2() as usize;
-        lwe_ciphertext_plaintext_add_assign(&mut small, Plaintext(1u64 << (63 - log_2n)));
-        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
-            small.as_view(),
-            CiphertextModulusLog(log_2n),
-        );
-        let mut acc = lut.clone();
-        blind_rotate_assign(&msed, &mut acc, &keys.bsk);
-        let mut x_big = LweCiphertext::new(
-            0u64,
-            LweDimension(s.big_dimension()).to_lwe_size(),
-            modulus(),
-        );
-        extract_lwe_sample_from_glwe_ciphertext(&acc, &mut x_big, MonomialDegree(0));
+        let x_big = keyswitch_bootstrap(ct, lut, &keys.ksk, &keys.bsk, &x.set);
         let mut out = LweCiphertext::new(0u64, self.big_size(), modulus());
         keyswitch_lwe_ciphertext(&keys.fksk, &x_big, &mut out);
         out
