@@ -1,0 +1,421 @@
+//! The `fhec` command: one module per command. Exit code 0 on success, 1 on any error (one
+//! line on stderr).
+
+mod bench;
+mod compile;
+mod keys;
+mod run;
+mod tune;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use fhec::backend::{FheOptions, ParamsPolicy, Rounding};
+use fhec::fhe::Plan;
+use fhec::ir::{Limits, Op, ShapeFmt};
+use fhec::runtime::files::{self, CT_LIMIT, KEY_LIMIT};
+use fhec::runtime::{ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs};
+use fhec::{npy, CompileOptions, CompiledModel, Error, Model, QuantConfig, Result};
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+use std::time::Instant;
+
+#[derive(Parser)]
+#[command(
+    name = "fhec",
+    version,
+    about = "Compile ONNX neural networks to TFHE circuits that run on encrypted data"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+    /// Largest tensor (elements) a model may declare or compute; four times this over all
+    /// its tensors [default: 67108864 = 2^26].
+    #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
+    max_elements: Option<u64>,
+}
+
+/// The size limits of this process (`--max-elements`), set once in `main`.
+static LIMITS: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
+
+fn limits() -> Limits {
+    LIMITS.get().copied().unwrap_or_default()
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum Mode {
+    /// The original float graph (fhec's reference interpreter).
+    Float,
+    /// The quantized integer program, in the clear.
+    Clear,
+    /// Encrypted: keygen, encrypt, evaluate, decrypt.
+    Fhe,
+    /// The encrypted program in the clear, with approximate rounding's noise simulated
+    /// (predicts fhe-mode accuracy; equals clear mode with exact rounding).
+    Sim,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MetricArg {
+    /// Top-1 accuracy against class labels.
+    Accuracy,
+    /// Coefficient of determination against float targets (regression).
+    R2,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum RoundingArg {
+    /// Bit for bit equal to clear mode: one extra bootstrap per dropped bit.
+    Exact,
+    /// The bootstrap's modulus switch drops the bits: no extra bootstrap; a table index may
+    /// be off by one near a rounding boundary (predicted rate printed).
+    Approximate,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ParamsArg {
+    /// Searched for this circuit (128-bit security, --p-error per bootstrap).
+    Optimized,
+    /// The cheapest of tfhe 1.8's vetted Gaussian sets that meets --p-error.
+    Vetted,
+}
+
+/// Settings of the encrypted program (stored in the compiled model).
+#[derive(clap::Args, Clone, Default)]
+struct FheArgs {
+    /// Error probability of one bootstrap [default: 2^-40 = 9.1e-13].
+    #[arg(long)]
+    p_error: Option<f64>,
+    /// Error probability of a whole sample, split over its bootstraps (replaces --p-error).
+    #[arg(long)]
+    global_p_error: Option<f64>,
+    /// How accumulators drop their low bits before a table lookup [default: exact].
+    #[arg(long, value_enum)]
+    rounding_method: Option<RoundingArg>,
+    /// Where the TFHE parameters come from [default: optimized].
+    #[arg(long, value_enum)]
+    params: Option<ParamsArg>,
+    /// Approximate rounding: cap on the predicted rate of a table index off by one
+    /// (e.g. 0.01); tighter costs larger parameters [default: no cap].
+    #[arg(long)]
+    max_off_by_one: Option<f64>,
+}
+
+impl FheArgs {
+    fn apply(&self, mut o: FheOptions) -> Result<FheOptions> {
+        if let Some(p) = self.p_error {
+            o.p_error = p;
+            o.global_p_error = None;
+        }
+        if let Some(g) = self.global_p_error {
+            o.global_p_error = Some(g);
+        }
+        if let Some(r) = self.rounding_method {
+            o.rounding = match r {
+                RoundingArg::Exact => Rounding::Exact,
+                RoundingArg::Approximate => Rounding::Approximate,
+            };
+        }
+        if let Some(r) = self.max_off_by_one {
+            o.max_off_by_one = r;
+        }
+        if let Some(p) = self.params {
+            o.params = match p {
+                ParamsArg::Optimized => ParamsPolicy::Optimized,
+                ParamsArg::Vetted => ParamsPolicy::Vetted,
+            };
+        }
+        o.validate().map_err(Error::Usage)?;
+        Ok(o)
+    }
+    fn is_set(&self) -> bool {
+        self.p_error.is_some()
+            || self.global_p_error.is_some()
+            || self.rounding_method.is_some()
+            || self.params.is_some()
+            || self.max_off_by_one.is_some()
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum RangesArg {
+    Calibrated,
+    Proven,
+}
+
+impl From<RangesArg> for fhec::passes::RangePolicy {
+    fn from(r: RangesArg) -> Self {
+        match r {
+            RangesArg::Calibrated => Self::Calibrated,
+            RangesArg::Proven => Self::Proven,
+        }
+    }
+}
+
+fn parse_margin(s: &str) -> std::result::Result<f32, String> {
+    let v: f32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (a fraction such as 0.25)"))?;
+    if !(0.0..=16.0).contains(&v) {
+        return Err(format!("{v} is outside [0, 16]"));
+    }
+    Ok(v)
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Compile an ONNX model with calibration data into MODEL.fhe and print the report.
+    /// `fhec MODEL.onnx --calib X.npy` is short for this.
+    Compile(compile::CompileArgs),
+    /// Summarize a model: inputs, outputs, op counts, parameters.
+    Inspect(compile::InspectArgs),
+    /// Run a model on inputs from .npy files (float32, axis 0 = batch).
+    Run(run::RunArgs),
+    /// Client: make a key pair for a compiled model (DIR/client.key, DIR/server.key).
+    Keygen(keys::KeygenArgs),
+    /// Client: quantize and encrypt inputs (.npy, axis 0 = samples).
+    Encrypt(keys::EncryptArgs),
+    /// Server: run the model on encrypted inputs with the server key only.
+    ServeRun(keys::ServeRunArgs),
+    /// Client: decrypt encrypted outputs into .npy files (one per graph output).
+    Decrypt(keys::DecryptArgs),
+    /// Measure encrypted inference: keygen once, then N samples; checks each against clear
+    /// mode.
+    Bench(bench::BenchArgs),
+    /// Find the cheapest circuit whose validation score is at most --max-accuracy-drop points
+    /// below the float model's; print the Pareto table, confirm the choice with a real
+    /// encrypted sample, write it.
+    Tune(tune::TuneArgs),
+    /// Measure one keyswitch + bootstrap (one thread) at several table widths, with the
+    /// optimizer's parameters and with tfhe's vetted sets.
+    BenchPbs(bench::BenchPbsArgs),
+}
+
+pub fn main() -> ExitCode {
+    // `fhec MODEL.onnx …` is `fhec compile MODEL.onnx …`
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args
+        .get(1)
+        .is_some_and(|a| a.to_string_lossy().ends_with(".onnx"))
+    {
+        args.insert(1, "compile".into());
+    }
+    // `fhec … | head` closes stdout early: end quietly, as other command-line tools do,
+    // instead of panicking in println!. SAFETY: restoring a signal's default disposition
+    // before any other thread exists has no preconditions.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+    let cli = match Cli::try_parse_from(args) {
+        Ok(c) => c,
+        Err(e) if !e.use_stderr() => {
+            // --help, --version
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // one line, like every other error: clap's message and its hints, without the
+            // usage block
+            let text = e.render().to_string();
+            let parts: Vec<&str> = text
+                .lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty() && !l.starts_with("Usage:") && !l.starts_with("For more"))
+                .collect();
+            let line = parts.join(" ");
+            eprintln!("{}; see --help", line.trim_end_matches('.'));
+            return ExitCode::from(1);
+        }
+    };
+    if let Some(n) = cli.max_elements {
+        let _ = LIMITS.set(Limits::with_max_elements(n as usize));
+    }
+    match run(cli.cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Inspect(a) => compile::inspect_cmd(a),
+        Cmd::Compile(a) => compile::compile(a),
+        Cmd::Run(a) => run::run(a),
+        Cmd::Keygen(a) => keys::keygen(a),
+        Cmd::Encrypt(a) => keys::encrypt(a),
+        Cmd::ServeRun(a) => keys::serve_run(a),
+        Cmd::Decrypt(a) => keys::decrypt(a),
+        Cmd::Bench(a) => bench::bench(a),
+        Cmd::Tune(a) => tune::run(a),
+        Cmd::BenchPbs(a) => bench::bench_pbs(a),
+    }
+}
+
+fn mode_name(m: Mode) -> &'static str {
+    match m {
+        Mode::Float => "float",
+        Mode::Clear => "clear",
+        Mode::Fhe => "fhe",
+        Mode::Sim => "sim",
+    }
+}
+
+fn set_threads(threads: Option<usize>) -> Result<()> {
+    if let Some(t) = threads {
+        if t == 0 {
+            return Err(Error::Usage("--threads must be at least 1".into()));
+        }
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(t)
+            .build_global()
+            .map_err(|e| Error::Usage(format!("cannot start {t} threads: {e}")))?;
+    }
+    Ok(())
+}
+
+fn print_plan(plan: &Plan) {
+    let prog = &plan.program;
+    let c = &plan.choice;
+    let pr = &c.params;
+    println!(
+        "encrypted program: {} table lookups{} = {} bootstraps per sample; tables of {} bits, {} message bits, {} rounding",
+        prog.tlu_count,
+        if prog.pbs_count > prog.tlu_count {
+            format!(" + {} bit extractions", prog.pbs_count - prog.tlu_count)
+        } else {
+            String::new()
+        },
+        prog.pbs_count,
+        prog.tlu_bits,
+        prog.msg_bits,
+        prog.rounding.name()
+    );
+    let parts = match &c.extract {
+        Some(x) => format!("tables {pr}; bit extractions {x} (two partitions, keyswitched)"),
+        None => format!("{pr} (one set for every bootstrap)"),
+    };
+    println!(
+        "parameters ({}): {parts}; security {} bits (tfhe's lattice-estimator curves); p_error {:.2e} per bootstrap, {:.2e} per sample{}",
+        c.source,
+        c.security_bits,
+        c.p_error,
+        c.global_p_error,
+        if c.off_by_one > 0.0 {
+            format!("; off-by-one table index rate {:.1e} (approximate rounding)", c.off_by_one)
+        } else {
+            String::new()
+        }
+    );
+    match &c.extract {
+        Some(x) => println!(
+            "estimated on one thread: {:.1} ms per table bootstrap, {:.2} ms per bit extraction, {:.2} s per sample",
+            pr.est_ms_per_pbs(),
+            x.est_ms(pr),
+            c.est_ms / 1e3
+        ),
+        None => println!(
+            "estimated: {:.1} ms per bootstrap on one thread, {:.2} s per sample on one thread",
+            pr.est_ms_per_pbs(),
+            c.est_ms / 1e3
+        ),
+    }
+}
+
+/// A progress bar on a terminal (hidden otherwise) counting table lookups.
+/// What `run --labels` scores against.
+enum Targets {
+    /// Class indices (accuracy of the first output's argmax).
+    Classes(Vec<i64>),
+    /// Regression targets (R² of the first output).
+    Values(ndarray::ArrayD<f32>),
+}
+
+/// Labels or regression targets as floats (int64, int32 or float32 `.npy`).
+fn read_targets(path: &Path) -> Result<ndarray::ArrayD<f32>> {
+    match npy::read_f32(path) {
+        Ok(a) => Ok(a),
+        Err(_) => {
+            let v = npy::read_labels(path)?;
+            Ok(ndarray::Array1::from_iter(v.iter().map(|&x| x as f32)).into_dyn())
+        }
+    }
+}
+
+fn progress(len: u64) -> indicatif::ProgressBar {
+    let pb = indicatif::ProgressBar::new(len);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} table lookups ({eta} left)",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    pb
+}
+
+/// A compiled model with the FHE settings given on the command line, if any, in place of
+/// the stored ones.
+fn load_with(path: &Path, fhe: &FheArgs) -> Result<CompiledModel> {
+    let m = load_model(path)?;
+    Ok(if fhe.is_set() {
+        let o = fhe.apply(m.fhe.clone())?;
+        m.with_fhe_options(o)
+    } else {
+        m
+    })
+}
+
+fn load_model(path: &Path) -> Result<CompiledModel> {
+    if path.extension().is_some_and(|e| e == "onnx") {
+        return Err(Error::Usage(format!(
+            "`{}` is an ONNX model; this command takes a compiled model: `fhec compile {} --calib CALIB.npy -o MODEL.fhe`",
+            path.display(),
+            path.display()
+        )));
+    }
+    CompiledModel::load_with_limits(path, &limits())
+}
+
+/// Prefixes an error with the file it concerns.
+fn in_file(path: &Path) -> impl Fn(Error) -> Error + '_ {
+    move |e| match e {
+        e @ (Error::Artifact { .. } | Error::Write { .. } | Error::Npy { .. }) => e,
+        e => Error::Artifact {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        },
+    }
+}
+
+fn read_inputs(paths: &[PathBuf], samples: Option<usize>) -> Result<Vec<ndarray::ArrayD<f32>>> {
+    paths
+        .iter()
+        .map(|p| {
+            let x = npy::read_f32(p)?;
+            Ok(match samples {
+                Some(k) => {
+                    let k = k.min(x.shape().first().copied().unwrap_or(0));
+                    x.slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..k))
+                        .to_owned()
+                }
+                None => x,
+            })
+        })
+        .collect()
+}
+
+fn mb(bytes: u64) -> f64 {
+    bytes as f64 / (1 << 20) as f64
+}
+
+fn labels_mismatch(path: &Path, n: usize, y: &ndarray::ArrayD<f32>) -> Error {
+    Error::Usage(format!(
+        "labels `{}` ({n} values) do not match the output {}; expected one class index per row of a [N, classes] output",
+        path.display(),
+        ShapeFmt(y.shape())
+    ))
+}

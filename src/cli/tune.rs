@@ -1,0 +1,228 @@
+//! `fhec tune`: the cheapest circuit within an accuracy budget.
+
+use super::*;
+
+#[derive(clap::Args)]
+pub(super) struct TuneArgs {
+    model: PathBuf,
+    /// Calibration inputs (.npy), one per graph input.
+    #[arg(long = "calib", required = true)]
+    calib: Vec<PathBuf>,
+    /// Validation inputs (.npy), one per graph input.
+    #[arg(long = "val", required = true)]
+    val: Vec<PathBuf>,
+    /// Validation labels (.npy): class indices (accuracy) or float targets (r2).
+    #[arg(long)]
+    val_labels: PathBuf,
+    /// Largest score drop below float, in points (percent).
+    #[arg(long, default_value_t = 0.5)]
+    max_accuracy_drop: f64,
+    #[arg(long, value_enum, default_value = "accuracy")]
+    metric: MetricArg,
+    /// n_bits values to try.
+    #[arg(long, value_delimiter = ',', default_value = "3,4,5,6,7,8")]
+    n_bits: Vec<u32>,
+    /// Rounding bits to try.
+    #[arg(long, value_delimiter = ',', default_value = "4,5,6,7,8")]
+    rounding_bits: Vec<u32>,
+    /// Range policies to try (see `compile --ranges`).
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "calibrated,proven"
+    )]
+    ranges: Vec<RangesArg>,
+    /// Skip the per-layer phase (one bit less per layer where it still passes).
+    #[arg(long)]
+    no_per_layer: bool,
+    /// Seed of the simulated noise and bootstrap failures.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// How many of the cheapest passing candidates to time on one real encrypted sample
+    /// (0: none).
+    #[arg(long, default_value_t = 1)]
+    confirm: usize,
+    #[arg(long)]
+    threads: Option<usize>,
+    /// Where to write the chosen compiled model.
+    #[arg(short = 'o', long = "out")]
+    out: PathBuf,
+}
+
+pub(super) fn run(a: TuneArgs) -> Result<()> {
+    let TuneArgs {
+        model,
+        calib,
+        val,
+        val_labels,
+        max_accuracy_drop,
+        metric,
+        n_bits,
+        rounding_bits,
+        ranges,
+        no_per_layer,
+        seed,
+        confirm,
+        threads,
+        out,
+    } = a;
+    set_threads(threads)?;
+    let opts = fhec::tune::TuneOptions {
+        metric: match metric {
+            MetricArg::Accuracy => fhec::tune::Metric::Accuracy,
+            MetricArg::R2 => fhec::tune::Metric::R2,
+        },
+        max_drop: max_accuracy_drop,
+        n_bits,
+        rounding_bits,
+        ranges: ranges.into_iter().map(Into::into).collect(),
+        per_layer: !no_per_layer,
+        seed,
+        limits: limits(),
+        ..Default::default()
+    };
+    tune_cmd(&model, &calib, &val, &val_labels, &opts, confirm, &out)
+}
+
+fn tune_cmd(
+    model: &Path,
+    calib: &[PathBuf],
+    val: &[PathBuf],
+    labels: &Path,
+    opts: &fhec::tune::TuneOptions,
+    confirm: usize,
+    out: &Path,
+) -> Result<()> {
+    if !(opts.max_drop >= 0.0 && opts.max_drop.is_finite()) {
+        return Err(Error::Usage(format!(
+            "--max-accuracy-drop must be a non-negative number of points, got {}",
+            opts.max_drop
+        )));
+    }
+    if let Some(b) = opts
+        .n_bits
+        .iter()
+        .chain(&opts.rounding_bits)
+        .find(|b| !(2..=16).contains(*b))
+    {
+        return Err(Error::Usage(format!(
+            "--n-bits and --rounding-bits take values in [2, 16], got {b}"
+        )));
+    }
+    let m = Model::load_with_limits(model, &limits())?;
+    let calib = read_inputs(calib, None)?;
+    let xs = read_inputs(val, None)?;
+    let y = read_targets(labels)?;
+    let t0 = Instant::now();
+    let pb = indicatif::ProgressBar::new(0);
+    pb.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:40}] {pos}/{len} settings compiled and scored",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let t = fhec::tune::tune(&m, &calib, &xs, &y, opts, |i, n| {
+        pb.set_length(n as u64);
+        pb.set_position(i as u64);
+    })?;
+    pb.finish_and_clear();
+    let metric = match opts.metric {
+        fhec::tune::Metric::Accuracy => "accuracy",
+        fhec::tune::Metric::R2 => "R²",
+    };
+    println!(
+        "tune: {} candidates in {:.1} s; float {metric} {:.2} %, target ≥ {:.2} %",
+        t.candidates.len(),
+        t0.elapsed().as_secs_f64(),
+        t.float_score,
+        t.target
+    );
+    // the real benchmark of the cheapest passing candidates
+    let mut measured: BTreeMap<usize, f64> = BTreeMap::new();
+    for i in t.passing().into_iter().take(confirm) {
+        // the chosen candidate's model is at hand; others are compiled again
+        let other;
+        let cm = if i == t.chosen {
+            &t.model
+        } else {
+            other = fhec::tune::compile_candidate(&m, &calib, &t.candidates[i], &limits())?;
+            &other
+        };
+        let session = cm.fhe_session()?;
+        let sample = fhec::model::split_batch(&cm.float_graph, &xs)?
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::Usage("the validation set is empty".into()))?;
+        let q = fhec::ir::quantize_sample(&sample, &cm.input_quant);
+        let (_, times) = session.run_sample(&q, None)?;
+        measured.insert(i, times.evaluate.as_secs_f64() * 1e3);
+    }
+    println!(
+        "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7} {:>11} {:>5} {:>6} {:>7} {:>12} {:>12}",
+        "n_bits",
+        "rounding",
+        "ranges",
+        "layers",
+        "method",
+        "p_error",
+        metric,
+        "PBS",
+        "table",
+        "N",
+        "est ms/smp",
+        "measured ms"
+    );
+    for i in t.pareto() {
+        let c = &t.candidates[i];
+        println!(
+            "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7.0e} {:>10.2}% {:>5} {:>6} {:>7} {:>12.1} {:>12}{}",
+            c.n_bits,
+            c.rounding_bits,
+            c.config.ranges.name(),
+            if c.config.layers.is_empty() {
+                "-".to_string()
+            } else {
+                format!("{} set", c.config.layers.len())
+            },
+            match c.rounding {
+                Rounding::Exact => "exact",
+                Rounding::Approximate => "approx",
+            },
+            c.p_error,
+            c.score,
+            c.pbs_count,
+            c.tlu_bits,
+            c.polynomial_size,
+            c.est_ms,
+            measured
+                .get(&i)
+                .map_or("-".to_string(), |ms| format!("{ms:.1}")),
+            if i == t.chosen { "  ← chosen" } else { "" }
+        );
+    }
+    let c = &t.candidates[t.chosen];
+    let layers: String = c
+        .config
+        .layers
+        .iter()
+        .map(|(name, l)| format!(" --layer {name}={}", l.spec()))
+        .collect();
+    println!(
+        "chosen: --n-bits {} --rounding-bits {} --ranges {}{layers} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, {} bootstraps, {}-bit tables)",
+        c.n_bits,
+        c.rounding_bits,
+        c.config.ranges.name(),
+        match c.rounding {
+            Rounding::Exact => "exact",
+            Rounding::Approximate => "approximate",
+        },
+        c.p_error,
+        c.score,
+        c.pbs_count,
+        c.tlu_bits
+    );
+    t.model.save(out)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
