@@ -69,6 +69,8 @@ pub struct CompileReport {
     pub outputs: Vec<(String, u32)>,
     /// What runs on the client after decryption (op → count).
     pub client_ops: BTreeMap<String, usize>,
+    /// What runs on the client before quantizing (the float head), node by node.
+    pub client_head: Vec<String>,
     /// Weights zeroed by pruning, per layer.
     pub pruned: Vec<(String, usize)>,
     /// Top-1 agreement of clear mode with float on the calibration set (classifiers).
@@ -114,7 +116,11 @@ pub struct CompiledModel {
     pub float_graph: Graph,
     /// The integer program, with the client-side float tail (dequantization, Softmax, …).
     pub program: Graph,
-    /// How the client quantizes each input.
+    /// Float preprocessing the client runs on its inputs before quantizing them (a
+    /// standardization chain cut off the graph: `fhec_passes::client_head`); the program's
+    /// inputs are this graph's outputs.
+    pub head: Option<Graph>,
+    /// How the client quantizes each input (after the head).
     pub input_quant: Vec<QuantParams>,
     pub report: CompileReport,
     /// How the encrypted program is built and parameterized.
@@ -133,7 +139,7 @@ const MAGIC: &[u8; 8] = b"FHEC\x00MDL";
 /// Largest compiled-model file read (bytes).
 pub const MODEL_LIMIT: u64 = 1 << 32;
 /// Bumped whenever the artifact layout changes.
-pub const FORMAT_VERSION: u32 = 5;
+pub const FORMAT_VERSION: u32 = 6;
 
 /// Compiles a model: import, then the pass pipeline on `calib` (one array per graph input,
 /// axis 0 = samples).
@@ -166,7 +172,18 @@ pub fn compile_model(
     } else {
         split_samples(&m.graph, calib)?
     };
+    // the client's float preprocessing comes off first; calibration sees its outputs
     let mut g = m.graph.clone();
+    let mut hcx = PassContext::new(opts.quant.clone(), Vec::new());
+    fhec_passes::Pass::run(&fhec_passes::canonicalize::Canonicalize, &mut g, &mut hcx)?;
+    let head = fhec_passes::client_head::split_head(&mut g)?;
+    let samples = match &head {
+        None => samples,
+        Some(h) => samples
+            .iter()
+            .map(|s| eval_f32(h, s))
+            .collect::<std::result::Result<Vec<_>, _>>()?,
+    };
     let mut cx = PassContext::new(opts.quant.clone(), samples);
     // the float graph after canonicalization is what --mode float runs
     let pipeline = Pipeline::standard();
@@ -178,11 +195,20 @@ pub fn compile_model(
         &mut float_graph,
         &mut fcx,
     )?;
-    let report = build_report(&m.source, &g, &cx, &float_graph)?;
+    let mut report = build_report(&m.source, &g, &cx, &float_graph)?;
+    if let Some(h) = &head {
+        report.client_head = h
+            .topo()?
+            .into_iter()
+            .filter(|&n| !matches!(h.g[n].op, Op::Input { .. } | Op::Const(_)))
+            .map(|n| format!("{} `{}`", h.g[n].op.name(), h.g[n].name))
+            .collect();
+    }
     Ok((
         CompiledModel {
             float_graph,
             program: g,
+            head,
             input_quant: cx.input_quant.clone(),
             report,
             fhe: opts.fhe.clone(),
@@ -364,6 +390,7 @@ fn build_report(
         max_tlu_bits: max_bits,
         outputs,
         client_ops,
+        client_head: Vec::new(),
         pruned: cx.pruned.clone(),
         calib_agreement: (total > 0).then(|| agree as f64 / total as f64),
     })
@@ -518,6 +545,13 @@ impl CompileReport {
             .map(|(o, c)| format!("{o} ×{c}"))
             .collect();
         let _ = writeln!(s, "client side after decryption: {}", ops.join(", "));
+        if !self.client_head.is_empty() {
+            let _ = writeln!(
+                s,
+                "client side before encryption (float, then the input grid): {}",
+                self.client_head.join(", ")
+            );
+        }
         for (l, z) in &self.pruned {
             let _ = writeln!(s, "pruned: {z} weight(s) of `{l}`");
         }
@@ -549,6 +583,18 @@ fn truncate(s: &str, n: usize) -> String {
 }
 
 impl CompiledModel {
+    /// One sample as the client encrypts it: the float head (if any), then each input
+    /// quantized on its grid — the integer tensors `eval_int` and the encrypted program take.
+    ///
+    /// # Errors
+    /// A sample that does not fit the head.
+    pub fn quantize_inputs(&self, sample: &[Tensor]) -> Result<Vec<Tensor>> {
+        Ok(match &self.head {
+            None => fhec_ir::quantize_sample(sample, &self.input_quant),
+            Some(h) => fhec_ir::quantize_sample(&eval_f32(h, sample)?, &self.input_quant),
+        })
+    }
+
     /// Clear mode: quantize, run the integer program (`eval_int`), dequantize and run the
     /// client-side tail. The reference that encrypted runs must match.
     ///
@@ -556,10 +602,7 @@ impl CompiledModel {
     /// Inputs that do not fit the model.
     pub fn run_clear(&self, inputs: &[ArrayD<f32>]) -> Result<Vec<ArrayD<f32>>> {
         run_batched(&self.float_graph, inputs, |sample| {
-            Ok(eval_int(
-                &self.program,
-                &fhec_ir::quantize_sample(sample, &self.input_quant),
-            )?)
+            Ok(eval_int(&self.program, &self.quantize_inputs(sample)?)?)
         })
     }
 
@@ -590,7 +633,7 @@ impl CompiledModel {
             .collect();
         let mut ov = Overflows::default();
         let ys = run_batched(&self.float_graph, inputs, |sample| {
-            let q = fhec_ir::quantize_sample(sample, &self.input_quant);
+            let q = self.quantize_inputs(sample)?;
             let values = fhec_ir::eval_all(g, &q)?;
             let mut hit = false;
             // each table read and each decrypted value of a calibrated window, by layer
@@ -703,6 +746,44 @@ impl CompiledModel {
         for (i, q) in self.input_quant.iter().enumerate() {
             if !q.is_valid() {
                 return Err(format!("corrupt model: input quantizer {i} is {q:?}"));
+            }
+        }
+        if let Some(h) = &mut self.head {
+            h.limits = *limits;
+            h.verify()
+                .map_err(|e| format!("corrupt client head ({e})"))?;
+            // only what client_head cuts: elementwise arithmetic with constants
+            let ok_op = |op: &Op| {
+                matches!(
+                    op,
+                    Op::Input { .. }
+                        | Op::Const(_)
+                        | Op::Binary(
+                            fhec_ir::Binary::Add
+                                | fhec_ir::Binary::Sub
+                                | fhec_ir::Binary::Mul
+                                | fhec_ir::Binary::Div
+                        )
+                )
+            };
+            if let Some(n) = h.g.node_weights().find(|n| !ok_op(&n.op)) {
+                return Err(format!(
+                    "corrupt client head: `{}` is a {}, not elementwise arithmetic",
+                    n.name,
+                    n.op.name()
+                ));
+            }
+            let fits = h.inputs.len() == self.float_graph.inputs.len()
+                && h.outputs.len() == self.program.inputs.len()
+                && h.outputs
+                    .iter()
+                    .zip(&self.program.inputs)
+                    .all(|(o, i)| h.g[o.node].ty.shape == self.program.g[i.node].ty.shape);
+            if !fits {
+                return Err(
+                    "corrupt client head: it does not map the model's inputs to the program's"
+                        .into(),
+                );
             }
         }
         self.fhe

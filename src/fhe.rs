@@ -10,7 +10,7 @@ use crate::runtime::{
     keygen, CiphertextShape, ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs,
     KeyInfo, KeyShape, ServerKey,
 };
-use fhec_ir::{kernels, quantize_sample, DType, Graph, NodeIndex, Op, Tensor};
+use fhec_ir::{kernels, DType, Graph, NodeIndex, Op, Tensor};
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -185,12 +185,13 @@ impl CompiledModel {
             samples: samples
                 .iter()
                 .map(|s| {
-                    quantize_sample(s, &self.input_quant)
+                    Ok(self
+                        .quantize_inputs(s)?
                         .iter()
                         .map(|q| key.encrypt(&q.i64_values()))
-                        .collect()
+                        .collect())
                 })
-                .collect(),
+                .collect::<Result<_>>()?,
         })
     }
 
@@ -321,7 +322,8 @@ impl CompiledModel {
             failures: 0,
         };
         let ys = crate::model::run_batched(&self.float_graph, inputs, |sample| {
-            let q: Vec<Vec<i64>> = quantize_sample(sample, &self.input_quant)
+            let q: Vec<Vec<i64>> = self
+                .quantize_inputs(sample)?
                 .iter()
                 .map(Tensor::i64_values)
                 .collect();

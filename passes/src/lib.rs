@@ -18,6 +18,7 @@
 pub mod bitwidth;
 pub mod calibrate;
 pub mod canonicalize;
+pub mod client_head;
 pub mod fuse_tlu;
 pub mod prune_check;
 pub mod quantize;

@@ -98,7 +98,7 @@ fn fhe_batch(m: &CompiledModel, xs: &[ndarray::ArrayD<f32>], verbose: bool) -> R
     }
     let mut tails = Vec::new();
     for (i, sample) in samples.iter().enumerate() {
-        let q = fhec::ir::quantize_sample(sample, &m.input_quant);
+        let q = m.quantize_inputs(sample)?;
         let (ints, t) = session.run_sample(&q, Some(&pb))?;
         let want = m.boundary_clear(prog, &q)?;
         run.exact += usize::from(ints == want);

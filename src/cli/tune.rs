@@ -154,7 +154,7 @@ fn tune_cmd(
             .into_iter()
             .next()
             .ok_or_else(|| Error::Usage("the validation set is empty".into()))?;
-        let q = fhec::ir::quantize_sample(&sample, &cm.input_quant);
+        let q = cm.quantize_inputs(&sample)?;
         let (_, times) = session.run_sample(&q, None)?;
         measured.insert(i, times.evaluate.as_secs_f64() * 1e3);
     }
