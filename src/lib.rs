@@ -21,6 +21,8 @@ pub mod import;
 pub mod model;
 pub mod npy;
 pub mod runtime;
+#[cfg(feature = "train")]
+pub mod train;
 pub mod tune;
 
 pub use compile::{

@@ -5,6 +5,8 @@ mod bench;
 mod compile;
 mod keys;
 mod run;
+#[cfg(feature = "train")]
+mod train;
 mod tune;
 
 use clap::{Parser, Subcommand, ValueEnum};
@@ -190,6 +192,11 @@ enum Cmd {
     /// Measure one keyswitch + bootstrap (one thread) at several table widths, with the
     /// optimizer's parameters and with tfhe's vetted sets.
     BenchPbs(bench::BenchPbsArgs),
+    /// Train a quantization-aware network (2–4-bit weights and activations, accumulators
+    /// kept within --n-accum-bits by pruning) on .npy or CSV data; write it as a QONNX model
+    /// that `fhec compile` takes without calibration.
+    #[cfg(feature = "train")]
+    Train(train::TrainArgs),
 }
 
 pub fn main() -> ExitCode {
@@ -253,6 +260,8 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Bench(a) => bench::bench(a),
         Cmd::Tune(a) => tune::run(a),
         Cmd::BenchPbs(a) => bench::bench_pbs(a),
+        #[cfg(feature = "train")]
+        Cmd::Train(a) => train::run(a),
     }
 }
 

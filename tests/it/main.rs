@@ -8,4 +8,6 @@ mod models;
 mod node_tests;
 mod qdq;
 mod quantized;
+#[cfg(feature = "train")]
+mod train;
 mod tune;
