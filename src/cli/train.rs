@@ -58,6 +58,10 @@ pub(super) struct TrainArgs {
     /// Train dense: no accumulator budget (fhec's rounding still bounds every table).
     #[arg(long)]
     no_pruning: bool,
+    /// Structured pruning: remove this fraction of every hidden layer's neurons (smallest
+    /// weight norm) during training — fewer table lookups per sample.
+    #[arg(long, default_value_t = 0.0)]
+    prune_neurons: f64,
     #[arg(long, value_enum, default_value = "relu")]
     activation: ActivationArg,
     /// Power-of-two scales for inputs, weights and activations.
@@ -110,6 +114,7 @@ pub(super) fn run(a: TrainArgs) -> Result<()> {
         n_w_bits: a.n_w_bits,
         n_a_bits: a.n_a_bits,
         n_accum_bits: (!a.no_pruning).then_some(a.n_accum_bits),
+        prune_neurons: a.prune_neurons,
         activation: match a.activation {
             ActivationArg::Relu => Activation::Relu,
             ActivationArg::Sigmoid => Activation::Sigmoid,

@@ -48,6 +48,9 @@ pub struct TrainOptions {
     pub n_a_bits: u32,
     /// Worst-case accumulator bits per neuron (pruning); `None`: no pruning.
     pub n_accum_bits: Option<u32>,
+    /// Structured pruning: this fraction of every hidden layer's neurons (smallest L2 norm of
+    /// their weights) removed with their outgoing weights, ramped in with the budget.
+    pub prune_neurons: f64,
     pub activation: Activation,
     /// Power-of-two scales for inputs, weights and activations.
     pub power_of_two: bool,
@@ -70,6 +73,7 @@ impl Default for TrainOptions {
             n_w_bits: 3,
             n_a_bits: 3,
             n_accum_bits: Some(8),
+            prune_neurons: 0.0,
             activation: Activation::Relu,
             power_of_two: false,
             epochs: 60,
@@ -118,6 +122,12 @@ impl TrainOptions {
             return Err(format!(
                 "--batch-size {} must be at least 1",
                 self.batch_size
+            ));
+        }
+        if !(0.0..0.95).contains(&self.prune_neurons) {
+            return Err(format!(
+                "--prune-neurons {} must be a fraction in [0, 0.95)",
+                self.prune_neurons
             ));
         }
         if !(0.0..0.9).contains(&self.val_split) {
@@ -538,6 +548,18 @@ pub fn train(
         let t = ((warm + ramp).saturating_sub(e + 1)) as f64 / ramp as f64;
         Some(a + (extra * t.clamp(0.0, 1.0)).ceil() as u32)
     };
+    // the neuron fraction follows the same schedule
+    let neurons_at = |e: usize| -> f64 {
+        if o.prune_neurons == 0.0 || e + 1 < warm {
+            return 0.0;
+        }
+        let t = ((e + 1 - warm) as f64 / ramp as f64).min(1.0);
+        if t >= 1.0 {
+            o.prune_neurons
+        } else {
+            o.prune_neurons * t
+        }
+    };
     let targets_t = |idx: &[usize]| -> candle_core::Result<Tensor> {
         match (classes, &y_norm) {
             (Some(c), _) => Tensor::new(idx.iter().map(|&i| c[i] as u32).collect::<Vec<_>>(), &dev),
@@ -574,6 +596,10 @@ pub fn train(
             batches += 1;
         }
         let budget = budget_at(e);
+        let frac = neurons_at(e);
+        if frac > 0.0 {
+            prune_neurons(&mut net, frac).map_err(cerr)?;
+        }
         if let Some(bits) = budget {
             prune_to(&mut net, bits).map_err(cerr)?;
         }
@@ -593,7 +619,7 @@ pub fn train(
         };
         progress(&log, o.epochs);
         history.push(log);
-        let final_budget = budget == o.n_accum_bits;
+        let final_budget = budget == o.n_accum_bits && frac == o.prune_neurons;
         if final_budget {
             let s = val.unwrap_or(f64::NEG_INFINITY);
             if best
@@ -697,6 +723,40 @@ fn prune_to(net: &mut Net, bits: u32) -> candle_core::Result<()> {
         if stable {
             return Ok(());
         }
+    }
+    Ok(())
+}
+
+/// Removes the `frac` of each hidden layer's neurons with the smallest weight norm: their
+/// weights and the next layer's weights reading them are masked (the export then leaves the
+/// neuron out).
+fn prune_neurons(net: &mut Net, frac: f64) -> candle_core::Result<()> {
+    for i in 0..net.layers.len().saturating_sub(1) {
+        let l = &net.layers[i];
+        let norms = (l.w.as_tensor() * &l.mask)?
+            .sqr()?
+            .sum(1)?
+            .to_vec1::<f32>()?;
+        let k = ((norms.len() as f64) * frac).round() as usize;
+        let k = k.min(norms.len().saturating_sub(1));
+        let mut order: Vec<usize> = (0..norms.len()).collect();
+        order.sort_by(|&a, &b| norms[a].total_cmp(&norms[b]).then(a.cmp(&b)));
+        let gone = &order[..k];
+        let mut m = l.mask.to_vec2::<f32>()?;
+        for &r in gone {
+            m[r].iter_mut().for_each(|v| *v = 0.0);
+        }
+        let next = &net.layers[i + 1];
+        let mut mn = next.mask.to_vec2::<f32>()?;
+        for row in &mut mn {
+            for &r in gone {
+                row[r] = 0.0;
+            }
+        }
+        let dev = l.mask.device().clone();
+        let (shape, nshape) = (l.mask.shape().clone(), next.mask.shape().clone());
+        net.layers[i].mask = Tensor::from_vec(m.concat(), shape, &dev)?;
+        net.layers[i + 1].mask = Tensor::from_vec(mn.concat(), nshape, &dev)?;
     }
     Ok(())
 }

@@ -133,6 +133,24 @@ fn training_is_deterministic_for_a_seed() {
     assert!(a.onnx != c.onnx, "another seed gave the same model");
 }
 
+/// `--prune-neurons`: that fraction of each hidden layer leaves the exported model, and the
+/// table lookups with it.
+#[test]
+fn structured_pruning_removes_whole_neurons() {
+    let o = TrainOptions {
+        prune_neurons: 0.5,
+        epochs: 10,
+        ..small()
+    };
+    let t = train::train(&digits(), &o, |_, _| {}).expect("trains");
+    assert_eq!(t.sizes, vec![64, 64, 64, 10]);
+    assert!(t.live[0] <= 32 && t.live[1] <= 32, "{:?}", t.live);
+    assert_eq!(t.live[2], 10);
+    let p = write("digits_p50.onnx", &t.onnx);
+    let (m, _) = fhec::compile(&p, &[], &CompileOptions::default()).expect("compiles");
+    assert_eq!(m.report.pbs_count, t.live[0] + t.live[1]);
+}
+
 /// Regression from a CSV file with a named target column; R² on the held-out split.
 #[test]
 fn regression_from_csv() {
