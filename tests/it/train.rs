@@ -43,10 +43,16 @@ fn test_split() -> (ndarray::ArrayD<f32>, Vec<i64>) {
 /// and scores as the trainer said.
 #[test]
 fn trained_model_fits_its_accumulator_budget_and_compiles_without_calibration() {
-    for (bits, act) in [(8, Activation::Relu), (8, Activation::Sigmoid)] {
+    for (bits, act, po2) in [
+        (8, Activation::Relu, false),
+        (8, Activation::Sigmoid, false),
+        // power-of-two scales leave weights' top code unused: still read on their own grid
+        (8, Activation::Relu, true),
+    ] {
         let o = TrainOptions {
             n_accum_bits: Some(bits),
             activation: act,
+            power_of_two: po2,
             ..small()
         };
         let t = train::train(&digits(), &o, |_, _| {}).expect("trains");
@@ -103,7 +109,8 @@ fn trained_model_fits_its_accumulator_budget_and_compiles_without_calibration() 
         let acc_f = fhec::accuracy(&float, &y).expect("labels");
         let acc_c = fhec::accuracy(&clear, &y).expect("labels");
         println!(
-            "{act:?}, {bits}-bit accumulators: float {acc_f:.4}, clear {acc_c:.4}, same class {agree}/{}, largest |float − clear| {gap:.2e}, val {:?}, live {:?}",
+            "{act:?}{}, {bits}-bit accumulators: float {acc_f:.4}, clear {acc_c:.4}, same class {agree}/{}, largest |float − clear| {gap:.2e}, val {:?}, live {:?}",
+            if po2 { " (power-of-two scales)" } else { "" },
             y.len(),
             t.val_score,
             t.live

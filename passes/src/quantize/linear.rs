@@ -7,23 +7,40 @@ use fhec_ir::{kernels, ConvAttrs, IntLinear, NodeIndex, Op, PoolAttrs, QuantPara
 use ndarray::{ArrayD, IxDyn};
 
 /// Weights a model quantized itself (a QDQ or QONNX model's DequantizeLinear of integer
-/// weights, folded): every row on one symmetric grid `k·s` of at most 16 bits, with the
-/// largest weight on its top code, per tensor or per row. In a model that holds its own
-/// activation grids, their integers are used as they are, whatever `n_bits` says: the model
-/// defines them (a float model's weights are left to `n_bits`, even when they happen to be
-/// round numbers).
+/// weights, folded): every row on one symmetric grid `k·s` of at most 16 bits, per tensor or
+/// per row. The grid is the narrowest with the largest weight on its top code, else (a
+/// power-of-two scale leaves the top code unused: Brevitas' fixed-point quantizers, `fhec
+/// train --power-of-two`) the coarsest that divides the smallest weight into at most 64
+/// steps. In a model that holds its own activation grids, their integers are used as they
+/// are, whatever `n_bits` says: the model defines them (a float model's weights are left to
+/// `n_bits`, even when they happen to be round numbers).
 fn own_grid(rows: &[Vec<f32>], global: f32) -> Option<(Vec<Vec<i64>>, Vec<f32>)> {
     let top = |b: u32| ((1u32 << (b - 1)) - 1) as f32;
-    // the scale of the narrowest symmetric grid, topped by `m`, that holds every row given
-    let scale_of = |rs: &[&Vec<f32>], m: f32| {
-        (2..=16).map(|b| m / top(b)).find(|&s| {
-            rs.iter().all(|r| {
-                r.iter().all(|&v| {
-                    let k = v / s;
-                    (k - k.round()).abs() <= 1e-3
-                })
+    let on_grid = |rs: &[&Vec<f32>], s: f32| {
+        rs.iter().all(|r| {
+            r.iter().all(|&v| {
+                let k = v / s;
+                (k - k.round()).abs() <= 1e-3
             })
         })
+    };
+    // the scale of the narrowest symmetric grid that holds every row given, `m` the largest
+    // magnitude among them
+    let scale_of = |rs: &[&Vec<f32>], m: f32| {
+        (2..=16)
+            .map(|b| m / top(b))
+            .find(|&s| on_grid(rs, s))
+            .or_else(|| {
+                let least = rs
+                    .iter()
+                    .flat_map(|r| r.iter().map(|v| v.abs()))
+                    .filter(|&v| v > 0.0)
+                    .fold(f32::INFINITY, f32::min);
+                (1..=64)
+                    .map(|j| least / j as f32)
+                    .take_while(|&s| m / s <= top(16) + 0.5)
+                    .find(|&s| on_grid(rs, s))
+            })
     };
     let all: Vec<&Vec<f32>> = rows.iter().collect();
     // one scale for every row (per tensor), else one per row (per output channel)
@@ -285,5 +302,25 @@ impl Builder<'_> {
         debug_assert!((b0 + s * z).abs() <= 1e-3 * s.abs().max(1e-12) * z.abs().max(1.0));
         self.set_enc(n, node, a, b, None);
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::own_grid;
+
+    #[test]
+    fn own_grid_reads_weights_whose_top_code_is_unused() {
+        // a 3-bit narrow grid of step 0.25 whose largest weight is 2 steps (power-of-two scale)
+        let rows = vec![vec![0.5, -0.25, 0.0], vec![0.25, 0.5, -0.5]];
+        let (q, s) = own_grid(&rows, 0.5).expect("on a grid");
+        assert_eq!(s, vec![0.25, 0.25]);
+        assert_eq!(q, vec![vec![2, -1, 0], vec![1, 2, -2]]);
+        // the top-code grid still comes first
+        let rows = vec![vec![0.3, -0.1, 0.2]];
+        let (q, _) = own_grid(&rows, 0.3).expect("on a grid");
+        assert_eq!(q, vec![vec![3, -1, 2]]);
+        // not on any grid of at most 16 bits
+        assert!(own_grid(&[vec![0.3, 0.1234567]], 0.3).is_none());
     }
 }
