@@ -71,6 +71,9 @@ pub struct CompileReport {
     pub client_ops: BTreeMap<String, usize>,
     /// What runs on the client before quantizing (the float head), node by node.
     pub client_head: Vec<String>,
+    /// Power-of-two requantizations folded into rounding (`round`): the layer, the shift in
+    /// bits, and whether its integer bias moved into the accumulator.
+    pub shifts: Vec<(String, u32, bool)>,
     /// Weights zeroed by pruning, per layer.
     pub pruned: Vec<(String, usize)>,
     /// Top-1 agreement of clear mode with float on the calibration set (classifiers).
@@ -251,9 +254,20 @@ fn argmax(t: &Tensor) -> usize {
 /// and the most bits that `Round` drops.
 fn table_source(g: &Graph, table: NodeIndex) -> (NodeIndex, u32) {
     let x = g.inputs_of(table)[0];
-    match g.g[x].op {
+    let (x, k) = match g.g[x].op {
         Op::Round { ref bits } => (g.inputs_of(x)[0], bits.iter().copied().max().unwrap_or(0)),
         _ => (x, 0),
+    };
+    // through the integer bias a power-of-two requantization moved into the accumulator
+    match g.g[x].op {
+        Op::Binary(fhec_ir::Binary::Add) => {
+            let ins = g.inputs_of(x);
+            match ins.iter().position(|&i| matches!(g.g[i].op, Op::Const(_))) {
+                Some(c) if ins.len() == 2 => (ins[1 - c], k),
+                _ => (x, k),
+            }
+        }
+        _ => (x, k),
     }
 }
 
@@ -391,6 +405,7 @@ fn build_report(
         outputs,
         client_ops,
         client_head: Vec::new(),
+        shifts: cx.shifts.clone(),
         pruned: cx.pruned.clone(),
         calib_agreement: (total > 0).then(|| agree as f64 / total as f64),
     })
@@ -545,6 +560,23 @@ impl CompileReport {
             .map(|(o, c)| format!("{o} ×{c}"))
             .collect();
         let _ = writeln!(s, "client side after decryption: {}", ops.join(", "));
+        if !self.shifts.is_empty() {
+            let l: Vec<String> = self
+                .shifts
+                .iter()
+                .map(|(layer, k, moved)| {
+                    format!(
+                        "`{layer}` {k} bit(s){}",
+                        if *moved { " + integer bias" } else { "" }
+                    )
+                })
+                .collect();
+            let _ = writeln!(
+                s,
+                "power-of-two requantizations folded into rounding (at least the shift dropped, bias in the accumulator): {}",
+                l.join(", ")
+            );
+        }
         if !self.client_head.is_empty() {
             let _ = writeln!(
                 s,

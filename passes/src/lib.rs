@@ -263,6 +263,9 @@ pub struct PassContext {
     pub pruned: Vec<(String, usize)>,
     /// `round`: most bits dropped by each `Round` node.
     pub rounded: HashMap<NodeIndex, u32>,
+    /// `round`: power-of-two requantizations folded into rounding: the layer, the shift
+    /// (bits), and whether an integer bias moved into the accumulator.
+    pub shifts: Vec<(String, u32, bool)>,
     pub stage: Option<Stage>,
     /// One line per pass: what it did.
     pub log: Vec<String>,

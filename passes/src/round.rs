@@ -11,6 +11,15 @@
 //! `2^k` (exact in f32). Integers the client decrypts are not rounded: decryption reads them
 //! whole. This is Concrete ML's `rounding_threshold_bits`.
 //!
+//! A table that requantizes by a power of two — `quant(relu?(a·x + b))` with
+//! `a / s_out = 2^−k` and `b = a·B` for an integer `B`, what a model with power-of-two scales
+//! (Brevitas' fixed-point quantizers, `fhec train --power-of-two`) computes after each layer —
+//! drops at least those `k` bits: `B` moves into the accumulator (a constant addition, free
+//! when encrypted), and the table then reads `round((x + B) / 2^k)`, the model's own
+//! requantization (rounding half up where the model rounds half to even: a tie may land one
+//! step apart). No precision is lost that the model keeps, and the table is `k` bits
+//! narrower. The layers are listed in `cx.shifts` (the report says where).
+//!
 //! Then every table gets its domain ([`fhec_ir::TableDomain`]): one width `P` for the whole
 //! program (the widest rounded used interval, since one set of TFHE parameters reads every
 //! table), each element's window of `2^P` inputs centred on its rounded used interval. An
@@ -84,6 +93,46 @@ fn scale_by_shift(a: &mut Vec<f32>, ks: &[u32]) {
     };
 }
 
+/// A power-of-two requantization (see the module docs): per element, the shift `k ≥ 1` and
+/// the integer bias `B`, if every element of `t` is one.
+fn po2_shift(t: &fhec_ir::TluFn, len: usize) -> Option<(Vec<u32>, Vec<i64>)> {
+    use fhec_ir::{ElemOp, Unary};
+    // Relu, and the model's own quantizer on the output grid (idempotent before it)
+    let s_out = t.out.scale;
+    if !t.chain.iter().all(|e| match e {
+        ElemOp::Unary(Unary::Relu) => true,
+        ElemOp::Unary(Unary::FakeQuant {
+            scale, zero_point, ..
+        }) => *scale == s_out && *zero_point == 0.0,
+        _ => false,
+    }) || t.out.zero_point != 0
+        || !(t.out.scale.is_finite() && t.out.scale > 0.0)
+    {
+        return None;
+    }
+    let at = |v: &Vec<f32>, i: usize| v[if v.len() == 1 { 0 } else { i }];
+    let mut ks = Vec::with_capacity(len);
+    let mut bs = Vec::with_capacity(len);
+    for i in 0..len {
+        let (a, b) = (at(&t.a, i), at(&t.b, i));
+        if !(a.is_finite() && a > 0.0 && b.is_finite()) {
+            return None;
+        }
+        let r = f64::from(a) / f64::from(t.out.scale);
+        let k = -r.log2().round();
+        if !(1.0..=30.0).contains(&k) || r != (-k).exp2() {
+            return None;
+        }
+        let big_b = f64::from(b) / f64::from(a);
+        if (big_b - big_b.round()).abs() > 1e-3 || big_b.abs() > 1e15 {
+            return None;
+        }
+        ks.push(k as u32);
+        bs.push(big_b.round() as i64);
+    }
+    Some((ks, bs))
+}
+
 /// One value, or one per element.
 fn compress<T: Copy + PartialEq>(v: Vec<T>) -> Vec<T> {
     if v.iter().all(|x| *x == v[0]) {
@@ -124,17 +173,63 @@ impl Pass for Round {
                 }
                 stale = false;
             }
-            let x = g.inputs_of(n)[0];
+            let mut x = g.inputs_of(n)[0];
             // the rounding of the layer whose accumulator feeds the table
             let layer = cx.origin.get(&x).cloned().unwrap_or_default();
             let r = cx.config.rounding_for(&layer);
+            // a power-of-two requantization: its integer bias joins the accumulator, and its
+            // shift is dropped whatever the rounding width
+            let len = g.g[n].ty.len();
+            let shift = match (&g.g[n].op, r) {
+                (Op::Tlu(t), Some(_)) => po2_shift(t, len),
+                _ => None,
+            };
+            if let Some((ks, bias)) = &shift {
+                let moved = bias.iter().any(|&b| b != 0);
+                if moved {
+                    let shape = g.g[x].ty.shape.clone();
+                    let c = fhec_ir::Tensor::I64(
+                        ndarray::ArrayD::from_shape_vec(
+                            ndarray::IxDyn(&shape),
+                            (0..len)
+                                .map(|i| bias[if bias.len() == 1 { 0 } else { i }])
+                                .collect(),
+                        )
+                        .expect("invariant: the table has its input's shape"),
+                    );
+                    let cn = g.add_const(&format!("{}:bias", g.g[x].name), c);
+                    let name = format!("{}:biased", g.g[x].name);
+                    let xb = g.add_op(&name, Op::Binary(fhec_ir::Binary::Add), &[x, cn])?;
+                    cx.origin.insert(xb, layer.clone());
+                    let e = g.g.find_edge(x, n).expect("invariant: x feeds n");
+                    g.g.remove_edge(e);
+                    g.g.add_edge(xb, n, 0);
+                    if let Op::Tlu(t) = &mut g.g[n].op {
+                        t.b = vec![0.0];
+                    }
+                    x = xb;
+                    cx.bounds = bounds(g, cx)?;
+                    if policy == RangePolicy::Calibrated {
+                        cx.observed_elems = observed(g, cx)?;
+                    }
+                }
+                let k = ks.iter().copied().max().unwrap_or(0);
+                if !cx.shifts.iter().any(|(l, _, _)| *l == layer) {
+                    cx.shifts.push((layer.clone(), k, moved));
+                }
+            }
             let Some(b) = cx.bounds.get(&x) else { continue };
             let used = used_intervals(policy, margin, b, cx.observed_elems.get(&x));
             // each element drops just the bits its own used interval needs
-            let ks: Vec<u32> = match r {
+            let mut ks: Vec<u32> = match r {
                 Some(r) => used.iter().map(|&u| bits_to_drop(u, r)).collect(),
                 None => vec![0; used.len()],
             };
+            if let Some((shift, _)) = &shift {
+                for (i, k) in ks.iter_mut().enumerate() {
+                    *k = (*k).max(shift[if shift.len() == 1 { 0 } else { i }]);
+                }
+            }
             let rounded: Vec<Interval> = used
                 .iter()
                 .zip(&ks)

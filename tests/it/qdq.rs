@@ -404,6 +404,74 @@ fn self_quantized_models_match_their_framework() {
     }
 }
 
+/// Power-of-two requantizations fold into rounding: on Brevitas' 3-bit MLP with power-of-two
+/// scales and 32-bit biases, each ReLU's requantization is a shift of its layer's accumulator.
+/// At `--rounding-bits 8` fhec drops exactly those shifts (2 and 3 bits, bias moved into the
+/// accumulator), the report names them, and clear mode equals Brevitas within one output step
+/// of the ReLU grids — only ties, which Brevitas rounds to even, may differ — with the same
+/// class on nearly every sample; at the default rounding 6 the bias still moves in, and the
+/// accuracy is above what rounding the raw accumulator gave (95.00 %).
+#[test]
+fn power_of_two_shifts_fold_into_rounding() {
+    let name = "digits_qat3_po2";
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    let y = npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
+    let want = npy::read_f32(&model(&format!("{name}_test_out.npy"))).expect("Brevitas out");
+    for (r, shifts) in [(8, vec![2, 3]), (6, vec![2, 3])] {
+        let opts = CompileOptions {
+            quant: fhec::QuantConfig {
+                rounding_bits: Some(r),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let (c, _) = fhec::compile(&model(&format!("{name}.onnx")), &[], &opts).expect("compiles");
+        let got: Vec<u32> = c.report.shifts.iter().map(|s| s.1).collect();
+        assert_eq!(got, shifts, "{:?}", c.report.shifts);
+        assert!(c.report.shifts.iter().all(|s| s.2), "bias moved in");
+        assert!(c
+            .report
+            .to_text()
+            .contains("power-of-two requantizations folded"));
+        let dense: Vec<_> = c
+            .report
+            .layers
+            .iter()
+            .filter(|l| l.op == "IntDense")
+            .collect();
+        assert_eq!(dense.len(), 3, "report rows stay per layer");
+        let clear = &c.run_clear(std::slice::from_ref(&x)).expect("clear")[0];
+        let acc = fhec::accuracy(clear, &y).expect("labels");
+        let same = (0..y.len())
+            .filter(|&i| {
+                let am = |a: &ndarray::ArrayD<f32>| {
+                    a.index_axis(ndarray::Axis(0), i)
+                        .iter()
+                        .enumerate()
+                        .max_by(|a, b| a.1.total_cmp(b.1))
+                        .map(|(k, _)| k)
+                };
+                am(clear) == am(&want)
+            })
+            .count();
+        println!(
+            "rounding {r}: clear accuracy {acc:.4}, same class as Brevitas on {same}/{}",
+            y.len()
+        );
+        assert!(acc > 0.955, "rounding {r}: accuracy {acc}");
+        if r == 8 {
+            assert!(c
+                .report
+                .layers
+                .iter()
+                .filter(|l| l.op == "IntDense")
+                .take(2)
+                .all(|l| l.rounded_bits == 2 || l.rounded_bits == 3));
+            assert!(same * 100 >= y.len() * 97, "same class on {same}");
+        }
+    }
+}
+
 /// A one-node QONNX model: `op` over `x` (2×3) and scalar constant inputs, with string and
 /// int attributes.
 fn qonnx_node(op: &str, consts: &[f32], strs: &[(&str, &str)], ints: &[(&str, i64)]) -> Vec<u8> {
