@@ -142,7 +142,7 @@ const MAGIC: &[u8; 8] = b"FHEC\x00MDL";
 /// Largest compiled-model file read (bytes).
 pub const MODEL_LIMIT: u64 = 1 << 32;
 /// Bumped whenever the artifact layout changes.
-pub const FORMAT_VERSION: u32 = 6;
+pub const FORMAT_VERSION: u32 = 7;
 
 /// Compiles a model: import, then the pass pipeline on `calib` (one array per graph input,
 /// axis 0 = samples).
