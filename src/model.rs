@@ -205,9 +205,23 @@ pub fn join_batch(graph: &Graph, samples: Vec<Vec<Tensor>>) -> Result<Vec<ArrayD
         .collect()
 }
 
-/// Fraction of rows of `logits` (`[N, classes]`) whose argmax equals the label.
+/// Fraction of rows of `logits` (`[N, classes]`) whose argmax equals the label; a `[N]` or
+/// `[N, 1]` output holds the predicted class itself (a model ending in ArgMax, or one
+/// sigmoid probability: rounded).
 pub fn accuracy(logits: &ArrayD<f32>, labels: &[i64]) -> Option<f64> {
-    if logits.ndim() != 2 || logits.shape()[0] != labels.len() || labels.is_empty() {
+    if logits.shape().first() != Some(&labels.len()) || labels.is_empty() {
+        return None;
+    }
+    // predicted class indices ([N] or [N, 1]: a model ending in ArgMax)
+    if logits.ndim() == 1 || (logits.ndim() == 2 && logits.shape()[1] == 1) {
+        let hits = logits
+            .iter()
+            .zip(labels)
+            .filter(|(&p, &y)| p.is_finite() && p.round() as i64 == y)
+            .count();
+        return Some(hits as f64 / labels.len() as f64);
+    }
+    if logits.ndim() != 2 {
         return None;
     }
     let hits = logits

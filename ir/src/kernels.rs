@@ -661,6 +661,21 @@ fn infer_shape(op: &Op, ins: &[&TensorType]) -> Result<TensorType, OpError> {
                 .collect();
             TensorType::new(ins[0].dtype, out)
         }
+        Op::ArgMax { axis, keepdims, .. } => {
+            if *axis >= ins[0].rank() || ins[0].shape[*axis] == 0 {
+                return Err(OpError::shape(format!(
+                    "axis {axis} out of range for {}",
+                    ShapeFmt(&ins[0].shape)
+                )));
+            }
+            let mut shape = ins[0].shape.clone();
+            if *keepdims {
+                shape[*axis] = 1;
+            } else {
+                shape.remove(*axis);
+            }
+            TensorType::f32(shape)
+        }
         Op::Softmax { axis, .. } => {
             f32_all(ins)?;
             if *axis >= ins[0].rank().max(1) {
@@ -976,6 +991,18 @@ pub fn eval(op: &Op, ins: &[&Tensor]) -> Result<Tensor, OpError> {
             Tensor::F32(a)
         }
         Op::Softmax { axis, flatten } => Tensor::F32(softmax(f32_in(ins, 0)?, *axis, *flatten)),
+        Op::ArgMax {
+            axis,
+            keepdims,
+            select_last,
+            min,
+        } => Tensor::F32(arg_max(
+            &ins[0].to_f32(),
+            *axis,
+            *keepdims,
+            *select_last,
+            *min,
+        )),
         Op::Expand { shape } => map_any!(ins[0], |a| a
             .broadcast(IxDyn(shape))
             .map(|v| v.to_owned())
@@ -1403,6 +1430,36 @@ fn pad<T: Clone>(
         }
         a[IxDyn(&src)].clone()
     })
+}
+
+/// ONNX's ArgMax / ArgMin along `axis` (NaN compares as neither larger nor smaller).
+fn arg_max(
+    x: &ArrayD<f32>,
+    axis: usize,
+    keepdims: bool,
+    select_last: bool,
+    min: bool,
+) -> ArrayD<f32> {
+    let pick = |lane: ndarray::ArrayView1<f32>| -> f32 {
+        let mut best: Option<(usize, f32)> = None;
+        for (i, &v) in lane.iter().enumerate() {
+            let better = match best {
+                None => true,
+                Some((_, b)) if min => v < b || (select_last && v == b),
+                Some((_, b)) => v > b || (select_last && v == b),
+            };
+            if better {
+                best = Some((i, v));
+            }
+        }
+        best.map_or(0.0, |(i, _)| i as f32)
+    };
+    let y = x.map_axis(Axis(axis), pick);
+    if keepdims {
+        y.insert_axis(Axis(axis))
+    } else {
+        y
+    }
 }
 
 fn softmax(x: &ArrayD<f32>, axis: usize, flatten: bool) -> ArrayD<f32> {

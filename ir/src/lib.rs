@@ -22,7 +22,9 @@ pub use eval_f32::{eval_all, eval_f32};
 pub use eval_int::eval_int;
 pub use graph::{Graph, GraphInput, GraphOutput, Node};
 pub use limits::Limits;
-pub use op::{Binary, ConvAttrs, IntLinear, Op, PadMode, PoolAttrs, ReduceKind, SliceAxis, Unary};
+pub use op::{
+    Binary, Cmp, ConvAttrs, IntLinear, Op, PadMode, PoolAttrs, ReduceKind, SliceAxis, Unary,
+};
 pub use petgraph::stable_graph::NodeIndex;
 pub use quant::{
     quantize_sample, round_shift, wrap, ElemOp, Interval, QuantParams, TableDomain, TluFn,

@@ -63,6 +63,18 @@ pub enum Unary {
     RoundF16,
     /// Round to the nearest bfloat16.
     RoundBf16,
+    /// `x` compared with 0: 1 where it holds, else 0 (ONNX's comparisons as `a − b` against
+    /// 0, and `Not` as `x == 0`; booleans are 0/1 floats).
+    // last: compiled models written before it keep their variant indices
+    Compare(Cmp),
+}
+
+/// How [`Unary::Compare`] compares with 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum Cmp {
+    Gt,
+    Ge,
+    Eq,
 }
 
 impl Unary {
@@ -91,6 +103,9 @@ impl Unary {
             Unary::FakeQuant { .. } => "FakeQuant",
             Unary::RoundF16 => "RoundF16",
             Unary::RoundBf16 => "RoundBf16",
+            Unary::Compare(Cmp::Gt) => "Greater0",
+            Unary::Compare(Cmp::Ge) => "GreaterOrEqual0",
+            Unary::Compare(Cmp::Eq) => "Equal0",
         }
     }
 
@@ -167,6 +182,14 @@ impl Unary {
             }
             Unary::RoundF16 => half::f16::from_f32(x).to_f32(),
             Unary::RoundBf16 => half::bf16::from_f32(x).to_f32(),
+            Unary::Compare(c) => {
+                let holds = match c {
+                    Cmp::Gt => x > 0.0,
+                    Cmp::Ge => x >= 0.0,
+                    Cmp::Eq => x == 0.0,
+                };
+                f32::from(u8::from(holds))
+            }
         }
     }
 }
@@ -406,6 +429,14 @@ pub enum Op {
         lo: Vec<i64>,
         bits: u32,
     },
+    /// The index of the largest (`min`: smallest) element along `axis`, as a float (the
+    /// first such index, or the last with `select_last`). Runs on the client only.
+    ArgMax {
+        axis: usize,
+        keepdims: bool,
+        select_last: bool,
+        min: bool,
+    },
 }
 
 /// Integer linear maps.
@@ -487,6 +518,8 @@ impl Op {
             Op::Quant(_) => "Quant",
             Op::Round { .. } => "Round",
             Op::Wrap { .. } => "Wrap",
+            Op::ArgMax { min: false, .. } => "ArgMax",
+            Op::ArgMax { min: true, .. } => "ArgMin",
             Op::Tlu(_) => "Tlu",
         }
     }
@@ -625,6 +658,15 @@ impl Op {
             Op::Quant(q) => format!(
                 "scale={} zero_point={} range=[{},{}]",
                 q.scale, q.zero_point, q.qmin, q.qmax
+            ),
+            Op::ArgMax {
+                axis,
+                keepdims,
+                select_last,
+                ..
+            } => format!(
+                "axis={axis} keepdims={} select_last_index={}",
+                *keepdims as u8, *select_last as u8
             ),
             Op::Wrap { lo, bits } => match (lo.iter().min(), lo.iter().max()) {
                 (Some(a), Some(b)) if a == b => format!("bits={bits} lo={a}"),

@@ -12,6 +12,7 @@
 mod attrs;
 mod elementwise;
 mod linear;
+mod logic;
 mod pool;
 mod qdq;
 mod qonnx;
@@ -112,6 +113,9 @@ fn list_unsupported(v: &[UnsupportedOp]) -> String {
 pub const SUPPORTED_OPS: &[&str] = &[
     "Abs",
     "Add",
+    "And",
+    "ArgMax",
+    "ArgMin",
     "AveragePool",
     "BatchNormalization",
     "Cast",
@@ -128,6 +132,7 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Div",
     "Dropout",
     "Elu",
+    "Equal",
     "Erf",
     "Exp",
     "Expand",
@@ -137,11 +142,15 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Gelu",
     "Gemm",
     "GlobalAveragePool",
+    "Greater",
+    "GreaterOrEqual",
     "HardSigmoid",
     "HardSwish",
     "Identity",
     "LayerNormalization",
     "LeakyRelu",
+    "Less",
+    "LessOrEqual",
     "Log",
     "MatMul",
     "MatMulInteger",
@@ -150,6 +159,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Min",
     "Mul",
     "Neg",
+    "Not",
+    "Or",
     "PRelu",
     "Pad",
     "Pow",
@@ -178,6 +189,8 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Transpose",
     "Unsqueeze",
     "Upsample",
+    "Where",
+    "Xor",
 ];
 
 /// Domains of QONNX's `Quant` (Brevitas' export, the qonnx package, FINN).
@@ -648,6 +661,10 @@ fn convert_op(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
         "Pad" => shape::pad(cx, n),
         "Shape" => shape::shape(cx, n),
         "Cast" => shape::cast(cx, n),
+        "Greater" | "Less" | "GreaterOrEqual" | "LessOrEqual" | "Equal" => logic::compare(cx, n),
+        "Not" | "And" | "Or" | "Xor" => logic::logic(cx, n),
+        "Where" => logic::where_(cx, n),
+        "ArgMax" | "ArgMin" => logic::arg_max(cx, n),
         "Constant" => shape::constant(cx, n),
         "ConstantOfShape" => shape::constant_of_shape(cx, n),
         "Expand" => shape::expand(cx, n),

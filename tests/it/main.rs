@@ -4,6 +4,7 @@ mod cli;
 mod common;
 mod fhe;
 mod hostile;
+mod logic;
 mod models;
 mod node_tests;
 mod qdq;
