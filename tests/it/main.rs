@@ -1,5 +1,6 @@
 //! fhec's integration tests, one binary so that they share one build.
 
+mod blocks;
 mod cli;
 mod common;
 mod fhe;
