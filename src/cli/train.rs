@@ -88,6 +88,9 @@ pub(super) struct TrainArgs {
     /// Also compile it (no calibration needed) into OUT.fhe and print the report.
     #[arg(long)]
     compile: bool,
+    /// With --compile: also write the compile report as JSON.
+    #[arg(long)]
+    report: Option<PathBuf>,
     /// With --compile: accumulators rounded to this many bits before their tables
     /// [default: --n-a-bits + 2].
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
@@ -102,6 +105,11 @@ pub(super) struct TrainArgs {
 }
 
 pub(super) fn run(a: TrainArgs) -> Result<()> {
+    if !a.compile && (a.report.is_some() || a.rounding_bits.is_some() || a.fhe.is_set()) {
+        return Err(Error::Usage(
+            "--report, --rounding-bits and the FHE settings apply to the compiled model: add --compile".into(),
+        ));
+    }
     set_threads(a.threads)?;
     let task = match a.task {
         TaskArg::Classification => Task::Classification,
@@ -243,6 +251,15 @@ pub(super) fn run(a: TrainArgs) -> Result<()> {
         let out = a.out.with_extension("fhe");
         m.save(&out)?;
         println!("wrote {}", out.display());
+        if let Some(r) = &a.report {
+            let werr = |e: String| Error::Write {
+                path: r.display().to_string(),
+                reason: e,
+            };
+            let json = serde_json::to_string_pretty(&m.report).map_err(|e| werr(e.to_string()))?;
+            std::fs::write(r, json).map_err(|e| werr(e.to_string()))?;
+            println!("wrote {}", r.display());
+        }
     }
     Ok(())
 }

@@ -277,6 +277,7 @@ fn bad_training_data_is_refused_in_one_line() {
         &["--n-accum-bits 4"],
     );
     user_error(&run(&ok_x, &y, &["--val-split", "1.5"]), &["--val-split"]);
+    user_error(&run(&ok_x, &y, &["--report", "r.json"]), &["add --compile"]);
     user_error(
         &fhec(&["train", "--input", s(&ok_x), "-o", s(&out)]),
         &["--labels"],
