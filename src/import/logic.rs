@@ -90,36 +90,31 @@ pub(super) fn logic(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     Ok(())
 }
 
-/// `c ? x : y` elementwise over constants broadcast to `shape`.
+/// `c ? x : y` elementwise over arrays broadcast to `shape`.
+fn pick<T: Copy>(
+    c: &ndarray::ArrayViewD<f32>,
+    x: &ArrayD<T>,
+    y: &ArrayD<T>,
+    shape: &[usize],
+) -> Option<ArrayD<T>> {
+    let (xb, yb) = (x.broadcast(IxDyn(shape))?, y.broadcast(IxDyn(shape))?);
+    Some(ArrayD::from_shape_fn(IxDyn(shape), |ix| {
+        if c[&ix] != 0.0 {
+            xb[&ix]
+        } else {
+            yb[&ix]
+        }
+    }))
+}
+
+/// `c ? x : y` over constants broadcast to `shape` (integers stay integers).
 fn select(c: &Tensor, x: &Tensor, y: &Tensor, shape: &[usize]) -> Option<Tensor> {
     let c = c.to_f32();
     let cb = c.broadcast(IxDyn(shape))?;
-    let pick = |x: &Tensor, y: &Tensor| -> Option<Tensor> {
-        Some(match (x, y) {
-            (Tensor::I64(xa), Tensor::I64(ya)) => {
-                let (xb, yb) = (xa.broadcast(IxDyn(shape))?, ya.broadcast(IxDyn(shape))?);
-                Tensor::I64(ArrayD::from_shape_fn(IxDyn(shape), |ix| {
-                    if cb[&ix] != 0.0 {
-                        xb[&ix]
-                    } else {
-                        yb[&ix]
-                    }
-                }))
-            }
-            _ => {
-                let (xa, ya) = (x.to_f32(), y.to_f32());
-                let (xb, yb) = (xa.broadcast(IxDyn(shape))?, ya.broadcast(IxDyn(shape))?);
-                Tensor::F32(ArrayD::from_shape_fn(IxDyn(shape), |ix| {
-                    if cb[&ix] != 0.0 {
-                        xb[&ix]
-                    } else {
-                        yb[&ix]
-                    }
-                }))
-            }
-        })
-    };
-    pick(x, y)
+    Some(match (x, y) {
+        (Tensor::I64(xa), Tensor::I64(ya)) => Tensor::I64(pick(&cb, xa, ya, shape)?),
+        _ => Tensor::F32(pick(&cb, &x.to_f32(), &y.to_f32(), shape)?),
+    })
 }
 
 fn shape_of(cx: &Cx, n: &pb::NodeProto, i: usize) -> Result<Vec<usize>, ImportError> {

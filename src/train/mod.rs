@@ -782,17 +782,18 @@ fn score(
             Ok(100.0 * ok as f64 / idx.len().max(1) as f64)
         }
         (None, Some(v)) => {
-            let p = out.to_vec2::<f32>()?;
-            let t: Vec<f32> = idx.iter().flat_map(|&i| v.row(i).to_vec()).collect();
-            let pf: Vec<f32> = p.into_iter().flatten().collect();
-            let mean = t.iter().map(|&a| f64::from(a)).sum::<f64>() / t.len().max(1) as f64;
-            let ss_res: f64 = pf
+            let p: Vec<f64> = out
+                .to_vec2::<f32>()?
+                .into_iter()
+                .flatten()
+                .map(f64::from)
+                .collect();
+            let t: Vec<f64> = idx
                 .iter()
-                .zip(&t)
-                .map(|(a, b)| f64::from(a - b).powi(2))
-                .sum();
-            let ss_tot: f64 = t.iter().map(|&b| (f64::from(b) - mean).powi(2)).sum();
-            Ok(100.0 * (1.0 - ss_res / ss_tot.max(1e-12)))
+                .flat_map(|&i| v.row(i).to_vec())
+                .map(f64::from)
+                .collect();
+            Ok(100.0 * crate::tune::r2(&p, &t))
         }
         _ => Ok(0.0),
     }

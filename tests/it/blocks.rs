@@ -3,74 +3,17 @@
 //! over tokens, on 2 tokens of 4 features — small enough for CI — with exact rounding: the
 //! decrypted integers equal the integer program's bit for bit.
 
-use crate::common::{onnx_model, tmp};
+use crate::common::{
+    attr_int as int, attr_ints as ints, batched_value_info as batched, init_f32, node, onnx_model,
+    pseudo_weights, tmp,
+};
 use fhec::{CompileOptions, QuantConfig};
 use ndarray::{ArrayD, IxDyn};
 use tract_onnx::pb;
 
-fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
-    pb::NodeProto {
-        name: out.into(),
-        op_type: op.into(),
-        input: ins.iter().map(|s| s.to_string()).collect(),
-        output: vec![out.into()],
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
-
-fn int(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: v,
-        ..Default::default()
-    }
-}
-
 fn init(name: &str, dims: &[i64], seed: u32) -> pb::TensorProto {
     let n: i64 = dims.iter().product();
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: 1,
-        float_data: (0..n as u32)
-            .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 700.0 - 0.7)
-            .collect(),
-        ..Default::default()
-    }
-}
-
-fn batched(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    let mut d: Vec<Dimension> = vec![Dimension {
-        value: Some(Value::DimParam("N".into())),
-        ..Default::default()
-    }];
-    d.extend(dims.iter().map(|&v| Dimension {
-        value: Some(Value::DimValue(v)),
-        ..Default::default()
-    }));
-    pb::ValueInfoProto {
-        name: name.into(),
-        r#type: Some(pb::TypeProto {
-            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
-                elem_type: 1,
-                shape: Some(pb::TensorShapeProto { dim: d }),
-            })),
-            ..Default::default()
-        }),
-        ..Default::default()
-    }
+    init_f32(name, dims, pseudo_weights(n as usize, seed))
 }
 
 /// x[N, 2, 4] → LayerNorm → q, k, v → softmax(q·kᵀ / 2)·v + x → mean over tokens → Gemm → 3.

@@ -126,3 +126,73 @@ pub fn onnx_model(
     }
     .encode_to_vec()
 }
+
+/// An ONNX node `op` reading `ins`, writing `out` (also its name).
+pub fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
+    pb::NodeProto {
+        name: out.into(),
+        op_type: op.into(),
+        input: ins.iter().map(|s| s.to_string()).collect(),
+        output: vec![out.into()],
+        attribute: attrs,
+        ..Default::default()
+    }
+}
+
+/// An int attribute.
+pub fn attr_int(name: &str, v: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Int as i32,
+        i: v,
+        ..Default::default()
+    }
+}
+
+/// An ints attribute.
+pub fn attr_ints(name: &str, v: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: pb::attribute_proto::AttributeType::Ints as i32,
+        ints: v.to_vec(),
+        ..Default::default()
+    }
+}
+
+/// A float32 initializer.
+pub fn init_f32(name: &str, dims: &[i64], v: Vec<f32>) -> pb::TensorProto {
+    pb::TensorProto {
+        name: name.into(),
+        dims: dims.to_vec(),
+        data_type: 1,
+        float_data: v,
+        ..Default::default()
+    }
+}
+
+/// Deterministic weights in [−0.7, 0.7) for `n` values.
+pub fn pseudo_weights(n: usize, seed: u32) -> Vec<f32> {
+    (0..n as u32)
+        .map(|i| ((i.wrapping_mul(2_654_435_761) ^ seed) % 1000) as f32 / 700.0 - 0.7)
+        .collect()
+}
+
+/// A float32 value of shape `[N, dims…]` with a dynamic batch axis `N`.
+pub fn batched_value_info(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    let mut vi = value_info(name, dims);
+    if let Some(pb::type_proto::Value::TensorType(t)) =
+        vi.r#type.as_mut().and_then(|t| t.value.as_mut())
+    {
+        if let Some(s) = t.shape.as_mut() {
+            s.dim.insert(
+                0,
+                Dimension {
+                    value: Some(Value::DimParam("N".into())),
+                    ..Default::default()
+                },
+            );
+        }
+    }
+    vi
+}

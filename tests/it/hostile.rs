@@ -5,7 +5,8 @@
 //! through the fuzz targets' entry points without a panic.
 
 use crate::common::{
-    compile_iris, model, onnx_model, repo, s, tmp, user_error as refused, value_info as vi,
+    attr_ints as ints, compile_iris, model, onnx_model, repo, s, tmp, user_error as refused,
+    value_info as vi,
 };
 use fhec::ir::Limits;
 use std::path::{Path, PathBuf};
@@ -24,15 +25,6 @@ fn fhec_limited(args: &[&str]) -> Output {
 }
 
 // ---- a small ONNX builder -------------------------------------------------------------
-
-fn ints(name: &str, v: &[i64]) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Ints as i32,
-        ints: v.to_vec(),
-        ..Default::default()
-    }
-}
 
 fn node(name: &str, op: &str, ins: &[&str], attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
     pb::NodeProto {

@@ -3,40 +3,11 @@
 //! mask with `−inf` selects exactly, a computed condition with an infinite branch is refused
 //! in one line, and ArgMax runs on the client after decryption.
 
-use crate::common::{onnx_model, tmp, value_info};
+use crate::common::{
+    attr_int as int_attr, batched_value_info, init_f32 as init, node, onnx_model, tmp, value_info,
+};
 use fhec::{CompileOptions, QuantConfig};
 use ndarray::{ArrayD, IxDyn};
-use tract_onnx::pb;
-
-fn node(op: &str, ins: &[&str], out: &str, attrs: Vec<pb::AttributeProto>) -> pb::NodeProto {
-    pb::NodeProto {
-        name: out.into(),
-        op_type: op.into(),
-        input: ins.iter().map(|s| s.to_string()).collect(),
-        output: vec![out.into()],
-        attribute: attrs,
-        ..Default::default()
-    }
-}
-
-fn int_attr(name: &str, v: i64) -> pb::AttributeProto {
-    pb::AttributeProto {
-        name: name.into(),
-        r#type: pb::attribute_proto::AttributeType::Int as i32,
-        i: v,
-        ..Default::default()
-    }
-}
-
-fn init(name: &str, dims: &[i64], v: Vec<f32>) -> pb::TensorProto {
-    pb::TensorProto {
-        name: name.into(),
-        dims: dims.to_vec(),
-        data_type: 1,
-        float_data: v,
-        ..Default::default()
-    }
-}
 
 fn weights(k: usize, n: usize, seed: u32) -> Vec<f32> {
     (0..k * n)
@@ -71,29 +42,15 @@ fn leaky_where_model() -> std::path::PathBuf {
     let bytes = onnx_model(
         nodes,
         inits,
-        vec![batched("x", &[1, 4])],
-        vec![batched("logits", &[1, 3]), batched("class", &[1])],
+        vec![batched_value_info("x", &[4])],
+        vec![
+            batched_value_info("logits", &[3]),
+            batched_value_info("class", &[]),
+        ],
     );
     let p = tmp("leaky_where.onnx");
     std::fs::write(&p, bytes).expect("write");
     p
-}
-
-/// `value_info` with a dynamic batch axis 0 (`N`).
-fn batched(name: &str, dims: &[i64]) -> pb::ValueInfoProto {
-    use pb::tensor_shape_proto::{dimension::Value, Dimension};
-    let mut vi = value_info(name, dims);
-    if let Some(pb::type_proto::Value::TensorType(t)) =
-        vi.r#type.as_mut().and_then(|t| t.value.as_mut())
-    {
-        if let Some(s) = t.shape.as_mut() {
-            s.dim[0] = Dimension {
-                value: Some(Value::DimParam("N".into())),
-                ..Default::default()
-            };
-        }
-    }
-    vi
 }
 
 fn inputs(n: usize) -> ArrayD<f32> {
