@@ -356,6 +356,7 @@ fn build_report(
     }
     // the encrypted boundary: integers read by client-side float ops
     let mut outputs = Vec::new();
+    let mut decrypted = std::collections::BTreeSet::new();
     let mut client_ops: BTreeMap<String, usize> = BTreeMap::new();
     for &n in &order {
         let node = &g.g[n];
@@ -364,7 +365,8 @@ fn build_report(
         }
         *client_ops.entry(node.op.name().to_string()).or_default() += 1;
         for i in g.inputs_of(n) {
-            if g.g[i].ty.dtype == DType::I64 {
+            // each integer once, however many client ops read it
+            if g.g[i].ty.dtype == DType::I64 && decrypted.insert(i) {
                 // per element (each decrypts in its own window)
                 let bits = cx.bounds.get(&i).map_or_else(
                     || iv(i).map_or(0, |x: Interval| x.bits()),
