@@ -2,6 +2,10 @@
 //!
 //! - folds an inference BatchNormalization into the Conv or Gemm that feeds it alone
 //!   (`w' = w·k`, `b' = (b − mean)·k + β`, `k = γ/√(var + ε)`);
+//! - folds a residual `x + Conv(x)` (stride 1, "same" padding of an odd kernel, as many
+//!   output as input channels, one group) into the Conv, whose kernel gains 1 at the centre
+//!   tap of each channel's own input: the skip branch then costs no requantization table
+//!   (a table per element on digits_resnet);
 //! - evaluates every node whose inputs are all constant;
 //! - drops Identity;
 //! - writes the ops the quantize pass has no encrypted rule for as ops it has (same function
@@ -34,6 +38,7 @@ impl Pass for Canonicalize {
         changed |= drop_identity(g)?;
         changed |= fold_constants(g)?;
         changed |= fold_batch_norm(g)?;
+        changed |= fold_residual(g)?;
         changed |= matmul_of_computed(g)?;
         changed |= server_softmax(g)?;
         changed |= explicit_broadcast(g)?;
@@ -150,6 +155,68 @@ fn fold_batch_norm(g: &mut Graph) -> Result<bool, PassError> {
         let bnode = g.add_const(&format!("{name}.bias+bn"), Tensor::F32(b2));
         let fused = g.add_op(&name, op, &[x, wn, bnode])?;
         g.replace_uses(bn, fused);
+        changed = true;
+    }
+    Ok(changed)
+}
+
+/// `x + Conv(x, W, b)` → `Conv(x, W + I, b)` where the Conv preserves the shape and the
+/// identity is its centre tap (see the module docs).
+fn fold_residual(g: &mut Graph) -> Result<bool, PassError> {
+    let mut changed = false;
+    for add in g.topo()? {
+        if g.g[add].op != Op::Binary(Binary::Add) {
+            continue;
+        }
+        let ins = g.inputs_of(add);
+        if ins.len() != 2 || ins[0] == ins[1] {
+            continue;
+        }
+        let found = [(ins[0], ins[1]), (ins[1], ins[0])]
+            .into_iter()
+            .find(|&(conv, x)| {
+                let Op::Conv(a) = &g.g[conv].op else {
+                    return false;
+                };
+                let cin = g.inputs_of(conv);
+                cin.first() == Some(&x)
+                    && g.users_of(conv).len() == 1
+                    && !g.outputs.iter().any(|o| o.node == conv)
+                    && a.group == 1
+                    && a.strides.iter().all(|&s| s == 1)
+                    && a.dilations.iter().all(|&d| d == 1)
+                    && a.kernel.iter().all(|&k| k % 2 == 1)
+                    && a.kernel
+                        .iter()
+                        .zip(a.pads_begin.iter().zip(&a.pads_end))
+                        .all(|(&k, (&p0, &p1))| p0 == (k - 1) / 2 && p1 == p0)
+                    && g.g[conv].ty == g.g[x].ty
+                    && cin.get(1).and_then(|&w| const_of(g, w)).is_some()
+            });
+        let Some((conv, x)) = found else { continue };
+        let Op::Conv(a) = g.g[conv].op.clone() else {
+            continue;
+        };
+        let cin = g.inputs_of(conv);
+        let Some(w) = const_of(g, cin[1]).and_then(|t| t.as_f32().cloned()) else {
+            continue;
+        };
+        let shape = w.shape().to_vec();
+        if shape.len() != 2 + a.kernel.len() || shape[0] != shape[1] {
+            continue;
+        }
+        let mut w2 = w;
+        for c in 0..shape[0] {
+            let mut ix = vec![c, c];
+            ix.extend(a.kernel.iter().map(|&k| (k - 1) / 2));
+            w2[IxDyn(&ix)] += 1.0;
+        }
+        let name = g.g[conv].name.clone();
+        let wn = g.add_const(&format!("{name}.weight+skip"), Tensor::F32(w2));
+        let mut inputs = vec![x, wn];
+        inputs.extend(cin.get(2).copied());
+        let fused = g.add_op(&name, Op::Conv(a), &inputs)?;
+        g.replace_uses(add, fused);
         changed = true;
     }
     Ok(changed)

@@ -276,6 +276,78 @@ fn canonicalize_folds_batch_norm_into_conv() {
     assert!(err < 1e-5, "rel. error {err}");
 }
 
+/// A residual `x + Conv(x)` (stride 1, same padding, C → C) becomes one Conv whose kernel
+/// holds the identity at its centre tap — the same function, no Add left — while a Conv that
+/// changes the channel count keeps its Add; on digits_resnet the skip branch's
+/// requantization tables disappear (1,824 → 1,056 lookups) at the float model's accuracy.
+#[test]
+fn canonicalize_folds_a_residual_skip_into_its_conv() {
+    use fhec::ir::{Binary, ConvAttrs, Op, TensorType};
+    use ndarray::{ArrayD, IxDyn};
+    for (c_out, folds) in [(2, true), (3, false)] {
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::f32(vec![1, 2, 5, 5]), true);
+        let w = g.add_const(
+            "w",
+            Tensor::F32(ArrayD::from_shape_fn(IxDyn(&[c_out, 2, 3, 3]), |i| {
+                (i[0] + 2 * i[1] + i[2] * i[3]) as f32 * 0.07 - 0.3
+            })),
+        );
+        let attrs = ConvAttrs {
+            kernel: vec![3, 3],
+            strides: vec![1, 1],
+            pads_begin: vec![1, 1],
+            pads_end: vec![1, 1],
+            dilations: vec![1, 1],
+            group: 1,
+        };
+        let conv = g.add_op("conv", Op::Conv(attrs), &[x, w]).expect("conv");
+        // a 2 → 3 Conv does not add to x; broadcast it against a 3-channel input instead
+        let skip = if folds {
+            x
+        } else {
+            g.add_input("e", TensorType::f32(vec![1, 3, 5, 5]), true)
+        };
+        let add = g
+            .add_op("add", Op::Binary(Binary::Add), &[conv, skip])
+            .expect("add");
+        g.add_output("y", add);
+        let mut input = vec![Tensor::F32(ArrayD::from_shape_fn(
+            IxDyn(&[1, 2, 5, 5]),
+            |i| ((i[1] * 25 + i[2] * 5 + i[3]) as f32).cos(),
+        ))];
+        if !folds {
+            input.push(Tensor::F32(ArrayD::ones(IxDyn(&[1, 3, 5, 5]))));
+        }
+        let want = fhec::ir::eval_f32(&g, &input).expect("runs");
+        let mut cx = PassContext::default();
+        passes::canonicalize::Canonicalize
+            .run(&mut g, &mut cx)
+            .expect("runs");
+        g.verify().expect("verifies");
+        let adds =
+            g.g.node_weights()
+                .filter(|n| n.op == Op::Binary(Binary::Add))
+                .count();
+        assert_eq!(adds, usize::from(!folds), "{}", g.dump());
+        let got = fhec::ir::eval_f32(&g, &input).expect("runs");
+        let err = crate::common::rel_err(&got[0].f32_values(), &want[0].f32_values());
+        assert!(err < 1e-5, "rel. error {err}");
+    }
+    let calib = npy::read_f32(&model("digits_resnet_calib.npy")).expect("calib");
+    let (m, _) = fhec::compile(
+        &model("digits_resnet.onnx"),
+        &[calib],
+        &fhec::CompileOptions::default(),
+    )
+    .expect("compiles");
+    assert_eq!(m.report.pbs_count, 1056, "{}", m.report.to_text());
+    let x = npy::read_f32(&model("digits_resnet_test_x.npy")).expect("x");
+    let y = npy::read_labels(&model("digits_resnet_test_y.npy")).expect("y");
+    let acc = fhec::accuracy(&m.run_clear(&[x]).expect("runs")[0], &y).expect("acc");
+    assert!(acc >= 0.97, "digits_resnet clear accuracy {acc}");
+}
+
 #[test]
 fn pruning_meets_the_accumulator_budget() {
     let cfg = QuantConfig {
