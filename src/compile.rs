@@ -175,10 +175,16 @@ pub fn compile_model(
     } else {
         split_samples(&m.graph, calib)?
     };
-    // the client's float preprocessing comes off first; calibration sees its outputs
-    let mut g = m.graph.clone();
-    let mut hcx = PassContext::new(opts.quant.clone(), Vec::new());
-    fhec_passes::Pass::run(&fhec_passes::canonicalize::Canonicalize, &mut g, &mut hcx)?;
+    // the float graph after canonicalization is what --mode float runs; the program starts
+    // from it, with the client's float preprocessing cut off (calibration sees its outputs)
+    let mut float_graph = m.graph.clone();
+    let mut fcx = PassContext::new(opts.quant.clone(), Vec::new());
+    fhec_passes::Pass::run(
+        &fhec_passes::canonicalize::Canonicalize,
+        &mut float_graph,
+        &mut fcx,
+    )?;
+    let mut g = float_graph.clone();
     let head = fhec_passes::client_head::split_head(&mut g)?;
     let samples = match &head {
         None => samples,
@@ -188,16 +194,8 @@ pub fn compile_model(
             .collect::<std::result::Result<Vec<_>, _>>()?,
     };
     let mut cx = PassContext::new(opts.quant.clone(), samples);
-    // the float graph after canonicalization is what --mode float runs
     let pipeline = Pipeline::standard();
     let dumps = pipeline.run(&mut g, &mut cx, &opts.dump_after)?;
-    let mut float_graph = m.graph.clone();
-    let mut fcx = PassContext::new(opts.quant.clone(), Vec::new());
-    fhec_passes::Pass::run(
-        &fhec_passes::canonicalize::Canonicalize,
-        &mut float_graph,
-        &mut fcx,
-    )?;
     let mut report = build_report(&m.source, &g, &cx, &float_graph)?;
     if let Some(h) = &head {
         report.client_head = h
@@ -788,17 +786,8 @@ impl CompiledModel {
                 .map_err(|e| format!("corrupt client head ({e})"))?;
             // only what client_head cuts: elementwise arithmetic with constants
             let ok_op = |op: &Op| {
-                matches!(
-                    op,
-                    Op::Input { .. }
-                        | Op::Const(_)
-                        | Op::Binary(
-                            fhec_ir::Binary::Add
-                                | fhec_ir::Binary::Sub
-                                | fhec_ir::Binary::Mul
-                                | fhec_ir::Binary::Div
-                        )
-                )
+                matches!(op, Op::Input { .. } | Op::Const(_))
+                    || fhec_passes::client_head::is_head_op(op)
             };
             if let Some(n) = h.g.node_weights().find(|n| !ok_op(&n.op)) {
                 return Err(format!(

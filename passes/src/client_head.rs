@@ -14,12 +14,17 @@
 
 use fhec_ir::{Binary, Graph, IrError, NodeIndex, Op};
 
+/// The arithmetic a head step may do: `Add`, `Sub`, `Mul` or `Div` (with a constant).
+pub fn is_head_op(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Binary(Binary::Add | Binary::Sub | Binary::Mul | Binary::Div)
+    )
+}
+
 /// The elementwise op `n` applies to its one non-constant operand, if it qualifies.
 fn head_step(g: &Graph, n: NodeIndex, from: NodeIndex) -> bool {
-    let Op::Binary(b) = &g.g[n].op else {
-        return false;
-    };
-    if !matches!(b, Binary::Add | Binary::Sub | Binary::Mul | Binary::Div) {
+    if !is_head_op(&g.g[n].op) {
         return false;
     }
     let ins = g.inputs_of(n);

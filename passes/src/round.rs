@@ -133,6 +133,16 @@ fn po2_shift(t: &fhec_ir::TluFn, len: usize) -> Option<(Vec<u32>, Vec<i64>)> {
     Some((ks, bs))
 }
 
+/// Recomputes the proven bounds (and, under calibrated ranges, the observed ones) after the
+/// graph changed.
+fn refresh(g: &Graph, cx: &mut PassContext) -> Result<(), PassError> {
+    cx.bounds = bounds(g, cx)?;
+    if cx.config.ranges == RangePolicy::Calibrated {
+        cx.observed_elems = observed(g, cx)?;
+    }
+    Ok(())
+}
+
 /// One value, or one per element.
 fn compress<T: Copy + PartialEq>(v: Vec<T>) -> Vec<T> {
     if v.iter().all(|x| *x == v[0]) {
@@ -167,10 +177,7 @@ impl Pass for Round {
                 continue;
             }
             if stale {
-                cx.bounds = bounds(g, cx)?;
-                if policy == RangePolicy::Calibrated {
-                    cx.observed_elems = observed(g, cx)?;
-                }
+                refresh(g, cx)?;
                 stale = false;
             }
             let mut x = g.inputs_of(n)[0];
@@ -208,10 +215,7 @@ impl Pass for Round {
                         t.b = vec![0.0];
                     }
                     x = xb;
-                    cx.bounds = bounds(g, cx)?;
-                    if policy == RangePolicy::Calibrated {
-                        cx.observed_elems = observed(g, cx)?;
-                    }
+                    refresh(g, cx)?;
                 }
                 let k = ks.iter().copied().max().unwrap_or(0);
                 if !cx.shifts.iter().any(|(l, _, _)| *l == layer) {
@@ -294,8 +298,7 @@ impl Pass for Round {
         }
         let windows = if policy == RangePolicy::Calibrated {
             if stale {
-                cx.bounds = bounds(g, cx)?;
-                cx.observed_elems = observed(g, cx)?;
+                refresh(g, cx)?;
             }
             output_windows(g, cx, margin)?
         } else {

@@ -174,7 +174,6 @@ pub fn to_onnx(
         true,
         false,
     );
-    let n = net.layers.len();
     let live = live_neurons(net)?;
     for (i, layer) in net.layers.iter().enumerate() {
         // only live neurons, reading only live inputs
@@ -211,11 +210,7 @@ pub fn to_onnx(
         let bias = b.init(&format!("fc{i}.bias"), &[fo], bias);
         h = b.node(&format!("/fc{i}/Add"), "Add", "", &[&mm, &bias], vec![]);
         if let Some(q) = net.act_q.get(i) {
-            let op = match net.activation {
-                super::net::Activation::Relu => "Relu",
-                super::net::Activation::Sigmoid => "Sigmoid",
-                super::net::Activation::Tanh => "Tanh",
-            };
+            let op = net.activation.onnx_op();
             let a = b.node(&format!("/act{i}/{op}"), op, "", &[&h], vec![]);
             h = b.quant(
                 &format!("/act{i}/act_quant/Quant"),
@@ -226,22 +221,19 @@ pub fn to_onnx(
                 false,
             );
         }
-        if i + 1 == n {
-            if let Some(t) = target {
-                let k = t.mean.len();
-                let sd = b.init("target.std", &[k], t.std.clone());
-                let mu = b.init("target.mean", &[k], t.mean.clone());
-                let m = b.node("/target/Mul", "Mul", "", &[&h, &sd], vec![]);
-                h = b.node("/target/Add", "Add", "", &[&m, &mu], vec![]);
-            }
-        }
+    }
+    if let Some(t) = target {
+        let k = t.mean.len();
+        let sd = b.init("target.std", &[k], t.std.clone());
+        let mu = b.init("target.mean", &[k], t.mean.clone());
+        let m = b.node("/target/Mul", "Mul", "", &[&h, &sd], vec![]);
+        b.node("/target/Add", "Add", "", &[&m, &mu], vec![]);
     }
     // the last node writes the graph output
     let outputs = live.last().map_or(0, Vec::len);
     if let Some(last) = b.nodes.last_mut() {
         last.output = vec!["output".into()];
     }
-    let _ = h;
     let model = pb::ModelProto {
         ir_version: 8,
         producer_name: "fhec train".into(),

@@ -432,6 +432,17 @@ fn split(
     (train, val)
 }
 
+/// Per-column mean and standard deviation over rows `idx` (a constant column's deviation is
+/// taken as 1).
+fn column_stats(a: &Array2<f32>, idx: &[usize]) -> (ndarray::Array1<f32>, ndarray::Array1<f32>) {
+    let sel = a.select(Axis(0), idx);
+    let mean = sel.mean_axis(Axis(0)).expect("non-empty: ≥ 1 training row");
+    let std = sel
+        .std_axis(Axis(0), 0.0)
+        .mapv(|s| if s > 1e-8 { s } else { 1.0 });
+    (mean, std)
+}
+
 fn rows(x: &Array2<f32>, idx: &[usize], dev: &Device) -> candle_core::Result<Tensor> {
     let f = x.ncols();
     let mut v: Vec<f32> = Vec::with_capacity(idx.len() * f);
@@ -461,20 +472,12 @@ pub fn train(
     let n = data.x.nrows();
     let (tr, va) = split(&data.y, n, o.val_split, &mut rng);
     // standardization from the training rows
-    let xt = data.x.select(Axis(0), &tr);
-    let mean = xt.mean_axis(Axis(0)).expect("non-empty: ≥ 1 training row");
-    let std = xt
-        .std_axis(Axis(0), 0.0)
-        .mapv(|s| if s > 1e-8 { s } else { 1.0 });
+    let (mean, std) = column_stats(&data.x, &tr);
     let xs = (&data.x - &mean) / &std;
     let (n_out, classes, y_norm) = match &data.y {
         Targets::Classes(c, k) => (*k, Some(c), None),
         Targets::Values(v) => {
-            let vt = v.select(Axis(0), &tr);
-            let m = vt.mean_axis(Axis(0)).expect("non-empty");
-            let s = vt
-                .std_axis(Axis(0), 0.0)
-                .mapv(|s| if s > 1e-8 { s } else { 1.0 });
+            let (m, s) = column_stats(v, &tr);
             (v.ncols(), None, Some(((v - &m) / &s, m, s)))
         }
     };
@@ -539,26 +542,17 @@ pub fn train(
         })
         .max()
         .unwrap_or(0);
+    // ramp steps taken after epoch `e` (0-based), up to `ramp`; `None` while dense
+    let steps = |e: usize| (e + 1 >= warm).then(|| (e + 1 - warm).min(ramp));
     let budget_at = |e: usize| -> Option<u32> {
         let a = o.n_accum_bits?;
-        if e + 1 < warm {
-            return None;
-        }
+        let done = steps(e)?;
         let extra = dense_bits.saturating_sub(a) as f64;
-        let t = ((warm + ramp).saturating_sub(e + 1)) as f64 / ramp as f64;
-        Some(a + (extra * t.clamp(0.0, 1.0)).ceil() as u32)
+        Some(a + (extra * (ramp - done) as f64 / ramp as f64).ceil() as u32)
     };
     // the neuron fraction follows the same schedule
     let neurons_at = |e: usize| -> f64 {
-        if o.prune_neurons == 0.0 || e + 1 < warm {
-            return 0.0;
-        }
-        let t = ((e + 1 - warm) as f64 / ramp as f64).min(1.0);
-        if t >= 1.0 {
-            o.prune_neurons
-        } else {
-            o.prune_neurons * t
-        }
+        steps(e).map_or(0.0, |done| o.prune_neurons * (done as f64 / ramp as f64))
     };
     let targets_t = |idx: &[usize]| -> candle_core::Result<Tensor> {
         match (classes, &y_norm) {

@@ -74,11 +74,12 @@ pub enum Activation {
 }
 
 impl Activation {
-    pub fn name(self) -> &'static str {
+    /// The ONNX op it exports as.
+    pub fn onnx_op(self) -> &'static str {
         match self {
-            Self::Relu => "relu",
-            Self::Sigmoid => "sigmoid",
-            Self::Tanh => "tanh",
+            Self::Relu => "Relu",
+            Self::Sigmoid => "Sigmoid",
+            Self::Tanh => "Tanh",
         }
     }
     /// The output grid of an `a`-bit quantizer after this activation: unsigned where the

@@ -211,9 +211,21 @@ fn rounding_to_enough_bits_changes_nothing() {
     assert_eq!(run(None), run(Some(16)));
 }
 
+/// A 3×3 convolution, stride 1, padded to keep its input's size.
+fn same_3x3() -> fhec::ir::ConvAttrs {
+    fhec::ir::ConvAttrs {
+        kernel: vec![3, 3],
+        strides: vec![1, 1],
+        pads_begin: vec![1, 1],
+        pads_end: vec![1, 1],
+        dilations: vec![1, 1],
+        group: 1,
+    }
+}
+
 #[test]
 fn canonicalize_folds_batch_norm_into_conv() {
-    use fhec::ir::{ConvAttrs, Op, TensorType};
+    use fhec::ir::{Op, TensorType};
     use ndarray::{ArrayD, IxDyn};
     let mut g = Graph::new();
     let x = g.add_input("x", TensorType::f32(vec![1, 2, 5, 5]), true);
@@ -227,14 +239,7 @@ fn canonicalize_folds_batch_norm_into_conv() {
         "b",
         Tensor::F32(ArrayD::from_shape_vec(IxDyn(&[3]), vec![0.1, -0.2, 0.3]).expect("b")),
     );
-    let attrs = ConvAttrs {
-        kernel: vec![3, 3],
-        strides: vec![1, 1],
-        pads_begin: vec![1, 1],
-        pads_end: vec![1, 1],
-        dilations: vec![1, 1],
-        group: 1,
-    };
+    let attrs = same_3x3();
     let conv = g.add_op("conv", Op::Conv(attrs), &[x, w, b]).expect("conv");
     let p = |v: [f32; 3], n: &str| g_const(n, v);
     fn g_const(n: &str, v: [f32; 3]) -> (String, Tensor) {
@@ -282,7 +287,7 @@ fn canonicalize_folds_batch_norm_into_conv() {
 /// requantization tables disappear (1,824 → 1,056 lookups) at the float model's accuracy.
 #[test]
 fn canonicalize_folds_a_residual_skip_into_its_conv() {
-    use fhec::ir::{Binary, ConvAttrs, Op, TensorType};
+    use fhec::ir::{Binary, Op, TensorType};
     use ndarray::{ArrayD, IxDyn};
     for (c_out, folds) in [(2, true), (3, false)] {
         let mut g = Graph::new();
@@ -293,14 +298,7 @@ fn canonicalize_folds_a_residual_skip_into_its_conv() {
                 (i[0] + 2 * i[1] + i[2] * i[3]) as f32 * 0.07 - 0.3
             })),
         );
-        let attrs = ConvAttrs {
-            kernel: vec![3, 3],
-            strides: vec![1, 1],
-            pads_begin: vec![1, 1],
-            pads_end: vec![1, 1],
-            dilations: vec![1, 1],
-            group: 1,
-        };
+        let attrs = same_3x3();
         let conv = g.add_op("conv", Op::Conv(attrs), &[x, w]).expect("conv");
         // a 2 → 3 Conv does not add to x; broadcast it against a 3-channel input instead
         let skip = if folds {
