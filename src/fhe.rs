@@ -57,6 +57,8 @@ pub struct SampleTimes {
 /// Identity of a program under parameters: payload length and CRC-32 of both.
 fn fingerprint(prog: &Program, choice: &Choice) -> u64 {
     let mut h = crc32fast::Hasher::new();
+    // the key layout: registers under the extraction set's key when there is one
+    h.update(b"fhec registers home v2");
     let mut len = 0u64;
     for bytes in [
         bincode::serialize(prog),
@@ -140,7 +142,7 @@ impl CompiledModel {
     /// As [`CompiledModel::plan`].
     pub fn input_shape(&self) -> Result<CiphertextShape> {
         let plan = self.plan()?;
-        Ok(CiphertextShape::inputs(&plan.program, &plan.choice.params))
+        Ok(CiphertextShape::inputs(&plan.program, plan.choice.home()))
     }
 
     /// What this model's encrypted-result files must hold.
@@ -149,7 +151,7 @@ impl CompiledModel {
     /// As [`CompiledModel::plan`].
     pub fn output_shape(&self) -> Result<CiphertextShape> {
         let plan = self.plan()?;
-        Ok(CiphertextShape::outputs(&plan.program, &plan.choice.params))
+        Ok(CiphertextShape::outputs(&plan.program, plan.choice.home()))
     }
 
     /// Checks that a key was made for this model and these parameters.

@@ -41,10 +41,13 @@
 //!
 //! # Search
 //! Over polynomial sizes, GLWE dimensions, LWE dimensions and decomposition (base, level) of
-//! the bootstrap and the key switch, the cheapest candidate (cost ∝ `n·ℓ_pbs·(k+1)²·N·log N +
-//! k·N·n·ℓ_ks` per bootstrap) whose every constraint meets the target error probability and
-//! whose bootstrapping key fits the memory cap. The cost is turned into milliseconds by one
-//! constant fitted to `fhec bench-pbs` on this machine ([`FheParams::est_ms_per_pbs`]).
+//! the bootstrap and the key switch, the cheapest candidate whose every constraint meets the
+//! target error probability and whose bootstrapping key fits the memory cap. The cost is an
+//! estimate of one thread's time on this machine: per LWE coefficient of the blind rotation,
+//! `(k+1)(ℓ_pbs+1)` FFTs of `N·log₂N` and `(k+1)²·ℓ_pbs·N` Fourier multiply-adds, plus one
+//! read per keyswitching-key word (`in·ℓ_ks·(out+1)`), with weights fitted to 13 measured
+//! blind rotations (k from 1 to 8: a k=4, N=512 set is a third cheaper than the k=1,
+//! N=2048 set of the same size, which an `(k+1)²·N·log N` model got backwards).
 //! `--global-p-error` splits a per-sample target evenly over the sample's bootstraps and
 //! decryptions (union bound).
 //!
@@ -62,8 +65,17 @@ pub(super) use tfhe::core_crypto::commons::noise_formulas::secure_noise::minimal
 
 pub(super) const Q: f64 = 18_446_744_073_709_551_616.0; // 2^64
 const MANTISSA: f64 = 53.0;
-/// Milliseconds per unit of [`FheParams::cost`] on one thread, fitted to measurements.
-const MS_PER_COST: f64 = 1.41e-7;
+/// Milliseconds per unit of [`FheParams::cost`] (nanoseconds on one thread of this machine).
+const MS_PER_COST: f64 = 1e-6;
+/// Nanoseconds per FFT butterfly unit (`N·log₂N` of one forward or inverse transform) and per
+/// Fourier-domain multiply-add of one coefficient, fitted to 13 blind rotations on this
+/// machine (`k` 1–8, `N` 2^8–2^14, 1–4 levels; within 12 % of each but the two largest, which
+/// it under-estimates by 8 %).
+const NS_PER_FFT_UNIT: f64 = 0.146;
+const NS_PER_MAC: f64 = 0.408;
+/// Nanoseconds per keyswitching-key word read (the keyswitch is a stream over its key),
+/// measured at 0.24–0.41 on this machine.
+const NS_PER_KS_WORD: f64 = 0.3;
 
 /// A TFHE parameter set (keyswitch-then-bootstrap, Gaussian noise, native 2^64 modulus).
 #[derive(
@@ -155,22 +167,26 @@ impl FheParams {
     pub fn v_fresh(&self) -> f64 {
         self.glwe_std * self.glwe_std
     }
-    /// Relative cost of one keyswitch + bootstrap.
+    /// Relative cost of one keyswitch (from this set's own big key) + bootstrap.
     pub fn cost(&self) -> f64 {
         self.blind_rotation_cost()
-            + (self.big_dimension() * self.lwe_dimension * self.ks_level) as f64
+            + ks_cost(self.big_dimension(), self.lwe_dimension, self.ks_level)
     }
-    /// Relative cost of the blind rotation alone (`n·ℓ·(k+1)²·N·log N`).
+    /// Relative cost of the blind rotation alone: per LWE coefficient, `(k+1)·ℓ` forward and
+    /// `k+1` inverse FFTs of `N` points and `(k+1)²·ℓ` Fourier multiply-adds of `N`
+    /// coefficients, each weighted by its measured time.
     pub fn blind_rotation_cost(&self) -> f64 {
-        let (n, k, big_n) = (
+        let (n, k1, big_n, l) = (
             self.lwe_dimension as f64,
-            self.glwe_dimension as f64,
+            (self.glwe_dimension + 1) as f64,
             self.polynomial_size as f64,
+            self.pbs_level as f64,
         );
-        n * self.pbs_level as f64 * (k + 1.0).powi(2) * big_n * big_n.log2()
+        n * (NS_PER_FFT_UNIT * k1 * (l + 1.0) * big_n * big_n.log2()
+            + NS_PER_MAC * k1 * k1 * l * big_n)
     }
     /// Estimated wall time of one keyswitch + bootstrap on one thread of this machine, ms:
-    /// [`FheParams::cost`] times a constant fitted to measurements (`fhec bench-pbs`).
+    /// [`FheParams::cost`] in milliseconds.
     pub fn est_ms_per_pbs(&self) -> f64 {
         self.cost() * MS_PER_COST
     }
@@ -221,13 +237,17 @@ pub(super) fn off_by_one_of(v: f64, margin: f64) -> f64 {
 /// Variance of the value a constraint reads, torus units, when tables run on `main` and
 /// exact rounding's bit extractions on `extract` (`None`: on `main` too).
 pub fn read_variance(main: &FheParams, extract: Option<&ExtractParams>, c: &Constraint) -> f64 {
-    let v_bit = extract.map_or_else(|| main.v_pbs(), |x| x.v_out(main));
-    let mut v = c.alpha * main.v_pbs() + c.gamma * v_bit + c.beta * main.v_fresh();
+    let (v_table, v_bit, v_fresh) = match extract {
+        Some(x) => (x.v_table(main), x.v_bit(), x.set.v_fresh()),
+        None => (main.v_pbs(), main.v_pbs(), main.v_fresh()),
+    };
+    let mut v = c.alpha * v_table + c.gamma * v_bit + c.beta * v_fresh;
     v *= c.scale * c.scale;
     match (c.kind, extract) {
         (ConstraintKind::Decryption, _) => {}
-        (ConstraintKind::BitExtraction, Some(x)) => v += x.v_ks(main) + x.v_ms(),
-        _ => v += main.v_ks() + main.v_ms(),
+        (ConstraintKind::BitExtraction, Some(x)) => v += x.v_ks() + x.v_ms(),
+        (_, Some(x)) => v += x.v_ks_table(main) + main.v_ms(),
+        (_, None) => v += main.v_ks() + main.v_ms(),
     }
     v
 }
@@ -235,23 +255,32 @@ pub fn read_variance(main: &FheParams, extract: Option<&ExtractParams>, c: &Cons
 /// The second partition of an exact-rounding circuit: the 1-bit sign bootstraps that extract
 /// the dropped bits. They read one bit with a quarter-torus margin, so they need neither a
 /// large polynomial (the modulus switch to `2N` only has to keep one bit) nor the table
-/// partition's low output noise (a bit's noise is scaled by at most `2^(B−j)` for the bits
-/// above it). Path of one extraction: keyswitch from the main set's big key (dimension
-/// `k·N`) to this set's small key (`set.ks_*`), modulus switch to `2·set.N`, blind rotation
-/// with this set's bootstrapping key (`set.pbs_*`), sample extraction under this set's big
-/// key, keyswitch back to the main set's big key (`fks_*`), where it is subtracted from the
-/// accumulator. Security: both keys of this set sit on tfhe's 132-bit curve for their
-/// dimensions (as [`FheParams::secure`]), and the return keyswitching key is encrypted under
-/// the main big key with that key's own secure noise.
+/// partition's low output noise.
+///
+/// Registers (inputs, accumulators, extracted bits, table outputs) live under this set's big
+/// key (dimension `k·N`, typically 2048), as Concrete's multi-parameter circuits keep them
+/// under the key of their cheapest partition: linear layers, inputs and outputs are a
+/// quarter of the size they would be under the tables' `N = 8192` key, and the many
+/// extractions need no keyswitch beyond their own. Paths:
+/// - bit extraction: keyswitch from this big key to this set's small key (`set.ks_*`),
+///   modulus switch to `2·set.N`, blind rotation (`set.pbs_*`), sample extraction under this
+///   big key: done;
+/// - table: keyswitch from this big key to the main set's small key (the main set's `ks_*`),
+///   the main set's bootstrap, and a keyswitch from its big key back to this one (`fks_*`),
+///   once per table.
+///
+/// Security: both keys of this set sit on tfhe's 132-bit curve for their dimensions (as
+/// [`FheParams::secure`]), and every keyswitching key is encrypted under its output key with
+/// that key's own secure noise.
 #[derive(
     Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize, tfhe_versionable::Versionize,
 )]
 #[versionize(ExtractParamsVersions)]
 pub struct ExtractParams {
-    /// n, k, N and the bootstrap decomposition of this set; `ks_*` is the keyswitch from the
-    /// main set's big key to this set's small key.
+    /// n, k, N and the bootstrap decomposition of this set; `ks_*` is the keyswitch from this
+    /// set's big key to its small key.
     pub set: FheParams,
-    /// Keyswitch from this set's big key back to the main set's big key.
+    /// Keyswitch from the main (table) set's big key to this set's big key, after each table.
     pub fks_base_log: usize,
     pub fks_level: usize,
 }
@@ -273,41 +302,62 @@ impl std::fmt::Display for ExtractParams {
 }
 
 impl ExtractParams {
-    pub fn v_ks(&self, main: &FheParams) -> f64 {
-        ks_variance(
-            main.big_dimension(),
-            self.set.lwe_dimension,
-            self.set.ks_base_log,
-            self.set.ks_level,
-        )
+    /// Variance of an extraction's keyswitch (this big key to this small key).
+    pub fn v_ks(&self) -> f64 {
+        self.set.v_ks()
     }
     pub fn v_ms(&self) -> f64 {
         self.set.v_ms()
     }
-    /// Variance the keyswitch back to the main big key adds.
-    pub fn v_fks(&self, main: &FheParams) -> f64 {
+    /// Variance of a table's keyswitch in: this big key to the main set's small key.
+    pub fn v_ks_table(&self, main: &FheParams) -> f64 {
         ks_variance(
             self.set.big_dimension(),
+            main.lwe_dimension,
+            main.ks_base_log,
+            main.ks_level,
+        )
+    }
+    /// Variance the keyswitch back from the main set's big key adds to a table output.
+    pub fn v_fks(&self, main: &FheParams) -> f64 {
+        ks_variance(
             main.big_dimension(),
+            self.set.big_dimension(),
             self.fks_base_log,
             self.fks_level,
         )
     }
-    /// Noise of an extracted bit where it is subtracted (main big key).
-    pub fn v_out(&self, main: &FheParams) -> f64 {
-        self.set.v_pbs() + self.v_fks(main)
+    /// Noise of an extracted bit where it is subtracted (this set's big key).
+    pub fn v_bit(&self) -> f64 {
+        self.set.v_pbs()
     }
-    /// Relative cost of one extraction: keyswitch in, bootstrap, keyswitch out (units of
+    /// Noise of a table output back under this set's big key.
+    pub fn v_table(&self, main: &FheParams) -> f64 {
+        main.v_pbs() + self.v_fks(main)
+    }
+    /// Relative cost of one extraction: keyswitch and bootstrap (units of
     /// [`FheParams::cost`]).
-    pub fn cost(&self, main: &FheParams) -> f64 {
-        let s = &self.set;
-        s.blind_rotation_cost()
-            + (main.big_dimension() * s.lwe_dimension * s.ks_level) as f64
-            + (s.big_dimension() * self.fks_level * main.big_dimension()) as f64
+    pub fn cost(&self) -> f64 {
+        self.set.cost()
+    }
+    /// Relative cost of one table lookup under this layout: keyswitch in from this big key,
+    /// the main set's bootstrap, keyswitch back.
+    pub fn table_cost(&self, main: &FheParams) -> f64 {
+        main.blind_rotation_cost()
+            + ks_cost(self.set.big_dimension(), main.lwe_dimension, main.ks_level)
+            + ks_cost(
+                main.big_dimension(),
+                self.set.big_dimension(),
+                self.fks_level,
+            )
     }
     /// Estimated wall time of one extraction on one thread, ms.
-    pub fn est_ms(&self, main: &FheParams) -> f64 {
-        self.cost(main) * MS_PER_COST
+    pub fn est_ms(&self) -> f64 {
+        self.cost() * MS_PER_COST
+    }
+    /// Estimated wall time of one table lookup on one thread, ms.
+    pub fn est_table_ms(&self, main: &FheParams) -> f64 {
+        self.table_cost(main) * MS_PER_COST
     }
 }
 
@@ -374,11 +424,10 @@ impl Constraint {
 pub struct Choice {
     /// `optimizer`, or the name of the tfhe vetted set.
     pub source: String,
-    /// The main set: table lookups (and every bootstrap when `extract` is `None`); inputs
-    /// are encrypted and outputs decrypted under its big key.
+    /// The main set: table lookups (and every bootstrap when `extract` is `None`).
     pub params: FheParams,
-    /// Exact rounding's bit extractions on a set of their own (a second partition), or
-    /// `None` (one set for every bootstrap).
+    /// Exact rounding's bit extractions on a set of their own (a second partition, whose big
+    /// key holds the registers: [`Choice::home`]), or `None` (one set for every bootstrap).
     pub extract: Option<ExtractParams>,
     /// Worst error probability of one bootstrap or decryption.
     pub p_error: f64,
@@ -418,11 +467,19 @@ pub(super) fn circuit_cost(
     extract: Option<&ExtractParams>,
     counts: (usize, usize),
 ) -> f64 {
-    let bit = extract.map_or_else(|| main.cost(), |x| x.cost(main));
-    counts.0 as f64 * main.cost() + counts.1 as f64 * bit
+    match extract {
+        Some(x) => counts.0 as f64 * x.table_cost(main) + counts.1 as f64 * x.cost(),
+        None => (counts.0 + counts.1) as f64 * main.cost(),
+    }
 }
 
 impl Choice {
+    /// The set whose big key holds the registers: inputs are encrypted, linear layers run
+    /// and outputs are decrypted under it (the extraction set's when there is one).
+    pub fn home(&self) -> &FheParams {
+        self.extract.as_ref().map_or(&self.params, |x| &x.set)
+    }
+
     pub(super) fn new(
         source: String,
         params: FheParams,
@@ -678,6 +735,12 @@ pub(super) fn best_ks(input: usize, output: usize, level: usize) -> Option<usize
     (1..=(64 / level).min(30)).min_by(|&a, &b| {
         ks_variance(input, output, a, level).total_cmp(&ks_variance(input, output, b, level))
     })
+}
+
+/// Relative cost of one keyswitch from dimension `input` to `output` with `level` levels
+/// (units of [`FheParams::cost`]): one read of each key word.
+pub(super) fn ks_cost(input: usize, output: usize, level: usize) -> f64 {
+    NS_PER_KS_WORD * (input * level * (output + 1)) as f64
 }
 
 /// Variance a keyswitch adds (tfhe's formula; the output key at its secure noise).

@@ -3,9 +3,9 @@
 //! stored with a compiled model ([`verify`]).
 
 use super::params::{
-    best_ks, best_pbs, circuit_cost, min_var, p_error_of, partition_counts, read_variance, search,
-    search_set, vetted_sets, Choice, Constraint, ConstraintKind, ExtractParams, FheParams,
-    ParamsError, Target, Q,
+    best_ks, best_pbs, circuit_cost, ks_variance, min_var, p_error_of, partition_counts,
+    read_variance, search, search_set, vetted_sets, Choice, Constraint, ConstraintKind,
+    ExtractParams, FheParams, ParamsError, Target, Q,
 };
 
 /// The cheapest plan for a circuit: one set for every bootstrap, or (when exact rounding
@@ -60,7 +60,7 @@ pub fn search_circuit(
                 continue;
             }
             tried.push(main.clone());
-            if let Some(x) = search_extract(&main, constraints, target) {
+            if let Some((main, x)) = search_extract(&main, constraints, target) {
                 let cost = circuit_cost(&main, Some(&x), counts);
                 if best.as_ref().is_none_or(|b| cost < b.0) {
                     best = Some((cost, main, x));
@@ -76,40 +76,59 @@ pub fn search_circuit(
     }
 }
 
-/// The cheapest extraction set for a given main set that meets every constraint.
+/// The cheapest extraction set for a given main set that meets every constraint, and the
+/// main set with its keyswitch re-chosen for the extraction set's big key (where the
+/// registers live: [`ExtractParams`]). The main set's keyswitch gets the fewest levels
+/// that add no more noise from that key than the main search allowed from its own; the
+/// return keyswitch after each table and the extraction set are searched for the least
+/// estimated time per sample (`partition_counts` weighs tables against extractions).
 pub fn search_extract(
     main: &FheParams,
     constraints: &[Constraint],
     target: Target,
-) -> Option<ExtractParams> {
-    let relevant: Vec<&Constraint> = constraints
-        .iter()
-        .filter(|c| c.kind == ConstraintKind::BitExtraction || c.gamma > 0.0)
-        .collect();
-    let feasible = |x: &ExtractParams| {
-        relevant
+) -> Option<(FheParams, ExtractParams)> {
+    let counts = partition_counts(constraints);
+    let feasible = |m: &FheParams, x: &ExtractParams| {
+        constraints
             .iter()
-            .all(|c| target.meets_variance(read_variance(main, Some(x), c), c))
+            .all(|c| target.meets_variance(read_variance(m, Some(x), c), c))
     };
-    let mut best: Option<(f64, ExtractParams)> = None;
+    let allowed = main.v_ks();
+    let mut best: Option<(f64, FheParams, ExtractParams)> = None;
     for log_n in 8..=12u32 {
         let big_n = 1usize << log_n;
-        for k in 1..=4usize {
-            if k * big_n > 1 << 13 {
+        for k in 1..=8usize {
+            let big = k * big_n;
+            if !(MIN_BIG_DIMENSION..=1 << 13).contains(&big) {
                 continue;
             }
-            // the return keyswitch's best base per level depends on k·N only
+            // the tables' keyswitch in, from this big key
+            let Some(main) = (1..=12).find_map(|l| {
+                let b = best_ks(big, main.lwe_dimension, l)?;
+                let m = FheParams {
+                    ks_base_log: b,
+                    ks_level: l,
+                    ..main.clone()
+                };
+                (ks_variance(big, m.lwe_dimension, b, l) <= allowed).then_some(m)
+            }) else {
+                continue;
+            };
+            // the tables' keyswitch back: its best base per level depends on k·N only
             let fks: Vec<(usize, usize)> = (1..=8)
-                .filter_map(|l| best_ks(k * big_n, main.big_dimension(), l).map(|b| (b, l)))
+                .filter_map(|l| best_ks(main.big_dimension(), big, l).map(|b| (b, l)))
                 .collect();
-            for n in (384..=1024).step_by(8) {
+            for n in (MIN_LWE_DIMENSION..=1024).step_by(8) {
                 let base = FheParams::secure(n, k, big_n, (1, 1), (1, 1));
-                let floor = ExtractParams {
-                    set: base.clone(),
-                    fks_base_log: 1,
-                    fks_level: 1,
-                }
-                .cost(main);
+                let floor = circuit_cost(
+                    &main,
+                    Some(&ExtractParams {
+                        set: base.clone(),
+                        fks_base_log: 1,
+                        fks_level: 1,
+                    }),
+                    counts,
+                );
                 if best.as_ref().is_some_and(|b| floor >= b.0) {
                     continue;
                 }
@@ -118,7 +137,7 @@ pub fn search_extract(
                         continue;
                     };
                     for lk in 1..=10 {
-                        let Some(kb) = best_ks(main.big_dimension(), base.lwe_dimension, lk) else {
+                        let Some(kb) = best_ks(big, n, lk) else {
                             continue;
                         };
                         for &(fb, fl) in &fks {
@@ -131,12 +150,12 @@ pub fn search_extract(
                                 fks_base_log: fb,
                                 fks_level: fl,
                             };
-                            let cost = cand.cost(main);
+                            let cost = circuit_cost(&main, Some(&cand), counts);
                             if best.as_ref().is_some_and(|b| cost >= b.0) {
                                 break;
                             }
-                            if feasible(&cand) {
-                                best = Some((cost, cand));
+                            if feasible(&main, &cand) {
+                                best = Some((cost, main.clone(), cand));
                                 break;
                             }
                         }
@@ -145,7 +164,7 @@ pub fn search_extract(
             }
         }
     }
-    best.map(|b| b.1)
+    best.map(|b| (b.1, b.2))
 }
 
 /// Smallest LWE dimension and big-key dimension `k·N` a set may have (the search's floors).
@@ -232,11 +251,7 @@ pub fn verify(
         x.set
             .check_secure()
             .map_err(|e| format!("bit-extraction set: {e}"))?;
-        decomposition(
-            "bit-extraction return keyswitch",
-            x.fks_base_log,
-            x.fks_level,
-        )?;
+        decomposition("tables' return keyswitch", x.fks_base_log, x.fks_level)?;
     }
     if main.polynomial_size < 1 << p.min(16) {
         return Err(format!(

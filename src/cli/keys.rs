@@ -78,20 +78,22 @@ pub(super) fn decrypt(a: DecryptArgs) -> Result<()> {
 pub(super) fn key_sizes_line(k: &fhec::runtime::KeySizes) -> String {
     let m = |b: usize| mb(b as u64);
     let mut s = format!(
-        "{:.1} MiB: tables {:.1} MiB (bootstrapping {:.1} + keyswitching {:.1})",
+        "{:.1} MiB: tables {:.1} MiB (bootstrapping {:.1} + keyswitching {:.1}",
         m(k.total()),
-        m(k.main_bsk + k.main_ksk),
+        m(k.main_bsk + k.main_ksk + k.main_fksk),
         m(k.main_bsk),
         m(k.main_ksk)
     );
     if k.extract_bsk > 0 {
         s += &format!(
-            ", bit extractions {:.1} MiB (bootstrapping {:.1} + keyswitching in {:.1} + out {:.1})",
-            m(k.extract_bsk + k.extract_ksk + k.extract_fksk),
+            " in + {:.1} back), bit extractions {:.1} MiB (bootstrapping {:.1} + keyswitching {:.1})",
+            m(k.main_fksk),
+            m(k.extract_bsk + k.extract_ksk),
             m(k.extract_bsk),
             m(k.extract_ksk),
-            m(k.extract_fksk)
         );
+    } else {
+        s += ")";
     }
     s + " expanded"
 }

@@ -323,8 +323,8 @@ fn print_plan(plan: &Plan) {
     match &c.extract {
         Some(x) => println!(
             "estimated on one thread: {:.1} ms per table bootstrap, {:.2} ms per bit extraction, {:.2} s per sample",
-            pr.est_ms_per_pbs(),
-            x.est_ms(pr),
+            x.est_table_ms(pr),
+            x.est_ms(),
             c.est_ms / 1e3
         ),
         None => println!(

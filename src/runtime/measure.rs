@@ -149,8 +149,10 @@ pub fn table_constraint(p: u32, weight: u64) -> Constraint {
     }
 }
 
-/// Empirical variance of bootstrap output noise (torus units²) over `n` bootstraps of a
-/// `p`-bit table, measured with the client key: the phase minus the exact encoding.
+/// Empirical variance of table bootstrap output noise (torus units²) over `n` bootstraps of
+/// a `p`-bit table (message bits = `p`), under the registers' key (after the keyswitch back
+/// when the key has a second partition), measured with the client key: the phase minus the
+/// exact encoding.
 pub fn pbs_output_variance(ck: &ClientKey, sk: &ServerKey, p: u32, n: usize) -> f64 {
     let d = delta(p);
     let lut = table_lut(sk.params(), p, d, |i| i as u64);
@@ -230,7 +232,7 @@ pub fn extraction_constraint(b: u32, weight: u64) -> Constraint {
 }
 
 /// Empirical variance (torus units²) of an extracted bit where the runtime subtracts it
-/// (after the keyswitch back to the main key, when the partition has its own set), over `n`
+/// (under the registers' key), over `n`
 /// extractions of fresh `b`-bit encryptions: the phase minus the exact bit.
 pub fn bit_output_variance(ck: &ClientKey, sk: &ServerKey, b: u32, n: usize) -> f64 {
     let d = delta(b);

@@ -27,10 +27,18 @@ pub struct KeyInfo {
     pub model_id: u64,
     pub key_id: u64,
     pub msg_bits: u32,
-    /// The main set (tables; inputs and outputs live under its big key).
+    /// The main set (tables; with no second partition, registers live under its big key).
     pub params: FheParams,
-    /// Exact rounding's bit extractions on their own set, or `None`.
+    /// Exact rounding's bit extractions on their own set, whose big key then holds the
+    /// registers (inputs, accumulators, outputs), or `None`.
     pub extract: Option<ExtractParams>,
+}
+
+impl KeyInfo {
+    /// The set whose big key holds the registers.
+    pub fn home(&self) -> &FheParams {
+        self.extract.as_ref().map_or(&self.params, |x| &x.set)
+    }
 }
 
 mod backward_compat {
@@ -121,8 +129,9 @@ pub struct CompressedServerKey {
     extract: Option<CompressedExtractKeys>,
 }
 
-/// The second partition's evaluation keys, seeded: keyswitch from the main big key to its
-/// small key, its bootstrapping key, keyswitch from its big key back to the main big key.
+/// The second partition's evaluation keys, seeded: keyswitch from its big key (where the
+/// registers live) to its small key, its bootstrapping key, and the keyswitch that brings a
+/// table output from the main set's big key back to its big key.
 #[derive(Clone, Serialize, Deserialize, Versionize)]
 #[versionize(CompressedExtractKeysVersions)]
 pub struct CompressedExtractKeys {
@@ -152,6 +161,7 @@ impl Named for CompressedServerKey {
 /// domain, ready to run.
 pub struct ServerKey {
     pub info: KeyInfo,
+    /// Keyswitch from the registers' key to the main set's small key.
     ksk: LweKeyswitchKeyOwned<u64>,
     bsk: FourierLweBootstrapKeyOwned,
     extract: Option<ExtractKeys>,
@@ -164,19 +174,22 @@ struct ExtractKeys {
     fksk: LweKeyswitchKeyOwned<u64>,
 }
 
-/// Server key sizes per partition, bytes (as stored: seeded, standard domain).
+/// Server key sizes per partition, bytes (expanded: 64-bit words, standard domain).
 #[derive(Clone, Debug, Default, PartialEq, Serialize)]
 pub struct KeySizes {
+    /// Tables: bootstrapping key, keyswitch in (from the registers' key), keyswitch back to
+    /// the registers' key (0 with one set).
     pub main_bsk: usize,
     pub main_ksk: usize,
+    pub main_fksk: usize,
+    /// Bit extractions: bootstrapping key and keyswitch in.
     pub extract_bsk: usize,
     pub extract_ksk: usize,
-    pub extract_fksk: usize,
 }
 
 impl KeySizes {
     pub fn total(&self) -> usize {
-        self.main_bsk + self.main_ksk + self.extract_bsk + self.extract_ksk + self.extract_fksk
+        self.main_bsk + self.main_ksk + self.main_fksk + self.extract_bsk + self.extract_ksk
     }
 }
 
@@ -245,6 +258,7 @@ pub fn keygen(
         (s as u64) ^ ((s >> 64) as u64)
     };
     let mut secret_gen = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed());
+    let noise = |std: f64| Gaussian::from_dispersion_parameter(StandardDev(std), 0.0);
     let small =
         LweSecretKey::generate_new_binary(LweDimension(params.lwe_dimension), &mut secret_gen);
     let glwe = GlweSecretKey::generate_new_binary(
@@ -252,69 +266,93 @@ pub fn keygen(
         PolynomialSize(params.polynomial_size),
         &mut secret_gen,
     );
-    let big = glwe.as_lwe_secret_key();
-    let lwe_noise = Gaussian::from_dispersion_parameter(StandardDev(params.lwe_std), 0.0);
-    let glwe_noise = Gaussian::from_dispersion_parameter(StandardDev(params.glwe_std), 0.0);
-    let ksk = allocate_and_generate_new_seeded_lwe_keyswitch_key(
-        &big,
-        &small,
-        DecompositionBaseLog(params.ks_base_log),
-        DecompositionLevelCount(params.ks_level),
-        lwe_noise,
-        modulus(),
-        seeder,
-    );
     let bsk = par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
         &small,
         &glwe,
         DecompositionBaseLog(params.pbs_base_log),
         DecompositionLevelCount(params.pbs_level),
-        glwe_noise,
+        noise(params.glwe_std),
         modulus(),
         seeder,
     );
-    let extract_keys = extract.map(|x| {
-        let s = &x.set;
-        let x_small =
-            LweSecretKey::generate_new_binary(LweDimension(s.lwe_dimension), &mut secret_gen);
-        let x_glwe = GlweSecretKey::generate_new_binary(
-            GlweDimension(s.glwe_dimension),
-            PolynomialSize(s.polynomial_size),
-            &mut secret_gen,
-        );
-        let x_lwe_noise = Gaussian::from_dispersion_parameter(StandardDev(s.lwe_std), 0.0);
-        let x_glwe_noise = Gaussian::from_dispersion_parameter(StandardDev(s.glwe_std), 0.0);
-        CompressedExtractKeys {
-            ksk: allocate_and_generate_new_seeded_lwe_keyswitch_key(
-                &big,
-                &x_small,
-                DecompositionBaseLog(s.ks_base_log),
-                DecompositionLevelCount(s.ks_level),
-                x_lwe_noise,
-                modulus(),
+    let ksk_to = |from: &GlweSecretKeyOwned<u64>,
+                  to: &LweSecretKeyOwned<u64>,
+                  base: usize,
+                  level: usize,
+                  std: f64,
+                  seeder: &mut dyn Seeder| {
+        allocate_and_generate_new_seeded_lwe_keyswitch_key(
+            &from.as_lwe_secret_key(),
+            to,
+            DecompositionBaseLog(base),
+            DecompositionLevelCount(level),
+            noise(std),
+            modulus(),
+            seeder,
+        )
+    };
+    // the registers' key: the extraction set's big key when there is one
+    let (home, ksk, extract_keys) = match extract {
+        None => {
+            let ksk = ksk_to(
+                &glwe,
+                &small,
+                params.ks_base_log,
+                params.ks_level,
+                params.lwe_std,
                 seeder,
-            ),
-            bsk: par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
-                &x_small,
-                &x_glwe,
-                DecompositionBaseLog(s.pbs_base_log),
-                DecompositionLevelCount(s.pbs_level),
-                x_glwe_noise,
-                modulus(),
-                seeder,
-            ),
-            // back to the main big key, with that key's own secure noise
-            fksk: allocate_and_generate_new_seeded_lwe_keyswitch_key(
-                &x_glwe.as_lwe_secret_key(),
-                &big,
-                DecompositionBaseLog(x.fks_base_log),
-                DecompositionLevelCount(x.fks_level),
-                glwe_noise,
-                modulus(),
-                seeder,
-            ),
+            );
+            (glwe, ksk, None)
         }
-    });
+        Some(x) => {
+            let s = &x.set;
+            let x_small =
+                LweSecretKey::generate_new_binary(LweDimension(s.lwe_dimension), &mut secret_gen);
+            let x_glwe = GlweSecretKey::generate_new_binary(
+                GlweDimension(s.glwe_dimension),
+                PolynomialSize(s.polynomial_size),
+                &mut secret_gen,
+            );
+            let ksk = ksk_to(
+                &x_glwe,
+                &small,
+                params.ks_base_log,
+                params.ks_level,
+                params.lwe_std,
+                seeder,
+            );
+            let keys = CompressedExtractKeys {
+                ksk: ksk_to(
+                    &x_glwe,
+                    &x_small,
+                    s.ks_base_log,
+                    s.ks_level,
+                    s.lwe_std,
+                    seeder,
+                ),
+                bsk: par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
+                    &x_small,
+                    &x_glwe,
+                    DecompositionBaseLog(s.pbs_base_log),
+                    DecompositionLevelCount(s.pbs_level),
+                    noise(s.glwe_std),
+                    modulus(),
+                    seeder,
+                ),
+                // a table output back to the registers' key, with that key's secure noise
+                fksk: allocate_and_generate_new_seeded_lwe_keyswitch_key(
+                    &glwe.as_lwe_secret_key(),
+                    &x_glwe.as_lwe_secret_key(),
+                    DecompositionBaseLog(x.fks_base_log),
+                    DecompositionLevelCount(x.fks_level),
+                    noise(s.glwe_std),
+                    modulus(),
+                    seeder,
+                ),
+            };
+            (x_glwe, ksk, Some(keys))
+        }
+    };
     let info = KeyInfo {
         model_id,
         key_id,
@@ -325,7 +363,7 @@ pub fn keygen(
     (
         ClientKey {
             info: info.clone(),
-            glwe,
+            glwe: home,
         },
         CompressedServerKey {
             info,
@@ -386,23 +424,20 @@ impl CompressedServerKey {
         KeySizes {
             main_bsk: words(bsk_len(&self.bsk)),
             main_ksk: words(ksk_len(&self.ksk)),
+            main_fksk: self.extract.as_ref().map_or(0, |x| words(ksk_len(&x.fksk))),
             extract_bsk: self.extract.as_ref().map_or(0, |x| words(bsk_len(&x.bsk))),
             extract_ksk: self.extract.as_ref().map_or(0, |x| words(ksk_len(&x.ksk))),
-            extract_fksk: self.extract.as_ref().map_or(0, |x| words(ksk_len(&x.fksk))),
         }
     }
 }
 
 impl ClientKey {
-    fn params(&self) -> &FheParams {
-        &self.info.params
-    }
-
-    /// Encrypts integers under the big (GLWE-derived) key, as one seeded list.
+    /// Encrypts integers under the registers' big (GLWE-derived) key, as one seeded list.
     pub fn encrypt(&self, values: &[i64]) -> SeededLweCiphertextListOwned<u64> {
         let mut seeder = new_seeder();
         let seeder = seeder.as_mut();
-        let noise = Gaussian::from_dispersion_parameter(StandardDev(self.params().glwe_std), 0.0);
+        let noise =
+            Gaussian::from_dispersion_parameter(StandardDev(self.info.home().glwe_std), 0.0);
         let big = self.glwe.as_lwe_secret_key();
         let d = delta(self.info.msg_bits);
         let plain = PlaintextList::from_container(
@@ -558,35 +593,40 @@ impl ServerKey {
         &self.info.params
     }
 
+    /// Size of a register: an LWE ciphertext under the registers' big key.
     pub(crate) fn big_size(&self) -> LweSize {
-        LweDimension(self.params().glwe_dimension * self.params().polynomial_size).to_lwe_size()
+        LweDimension(self.info.home().big_dimension()).to_lwe_size()
     }
 
-    /// A table bootstrap on the main set ([`keyswitch_bootstrap`]).
+    /// A table bootstrap on the main set ([`keyswitch_bootstrap`]), with a second partition
+    /// followed by the keyswitch back to the registers' key.
     pub(crate) fn bootstrap(
         &self,
         ct: &LweCiphertextOwned<u64>,
         lut: &GlweCiphertextOwned<u64>,
     ) -> LweCiphertextOwned<u64> {
-        keyswitch_bootstrap(ct, lut, &self.ksk, &self.bsk, self.params())
+        let out = keyswitch_bootstrap(ct, lut, &self.ksk, &self.bsk, self.params());
+        let Some(keys) = &self.extract else {
+            return out;
+        };
+        let mut home = LweCiphertext::new(0u64, self.big_size(), modulus());
+        keyswitch_lwe_ciphertext(&keys.fksk, &out, &mut home);
+        home
     }
 
     /// The bootstrap of one bit extraction: on the main set, or, with a second partition,
     /// keyswitch to its small key, centered modulus switch to its `2N`, blind rotation with
-    /// its bootstrapping key, sample extraction, and keyswitch back to the main big key.
+    /// its bootstrapping key, sample extraction under its big key (the registers' key).
     /// `lut` is a test polynomial of the partition that runs it ([`ServerKey::extract_glwe`]).
     pub(crate) fn bootstrap_bit(
         &self,
         ct: &LweCiphertextOwned<u64>,
         lut: &GlweCiphertextOwned<u64>,
     ) -> LweCiphertextOwned<u64> {
-        let (Some(keys), Some(x)) = (&self.extract, &self.info.extract) else {
-            return self.bootstrap(ct, lut);
-        };
-        let x_big = keyswitch_bootstrap(ct, lut, &keys.ksk, &keys.bsk, &x.set);
-        let mut out = LweCiphertext::new(0u64, self.big_size(), modulus());
-        keyswitch_lwe_ciphertext(&keys.fksk, &x_big, &mut out);
-        out
+        match (&self.extract, &self.info.extract) {
+            (Some(keys), Some(x)) => keyswitch_bootstrap(ct, lut, &keys.ksk, &keys.bsk, &x.set),
+            _ => self.bootstrap(ct, lut),
+        }
     }
 
     /// GLWE dimension and polynomial size of the set that runs bit extractions.
@@ -779,8 +819,9 @@ pub struct KeyShape {
     pub msg_bits: u32,
 }
 
-/// What a ciphertext file must hold for a model: its parameters and, per list, the number
-/// of ciphertexts (one list per program input or output).
+/// What a ciphertext file must hold for a model: the parameters of the registers' key
+/// ([`Choice::home`](crate::backend::params::Choice::home)) and, per list, the number of
+/// ciphertexts (one list per program input or output).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CiphertextShape {
     pub params: FheParams,
@@ -833,11 +874,13 @@ impl tfhe::conformance::ParameterSetConformant for ClientKey {
     type ParameterSet = KeyShape;
 
     fn is_conformant(&self, s: &KeyShape) -> bool {
-        // polynomial size and length first: tfhe's `glwe_dimension()` divides by the former
-        s.params.polynomial_size > 0
-            && self.glwe.polynomial_size().0 == s.params.polynomial_size
-            && self.glwe.as_ref().len() == s.params.glwe_dimension * s.params.polynomial_size
-            && self.glwe.glwe_dimension().0 == s.params.glwe_dimension
+        // the registers' key; polynomial size and length first: tfhe's `glwe_dimension()`
+        // divides by the former
+        let home = s.extract.as_ref().map_or(&s.params, |x| &x.set);
+        home.polynomial_size > 0
+            && self.glwe.polynomial_size().0 == home.polynomial_size
+            && self.glwe.as_ref().len() == home.glwe_dimension * home.polynomial_size
+            && self.glwe.glwe_dimension().0 == home.glwe_dimension
             && self.info.params == s.params
             && self.info.extract == s.extract
             && self.info.msg_bits == s.msg_bits
@@ -868,17 +911,18 @@ impl tfhe::conformance::ParameterSetConformant for CompressedServerKey {
             ciphertext_modulus: modulus(),
         };
         let p = &s.params;
-        let big = p.big_dimension();
+        // the tables' keyswitch reads the registers' key
+        let home = s.extract.as_ref().map_or(p, |x| &x.set).big_dimension();
         let extract_ok = match (&self.extract, &s.extract) {
             (None, None) => true,
             (Some(keys), Some(x)) => {
                 let xs = &x.set;
                 keys.ksk
-                    .is_conformant(&ksk(big, xs.lwe_dimension, xs.ks_base_log, xs.ks_level))
+                    .is_conformant(&ksk(home, xs.lwe_dimension, xs.ks_base_log, xs.ks_level))
                     && keys.bsk.is_conformant(&bsk(xs))
                     && keys.fksk.is_conformant(&ksk(
-                        xs.big_dimension(),
-                        big,
+                        p.big_dimension(),
+                        home,
                         x.fks_base_log,
                         x.fks_level,
                     ))
@@ -890,7 +934,7 @@ impl tfhe::conformance::ParameterSetConformant for CompressedServerKey {
             && self.info.msg_bits == s.msg_bits
             && self
                 .ksk
-                .is_conformant(&ksk(big, p.lwe_dimension, p.ks_base_log, p.ks_level))
+                .is_conformant(&ksk(home, p.lwe_dimension, p.ks_base_log, p.ks_level))
             && self.bsk.is_conformant(&bsk(p))
             && extract_ok
     }
