@@ -2,7 +2,10 @@
 //! encrypt, evaluate, decrypt, and run the client-side tail on the decrypted integers.
 
 use crate::backend::params::Choice;
-use crate::backend::{choose_params, lower, FheOptions, Program, SimNoise};
+use crate::backend::{
+    choose_params, lower, lower_with, FheOptions, ParamsPolicy, Program, Rounding, SimNoise,
+    TableSplit,
+};
 use crate::compile::CompiledModel;
 use crate::error::{Error, Result};
 use crate::model::{join_batch, split_batch};
@@ -94,11 +97,20 @@ impl CompiledModel {
         if let Some(p) = self.plan.get() {
             return Ok(p);
         }
-        let program = lower(&self.program, &self.input_quant, self.fhe.rounding)?;
-        let choice = match &self.params {
+        let (program, choice) = match &self.params {
             // chosen when the model was saved: checked, not searched again
-            Some(stored) => crate::backend::verify_params(&program, &self.fhe, stored)?,
-            None => choose_params(&program, &self.fhe)?,
+            Some(stored) => {
+                let program = lower_with(
+                    &self.program,
+                    &self.input_quant,
+                    self.fhe.rounding,
+                    stored.split_tables,
+                )?;
+                let mut choice = crate::backend::verify_params(&program, &self.fhe, stored)?;
+                choice.split_tables = program.split;
+                (program, choice)
+            }
+            None => self.choose_program()?,
         };
         let model_id = fingerprint(&program, &choice);
         Ok(self.plan.get_or_init(|| Plan {
@@ -106,6 +118,39 @@ impl CompiledModel {
             choice,
             model_id,
         }))
+    }
+
+    /// Lowers the program and searches its parameters. Exact rounding with optimized
+    /// parameters tries the program with split tables too ([`Program::split`]) and keeps
+    /// whichever is estimated faster (`--split-tables auto`), or the one asked for.
+    fn choose_program(&self) -> Result<(Program, Choice)> {
+        let lower_split =
+            |split| lower_with(&self.program, &self.input_quant, self.fhe.rounding, split);
+        let can_split =
+            self.fhe.rounding == Rounding::Exact && self.fhe.params == ParamsPolicy::Optimized;
+        if can_split && self.fhe.split_tables == TableSplit::On {
+            let split = lower_split(true)?;
+            let mut choice = choose_params(&split, &self.fhe)?;
+            choice.split_tables = split.split;
+            return Ok((split, choice));
+        }
+        let program = lower(&self.program, &self.input_quant, self.fhe.rounding)?;
+        let whole = choose_params(&program, &self.fhe);
+        if !can_split || self.fhe.split_tables == TableSplit::Off {
+            return Ok((program, whole?));
+        }
+        let split = lower_split(true)?;
+        if !split.split {
+            return Ok((program, whole?));
+        }
+        match (whole, choose_params(&split, &self.fhe)) {
+            (Ok(w), Ok(s)) if w.est_ms <= s.est_ms => Ok((program, w)),
+            (_, Ok(mut s)) => {
+                s.split_tables = true;
+                Ok((split, s))
+            }
+            (whole, Err(_)) => Ok((program, whole?)),
+        }
     }
 
     /// Makes a key pair for this model: the client key (secret) and the server key

@@ -23,6 +23,8 @@ struct Noise {
 
 struct Lowering<'a> {
     rounding: Rounding,
+    /// Exact rounding's tables as two `(p−1)`-bit bootstraps ([`Program::split`]).
+    split: bool,
     g: &'a Graph,
     bounds: HashMap<NodeIndex, Bounds>,
     regs: u32,
@@ -138,6 +140,20 @@ pub const MAX_TLU_BITS: u32 = 16;
 /// # Errors
 /// A float operation on the server side (not fused into a table), or a table too wide.
 pub fn lower(g: &Graph, input_quant: &[QuantParams], rounding: Rounding) -> Result<Program> {
+    lower_with(g, input_quant, rounding, false)
+}
+
+/// [`lower`], with exact rounding's tables split when `split` ([`Program::split`]; ignored
+/// for approximate rounding and 1-bit tables).
+///
+/// # Errors
+/// As [`lower`].
+pub fn lower_with(
+    g: &Graph,
+    input_quant: &[QuantParams],
+    rounding: Rounding,
+    split: bool,
+) -> Result<Program> {
     let cx = PassContext {
         input_quant: input_quant.to_vec(),
         ..Default::default()
@@ -193,8 +209,10 @@ pub fn lower(g: &Graph, input_quant: &[QuantParams], rounding: Rounding) -> Resu
     // table entries to evaluate (elements × 2^p), bounded like a node's work
     let mut table_work: u128 = 0;
     let work_limit = u128::from(g.limits.max_node_macs);
+    let split = split && rounding == Rounding::Exact && p >= 2;
     let mut lw = Lowering {
         rounding,
+        split,
         g,
         bounds,
         regs: 0,
@@ -389,8 +407,9 @@ pub fn lower(g: &Graph, input_quant: &[QuantParams], rounding: Rounding) -> Resu
                     }
                     Operand::Reg(r) => {
                         let nz = lw.noise[r as usize];
+                        // a split table's output sums two bootstrap outputs
                         let dst = lw.reg(Noise {
-                            alpha: 1.0,
+                            alpha: if lw.split { 2.0 } else { 1.0 },
                             beta: 0.0,
                         });
                         stage.push(Instr::Tlu {
@@ -487,8 +506,13 @@ pub fn lower(g: &Graph, input_quant: &[QuantParams], rounding: Rounding) -> Resu
                 c.alpha *= scale;
                 c.gamma *= scale;
                 c.beta *= scale;
+                if split && c.kind == ConstraintKind::Table {
+                    // the second half's top bit
+                    c.gamma += 1.0;
+                }
+                // half a box of the bits read (p, or p−1 for a split table), or a whole box
                 c.margin = if c.kind == ConstraintKind::Table {
-                    2f64.powi(-(p as i32) - 2)
+                    2f64.powi(-((p - u32::from(split)) as i32) - 2)
                 } else {
                     2f64.powi(-(p as i32) - 1)
                 };
@@ -513,6 +537,7 @@ pub fn lower(g: &Graph, input_quant: &[QuantParams], rounding: Rounding) -> Resu
         .iter()
         .flatten()
         .map(|i| match i {
+            Instr::Tlu { drop, .. } if split => 4 + *drop as usize,
             Instr::Tlu { drop, .. } if rounding == Rounding::Exact => 1 + *drop as usize,
             Instr::Tlu { .. } => 1,
             Instr::Lin { .. } => 0,
@@ -530,6 +555,7 @@ pub fn lower(g: &Graph, input_quant: &[QuantParams], rounding: Rounding) -> Resu
         tlu_count,
         constraints,
         rounding,
+        split,
     })
 }
 
@@ -553,6 +579,35 @@ impl Lowering<'_> {
             return;
         }
         // the bits below j were extracted and subtracted: j bit outputs' noise (γ)
+        if self.split {
+            // bit `drop` too (the index's low bit), read twice from one keyswitch: once at
+            // its weight (subtracted), once at the top (the second half's sign); both halves
+            // read the rest at the same scale as p bits, the second with the top bit added
+            // (one more bit output's noise, unscaled: added once B is known)
+            for j in (0..=drop).chain([drop]) {
+                let s = 4f64.powi(-(j as i32));
+                self.note(
+                    ConstraintKind::BitExtraction,
+                    at,
+                    nz.alpha * s,
+                    j as f64 * s,
+                    nz.beta * s,
+                    0.25,
+                );
+            }
+            let s = 4f64.powi(-((drop + p) as i32));
+            for _half in 0..2 {
+                self.note(
+                    ConstraintKind::Table,
+                    at,
+                    nz.alpha * s,
+                    f64::from(drop + 1) * s,
+                    nz.beta * s,
+                    0.0,
+                );
+            }
+            return;
+        }
         for j in 0..drop {
             let s = 4f64.powi(-(j as i32));
             self.note(

@@ -25,7 +25,7 @@ pub mod partition;
 pub mod program;
 
 use crate::error::{Error, Result};
-pub use lower::{lower, MAX_TLU_BITS};
+pub use lower::{lower, lower_with, MAX_TLU_BITS};
 use params::Choice;
 pub use program::{Instr, Operand, Program, ProgramOutput, SimNoise};
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,19 @@ pub enum ParamsPolicy {
     Vetted,
 }
 
+/// Whether exact rounding's tables run split into two bootstraps of `p−1` bits
+/// ([`Program::split`]; `--split-tables`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TableSplit {
+    /// Whichever program the parameter search estimates faster.
+    #[default]
+    Auto,
+    /// Always (exact rounding, optimized parameters, tables of 2 bits or more).
+    On,
+    /// Never.
+    Off,
+}
+
 /// How the encrypted program is built and parameterized; stored in the compiled model so
 /// that every process (keygen, encrypt, serve-run, decrypt) derives the same program.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -73,6 +86,7 @@ pub struct FheOptions {
     pub params: ParamsPolicy,
     /// Approximate rounding: largest predicted rate of a table index off by one (1 = any).
     pub max_off_by_one: f64,
+    pub split_tables: TableSplit,
 }
 
 impl Default for FheOptions {
@@ -83,6 +97,7 @@ impl Default for FheOptions {
             rounding: Rounding::Exact,
             params: ParamsPolicy::Optimized,
             max_off_by_one: 1.0,
+            split_tables: TableSplit::Auto,
         }
     }
 }
@@ -105,6 +120,13 @@ impl FheOptions {
             return Err(format!(
                 "--global-p-error must be a probability in (0, 1), got {g}"
             ));
+        }
+        if self.split_tables == TableSplit::On
+            && (self.rounding != Rounding::Exact || self.params != ParamsPolicy::Optimized)
+        {
+            return Err(
+                "--split-tables on needs exact rounding and optimized parameters; drop it or use --rounding-method exact --params optimized".into(),
+            );
         }
         if !(self.max_off_by_one > 0.0 && self.max_off_by_one <= 1.0) {
             return Err(format!(
@@ -144,9 +166,9 @@ pub fn choose_params(p: &Program, opts: &FheOptions) -> Result<Choice> {
     };
     match opts.params {
         ParamsPolicy::Optimized => {
-            partition::search_circuit(&p.constraints, p.tlu_bits, target, 2.5e9)
+            partition::search_circuit(&p.constraints, p.read_bits(), target, 2.5e9)
         }
-        ParamsPolicy::Vetted => params::search_vetted(&p.constraints, p.tlu_bits, target),
+        ParamsPolicy::Vetted => params::search_vetted(&p.constraints, p.read_bits(), target),
     }
     .map_err(|e| Error::Usage(e.to_string()))
 }
@@ -162,7 +184,7 @@ pub fn verify_params(p: &Program, opts: &FheOptions, stored: &Choice) -> Result<
         p_error: opts.target(p),
         off_by_one: opts.max_off_by_one,
     };
-    partition::verify(stored, &p.constraints, p.tlu_bits, target).map_err(|e| {
+    partition::verify(stored, &p.constraints, p.read_bits(), target).map_err(|e| {
         Error::Usage(format!(
             "the compiled model's stored TFHE parameters are refused: {e}; recompile the model"
         ))

@@ -444,6 +444,10 @@ pub struct Choice {
     pub decrypt_sigma: f64,
     /// Estimated wall time of one sample's bootstraps on one thread, ms.
     pub est_ms: f64,
+    /// The parameters are for the program with split tables ([`Program::split`](
+    /// super::Program::split)).
+    #[serde(default)]
+    pub split_tables: bool,
 }
 
 /// Bootstraps per sample on each partition: table lookups, bit extractions.
@@ -521,6 +525,7 @@ impl Choice {
             approx_sigma,
             decrypt_sigma,
             est_ms,
+            split_tables: false,
         }
     }
 }

@@ -83,6 +83,32 @@ pub struct Program {
     /// The noise checks the parameters must pass.
     pub constraints: Vec<Constraint>,
     pub rounding: Rounding,
+    /// Exact rounding with split tables: a lookup also extracts its index's low bit `b`
+    /// (bit `drop`; one keyswitch, two blind rotations: `b` at its weight, subtracted, and
+    /// `b` at the top, `b/2`, with no noise amplified) and runs as two bootstraps of `p−1`
+    /// bits reading the rest `m`: one of `(t[2m] + t[2m+1])/2`, one of
+    /// `(t[2m] − t[2m+1])/2` with `b/2` added to its input, where the bootstrap's negacyclic
+    /// sign turns it into `(−1)^b`; their sum is `t[2m+b]`, exactly (tables in half units). Reading `p−1` bits lets the table set run
+    /// on a polynomial a quarter the size (a 6-bit read needs N = 8192, a 5-bit one 2048),
+    /// for one more extraction and a second, much cheaper, table bootstrap. Beyond the
+    /// table, both halves wrap together, so the result wraps as one `p`-bit read would.
+    pub split: bool,
+}
+
+impl Program {
+    /// Bits a table bootstrap reads: `p`, or `p − 1` with split tables.
+    pub fn read_bits(&self) -> u32 {
+        self.tlu_bits - u32::from(self.split)
+    }
+
+    /// Bootstraps of one table lookup that drops `drop` bits.
+    pub fn lookup_bootstraps(&self, drop: u32) -> u32 {
+        match self.rounding {
+            Rounding::Exact if self.split => 4 + drop,
+            Rounding::Exact => 1 + drop,
+            Rounding::Approximate => 1,
+        }
+    }
 }
 
 /// What the clear simulation of an encrypted run draws (`--mode sim`): approximate
@@ -194,11 +220,7 @@ impl Program {
                                 let pos = (u & ((1i64 << drop) - 1)) as f64 * unit + 0.5 * unit;
                                 idx += (pos + sim.approx_sigma * (sim.normal)()).floor() as i64;
                             }
-                            let count = match self.rounding {
-                                Rounding::Exact => 1 + *drop,
-                                Rounding::Approximate => 1,
-                            };
-                            if sim.any_fails(count) {
+                            if sim.any_fails(self.lookup_bootstraps(*drop)) {
                                 idx += if (sim.uniform)() < 0.5 { -1 } else { 1 };
                             }
                         }

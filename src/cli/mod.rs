@@ -10,7 +10,7 @@ mod train;
 mod tune;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fhec::backend::{FheOptions, ParamsPolicy, Rounding};
+use fhec::backend::{FheOptions, ParamsPolicy, Rounding, TableSplit};
 use fhec::fhe::Plan;
 use fhec::ir::{Limits, Op, ShapeFmt};
 use fhec::runtime::files::{self, CT_LIMIT, KEY_LIMIT};
@@ -83,6 +83,16 @@ enum ParamsArg {
     Vetted,
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum SplitArg {
+    /// Whichever the parameter search estimates faster.
+    Auto,
+    /// Always split (exact rounding, optimized parameters).
+    On,
+    /// Never split.
+    Off,
+}
+
 /// Settings of the encrypted program (stored in the compiled model).
 #[derive(clap::Args, Clone, Default)]
 struct FheArgs {
@@ -102,6 +112,11 @@ struct FheArgs {
     /// (e.g. 0.01); tighter costs larger parameters [default: no cap].
     #[arg(long)]
     max_off_by_one: Option<f64>,
+    /// Exact rounding: run each table as two bootstraps of one bit less (its index's low bit
+    /// extracted and used as a sign), so that the tables' parameter set can use a polynomial
+    /// a quarter the size [default: auto, whichever is estimated faster].
+    #[arg(long, value_enum)]
+    split_tables: Option<SplitArg>,
 }
 
 impl FheArgs {
@@ -128,6 +143,13 @@ impl FheArgs {
                 ParamsArg::Vetted => ParamsPolicy::Vetted,
             };
         }
+        if let Some(t) = self.split_tables {
+            o.split_tables = match t {
+                SplitArg::Auto => TableSplit::Auto,
+                SplitArg::On => TableSplit::On,
+                SplitArg::Off => TableSplit::Off,
+            };
+        }
         o.validate().map_err(Error::Usage)?;
         Ok(o)
     }
@@ -137,6 +159,7 @@ impl FheArgs {
             || self.rounding_method.is_some()
             || self.params.is_some()
             || self.max_off_by_one.is_some()
+            || self.split_tables.is_some()
     }
 }
 
@@ -291,16 +314,28 @@ fn print_plan(plan: &Plan) {
     let prog = &plan.program;
     let c = &plan.choice;
     let pr = &c.params;
+    // a split table: two bootstraps of p−1 bits (its index bit is among the extractions)
+    let table_pbs = prog.tlu_count * if prog.split { 2 } else { 1 };
     println!(
-        "encrypted program: {} table lookups{} = {} bootstraps per sample; tables of {} bits, {} message bits, {} rounding",
+        "encrypted program: {} table lookups{}{} = {} bootstraps per sample; tables of {} bits{}, {} message bits, {} rounding",
         prog.tlu_count,
-        if prog.pbs_count > prog.tlu_count {
-            format!(" + {} bit extractions", prog.pbs_count - prog.tlu_count)
+        if prog.split {
+            format!(" (split: {table_pbs} bootstraps)")
+        } else {
+            String::new()
+        },
+        if prog.pbs_count > table_pbs {
+            format!(" + {} bit extractions", prog.pbs_count - table_pbs)
         } else {
             String::new()
         },
         prog.pbs_count,
         prog.tlu_bits,
+        if prog.split {
+            format!(" read as two of {}", prog.read_bits())
+        } else {
+            String::new()
+        },
         prog.msg_bits,
         prog.rounding.name()
     );

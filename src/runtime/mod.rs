@@ -565,6 +565,19 @@ fn keyswitch_bootstrap(
     bsk: &FourierLweBootstrapKeyOwned,
     set: &FheParams,
 ) -> LweCiphertextOwned<u64> {
+    let [out] = keyswitch_bootstraps(ct, [lut], ksk, bsk, set);
+    out
+}
+
+/// [`keyswitch_bootstrap`] of one input with several test polynomials: one keyswitch and
+/// modulus switch, one blind rotation each.
+fn keyswitch_bootstraps<const L: usize>(
+    ct: &LweCiphertextOwned<u64>,
+    luts: [&GlweCiphertextOwned<u64>; L],
+    ksk: &LweKeyswitchKeyOwned<u64>,
+    bsk: &FourierLweBootstrapKeyOwned,
+    set: &FheParams,
+) -> [LweCiphertextOwned<u64>; L] {
     let mut small = LweCiphertext::new(
         0u64,
         LweDimension(set.lwe_dimension).to_lwe_size(),
@@ -577,15 +590,17 @@ fn keyswitch_bootstrap(
         small.as_view(),
         CiphertextModulusLog(log_2n),
     );
-    let mut acc = lut.clone();
-    blind_rotate_assign(&msed, &mut acc, bsk);
-    let mut out = LweCiphertext::new(
-        0u64,
-        LweDimension(set.big_dimension()).to_lwe_size(),
-        modulus(),
-    );
-    extract_lwe_sample_from_glwe_ciphertext(&acc, &mut out, MonomialDegree(0));
-    out
+    luts.map(|lut| {
+        let mut acc = lut.clone();
+        blind_rotate_assign(&msed, &mut acc, bsk);
+        let mut out = LweCiphertext::new(
+            0u64,
+            LweDimension(set.big_dimension()).to_lwe_size(),
+            modulus(),
+        );
+        extract_lwe_sample_from_glwe_ciphertext(&acc, &mut out, MonomialDegree(0));
+        out
+    })
 }
 
 impl ServerKey {
@@ -614,6 +629,26 @@ impl ServerKey {
         home
     }
 
+    /// Two table bootstraps on the main set, summed, and with a second partition keyswitched
+    /// back to the registers' key once.
+    pub(crate) fn bootstrap_sum(
+        &self,
+        a: &LweCiphertextOwned<u64>,
+        lut_a: &GlweCiphertextOwned<u64>,
+        b: &LweCiphertextOwned<u64>,
+        lut_b: &GlweCiphertextOwned<u64>,
+    ) -> LweCiphertextOwned<u64> {
+        let mut out = keyswitch_bootstrap(a, lut_a, &self.ksk, &self.bsk, self.params());
+        let second = keyswitch_bootstrap(b, lut_b, &self.ksk, &self.bsk, self.params());
+        lwe_ciphertext_add_assign(&mut out, &second);
+        let Some(keys) = &self.extract else {
+            return out;
+        };
+        let mut home = LweCiphertext::new(0u64, self.big_size(), modulus());
+        keyswitch_lwe_ciphertext(&keys.fksk, &out, &mut home);
+        home
+    }
+
     /// The bootstrap of one bit extraction: on the main set, or, with a second partition,
     /// keyswitch to its small key, centered modulus switch to its `2N`, blind rotation with
     /// its bootstrapping key, sample extraction under its big key (the registers' key).
@@ -626,6 +661,19 @@ impl ServerKey {
         match (&self.extract, &self.info.extract) {
             (Some(keys), Some(x)) => keyswitch_bootstrap(ct, lut, &keys.ksk, &keys.bsk, &x.set),
             _ => self.bootstrap(ct, lut),
+        }
+    }
+
+    /// [`ServerKey::bootstrap_bit`] with two test polynomials of the extraction partition
+    /// on one keyswitch (a split table's index bit, at its weight and at the top).
+    pub(crate) fn bootstrap_bit_twice(
+        &self,
+        ct: &LweCiphertextOwned<u64>,
+        luts: [&GlweCiphertextOwned<u64>; 2],
+    ) -> [LweCiphertextOwned<u64>; 2] {
+        match (&self.extract, &self.info.extract) {
+            (Some(keys), Some(x)) => keyswitch_bootstraps(ct, luts, &keys.ksk, &keys.bsk, &x.set),
+            _ => luts.map(|lut| self.bootstrap(ct, lut)),
         }
     }
 
@@ -705,16 +753,37 @@ impl ServerKey {
         let b = self.info.msg_bits;
         let d = delta(b);
         let p = prog.tlu_bits;
-        let luts: Vec<GlweCiphertextOwned<u64>> = prog
+        // a split table's two halves, in half units: (t[2m] + t[2m+1])/2, (t[2m] − t[2m+1])/2
+        let luts: Vec<[GlweCiphertextOwned<u64>; 2]> = prog
             .tables
             .iter()
-            .map(|t| table_lut(self.params(), p, d, |i| t[i] as u64))
+            .map(|t| {
+                if prog.split {
+                    let at = |i: usize| t[i] as u64;
+                    [
+                        table_lut(self.params(), p - 1, d / 2, |m| {
+                            at(2 * m).wrapping_add(at(2 * m + 1))
+                        }),
+                        table_lut(self.params(), p - 1, d / 2, |m| {
+                            at(2 * m).wrapping_sub(at(2 * m + 1))
+                        }),
+                    ]
+                } else {
+                    let lut = table_lut(self.params(), p, d, |i| t[i] as u64);
+                    [lut.clone(), lut]
+                }
+            })
             .collect();
         // sign bootstrap for bit j: constant −2^(j−1)·Δ everywhere
         let (x_k, x_n) = self.extract_glwe();
-        let sign_luts: Vec<GlweCiphertextOwned<u64>> = (0..=b)
+        // (index b+1: a quarter torus, which gives the bit at the top, 1/2)
+        let sign_luts: Vec<GlweCiphertextOwned<u64>> = (0..=b + 1)
             .map(|j| {
-                let c = if j == 0 { d / 2 } else { d << (j - 1) };
+                let c = match j {
+                    0 => d / 2,
+                    j if j == b + 1 => 1 << 62,
+                    j => d << (j - 1),
+                };
                 let v = c.wrapping_neg();
                 let poly = vec![v; x_n];
                 allocate_and_trivially_encrypt_new_glwe_ciphertext(
@@ -764,9 +833,13 @@ impl ServerKey {
                             );
                             // bits left below the table index when the table reads
                             let mut below = *drop;
+                            // a split table's index bit (bit `drop`), kept
+                            let mut low = None;
                             if exact {
-                                // exact removal of the low `drop` bits, lowest first
-                                for j in 0..*drop {
+                                // exact removal of the low `drop` bits (and the index's low
+                                // bit for a split table), lowest first
+                                let extract = *drop + u32::from(prog.split);
+                                for j in 0..extract {
                                     let mut t = x.clone();
                                     lwe_ciphertext_cleartext_mul_assign(
                                         &mut t,
@@ -776,24 +849,49 @@ impl ServerKey {
                                         &mut t,
                                         Plaintext(1u64 << 62),
                                     );
-                                    let mut bit = self.bootstrap_bit(&t, &sign_luts[j as usize]);
                                     let c = if j == 0 { d / 2 } else { d << (j - 1) };
+                                    let mut bit = if j == *drop {
+                                        // a split table's index bit: also at the top
+                                        let [bit, mut top] = self.bootstrap_bit_twice(
+                                            &t,
+                                            [&sign_luts[j as usize], &sign_luts[b as usize + 1]],
+                                        );
+                                        lwe_ciphertext_plaintext_add_assign(
+                                            &mut top,
+                                            Plaintext(1 << 62),
+                                        );
+                                        low = Some(top);
+                                        bit
+                                    } else {
+                                        self.bootstrap_bit(&t, &sign_luts[j as usize])
+                                    };
                                     lwe_ciphertext_plaintext_add_assign(&mut bit, Plaintext(c));
                                     lwe_ciphertext_sub_assign(&mut x, &bit);
                                 }
                                 below = 0;
                             }
-                            // the index's top bit under the padding bit, then half a unit up so
-                            // that the value sits mid-way in its slot
+                            // the index's top bit under the padding bit, then half a slot up so
+                            // that the value sits mid-way in it (a split table's slots are
+                            // twice as wide: it reads p−1 bits)
+                            let read = p - u32::from(low.is_some());
                             lwe_ciphertext_cleartext_mul_assign(
                                 &mut x,
                                 Cleartext(1u64 << (b - drop - p)),
                             );
                             lwe_ciphertext_plaintext_add_assign(
                                 &mut x,
-                                Plaintext(1u64 << (62 - below - p)),
+                                Plaintext(1u64 << (62 - below - read)),
                             );
-                            let out = self.bootstrap(&x, &luts[*table as usize]);
+                            let [lut, lut_signed] = &luts[*table as usize];
+                            let out = match low {
+                                None => self.bootstrap(&x, lut),
+                                Some(top) => {
+                                    // the low bit at the top: the second half's sign
+                                    let mut xs = top;
+                                    lwe_ciphertext_add_assign(&mut xs, &x);
+                                    self.bootstrap_sum(&x, lut, &xs, lut_signed)
+                                }
+                            };
                             if let Some(pb) = progress {
                                 pb.inc(1);
                             }

@@ -117,9 +117,20 @@ fn overflowing_rows_at(
 }
 
 /// Exact rounding on real ciphertexts, on two partitions: the bit extractions on their own
-/// small set, keyswitched to and from the tables' key.
+/// small set, whose key holds the registers, the tables keyswitched to their key and back.
 #[test]
 fn encrypted_tiny_mlp_equals_eval_int_exactly() {
+    encrypted_tiny_mlp_exact(fhec::backend::TableSplit::Off);
+}
+
+/// The same with split tables: each table as two bootstraps of one bit less, its index's low
+/// bit extracted and used as the second one's sign ([`fhec::backend::Program::split`]).
+#[test]
+fn encrypted_split_tables_equal_eval_int_exactly() {
+    encrypted_tiny_mlp_exact(fhec::backend::TableSplit::On);
+}
+
+fn encrypted_tiny_mlp_exact(split: fhec::backend::TableSplit) {
     // calibrated ranges without a margin, so that reads beyond a table's domain occur: the
     // encrypted run must wrap exactly as the integer program says
     let cfg = QuantConfig {
@@ -132,6 +143,10 @@ fn encrypted_tiny_mlp_equals_eval_int_exactly() {
         &[calib()],
         &CompileOptions {
             quant: cfg,
+            fhe: fhec::backend::FheOptions {
+                split_tables: split,
+                ..Default::default()
+            },
             ..Default::default()
         },
     )
@@ -140,9 +155,11 @@ fn encrypted_tiny_mlp_equals_eval_int_exactly() {
     let p = &session.plan.program;
     let choice = &session.plan.choice;
     println!(
-        "tiny: {} table lookups, {} bootstraps, table bits {}, message bits {}, params {}, extraction {:?}, p_error {:.2e}, keygen {:.2?}",
-        p.tlu_count, p.pbs_count, p.tlu_bits, p.msg_bits, choice.params, choice.extract.as_ref().map(ToString::to_string), choice.p_error, session.keygen_time
+        "tiny: {} table lookups, {} bootstraps, table bits {}, message bits {}, params {}, extraction {:?}, split {}, p_error {:.2e}, keygen {:.2?}",
+        p.tlu_count, p.pbs_count, p.tlu_bits, p.msg_bits, choice.params, choice.extract.as_ref().map(ToString::to_string), p.split, choice.p_error, session.keygen_time
     );
+    assert_eq!(p.split, split == fhec::backend::TableSplit::On);
+    assert_eq!(choice.split_tables, p.split);
     assert!(
         choice.extract.is_some(),
         "the extractions should run on their own set"
