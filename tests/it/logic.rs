@@ -148,3 +148,34 @@ fn where_with_infinite_branches() {
     let out = crate::common::fhec(&["inspect", p.to_str().expect("utf-8")]);
     crate::common::user_error(&out, &["Where", "infinite", "finite value"]);
 }
+
+/// ArgMax/ArgMin along an axis the input does not have are refused in one line naming the
+/// node and the axis; a negative axis counts from the end.
+#[test]
+fn argmax_axis_out_of_range_is_refused() {
+    for (op, axis, ok) in [
+        ("ArgMax", 2, false),
+        ("ArgMin", -3, false),
+        ("ArgMax", -1, true),
+    ] {
+        let bytes = onnx_model(
+            vec![node(
+                op,
+                &["x"],
+                "y",
+                vec![int_attr("axis", axis), int_attr("keepdims", 0)],
+            )],
+            vec![],
+            vec![value_info("x", &[1, 4])],
+            vec![value_info("y", &[1])],
+        );
+        let p = tmp(&format!("argmax_axis_{op}_{axis}.onnx"));
+        std::fs::write(&p, bytes).expect("write");
+        let out = crate::common::fhec(&["inspect", p.to_str().expect("utf-8")]);
+        if ok {
+            assert!(out.status.success(), "{op} axis {axis}: {out:?}");
+        } else {
+            crate::common::user_error(&out, &[op, &format!("axis {axis} is out of range")]);
+        }
+    }
+}
