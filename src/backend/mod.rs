@@ -7,7 +7,9 @@
 //! time. Each table lookup is a `Tlu`: with exact rounding of `k` low bits it costs `k` 1-bit
 //! sign bootstraps (bit extraction: the bit is multiplied up to the most significant position
 //! and read by a constant table) plus one table bootstrap, and equals `eval_int` exactly up to
-//! the bootstraps' error probability.
+//! the bootstraps' error probability. With split tables ([`Program::split`]) the index's low
+//! bit is extracted too and the table runs as two bootstraps of one bit less, which the
+//! tables' parameter set can read on a quarter of the polynomial.
 //!
 //! With [`Rounding::Approximate`] the `k` low bits are not extracted: the table input is
 //! scaled so that its `p` high bits select the table box and the `k` low bits only move the
