@@ -723,4 +723,20 @@ fn construction_costs_are_in_the_report() {
         text.contains("construction `/net/net.1/LayerNormalization`"),
         "{text}"
     );
+    // the mean is taken over the codes the centring requantizes anyway (not over the dense
+    // layer's accumulators, whose column sums are 20 bits wide): narrow, no extra table, and
+    // exact rounding finds parameters for it
+    let means: Vec<_> = m
+        .report
+        .layers
+        .iter()
+        .filter(|l| l.layer.ends_with("#mean:sum"))
+        .collect();
+    assert_eq!(means.len(), 2, "{text}");
+    for l in means {
+        assert!(l.acc_bits.is_some_and(|b| b <= 12), "{l:?}");
+    }
+    assert_eq!(m.report.pbs_count, 388, "{text}");
+    let plan = m.plan().expect("exact mode plans");
+    assert!(plan.program.split || plan.choice.extract.is_some());
 }

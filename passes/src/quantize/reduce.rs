@@ -8,6 +8,32 @@ use fhec_ir::{kernels, IntLinear, NodeIndex, Op, QuantParams, ReduceKind, SliceA
 use ndarray::{ArrayD, IxDyn};
 
 impl Builder<'_> {
+    /// Whether `x` is centred by the reduction `n` of itself (`x − mean(x)`, as LayerNorm
+    /// and its decomposed forms do): some consumer of `x` also reads `n`, directly or through
+    /// data movement. Its mean is then taken over `x`'s requantized codes, which the centring
+    /// requantizes anyway (the cache shares them: no extra table), instead of over the raw
+    /// accumulators: a sum of k dense outputs is a dense layer whose weights are column
+    /// sums, ~k times wider and k² noisier, which exact rounding cannot read.
+    fn centres(&self, x: NodeIndex, n: NodeIndex) -> bool {
+        let direct = self.f.users_of(x);
+        let mut frontier = vec![n];
+        for _ in 0..4 {
+            let mut next = Vec::new();
+            for m in frontier {
+                for u in self.f.users_of(m) {
+                    if u != n && direct.contains(&u) {
+                        return true;
+                    }
+                    if self.f.g[u].op.is_data_movement() {
+                        next.push(u);
+                    }
+                }
+            }
+            frontier = next;
+        }
+        false
+    }
+
     /// `kind` over `axes` of the encrypted (or server-side float) value `x`.
     pub(super) fn encrypted_reduce(
         &mut self,
@@ -30,7 +56,12 @@ impl Builder<'_> {
                 a,
                 b,
                 requant,
-            } if kind != ReduceKind::Max && uniform(&a).is_some() => (node, a[0], b, requant),
+            } if kind != ReduceKind::Max
+                && uniform(&a).is_some()
+                && (requant.is_some() || !self.centres(x, n)) =>
+            {
+                (node, a[0], b, requant)
+            }
             _ => {
                 let (node, p) = self.requant(x)?;
                 let s = p.scale;
