@@ -578,37 +578,14 @@ impl Lowering<'_> {
             );
             return;
         }
-        // the bits below j were extracted and subtracted: j bit outputs' noise (γ)
-        if self.split {
-            // bit `drop` too (the index's low bit), read twice from one keyswitch: once at
-            // its weight (subtracted), once at the top (the second half's sign); both halves
-            // read the rest at the same scale as p bits, the second with the top bit added
-            // (one more bit output's noise, unscaled: added once B is known)
-            for j in (0..=drop).chain([drop]) {
-                let s = 4f64.powi(-(j as i32));
-                self.note(
-                    ConstraintKind::BitExtraction,
-                    at,
-                    nz.alpha * s,
-                    j as f64 * s,
-                    nz.beta * s,
-                    0.25,
-                );
-            }
-            let s = 4f64.powi(-((drop + p) as i32));
-            for _half in 0..2 {
-                self.note(
-                    ConstraintKind::Table,
-                    at,
-                    nz.alpha * s,
-                    f64::from(drop + 1) * s,
-                    nz.beta * s,
-                    0.0,
-                );
-            }
-            return;
-        }
-        for j in 0..drop {
+        // the bits below j were extracted and subtracted: j bit outputs' noise (γ). A split
+        // table extracts bit `drop` too (the index's low bit), read twice from one keyswitch:
+        // at its weight (subtracted) and at the top (the second half's sign); both halves
+        // read the rest at the same scale as p bits, the second with the top bit added (one
+        // more bit output's noise, unscaled: added once B is known)
+        let split = u32::from(self.split);
+        let reads = (0..drop + split).chain((split == 1).then_some(drop));
+        for j in reads {
             let s = 4f64.powi(-(j as i32));
             self.note(
                 ConstraintKind::BitExtraction,
@@ -620,13 +597,15 @@ impl Lowering<'_> {
             );
         }
         let s = 4f64.powi(-((drop + p) as i32));
-        self.note(
-            ConstraintKind::Table,
-            at,
-            nz.alpha * s,
-            drop as f64 * s,
-            nz.beta * s,
-            0.0,
-        );
+        for _half in 0..=split {
+            self.note(
+                ConstraintKind::Table,
+                at,
+                nz.alpha * s,
+                f64::from(drop + split) * s,
+                nz.beta * s,
+                0.0,
+            );
+        }
     }
 }

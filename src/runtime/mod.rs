@@ -620,7 +620,17 @@ impl ServerKey {
         ct: &LweCiphertextOwned<u64>,
         lut: &GlweCiphertextOwned<u64>,
     ) -> LweCiphertextOwned<u64> {
-        let out = keyswitch_bootstrap(ct, lut, &self.ksk, &self.bsk, self.params());
+        self.to_home(keyswitch_bootstrap(
+            ct,
+            lut,
+            &self.ksk,
+            &self.bsk,
+            self.params(),
+        ))
+    }
+
+    /// A table output under the registers' key: keyswitched back with a second partition.
+    fn to_home(&self, out: LweCiphertextOwned<u64>) -> LweCiphertextOwned<u64> {
         let Some(keys) = &self.extract else {
             return out;
         };
@@ -641,12 +651,7 @@ impl ServerKey {
         let mut out = keyswitch_bootstrap(a, lut_a, &self.ksk, &self.bsk, self.params());
         let second = keyswitch_bootstrap(b, lut_b, &self.ksk, &self.bsk, self.params());
         lwe_ciphertext_add_assign(&mut out, &second);
-        let Some(keys) = &self.extract else {
-            return out;
-        };
-        let mut home = LweCiphertext::new(0u64, self.big_size(), modulus());
-        keyswitch_lwe_ciphertext(&keys.fksk, &out, &mut home);
-        home
+        self.to_home(out)
     }
 
     /// The bootstrap of one bit extraction: on the main set, or, with a second partition,
