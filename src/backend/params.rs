@@ -237,19 +237,54 @@ pub(super) fn off_by_one_of(v: f64, margin: f64) -> f64 {
 /// Variance of the value a constraint reads, torus units, when tables run on `main` and
 /// exact rounding's bit extractions on `extract` (`None`: on `main` too).
 pub fn read_variance(main: &FheParams, extract: Option<&ExtractParams>, c: &Constraint) -> f64 {
-    let (v_table, v_bit, v_fresh) = match extract {
-        Some(x) => (x.v_table(main), x.v_bit(), x.set.v_fresh()),
-        None => (main.v_pbs(), main.v_pbs(), main.v_fresh()),
-    };
-    let mut v = c.alpha * v_table + c.gamma * v_bit + c.beta * v_fresh;
-    v *= c.scale * c.scale;
-    match (c.kind, extract) {
-        (ConstraintKind::Decryption, _) => {}
-        (ConstraintKind::BitExtraction, Some(x)) => v += x.v_ks() + x.v_ms(),
-        (_, Some(x)) => v += x.v_ks_table(main) + main.v_ms(),
-        (_, None) => v += main.v_ks() + main.v_ms(),
+    PlanNoise::of(main, extract).read(c)
+}
+
+/// The variances a plan's reads combine, computed once (the search checks many constraints
+/// per candidate).
+#[derive(Clone, Copy, Debug)]
+pub(super) struct PlanNoise {
+    table: f64,
+    bit: f64,
+    fresh: f64,
+    /// Keyswitch + modulus switch before a bit extraction and before a table.
+    switch_bit: f64,
+    switch_table: f64,
+}
+
+impl PlanNoise {
+    pub(super) fn of(main: &FheParams, extract: Option<&ExtractParams>) -> Self {
+        match extract {
+            Some(x) => PlanNoise {
+                table: x.v_table(main),
+                bit: x.v_bit(),
+                fresh: x.set.v_fresh(),
+                switch_bit: x.v_ks() + x.v_ms(),
+                switch_table: x.v_ks_table(main) + main.v_ms(),
+            },
+            None => {
+                let switch = main.v_ks() + main.v_ms();
+                PlanNoise {
+                    table: main.v_pbs(),
+                    bit: main.v_pbs(),
+                    fresh: main.v_fresh(),
+                    switch_bit: switch,
+                    switch_table: switch,
+                }
+            }
+        }
     }
-    v
+
+    /// Variance of the value constraint `c` reads.
+    pub(super) fn read(&self, c: &Constraint) -> f64 {
+        let v =
+            (c.alpha * self.table + c.gamma * self.bit + c.beta * self.fresh) * c.scale * c.scale;
+        match c.kind {
+            ConstraintKind::Decryption => v,
+            ConstraintKind::BitExtraction => v + self.switch_bit,
+            _ => v + self.switch_table,
+        }
+    }
 }
 
 /// The second partition of an exact-rounding circuit: the 1-bit sign bootstraps that extract
@@ -725,20 +760,60 @@ pub(super) fn search_set(
 /// `base` with the bootstrap base for `level` decomposition levels that gives the smallest
 /// output variance.
 pub(super) fn best_pbs(base: &FheParams, level: usize) -> Option<FheParams> {
-    (1..=(64 / level).min(40))
-        .map(|b| FheParams {
-            pbs_base_log: b,
-            pbs_level: level,
-            ..base.clone()
+    // the variance formulas are costly (powers) and the searches ask again and again: the
+    // answer depends on the dimensions only (noises are the secure ones), so it is cached
+    let key = (
+        base.lwe_dimension,
+        base.glwe_dimension,
+        base.polynomial_size,
+        level,
+        base.lwe_std.to_bits(),
+        base.glwe_std.to_bits(),
+    );
+    let b = BEST_PBS.with(|cache| {
+        *cache.borrow_mut().entry(key).or_insert_with(|| {
+            (1..=(64 / level).min(40)).min_by(|&a, &b| {
+                let v = |bl| {
+                    FheParams {
+                        pbs_base_log: bl,
+                        pbs_level: level,
+                        ..base.clone()
+                    }
+                    .v_pbs()
+                };
+                v(a).total_cmp(&v(b))
+            })
         })
-        .min_by(|a, b| a.v_pbs().total_cmp(&b.v_pbs()))
+    })?;
+    Some(FheParams {
+        pbs_base_log: b,
+        pbs_level: level,
+        ..base.clone()
+    })
+}
+
+type PbsKey = (usize, usize, usize, usize, u64, u64);
+
+thread_local! {
+    static BEST_PBS: std::cell::RefCell<std::collections::HashMap<PbsKey, Option<usize>>> =
+        std::cell::RefCell::default();
+    static BEST_KS: std::cell::RefCell<std::collections::HashMap<(usize, usize, usize), Option<usize>>> =
+        std::cell::RefCell::default();
 }
 
 /// The keyswitch base log for `level` levels from a key of dimension `input` to one of
-/// dimension `output` that gives the smallest variance.
+/// dimension `output` that gives the smallest variance (cached, as [`best_pbs`]).
 pub(super) fn best_ks(input: usize, output: usize, level: usize) -> Option<usize> {
-    (1..=(64 / level).min(30)).min_by(|&a, &b| {
-        ks_variance(input, output, a, level).total_cmp(&ks_variance(input, output, b, level))
+    BEST_KS.with(|cache| {
+        *cache
+            .borrow_mut()
+            .entry((input, output, level))
+            .or_insert_with(|| {
+                (1..=(64 / level).min(30)).min_by(|&a, &b| {
+                    ks_variance(input, output, a, level)
+                        .total_cmp(&ks_variance(input, output, b, level))
+                })
+            })
     })
 }
 

@@ -5,7 +5,7 @@
 use super::params::{
     best_ks, best_pbs, circuit_cost, ks_variance, min_var, p_error_of, partition_counts,
     read_variance, search, search_set, vetted_sets, Choice, Constraint, ConstraintKind,
-    ExtractParams, FheParams, ParamsError, Target, Q,
+    ExtractParams, FheParams, ParamsError, PlanNoise, Target, Q,
 };
 
 /// The cheapest plan for a circuit: one set for every bootstrap, or (when exact rounding
@@ -89,9 +89,10 @@ pub fn search_extract(
 ) -> Option<(FheParams, ExtractParams)> {
     let counts = partition_counts(constraints);
     let feasible = |m: &FheParams, x: &ExtractParams| {
+        let noise = PlanNoise::of(m, Some(x));
         constraints
             .iter()
-            .all(|c| target.meets_variance(read_variance(m, Some(x), c), c))
+            .all(|c| target.meets_variance(noise.read(c), c))
     };
     let allowed = main.v_ks();
     let mut best: Option<(f64, FheParams, ExtractParams)> = None;
