@@ -106,8 +106,7 @@ impl CompiledModel {
                     self.fhe.rounding,
                     stored.split_tables,
                 )?;
-                let mut choice = crate::backend::verify_params(&program, &self.fhe, stored)?;
-                choice.split_tables = program.split;
+                let choice = crate::backend::verify_params(&program, &self.fhe, stored)?;
                 (program, choice)
             }
             None => self.choose_program()?,
@@ -130,8 +129,7 @@ impl CompiledModel {
             self.fhe.rounding == Rounding::Exact && self.fhe.params == ParamsPolicy::Optimized;
         if can_split && self.fhe.split_tables == TableSplit::On {
             let split = lower_split(true)?;
-            let mut choice = choose_params(&split, &self.fhe)?;
-            choice.split_tables = split.split;
+            let choice = choose_params(&split, &self.fhe)?;
             return Ok((split, choice));
         }
         let program = lower(&self.program, &self.input_quant, self.fhe.rounding)?;
@@ -145,10 +143,7 @@ impl CompiledModel {
         }
         match (whole, choose_params(&split, &self.fhe)) {
             (Ok(w), Ok(s)) if w.est_ms <= s.est_ms => Ok((program, w)),
-            (_, Ok(mut s)) => {
-                s.split_tables = true;
-                Ok((split, s))
-            }
+            (_, Ok(s)) => Ok((split, s)),
             (whole, Err(_)) => Ok((program, whole?)),
         }
     }

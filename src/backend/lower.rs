@@ -532,18 +532,7 @@ pub fn lower_with(
         .flatten()
         .filter(|i| matches!(i, Instr::Tlu { .. }))
         .count();
-    let pbs_count = lw
-        .stages
-        .iter()
-        .flatten()
-        .map(|i| match i {
-            Instr::Tlu { drop, .. } if split => 4 + *drop as usize,
-            Instr::Tlu { drop, .. } if rounding == Rounding::Exact => 1 + *drop as usize,
-            Instr::Tlu { .. } => 1,
-            Instr::Lin { .. } => 0,
-        })
-        .sum();
-    Ok(Program {
+    let mut prog = Program {
         n_regs: lw.regs,
         inputs,
         stages: lw.stages,
@@ -551,12 +540,22 @@ pub fn lower_with(
         outputs,
         tlu_bits: p,
         msg_bits,
-        pbs_count,
+        pbs_count: 0,
         tlu_count,
         constraints,
         rounding,
         split,
-    })
+    };
+    prog.pbs_count = prog
+        .stages
+        .iter()
+        .flatten()
+        .map(|i| match i {
+            Instr::Tlu { drop, .. } => prog.lookup_bootstraps(*drop) as usize,
+            Instr::Lin { .. } => 0,
+        })
+        .sum();
+    Ok(prog)
 }
 
 impl Lowering<'_> {

@@ -172,6 +172,7 @@ pub fn choose_params(p: &Program, opts: &FheOptions) -> Result<Choice> {
         }
         ParamsPolicy::Vetted => params::search_vetted(&p.constraints, p.read_bits(), target),
     }
+    .map(|c| c.for_program(p))
     .map_err(|e| Error::Usage(e.to_string()))
 }
 
@@ -186,9 +187,11 @@ pub fn verify_params(p: &Program, opts: &FheOptions, stored: &Choice) -> Result<
         p_error: opts.target(p),
         off_by_one: opts.max_off_by_one,
     };
-    partition::verify(stored, &p.constraints, p.read_bits(), target).map_err(|e| {
-        Error::Usage(format!(
-            "the compiled model's stored TFHE parameters are refused: {e}; recompile the model"
-        ))
-    })
+    partition::verify(stored, &p.constraints, p.read_bits(), target)
+        .map(|c| c.for_program(p))
+        .map_err(|e| {
+            Error::Usage(format!(
+                "the compiled model's stored TFHE parameters are refused: {e}; recompile the model"
+            ))
+        })
 }

@@ -519,6 +519,14 @@ impl Choice {
         self.extract.as_ref().map_or(&self.params, |x| &x.set)
     }
 
+    /// This choice marked as made for program `p` (whether its tables are split).
+    pub(super) fn for_program(self, p: &super::Program) -> Self {
+        Choice {
+            split_tables: p.split,
+            ..self
+        }
+    }
+
     pub(super) fn new(
         source: String,
         params: FheParams,

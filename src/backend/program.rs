@@ -88,10 +88,11 @@ pub struct Program {
     /// `b` at the top, `b/2`, with no noise amplified) and runs as two bootstraps of `p−1`
     /// bits reading the rest `m`: one of `(t[2m] + t[2m+1])/2`, one of
     /// `(t[2m] − t[2m+1])/2` with `b/2` added to its input, where the bootstrap's negacyclic
-    /// sign turns it into `(−1)^b`; their sum is `t[2m+b]`, exactly (tables in half units). Reading `p−1` bits lets the table set run
-    /// on a polynomial a quarter the size (a 6-bit read needs N = 8192, a 5-bit one 2048),
-    /// for one more extraction and a second, much cheaper, table bootstrap. Beyond the
-    /// table, both halves wrap together, so the result wraps as one `p`-bit read would.
+    /// sign turns it into `(−1)^b`; their sum is `t[2m+b]`, exactly (tables in half units).
+    /// Reading `p−1` bits lets the table set run on a polynomial a quarter the size (a 6-bit
+    /// read needs N = 8192, a 5-bit one 2048), for one more extraction and a second, much
+    /// cheaper, table bootstrap. Beyond the table, both halves wrap together, so the result
+    /// wraps as one `p`-bit read would.
     pub split: bool,
 }
 

@@ -759,23 +759,23 @@ impl ServerKey {
         let d = delta(b);
         let p = prog.tlu_bits;
         // a split table's two halves, in half units: (t[2m] + t[2m+1])/2, (t[2m] − t[2m+1])/2
-        let luts: Vec<[GlweCiphertextOwned<u64>; 2]> = prog
+        // (the second half only for a split table)
+        let luts: Vec<(GlweCiphertextOwned<u64>, Option<GlweCiphertextOwned<u64>>)> = prog
             .tables
             .iter()
             .map(|t| {
                 if prog.split {
                     let at = |i: usize| t[i] as u64;
-                    [
+                    (
                         table_lut(self.params(), p - 1, d / 2, |m| {
                             at(2 * m).wrapping_add(at(2 * m + 1))
                         }),
-                        table_lut(self.params(), p - 1, d / 2, |m| {
+                        Some(table_lut(self.params(), p - 1, d / 2, |m| {
                             at(2 * m).wrapping_sub(at(2 * m + 1))
-                        }),
-                    ]
+                        })),
+                    )
                 } else {
-                    let lut = table_lut(self.params(), p, d, |i| t[i] as u64);
-                    [lut.clone(), lut]
+                    (table_lut(self.params(), p, d, |i| t[i] as u64), None)
                 }
             })
             .collect();
@@ -838,12 +838,14 @@ impl ServerKey {
                             );
                             // bits left below the table index when the table reads
                             let mut below = *drop;
-                            // a split table's index bit (bit `drop`), kept
+                            // a split table (one with a second half) reads its index bit
+                            // (bit `drop`) too, and keeps it
+                            let (lut, lut_signed) = &luts[*table as usize];
                             let mut low = None;
                             if exact {
                                 // exact removal of the low `drop` bits (and the index's low
                                 // bit for a split table), lowest first
-                                let extract = *drop + u32::from(prog.split);
+                                let extract = *drop + u32::from(lut_signed.is_some());
                                 for j in 0..extract {
                                     let mut t = x.clone();
                                     lwe_ciphertext_cleartext_mul_assign(
@@ -887,15 +889,14 @@ impl ServerKey {
                                 &mut x,
                                 Plaintext(1u64 << (62 - below - read)),
                             );
-                            let [lut, lut_signed] = &luts[*table as usize];
-                            let out = match low {
-                                None => self.bootstrap(&x, lut),
-                                Some(top) => {
+                            let out = match (low, lut_signed) {
+                                (Some(top), Some(lut_signed)) => {
                                     // the low bit at the top: the second half's sign
                                     let mut xs = top;
                                     lwe_ciphertext_add_assign(&mut xs, &x);
                                     self.bootstrap_sum(&x, lut, &xs, lut_signed)
                                 }
+                                _ => self.bootstrap(&x, lut),
                             };
                             if let Some(pb) = progress {
                                 pb.inc(1);
