@@ -275,15 +275,15 @@ pub fn keygen(
         modulus(),
         seeder,
     );
-    let ksk_to = |from: &GlweSecretKeyOwned<u64>,
-                  to: &LweSecretKeyOwned<u64>,
+    let ksk_to = |from: LweSecretKey<&[u64]>,
+                  to: LweSecretKey<&[u64]>,
                   base: usize,
                   level: usize,
                   std: f64,
                   seeder: &mut dyn Seeder| {
         allocate_and_generate_new_seeded_lwe_keyswitch_key(
-            &from.as_lwe_secret_key(),
-            to,
+            &from,
+            &to,
             DecompositionBaseLog(base),
             DecompositionLevelCount(level),
             noise(std),
@@ -291,67 +291,62 @@ pub fn keygen(
             seeder,
         )
     };
-    // the registers' key: the extraction set's big key when there is one
-    let (home, ksk, extract_keys) = match extract {
-        None => {
-            let ksk = ksk_to(
-                &glwe,
-                &small,
-                params.ks_base_log,
-                params.ks_level,
-                params.lwe_std,
+    // the second partition's secret keys; the registers live under its big key
+    let x_keys = extract.map(|x| {
+        let s = &x.set;
+        let x_small =
+            LweSecretKey::generate_new_binary(LweDimension(s.lwe_dimension), &mut secret_gen);
+        let x_glwe = GlweSecretKey::generate_new_binary(
+            GlweDimension(s.glwe_dimension),
+            PolynomialSize(s.polynomial_size),
+            &mut secret_gen,
+        );
+        (x, x_small, x_glwe)
+    });
+    let home = x_keys.as_ref().map_or(&glwe, |(_, _, g)| g);
+    // tables: keyswitch from the registers' key to the main set's small key
+    let ksk = ksk_to(
+        home.as_lwe_secret_key(),
+        small.as_view(),
+        params.ks_base_log,
+        params.ks_level,
+        params.lwe_std,
+        seeder,
+    );
+    let extract_keys = x_keys.as_ref().map(|(x, x_small, x_glwe)| {
+        let s = &x.set;
+        CompressedExtractKeys {
+            ksk: ksk_to(
+                x_glwe.as_lwe_secret_key(),
+                x_small.as_view(),
+                s.ks_base_log,
+                s.ks_level,
+                s.lwe_std,
                 seeder,
-            );
-            (glwe, ksk, None)
-        }
-        Some(x) => {
-            let s = &x.set;
-            let x_small =
-                LweSecretKey::generate_new_binary(LweDimension(s.lwe_dimension), &mut secret_gen);
-            let x_glwe = GlweSecretKey::generate_new_binary(
-                GlweDimension(s.glwe_dimension),
-                PolynomialSize(s.polynomial_size),
-                &mut secret_gen,
-            );
-            let ksk = ksk_to(
-                &x_glwe,
-                &small,
-                params.ks_base_log,
-                params.ks_level,
-                params.lwe_std,
+            ),
+            bsk: par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
+                x_small,
+                x_glwe,
+                DecompositionBaseLog(s.pbs_base_log),
+                DecompositionLevelCount(s.pbs_level),
+                noise(s.glwe_std),
+                modulus(),
                 seeder,
-            );
-            let keys = CompressedExtractKeys {
-                ksk: ksk_to(
-                    &x_glwe,
-                    &x_small,
-                    s.ks_base_log,
-                    s.ks_level,
-                    s.lwe_std,
-                    seeder,
-                ),
-                bsk: par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
-                    &x_small,
-                    &x_glwe,
-                    DecompositionBaseLog(s.pbs_base_log),
-                    DecompositionLevelCount(s.pbs_level),
-                    noise(s.glwe_std),
-                    modulus(),
-                    seeder,
-                ),
-                // a table output back to the registers' key, with that key's secure noise
-                fksk: allocate_and_generate_new_seeded_lwe_keyswitch_key(
-                    &glwe.as_lwe_secret_key(),
-                    &x_glwe.as_lwe_secret_key(),
-                    DecompositionBaseLog(x.fks_base_log),
-                    DecompositionLevelCount(x.fks_level),
-                    noise(s.glwe_std),
-                    modulus(),
-                    seeder,
-                ),
-            };
-            (x_glwe, ksk, Some(keys))
+            ),
+            // a table output back to the registers' key, with that key's secure noise
+            fksk: ksk_to(
+                glwe.as_lwe_secret_key(),
+                x_glwe.as_lwe_secret_key(),
+                x.fks_base_log,
+                x.fks_level,
+                s.glwe_std,
+                seeder,
+            ),
         }
+    });
+    let home = match x_keys {
+        Some((_, _, x_glwe)) => x_glwe,
+        None => glwe,
     };
     let info = KeyInfo {
         model_id,
