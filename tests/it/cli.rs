@@ -477,3 +477,29 @@ fn client_server_commands_round_trip() {
     let out = fhec(&["keygen", s(&model("iris_mlp.onnx")), "--out", s(&keys2)]);
     user_error(&out, &["fhec compile"]);
 }
+
+/// `--split-tables on` where tables cannot be split (approximate rounding, vetted
+/// parameters) is refused in one line naming the flag and the fix.
+#[test]
+fn split_tables_on_needs_exact_optimized() {
+    let (onnx, calib, out_path) = (
+        model("iris_mlp.onnx"),
+        model("iris_mlp_calib.npy"),
+        tmp("split_refused.fhe"),
+    );
+    for extra in [["--rounding-method", "approximate"], ["--params", "vetted"]] {
+        let mut args = vec![
+            "compile",
+            s(&onnx),
+            "--calib",
+            s(&calib),
+            "--split-tables",
+            "on",
+            "-o",
+            s(&out_path),
+        ];
+        args.extend(extra);
+        let out = fhec(&args);
+        user_error(&out, &["--split-tables on", "--rounding-method exact"]);
+    }
+}
