@@ -48,13 +48,28 @@ impl Metric {
         }
         match self {
             Metric::Accuracy => {
+                // class indices only: a float target truncated to a "class" scores nonsense
+                if let Some((i, v)) = labels
+                    .iter()
+                    .enumerate()
+                    .find(|(_, v)| !v.is_finite() || v.fract() != 0.0 || **v < 0.0)
+                {
+                    return Err(Error::Usage(format!(
+                        "accuracy needs class indices as labels, label {i} is {v}; for \
+                         regression targets pass --metric r2"
+                    )));
+                }
                 let ys: Vec<i64> = labels.iter().map(|&v| v as i64).collect();
                 crate::model::accuracy(y, &ys)
                     .map(|a| a * 100.0)
                     .ok_or_else(|| {
-                        Error::Usage(
-                            "accuracy needs [N, classes] outputs and one label per row".into(),
-                        )
+                        Error::Usage(format!(
+                            "accuracy needs [N, classes] outputs and one class label per row, \
+                             got outputs {:?} and labels {:?}; for regression targets pass \
+                             --metric r2",
+                            y.shape(),
+                            labels.shape()
+                        ))
                     })
             }
             Metric::R2 => {

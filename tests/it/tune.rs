@@ -126,6 +126,30 @@ fn tune_bad_flags_are_one_line_errors() {
         &run(&["--ranges", "guessed"]),
         &["guessed", "calibrated, proven"],
     );
+    // regression targets scored as classes: refused with the flag that fixes it, not a
+    // meaningless accuracy (float targets truncated to "classes")
+    for m in ["diabetes_mlp", "digits_autoenc"] {
+        let f = [
+            format!("{m}.onnx"),
+            format!("{m}_calib.npy"),
+            format!("{m}_test_x.npy"),
+            format!("{m}_test_y.npy"),
+        ]
+        .map(|n| model(&n));
+        let out = fhec(&[
+            "tune",
+            s(&f[0]),
+            "--calib",
+            s(&f[1]),
+            "--val",
+            s(&f[2]),
+            "--val-labels",
+            s(&f[3]),
+            "-o",
+            "/dev/null",
+        ]);
+        user_error(&out, &["accuracy", "--metric r2"]);
+    }
 }
 
 #[test]
