@@ -96,28 +96,30 @@ fn regression_targets_score_by_r2() {
     assert!(e.contains("rows"), "{e}");
 }
 
-#[test]
-fn tune_bad_flags_are_one_line_errors() {
-    let files = [
-        "iris_mlp.onnx",
-        "iris_mlp_calib.npy",
-        "iris_mlp_test_x.npy",
-        "iris_mlp_test_y.npy",
-    ]
-    .map(model);
+/// `fhec tune` on a shipped model's calibration set and test split, plus `extra` flags.
+fn tune_cli(m: &str, extra: &[&str]) -> std::process::Output {
+    let f = ["", "_calib", "_test_x", "_test_y"].map(|suffix| {
+        let ext = if suffix.is_empty() { "onnx" } else { "npy" };
+        model(&format!("{m}{suffix}.{ext}"))
+    });
     let base = [
         "tune",
-        s(&files[0]),
+        s(&f[0]),
         "--calib",
-        s(&files[1]),
+        s(&f[1]),
         "--val",
-        s(&files[2]),
+        s(&f[2]),
         "--val-labels",
-        s(&files[3]),
+        s(&f[3]),
         "-o",
         "/dev/null",
     ];
-    let run = |extra: &[&str]| fhec(&[&base[..], extra].concat());
+    fhec(&[&base[..], extra].concat())
+}
+
+#[test]
+fn tune_bad_flags_are_one_line_errors() {
+    let run = |extra: &[&str]| tune_cli("iris_mlp", extra);
     user_error(&run(&["--max-accuracy-drop=-1"]), &["--max-accuracy-drop"]);
     user_error(&run(&["--n-bits", "1"]), &["--n-bits"]);
     // the parser's own errors are one line too
@@ -129,26 +131,7 @@ fn tune_bad_flags_are_one_line_errors() {
     // regression targets scored as classes: refused with the flag that fixes it, not a
     // meaningless accuracy (float targets truncated to "classes")
     for m in ["diabetes_mlp", "digits_autoenc"] {
-        let f = [
-            format!("{m}.onnx"),
-            format!("{m}_calib.npy"),
-            format!("{m}_test_x.npy"),
-            format!("{m}_test_y.npy"),
-        ]
-        .map(|n| model(&n));
-        let out = fhec(&[
-            "tune",
-            s(&f[0]),
-            "--calib",
-            s(&f[1]),
-            "--val",
-            s(&f[2]),
-            "--val-labels",
-            s(&f[3]),
-            "-o",
-            "/dev/null",
-        ]);
-        user_error(&out, &["accuracy", "--metric r2"]);
+        user_error(&tune_cli(m, &[]), &["accuracy", "--metric r2"]);
     }
 }
 
