@@ -142,8 +142,9 @@ const MAGIC: &[u8; 8] = b"FHEC\x00MDL";
 /// Largest compiled-model file read (bytes).
 pub const MODEL_LIMIT: u64 = 1 << 32;
 /// Bumped whenever the artifact layout changes (8: a stored two-partition plan keeps the
-/// registers under the extraction set's key, its return keyswitch runs after each table).
-pub const FORMAT_VERSION: u32 = 8;
+/// registers under the extraction set's key, its return keyswitch runs after each table;
+/// 9: a stored plan may put approximate rounding's rounded tables on its second partition).
+pub const FORMAT_VERSION: u32 = 9;
 
 /// Compiles a model: import, then the pass pipeline on `calib` (one array per graph input,
 /// axis 0 = samples).

@@ -105,6 +105,7 @@ impl CompiledModel {
                     &self.input_quant,
                     self.fhe.rounding,
                     stored.split_tables,
+                    stored.light_tables,
                 )?;
                 let choice = crate::backend::verify_params(&program, &self.fhe, stored)?;
                 (program, choice)
@@ -121,12 +122,48 @@ impl CompiledModel {
 
     /// Lowers the program and searches its parameters. Exact rounding with optimized
     /// parameters tries the program with split tables too ([`Program::split`]) and keeps
-    /// whichever is estimated faster (`--split-tables auto`), or the one asked for.
+    /// whichever is estimated faster (`--split-tables auto`), or the one asked for;
+    /// approximate rounding with optimized parameters likewise tries its rounded tables on
+    /// the second partition ([`Program::light`]) unless `--split-tables off`.
     fn choose_program(&self) -> Result<(Program, Choice)> {
-        let lower_split =
-            |split| lower_with(&self.program, &self.input_quant, self.fhe.rounding, split);
-        let can_split =
-            self.fhe.rounding == Rounding::Exact && self.fhe.params == ParamsPolicy::Optimized;
+        let optimized = self.fhe.params == ParamsPolicy::Optimized;
+        if self.fhe.rounding == Rounding::Approximate {
+            let light = || {
+                lower_with(
+                    &self.program,
+                    &self.input_quant,
+                    self.fhe.rounding,
+                    false,
+                    true,
+                )
+            };
+            if optimized && self.fhe.split_tables == TableSplit::On {
+                let light = light()?;
+                let choice = choose_params(&light, &self.fhe)?;
+                return Ok((light, choice));
+            }
+            let program = lower(&self.program, &self.input_quant, self.fhe.rounding)?;
+            let one = choose_params(&program, &self.fhe);
+            if !optimized || self.fhe.split_tables == TableSplit::Off {
+                return Ok((program, one?));
+            }
+            let light = light()?;
+            return match (one, choose_params(&light, &self.fhe)) {
+                (Ok(o), Ok(l)) if o.est_ms <= l.est_ms => Ok((program, o)),
+                (_, Ok(l)) => Ok((light, l)),
+                (one, Err(_)) => Ok((program, one?)),
+            };
+        }
+        let lower_split = |split| {
+            lower_with(
+                &self.program,
+                &self.input_quant,
+                self.fhe.rounding,
+                split,
+                false,
+            )
+        };
+        let can_split = self.fhe.rounding == Rounding::Exact && optimized;
         if can_split && self.fhe.split_tables == TableSplit::On {
             let split = lower_split(true)?;
             let choice = choose_params(&split, &self.fhe)?;

@@ -17,7 +17,10 @@ type TluElem = (Operand, i64, u32, u32);
 
 #[derive(Clone, Copy, Debug, Default)]
 struct Noise {
+    /// Outputs of main-set table bootstraps (keyswitched back to the registers' key).
     alpha: f64,
+    /// Outputs of second-partition bootstraps (approximate rounding's light tables).
+    gamma: f64,
     beta: f64,
 }
 
@@ -25,6 +28,8 @@ struct Lowering<'a> {
     rounding: Rounding,
     /// Exact rounding's tables as two `(p−1)`-bit bootstraps ([`Program::split`]).
     split: bool,
+    /// Approximate rounding's rounded tables on the second partition ([`Program::light`]).
+    light: bool,
     g: &'a Graph,
     bounds: HashMap<NodeIndex, Bounds>,
     regs: u32,
@@ -55,8 +60,10 @@ impl Lowering<'_> {
                 Operand::Const(v) => constant = constant.wrapping_add(v.wrapping_mul(w)),
                 Operand::Reg(r) => {
                     let s = (w as f64) * (w as f64);
-                    nz.alpha += s * self.noise[r as usize].alpha;
-                    nz.beta += s * self.noise[r as usize].beta;
+                    let src = self.noise[r as usize];
+                    nz.alpha += s * src.alpha;
+                    nz.gamma += s * src.gamma;
+                    nz.beta += s * src.beta;
                     regs.push((r, w));
                 }
             }
@@ -140,11 +147,12 @@ pub const MAX_TLU_BITS: u32 = 16;
 /// # Errors
 /// A float operation on the server side (not fused into a table), or a table too wide.
 pub fn lower(g: &Graph, input_quant: &[QuantParams], rounding: Rounding) -> Result<Program> {
-    lower_with(g, input_quant, rounding, false)
+    lower_with(g, input_quant, rounding, false, false)
 }
 
 /// [`lower`], with exact rounding's tables split when `split` ([`Program::split`]; ignored
-/// for approximate rounding and 1-bit tables).
+/// for approximate rounding and 1-bit tables), and approximate rounding's rounded tables on
+/// the second partition when `light` ([`Program::light`]; ignored for exact rounding).
 ///
 /// # Errors
 /// As [`lower`].
@@ -153,6 +161,7 @@ pub fn lower_with(
     input_quant: &[QuantParams],
     rounding: Rounding,
     split: bool,
+    light: bool,
 ) -> Result<Program> {
     let cx = PassContext {
         input_quant: input_quant.to_vec(),
@@ -210,9 +219,11 @@ pub fn lower_with(
     let mut table_work: u128 = 0;
     let work_limit = u128::from(g.limits.max_node_macs);
     let split = split && rounding == Rounding::Exact && p >= 2;
+    let light = light && rounding == Rounding::Approximate;
     let mut lw = Lowering {
         rounding,
         split,
+        light,
         g,
         bounds,
         regs: 0,
@@ -241,8 +252,8 @@ pub fn lower_with(
                 let r: Vec<u32> = (0..node.ty.len())
                     .map(|_| {
                         lw.reg(Noise {
-                            alpha: 0.0,
                             beta: 1.0,
+                            ..Noise::default()
                         })
                     })
                     .collect();
@@ -407,10 +418,18 @@ pub fn lower_with(
                     }
                     Operand::Reg(r) => {
                         let nz = lw.noise[r as usize];
-                        // a split table's output sums two bootstrap outputs
-                        let dst = lw.reg(Noise {
-                            alpha: if lw.split { 2.0 } else { 1.0 },
-                            beta: 0.0,
+                        // a split table's output sums two bootstrap outputs; a light table's
+                        // comes from the second partition
+                        let dst = lw.reg(if lw.light && drop > 0 {
+                            Noise {
+                                gamma: 1.0,
+                                ..Noise::default()
+                            }
+                        } else {
+                            Noise {
+                                alpha: if lw.split { 2.0 } else { 1.0 },
+                                ..Noise::default()
+                            }
                         });
                         stage.push(Instr::Tlu {
                             dst,
@@ -465,7 +484,7 @@ pub fn lower_with(
                         ConstraintKind::Decryption,
                         &oname,
                         nz.alpha,
-                        0.0,
+                        nz.gamma,
                         nz.beta,
                         f64::from(tolerance),
                     );
@@ -501,7 +520,9 @@ pub fn lower_with(
                     2f64.powi(tol - msg_bits as i32 - 1)
                 };
             }
-            ConstraintKind::Table | ConstraintKind::ApproximateTable => {
+            ConstraintKind::Table
+            | ConstraintKind::ApproximateTable
+            | ConstraintKind::ApproximateTableLight => {
                 // the noise was stored pre-multiplied by 2^(2·(−k−p)); apply 2^(2B)
                 c.alpha *= scale;
                 c.gamma *= scale;
@@ -545,6 +566,7 @@ pub fn lower_with(
         constraints,
         rounding,
         split,
+        light,
     };
     prog.pbs_count = prog
         .stages
@@ -567,14 +589,12 @@ impl Lowering<'_> {
     fn note_tlu(&mut self, at: &str, nz: Noise, drop: u32, p: u32) {
         if self.rounding == Rounding::Approximate && drop > 0 {
             let s = 4f64.powi(-((drop + p) as i32));
-            self.note(
-                ConstraintKind::ApproximateTable,
-                at,
-                nz.alpha * s,
-                0.0,
-                nz.beta * s,
-                0.0,
-            );
+            let kind = if self.light {
+                ConstraintKind::ApproximateTableLight
+            } else {
+                ConstraintKind::ApproximateTable
+            };
+            self.note(kind, at, nz.alpha * s, nz.gamma * s, nz.beta * s, 0.0);
             return;
         }
         // the bits below j were extracted and subtracted: j bit outputs' noise (γ). A split
@@ -590,7 +610,7 @@ impl Lowering<'_> {
                 ConstraintKind::BitExtraction,
                 at,
                 nz.alpha * s,
-                j as f64 * s,
+                (j as f64 + nz.gamma) * s,
                 nz.beta * s,
                 0.25,
             );
@@ -601,7 +621,7 @@ impl Lowering<'_> {
                 ConstraintKind::Table,
                 at,
                 nz.alpha * s,
-                f64::from(drop + split) * s,
+                (f64::from(drop + split) + nz.gamma) * s,
                 nz.beta * s,
                 0.0,
             );

@@ -62,14 +62,15 @@ pub enum ParamsPolicy {
     Vetted,
 }
 
-/// Whether exact rounding's tables run split into two bootstraps of `p−1` bits
-/// ([`Program::split`]; `--split-tables`).
+/// Whether the tables use the second partition (`--split-tables`): exact rounding's tables
+/// run split into two bootstraps of `p−1` bits ([`Program::split`]), approximate rounding's
+/// rounded tables run on the second partition ([`Program::light`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TableSplit {
     /// Whichever program the parameter search estimates faster.
     #[default]
     Auto,
-    /// Always (exact rounding, optimized parameters, tables of 2 bits or more).
+    /// Always (optimized parameters; exact rounding: tables of 2 bits or more).
     On,
     /// Never.
     Off,
@@ -123,11 +124,9 @@ impl FheOptions {
                 "--global-p-error must be a probability in (0, 1), got {g}"
             ));
         }
-        if self.split_tables == TableSplit::On
-            && (self.rounding != Rounding::Exact || self.params != ParamsPolicy::Optimized)
-        {
+        if self.split_tables == TableSplit::On && self.params != ParamsPolicy::Optimized {
             return Err(
-                "--split-tables on needs exact rounding and optimized parameters; drop it or use --rounding-method exact --params optimized".into(),
+                "--split-tables on needs optimized parameters (a vetted set is one set); drop it or use --params optimized".into(),
             );
         }
         if !(self.max_off_by_one > 0.0 && self.max_off_by_one <= 1.0) {

@@ -281,7 +281,7 @@ impl PlanNoise {
             (c.alpha * self.table + c.gamma * self.bit + c.beta * self.fresh) * c.scale * c.scale;
         match c.kind {
             ConstraintKind::Decryption => v,
-            ConstraintKind::BitExtraction => v + self.switch_bit,
+            k if k.on_second() => v + self.switch_bit,
             _ => v + self.switch_table,
         }
     }
@@ -405,6 +405,9 @@ pub enum ConstraintKind {
     Table,
     /// A table read by approximate rounding (a whole box of margin; off-by-one counted).
     ApproximateTable,
+    /// The same, run on the second partition ([`Program::light`](super::Program::light)):
+    /// read after that partition's keyswitch and modulus switch.
+    ApproximateTableLight,
     /// A 1-bit sign bootstrap of exact rounding (a quarter torus of margin).
     BitExtraction,
     /// The client's decryption of an output (no bootstrap).
@@ -412,10 +415,27 @@ pub enum ConstraintKind {
 }
 
 impl ConstraintKind {
+    /// Read by approximate rounding: a whole box of margin, off-by-one counted.
+    pub fn is_approximate(self) -> bool {
+        matches!(
+            self,
+            ConstraintKind::ApproximateTable | ConstraintKind::ApproximateTableLight
+        )
+    }
+
+    /// Read by a bootstrap of the second partition (when the plan has one).
+    pub fn on_second(self) -> bool {
+        matches!(
+            self,
+            ConstraintKind::BitExtraction | ConstraintKind::ApproximateTableLight
+        )
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             ConstraintKind::Table => "table",
             ConstraintKind::ApproximateTable => "approximate table",
+            ConstraintKind::ApproximateTableLight => "approximate table (light partition)",
             ConstraintKind::BitExtraction => "bit extraction",
             ConstraintKind::Decryption => "decryption",
         }
@@ -483,21 +503,23 @@ pub struct Choice {
     /// super::Program::split)).
     #[serde(default)]
     pub split_tables: bool,
+    /// The parameters are for the program with light tables ([`Program::light`](
+    /// super::Program::light)).
+    #[serde(default)]
+    pub light_tables: bool,
 }
 
-/// Bootstraps per sample on each partition: table lookups, bit extractions.
+/// Bootstraps per sample on each partition: the main set's (table lookups), the second's
+/// (bit extractions, light tables).
 pub fn partition_counts(constraints: &[Constraint]) -> (usize, usize) {
-    let count = |k: &[ConstraintKind]| {
+    let count = |second: bool| {
         constraints
             .iter()
-            .filter(|c| k.contains(&c.kind))
+            .filter(|c| c.bootstrap() && c.kind.on_second() == second)
             .map(|c| c.count)
             .sum::<usize>()
     };
-    (
-        count(&[ConstraintKind::Table, ConstraintKind::ApproximateTable]),
-        count(&[ConstraintKind::BitExtraction]),
-    )
+    (count(false), count(true))
 }
 
 /// Relative cost of one sample's bootstraps (units of [`FheParams::cost`]).
@@ -523,6 +545,7 @@ impl Choice {
     pub(super) fn for_program(self, p: &super::Program) -> Self {
         Choice {
             split_tables: p.split,
+            light_tables: p.light,
             ..self
         }
     }
@@ -541,9 +564,7 @@ impl Choice {
             .map(|c| p_err(c) * c.count as f64)
             .sum::<f64>()
             .min(1.0);
-        let approx = constraints
-            .iter()
-            .filter(|c| c.kind == ConstraintKind::ApproximateTable);
+        let approx = constraints.iter().filter(|c| c.kind.is_approximate());
         let off_by_one = approx
             .clone()
             .map(|c| off_by_one_of(read_variance(&params, x, c), c.margin))
@@ -569,6 +590,7 @@ impl Choice {
             decrypt_sigma,
             est_ms,
             split_tables: false,
+            light_tables: false,
         }
     }
 }
@@ -658,8 +680,7 @@ impl Target {
     }
     pub(super) fn meets_variance(&self, v: f64, c: &Constraint) -> bool {
         p_error_of(v, c.margin) <= self.p_error
-            && (c.kind != ConstraintKind::ApproximateTable
-                || off_by_one_of(v, c.margin) <= self.off_by_one)
+            && (!c.kind.is_approximate() || off_by_one_of(v, c.margin) <= self.off_by_one)
     }
 }
 

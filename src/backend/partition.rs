@@ -47,7 +47,7 @@ pub fn search_circuit(
                         * c.scale
                         * c.scale;
                     match c.kind {
-                        ConstraintKind::BitExtraction => {
+                        k if k.on_second() => {
                             p_error_of(core, c.margin * (1.0 - f).sqrt()) <= target.p_error
                         }
                         ConstraintKind::Decryption => target.meets_variance(core, c),
@@ -259,6 +259,14 @@ pub fn verify(
             "polynomial size {} holds fewer than the 2^{p} table boxes",
             main.polynomial_size
         ));
+    }
+    if let Some(x) = stored.extract.as_ref().filter(|_| stored.light_tables) {
+        if x.set.polynomial_size < 1 << p.min(16) {
+            return Err(format!(
+                "the light tables' polynomial size {} holds fewer than the 2^{p} table boxes",
+                x.set.polynomial_size
+            ));
+        }
     }
     let x = stored.extract.as_ref();
     if let Some(c) = constraints

@@ -94,6 +94,15 @@ pub struct Program {
     /// cheaper, table bootstrap. Beyond the table, both halves wrap together, so the result
     /// wraps as one `p`-bit read would.
     pub split: bool,
+    /// Approximate rounding with light tables: a lookup that drops bits runs on the second
+    /// partition (keyswitch to its small key, blind rotation, output under the registers'
+    /// key, as exact rounding's bit extractions do), and only the lookups that read a value
+    /// unrounded stay on the main set. An unrounded read sits `2^(B−p)` below the top of the
+    /// message space, so its noise counts `4^(B−p)` times: a few of them (MaxPool's
+    /// comparisons, LayerNorm's requantizations) would otherwise set the price of every
+    /// bootstrap.
+    #[serde(default)]
+    pub light: bool,
 }
 
 impl Program {

@@ -87,9 +87,9 @@ enum ParamsArg {
 enum SplitArg {
     /// Whichever the parameter search estimates faster.
     Auto,
-    /// Always split (exact rounding, optimized parameters).
+    /// Always (optimized parameters): exact rounding splits each table into two bootstraps of one bit less; approximate rounding runs its rounded tables on a second, cheaper parameter set
     On,
-    /// Never split.
+    /// Never: every table on one set.
     Off,
 }
 
@@ -321,6 +321,11 @@ fn print_plan(plan: &Plan) {
         prog.tlu_count,
         if prog.split {
             format!(" (split: {table_pbs} bootstraps)")
+        } else if prog.light && c.extract.is_some() {
+            format!(
+                " ({} rounded, on the second partition)",
+                fhec::backend::params::partition_counts(&prog.constraints).1
+            )
         } else {
             String::new()
         },
@@ -339,8 +344,17 @@ fn print_plan(plan: &Plan) {
         prog.msg_bits,
         prog.rounding.name()
     );
+    // what the second partition runs: exact rounding's bit extractions, or approximate
+    // rounding's rounded (light) tables
+    let (main_what, second_what) = if prog.light {
+        ("unrounded tables", "rounded tables")
+    } else {
+        ("tables", "bit extractions")
+    };
     let parts = match &c.extract {
-        Some(x) => format!("tables {pr}; bit extractions {x} (two partitions, keyswitched)"),
+        Some(x) => {
+            format!("{main_what} {pr}; {second_what} {x} (two partitions, keyswitched)")
+        }
         None => format!("{pr} (one set for every bootstrap)"),
     };
     println!(
@@ -357,7 +371,7 @@ fn print_plan(plan: &Plan) {
     );
     match &c.extract {
         Some(x) => println!(
-            "estimated on one thread: {:.1} ms per table bootstrap, {:.2} ms per bit extraction, {:.2} s per sample",
+            "estimated on one thread: {:.1} ms per bootstrap of the {main_what}, {:.2} ms per bootstrap of the {second_what}, {:.2} s per sample",
             x.est_table_ms(pr),
             x.est_ms(),
             c.est_ms / 1e3

@@ -649,7 +649,8 @@ impl ServerKey {
         self.to_home(out)
     }
 
-    /// The bootstrap of one bit extraction: on the main set, or, with a second partition,
+    /// The bootstrap of one bit extraction or light table ([`Program::light`]): on the main
+    /// set, or, with a second partition,
     /// keyswitch to its small key, centered modulus switch to its `2N`, blind rotation with
     /// its bootstrapping key, sample extraction under its big key (the registers' key).
     /// `lut` is a test polynomial of the partition that runs it ([`ServerKey::extract_glwe`]).
@@ -774,6 +775,16 @@ impl ServerKey {
                 }
             })
             .collect();
+        // light tables: the same tables as test polynomials of the second partition
+        let light_set = self.info.extract.as_ref().map_or(self.params(), |x| &x.set);
+        let light_luts: Vec<GlweCiphertextOwned<u64>> = if prog.light {
+            prog.tables
+                .iter()
+                .map(|t| table_lut(light_set, p, d, |i| t[i] as u64))
+                .collect()
+        } else {
+            Vec::new()
+        };
         // sign bootstrap for bit j: constant −2^(j−1)·Δ everywhere
         let (x_k, x_n) = self.extract_glwe();
         // (index b+1: a quarter torus, which gives the bit at the top, 1/2)
@@ -890,6 +901,10 @@ impl ServerKey {
                                     let mut xs = top;
                                     lwe_ciphertext_add_assign(&mut xs, &x);
                                     self.bootstrap_sum(&x, lut, &xs, lut_signed)
+                                }
+                                // a light table: on the second partition
+                                _ if prog.light && !exact && *drop > 0 => {
+                                    self.bootstrap_bit(&x, &light_luts[*table as usize])
                                 }
                                 _ => self.bootstrap(&x, lut),
                             };

@@ -478,16 +478,19 @@ fn client_server_commands_round_trip() {
     user_error(&out, &["fhec compile"]);
 }
 
-/// `--split-tables on` where tables cannot be split (approximate rounding, vetted
-/// parameters) is refused in one line naming the flag and the fix.
+/// `--split-tables on` with vetted parameters (one set, nothing to split) is refused in one
+/// line naming the flag and the fix.
 #[test]
-fn split_tables_on_needs_exact_optimized() {
+fn split_tables_on_needs_optimized_parameters() {
     let (onnx, calib, out_path) = (
         model("iris_mlp.onnx"),
         model("iris_mlp_calib.npy"),
         tmp("split_refused.fhe"),
     );
-    for extra in [["--rounding-method", "approximate"], ["--params", "vetted"]] {
+    for extra in [
+        ["--params", "vetted"],
+        ["--rounding-method", "approximate --params vetted"],
+    ] {
         let mut args = vec![
             "compile",
             s(&onnx),
@@ -498,8 +501,8 @@ fn split_tables_on_needs_exact_optimized() {
             "-o",
             s(&out_path),
         ];
-        args.extend(extra);
+        args.extend(extra.iter().flat_map(|a| a.split(' ')));
         let out = fhec(&args);
-        user_error(&out, &["--split-tables on", "--rounding-method exact"]);
+        user_error(&out, &["--split-tables on", "--params optimized"]);
     }
 }

@@ -260,6 +260,18 @@ fn program_interpreter_equals_eval_int_on_shipped_models() {
 /// compound), and neighbours occur at about the predicted rate.
 #[test]
 fn approximate_rounding_is_off_by_at_most_one_per_lookup() {
+    approximate_off_by_one(fhec::backend::TableSplit::Off);
+}
+
+/// The same with the rounded tables on the second partition ([`fhec::backend::Program::light`]):
+/// keyswitched from the registers' key to that partition's small key, bootstrapped there,
+/// and the off-by-one rate that partition's noise predicts.
+#[test]
+fn light_tables_are_off_by_at_most_one_per_lookup() {
+    approximate_off_by_one(fhec::backend::TableSplit::On);
+}
+
+fn approximate_off_by_one(split: fhec::backend::TableSplit) {
     use fhec::backend::{FheOptions, Instr, Rounding};
     let cfg = QuantConfig {
         rounding_bits: Some(3),
@@ -272,6 +284,7 @@ fn approximate_rounding_is_off_by_at_most_one_per_lookup() {
             quant: cfg,
             fhe: FheOptions {
                 rounding: Rounding::Approximate,
+                split_tables: split,
                 ..Default::default()
             },
             ..Default::default()
@@ -281,6 +294,10 @@ fn approximate_rounding_is_off_by_at_most_one_per_lookup() {
     let session = m.fhe_session().expect("parameters and keys");
     let prog = &session.plan.program;
     assert_eq!(prog.pbs_count, prog.tlu_count, "no bit extraction");
+    let light = split == fhec::backend::TableSplit::On;
+    assert_eq!(prog.light, light);
+    assert_eq!(session.plan.choice.light_tables, light);
+    assert_eq!(session.plan.choice.extract.is_some(), light);
     let b = prog.msg_bits;
     let (mut lookups, mut neighbours, mut rounded) = (0usize, 0usize, 0usize);
     for s in 0..24 {
@@ -326,8 +343,8 @@ fn approximate_rounding_is_off_by_at_most_one_per_lookup() {
     }
     let rate = neighbours as f64 / rounded.max(1) as f64;
     println!(
-        "approximate: {lookups} lookups ({rounded} rounded), {neighbours} neighbour entries (rate {rate:.3}, predicted at most {:.3}), params {:?}",
-        session.plan.choice.off_by_one, session.plan.choice.params
+        "approximate: {lookups} lookups ({rounded} rounded), {neighbours} neighbour entries (rate {rate:.3}, predicted at most {:.3}), params {:?}, second partition {:?}",
+        session.plan.choice.off_by_one, session.plan.choice.params, session.plan.choice.extract
     );
     assert!(
         rate <= 4.0 * session.plan.choice.off_by_one + 0.05,
