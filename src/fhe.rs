@@ -120,67 +120,39 @@ impl CompiledModel {
         }))
     }
 
-    /// Lowers the program and searches its parameters. Exact rounding with optimized
-    /// parameters tries the program with split tables too ([`Program::split`]) and keeps
-    /// whichever is estimated faster (`--split-tables auto`), or the one asked for;
-    /// approximate rounding with optimized parameters likewise tries its rounded tables on
-    /// the second partition ([`Program::light`]) unless `--split-tables off`.
+    /// Lowers the program and searches its parameters. With optimized parameters it tries
+    /// the program's second layout too — split tables for exact rounding
+    /// ([`Program::split`]), light tables for approximate rounding ([`Program::light`]) —
+    /// and keeps whichever is estimated faster (`--split-tables auto`), or the one asked for.
     fn choose_program(&self) -> Result<(Program, Choice)> {
-        let optimized = self.fhe.params == ParamsPolicy::Optimized;
-        if self.fhe.rounding == Rounding::Approximate {
-            let light = || {
-                lower_with(
-                    &self.program,
-                    &self.input_quant,
-                    self.fhe.rounding,
-                    false,
-                    true,
-                )
-            };
-            if optimized && self.fhe.split_tables == TableSplit::On {
-                let light = light()?;
-                let choice = choose_params(&light, &self.fhe)?;
-                return Ok((light, choice));
-            }
-            let program = lower(&self.program, &self.input_quant, self.fhe.rounding)?;
-            let one = choose_params(&program, &self.fhe);
-            if !optimized || self.fhe.split_tables == TableSplit::Off {
-                return Ok((program, one?));
-            }
-            let light = light()?;
-            return match (one, choose_params(&light, &self.fhe)) {
-                (Ok(o), Ok(l)) if o.est_ms <= l.est_ms => Ok((program, o)),
-                (_, Ok(l)) => Ok((light, l)),
-                (one, Err(_)) => Ok((program, one?)),
-            };
-        }
-        let lower_split = |split| {
+        let exact = self.fhe.rounding == Rounding::Exact;
+        let second = || {
             lower_with(
                 &self.program,
                 &self.input_quant,
                 self.fhe.rounding,
-                split,
-                false,
+                exact,
+                !exact,
             )
         };
-        let can_split = self.fhe.rounding == Rounding::Exact && optimized;
-        if can_split && self.fhe.split_tables == TableSplit::On {
-            let split = lower_split(true)?;
-            let choice = choose_params(&split, &self.fhe)?;
-            return Ok((split, choice));
+        let optimized = self.fhe.params == ParamsPolicy::Optimized;
+        if optimized && self.fhe.split_tables == TableSplit::On {
+            let alt = second()?;
+            let choice = choose_params(&alt, &self.fhe)?;
+            return Ok((alt, choice));
         }
         let program = lower(&self.program, &self.input_quant, self.fhe.rounding)?;
         let whole = choose_params(&program, &self.fhe);
-        if !can_split || self.fhe.split_tables == TableSplit::Off {
+        if !optimized || self.fhe.split_tables == TableSplit::Off {
             return Ok((program, whole?));
         }
-        let split = lower_split(true)?;
-        if !split.split {
+        let alt = second()?;
+        if !alt.split && !alt.light {
             return Ok((program, whole?));
         }
-        match (whole, choose_params(&split, &self.fhe)) {
-            (Ok(w), Ok(s)) if w.est_ms <= s.est_ms => Ok((program, w)),
-            (_, Ok(s)) => Ok((split, s)),
+        match (whole, choose_params(&alt, &self.fhe)) {
+            (Ok(w), Ok(a)) if w.est_ms <= a.est_ms => Ok((program, w)),
+            (_, Ok(a)) => Ok((alt, a)),
             (whole, Err(_)) => Ok((program, whole?)),
         }
     }
