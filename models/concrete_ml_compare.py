@@ -22,6 +22,19 @@ from onnx import version_converter
 OUT = os.path.dirname(os.path.abspath(__file__))
 
 
+def load_opset14(path):
+    """The ONNX model at `path` at opset 14, the only opset Concrete ML compiles."""
+    model = onnx.load(path)
+    if model.opset_import[0].version != 14:
+        try:
+            model = version_converter.convert_version(model, 14)
+        except RuntimeError:
+            # no down-converter for an op (Shape 15 → 14): its semantics agree
+            # when the newer attributes are unused, so relabel the opset
+            model.opset_import[0].version = 14
+    return model
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--n-bits", type=int, default=6)
@@ -43,14 +56,7 @@ def main():
         row = {"model": name, "n_bits": args.n_bits, "rounding_bits": args.rounding_bits, "mode": args.fhe}
         t0 = time.time()
         try:
-            model = onnx.load(os.path.join(OUT, f"{name}.onnx"))
-            if model.opset_import[0].version != 14:
-                try:
-                    model = version_converter.convert_version(model, 14)
-                except RuntimeError:
-                    # no down-converter for an op (Shape 15 → 14): its semantics agree
-                    # when the newer attributes are unused, so relabel the opset
-                    model.opset_import[0].version = 14
+            model = load_opset14(os.path.join(OUT, f"{name}.onnx"))
             kw = {}
             if args.p_error is not None:
                 kw["p_error"] = args.p_error

@@ -21,7 +21,8 @@ import time
 
 import numpy as np
 import onnx
-from onnx import numpy_helper, version_converter
+from concrete_ml_compare import load_opset14
+from onnx import numpy_helper
 
 OUT = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,22 +30,17 @@ OUT = os.path.dirname(os.path.abspath(__file__))
 def digits_cnn_torch():
     """`digits_cnn` as a torch module carrying the ONNX export's weights."""
     import torch
-    import torch.nn as nn
+    from make_models import CNN
 
-    class CNN(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.c1 = nn.Conv2d(1, 8, 3, padding=1)
-            self.c2 = nn.Conv2d(8, 16, 3, padding=1)
-            self.pool = nn.AvgPool2d(2)
-            self.fc = nn.Linear(16 * 2 * 2, 10)
-
+    class FlatCNN(CNN):
+        # `flatten` instead of the export's `view`, whose Shape → Gather → … sub-graph
+        # Concrete ML cannot trace
         def forward(self, x):
             x = self.pool(torch.relu(self.c1(x)))
             x = self.pool(torch.relu(self.c2(x)))
             return self.fc(x.flatten(1))
 
-    m = CNN()
+    m = FlatCNN()
     init = onnx.load(os.path.join(OUT, "digits_cnn.onnx")).graph.initializer
     w = {i.name: torch.tensor(numpy_helper.to_array(i)) for i in init}
     sd = m.state_dict()
@@ -73,13 +69,7 @@ def main():
     if name == "digits_cnn":
         qm = compile_torch_model(digits_cnn_torch(), calib, n_bits=6, rounding_threshold_bits=rounding)
     else:
-        model = onnx.load(os.path.join(OUT, f"{name}.onnx"))
-        if model.opset_import[0].version != 14:
-            try:
-                model = version_converter.convert_version(model, 14)
-            except RuntimeError:
-                # no down-converter for an op: relabel (see concrete_ml_compare.py)
-                model.opset_import[0].version = 14
+        model = load_opset14(os.path.join(OUT, f"{name}.onnx"))
         qm = compile_onnx_model(model, calib, n_bits=6, rounding_threshold_bits=rounding)
     c = qm.fhe_circuit
     print("bootstraps", c.programmable_bootstrap_count, c.statistics.get("programmable_bootstrap_count_per_parameter"))
