@@ -2,7 +2,7 @@
 //! becomes a [`Program`] and the noise [`Constraint`]s its parameters must meet.
 
 use super::params::{Constraint, ConstraintKind};
-use super::program::{negacyclic_read, Instr, Operand, Program, ProgramOutput};
+use super::program::{light_lookup, negacyclic_read, Instr, Operand, Program, ProgramOutput};
 use super::Rounding;
 use crate::error::{Error, Result};
 use fhec_ir::{kernels, DType, Graph, IntLinear, NodeIndex, Op, QuantParams, Tensor};
@@ -420,7 +420,7 @@ pub fn lower_with(
                         let nz = lw.noise[r as usize];
                         // a split table's output sums two bootstrap outputs; a light table's
                         // comes from the second partition
-                        let dst = lw.reg(if lw.light && drop > 0 {
+                        let dst = lw.reg(if light_lookup(lw.light, drop) {
                             Noise {
                                 gamma: 1.0,
                                 ..Noise::default()
@@ -589,7 +589,7 @@ impl Lowering<'_> {
     fn note_tlu(&mut self, at: &str, nz: Noise, drop: u32, p: u32) {
         if self.rounding == Rounding::Approximate && drop > 0 {
             let s = 4f64.powi(-((drop + p) as i32));
-            let kind = if self.light {
+            let kind = if light_lookup(self.light, drop) {
                 ConstraintKind::ApproximateTableLight
             } else {
                 ConstraintKind::ApproximateTable

@@ -105,7 +105,18 @@ pub struct Program {
     pub light: bool,
 }
 
+/// Whether a lookup that drops `drop` bits runs on the second partition in a program with
+/// light tables or without ([`Program::light`]; only approximate rounding has them).
+pub(crate) fn light_lookup(light: bool, drop: u32) -> bool {
+    light && drop > 0
+}
+
 impl Program {
+    /// Whether a lookup that drops `drop` bits runs on the second partition.
+    pub fn light_lookup(&self, drop: u32) -> bool {
+        light_lookup(self.light, drop)
+    }
+
     /// Bits a table bootstrap reads: `p`, or `p − 1` with split tables.
     pub fn read_bits(&self) -> u32 {
         self.tlu_bits - u32::from(self.split)

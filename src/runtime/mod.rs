@@ -259,13 +259,18 @@ pub fn keygen(
     };
     let mut secret_gen = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed());
     let noise = |std: f64| Gaussian::from_dispersion_parameter(StandardDev(std), 0.0);
-    let small =
-        LweSecretKey::generate_new_binary(LweDimension(params.lwe_dimension), &mut secret_gen);
-    let glwe = GlweSecretKey::generate_new_binary(
-        GlweDimension(params.glwe_dimension),
-        PolynomialSize(params.polynomial_size),
-        &mut secret_gen,
-    );
+    // a set's secret keys: its small LWE key and its GLWE key (whose flattening is its big key)
+    let mut secret_keys = |s: &FheParams| {
+        let small =
+            LweSecretKey::generate_new_binary(LweDimension(s.lwe_dimension), &mut secret_gen);
+        let glwe = GlweSecretKey::generate_new_binary(
+            GlweDimension(s.glwe_dimension),
+            PolynomialSize(s.polynomial_size),
+            &mut secret_gen,
+        );
+        (small, glwe)
+    };
+    let (small, glwe) = secret_keys(params);
     let bsk = par_allocate_and_generate_new_seeded_lwe_bootstrap_key(
         &small,
         &glwe,
@@ -293,14 +298,7 @@ pub fn keygen(
     };
     // the second partition's secret keys; the registers live under its big key
     let x_keys = extract.map(|x| {
-        let s = &x.set;
-        let x_small =
-            LweSecretKey::generate_new_binary(LweDimension(s.lwe_dimension), &mut secret_gen);
-        let x_glwe = GlweSecretKey::generate_new_binary(
-            GlweDimension(s.glwe_dimension),
-            PolynomialSize(s.polynomial_size),
-            &mut secret_gen,
-        );
+        let (x_small, x_glwe) = secret_keys(&x.set);
         (x, x_small, x_glwe)
     });
     let home = x_keys.as_ref().map_or(&glwe, |(_, _, g)| g);
@@ -903,7 +901,7 @@ impl ServerKey {
                                     self.bootstrap_sum(&x, lut, &xs, lut_signed)
                                 }
                                 // a light table: on the second partition
-                                _ if prog.light && !exact && *drop > 0 => {
+                                _ if prog.light_lookup(*drop) => {
                                     self.bootstrap_bit(&x, &light_luts[*table as usize])
                                 }
                                 _ => self.bootstrap(&x, lut),

@@ -487,9 +487,10 @@ fn split_tables_on_needs_optimized_parameters() {
         model("iris_mlp_calib.npy"),
         tmp("split_refused.fhe"),
     );
+    let vetted = ["--params", "vetted"];
     for extra in [
-        ["--params", "vetted"],
-        ["--rounding-method", "approximate --params vetted"],
+        &vetted[..],
+        &["--rounding-method", "approximate", "--params", "vetted"],
     ] {
         let mut args = vec![
             "compile",
@@ -501,7 +502,7 @@ fn split_tables_on_needs_optimized_parameters() {
             "-o",
             s(&out_path),
         ];
-        args.extend(extra.iter().flat_map(|a| a.split(' ')));
+        args.extend(extra);
         let out = fhec(&args);
         user_error(&out, &["--split-tables on", "--params optimized"]);
     }
