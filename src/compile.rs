@@ -143,8 +143,9 @@ const MAGIC: &[u8; 8] = b"FHEC\x00MDL";
 pub const MODEL_LIMIT: u64 = 1 << 32;
 /// Bumped whenever the artifact layout changes (8: a stored two-partition plan keeps the
 /// registers under the extraction set's key, its return keyswitch runs after each table;
-/// 9: a stored plan may put approximate rounding's rounded tables on its second partition).
-pub const FORMAT_VERSION: u32 = 9;
+/// 9: a stored plan may put approximate rounding's rounded tables on its second partition;
+/// 10: the stored config holds `n_bits_decrypted`).
+pub const FORMAT_VERSION: u32 = 10;
 
 /// Compiles a model: import, then the pass pipeline on `calib` (one array per graph input,
 /// axis 0 = samples).
@@ -307,7 +308,10 @@ fn build_report(
             let mut row = new_row(n, g.g[n].op.name().to_string(), n);
             let c = &cx.config;
             row.precision = Some((
-                c.weight_bits(&row.layer),
+                cx.weight_bits
+                    .get(&row.layer)
+                    .copied()
+                    .unwrap_or_else(|| c.weight_bits(&row.layer)),
                 c.input_bits(&row.layer),
                 c.rounding_for(&row.layer),
             ));

@@ -285,11 +285,19 @@ pub fn tune(
             let base = &s.candidates[chosen];
             let c = &base.config;
             let less = |b: u32, lo: u32| b.saturating_sub(1).max(lo);
+            // the bits the layer has (a decrypted layer's are more than `weight_bits` says)
+            let wbits = s.models[chosen]
+                .report
+                .layers
+                .iter()
+                .find(|r| &r.layer == layer)
+                .and_then(|r| r.precision)
+                .map_or_else(|| c.weight_bits(layer), |p| p.0);
             let mut cfg = c.clone();
             cfg.layers.insert(
                 layer.clone(),
                 LayerPrecision {
-                    weight_bits: Some(less(c.weight_bits(layer), 2)),
+                    weight_bits: Some(less(wbits, 2)),
                     input_bits: Some(less(c.input_bits(layer), 2)),
                     rounding_bits: c.rounding_for(layer).map(|r| less(r, 1)),
                 },

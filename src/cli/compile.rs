@@ -22,6 +22,12 @@ pub(super) struct CompileArgs {
     /// Bits of the activations (overrides --n-bits).
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
     n_bits_activations: Option<u32>,
+    /// Bits of the weights of a layer the client decrypts (the last layer: no table reads
+    /// it), default weights + 4. It runs as limbs of --n-bits-weights bits, each decrypted on
+    /// its own and summed by the client, so the precision costs no bootstrap; a layer's own
+    /// `--layer NAME=wK` wins.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
+    n_bits_decrypted: Option<u32>,
     /// Round accumulators to this many bits before their table lookups.
     #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=16))]
     rounding_bits: u32,
@@ -128,6 +134,7 @@ pub(super) fn compile(a: CompileArgs) -> Result<()> {
         n_bits_inputs: a.n_bits_inputs.unwrap_or(a.n_bits),
         n_bits_weights: a.n_bits_weights.unwrap_or(a.n_bits),
         n_bits_activations: a.n_bits_activations.unwrap_or(a.n_bits),
+        n_bits_decrypted: a.n_bits_decrypted,
         per_channel: a.per_channel,
         rounding_bits: (!a.no_rounding).then_some(a.rounding_bits),
         max_tlu_bits: a.max_tlu_bits,

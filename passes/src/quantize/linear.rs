@@ -3,7 +3,9 @@
 
 use super::{full, uniform, Builder, QVal};
 use crate::PassError;
-use fhec_ir::{kernels, ConvAttrs, IntLinear, NodeIndex, Op, PoolAttrs, QuantParams, Tensor};
+use fhec_ir::{
+    kernels, Binary, ConvAttrs, IntLinear, NodeIndex, Op, PoolAttrs, QuantParams, Tensor,
+};
 use ndarray::{ArrayD, IxDyn};
 
 /// Weights a model quantized itself (a QDQ or QONNX model's DequantizeLinear of integer
@@ -121,16 +123,110 @@ impl Builder<'_> {
         let rows: Vec<Vec<f32>> = (0..nn)
             .map(|j| (0..k).map(|i| w[i][j] * ax[i]).collect())
             .collect();
-        let (qw, scales) = self.quant_weights(&rows, self.cx.config.weight_bits(&layer));
-        let wq = ArrayD::from_shape_fn(IxDyn(&[k, nn]), |ix| qw[ix[1]][ix[0]]);
-        let node = self.add(name, Op::IntLinear(IntLinear::Dense { w: wq }), &[xq])?;
+        let (qw, scales) = self.layer_weights(n, &rows);
         let len: usize = out_shape.iter().product();
         let a: Vec<f32> = (0..len).map(|e| scales[e % nn]).collect();
         let consts: Vec<f32> = (0..nn)
             .map(|j| (0..k).map(|i| w[i][j] * bx[i]).sum::<f32>() + bias[j])
             .collect();
         let b: Vec<f32> = (0..len).map(|e| consts[e % nn]).collect();
-        self.set_enc(n, node, a, b, None);
+        self.emit_linear(n, name, &qw, xq, a, b, |qw| {
+            let w = ArrayD::from_shape_fn(IxDyn(&[k, nn]), |ix| qw[ix[1]][ix[0]]);
+            IntLinear::Dense { w }
+        })
+    }
+
+    /// Whether the client decrypts linear layer `n`'s output: no encrypted op reads it, and
+    /// fhec chose its weights (a self-quantized model's are its own).
+    fn is_decrypted(&self, n: NodeIndex) -> bool {
+        !self.self_quantized && !self.f.users_of(n).iter().any(|u| self.needs_server[u])
+    }
+
+    /// Integer weights and per-row scales of linear layer `n`. A decrypted layer with more
+    /// bits than `n_bits_weights` (`L`) gets the `L`-bit grid refined `2^(bits − L)` times, so
+    /// that its top limb is exactly the `L`-bit layer and the lower limbs quantize that
+    /// layer's error (a plain `bits`-bit grid would put the top limb's largest weight one
+    /// step beyond `L` bits, and its accumulator a bit wider).
+    fn layer_weights(&self, n: NodeIndex, rows: &[Vec<f32>]) -> (Vec<Vec<i64>>, Vec<f32>) {
+        let wide = self.layer_weight_bits(n);
+        let limb = self.cx.config.n_bits_weights;
+        if !self.is_decrypted(n) || wide <= limb {
+            return self.quant_weights(rows, wide);
+        }
+        let (_, scales) = self.quant_weights(rows, limb);
+        let fine = (1u64 << (wide - limb)) as f32;
+        let scales: Vec<f32> = scales.iter().map(|s| s / fine).collect();
+        let qw = rows
+            .iter()
+            .zip(&scales)
+            .map(|(r, &s)| {
+                r.iter()
+                    .map(|&v| if s > 0.0 { (v / s).round() as i64 } else { 0 })
+                    .collect()
+            })
+            .collect();
+        (qw, scales)
+    }
+
+    /// Weight bits of linear layer `n`: more when the client decrypts it.
+    fn layer_weight_bits(&self, n: NodeIndex) -> u32 {
+        let layer = self.name(n);
+        if self.is_decrypted(n) {
+            self.cx.config.decrypted_weight_bits(&layer)
+        } else {
+            self.cx.config.weight_bits(&layer)
+        }
+    }
+
+    /// Linear layer `n` with integer weights `qw` (one row per output) and output meaning
+    /// `a·acc + b`. A decrypted layer whose weights are wider than `n_bits_weights` runs as
+    /// limbs (`qw = Σ 2^shift·limb`, see [`limbs`]): each limb's accumulator is as narrow as
+    /// an `n_bits_weights` layer's, is decrypted on its own, and the client sums them in
+    /// float.
+    #[allow(clippy::too_many_arguments)]
+    fn emit_linear(
+        &mut self,
+        n: NodeIndex,
+        name: &str,
+        qw: &[Vec<i64>],
+        xq: NodeIndex,
+        a: Vec<f32>,
+        b: Vec<f32>,
+        lin: impl Fn(&[Vec<i64>]) -> IntLinear,
+    ) -> Result<(), PassError> {
+        let wide = self.layer_weight_bits(n);
+        let limb = self.cx.config.n_bits_weights;
+        if !self.self_quantized {
+            self.weight_bits.insert(name.to_string(), wide);
+        }
+        if !self.is_decrypted(n) || wide <= limb {
+            let node = self.add(name, Op::IntLinear(lin(qw)), &[xq])?;
+            self.set_enc(n, node, a, b, None);
+            return Ok(());
+        }
+        let mut sum: Option<NodeIndex> = None;
+        for (shift, part) in limbs(qw, wide, limb) {
+            let top = shift + limb >= wide;
+            let lname = if top {
+                name.to_string()
+            } else {
+                format!("{name}:limb{shift}")
+            };
+            self.weight_bits.insert(lname.clone(), wide);
+            let node = self.add(&lname, Op::IntLinear(lin(&part)), &[xq])?;
+            let k = (1i64 << shift) as f32;
+            let dq = Op::Dequant {
+                a: a.iter().map(|v| v * k).collect(),
+                b: if sum.is_none() { b.clone() } else { vec![0.0] },
+            };
+            let f = self.add(&format!("{lname}:dequant"), dq, &[node])?;
+            sum = Some(match sum {
+                None => f,
+                Some(s) => self.add(&format!("{lname}:sum"), Op::Binary(Binary::Add), &[s, f])?,
+            });
+        }
+        let node = sum.expect("invariant: at least one limb");
+        self.vals.insert(n, QVal::Float { node });
         Ok(())
     }
 
@@ -154,18 +250,7 @@ impl Builder<'_> {
         let rows: Vec<Vec<f32>> = (0..m)
             .map(|j| flat[j * per..(j + 1) * per].iter().map(|v| v * s).collect())
             .collect();
-        let (qw, scales) = self.quant_weights(&rows, self.cx.config.weight_bits(&layer));
-        let wq =
-            ArrayD::from_shape_vec(IxDyn(w.shape()), qw.concat()).expect("invariant: same size");
-        let node = self.add(
-            name,
-            Op::IntLinear(IntLinear::Conv {
-                attrs,
-                w: wq,
-                pad_value: zero_code,
-            }),
-            &[xq],
-        )?;
+        let (qw, scales) = self.layer_weights(n, &rows);
         let len: usize = out_shape.iter().product();
         let plane = len / (out_shape[0] * m);
         let consts: Vec<f32> = (0..m)
@@ -173,8 +258,12 @@ impl Builder<'_> {
             .collect();
         let a: Vec<f32> = (0..len).map(|e| scales[(e / plane) % m]).collect();
         let b: Vec<f32> = (0..len).map(|e| consts[(e / plane) % m]).collect();
-        self.set_enc(n, node, a, b, None);
-        Ok(())
+        let shape = w.shape().to_vec();
+        self.emit_linear(n, name, &qw, xq, a, b, |qw| IntLinear::Conv {
+            attrs: attrs.clone(),
+            w: ArrayD::from_shape_vec(IxDyn(&shape), qw.concat()).expect("invariant: same size"),
+            pad_value: zero_code,
+        })
     }
 
     /// Input of a dense layer: the integer node and its per-element `a`, `b` (full length).
@@ -305,9 +394,66 @@ impl Builder<'_> {
     }
 }
 
+/// Integer weights `q` on a `limb`-bit grid refined `2^(wide − limb)` times (at most
+/// `(2^(limb−1) − 1)·2^(wide − limb)` in magnitude) as limbs: `q = Σ 2^shift·part`, lowest
+/// first, each lower part a centred digit of `c ≤ limb` bits (at most `2^(c−1)` in
+/// magnitude), the top one what is left (at most `2^(limb−1) − 1`: the `limb`-bit layer).
+/// Parts that are all zero are left out.
+fn limbs(q: &[Vec<i64>], wide: u32, limb: u32) -> Vec<(u32, Vec<Vec<i64>>)> {
+    let mut rest = q.to_vec();
+    let (mut bits, mut shift) = (wide, 0);
+    let mut out = Vec::new();
+    while bits > limb {
+        let c = (bits - limb).min(limb);
+        let half = 1i64 << (c - 1);
+        let mut low = rest.clone();
+        for (r, l) in rest.iter_mut().zip(&mut low) {
+            for (v, d) in r.iter_mut().zip(l) {
+                // round half away from zero: the top limb's bound stays symmetric
+                let hi = (v.abs() + half).div_euclid(1 << c) * v.signum();
+                *d = *v - (hi << c);
+                *v = hi;
+            }
+        }
+        if low.iter().flatten().any(|&d| d != 0) {
+            out.push((shift, low));
+        }
+        shift += c;
+        bits -= c;
+    }
+    out.push((shift, rest));
+    out
+}
+
 #[cfg(test)]
 mod tests {
-    use super::own_grid;
+    use super::{limbs, own_grid};
+
+    #[test]
+    fn limbs_sum_to_the_weights() {
+        for (wide, limb) in [(10, 6), (6, 2), (12, 8), (7, 6), (12, 4)] {
+            let top = ((1i64 << (limb - 1)) - 1) << (wide - limb);
+            let q: Vec<Vec<i64>> = vec![(-top..=top).collect()];
+            let parts = limbs(&q, wide, limb);
+            assert!(parts.len() >= 2, "{wide}/{limb}");
+            for (i, &v) in q[0].iter().enumerate() {
+                let sum: i64 = parts.iter().map(|(s, p)| p[0][i] << s).sum();
+                assert_eq!(sum, v, "{wide}/{limb}");
+            }
+            // the top limb is a `limb`-bit symmetric layer; the others are centred digits
+            let (last, lower) = parts.split_last().expect("parts");
+            assert!(
+                last.1[0].iter().all(|v| v.abs() < 1 << (limb - 1)),
+                "{wide}/{limb}"
+            );
+            for (_, p) in lower {
+                assert!(
+                    p[0].iter().all(|v| v.abs() <= 1 << (limb - 1)),
+                    "{wide}/{limb}"
+                );
+            }
+        }
+    }
 
     #[test]
     fn own_grid_reads_weights_whose_top_code_is_unused() {

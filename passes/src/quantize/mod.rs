@@ -61,10 +61,12 @@ impl Pass for Quantize {
             q,
             input_quant,
             origin,
+            weight_bits,
             ..
         } = b;
         cx.input_quant = input_quant;
         cx.origin = origin;
+        cx.weight_bits = weight_bits;
         *g = q;
         Ok(Changed::Yes)
     }
@@ -137,6 +139,8 @@ struct Builder<'a> {
     needs_server: HashMap<NodeIndex, bool>,
     input_quant: Vec<QuantParams>,
     origin: HashMap<NodeIndex, String>,
+    /// See [`PassContext::weight_bits`].
+    weight_bits: HashMap<String, u32>,
     /// For values requantized from a float chain: that chain's float node, so that another
     /// quantization of the same value reads the chain (one table) instead of the codes.
     float_src: HashMap<NodeIndex, NodeIndex>,
@@ -207,6 +211,7 @@ impl<'a> Builder<'a> {
             needs_server,
             input_quant: Vec::new(),
             origin: HashMap::new(),
+            weight_bits: HashMap::new(),
             float_src: HashMap::new(),
             self_quantized: f
                 .g
