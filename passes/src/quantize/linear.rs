@@ -148,11 +148,9 @@ impl Builder<'_> {
     /// layer's error (a plain `bits`-bit grid would put the top limb's largest weight one
     /// step beyond `L` bits, and its accumulator a bit wider).
     fn layer_weights(&self, n: NodeIndex, rows: &[Vec<f32>]) -> (Vec<Vec<i64>>, Vec<f32>) {
-        let wide = self.layer_weight_bits(n);
-        let limb = self.cx.config.n_bits_weights;
-        if !self.is_decrypted(n) || wide <= limb {
-            return self.quant_weights(rows, wide);
-        }
+        let Some((wide, limb)) = self.limbed(n) else {
+            return self.quant_weights(rows, self.layer_weight_bits(n));
+        };
         let (_, scales) = self.quant_weights(rows, limb);
         let fine = (1u64 << (wide - limb)) as f32;
         let scales: Vec<f32> = scales.iter().map(|s| s / fine).collect();
@@ -166,6 +164,13 @@ impl Builder<'_> {
             })
             .collect();
         (qw, scales)
+    }
+
+    /// `(bits, limb bits)` of linear layer `n` when it runs as limbs: decrypted, with more
+    /// weight bits than `n_bits_weights`.
+    fn limbed(&self, n: NodeIndex) -> Option<(u32, u32)> {
+        let (wide, limb) = (self.layer_weight_bits(n), self.cx.config.n_bits_weights);
+        (self.is_decrypted(n) && wide > limb).then_some((wide, limb))
     }
 
     /// Weight bits of linear layer `n`: more when the client decrypts it.
@@ -194,16 +199,15 @@ impl Builder<'_> {
         b: Vec<f32>,
         lin: impl Fn(&[Vec<i64>]) -> IntLinear,
     ) -> Result<(), PassError> {
-        let wide = self.layer_weight_bits(n);
-        let limb = self.cx.config.n_bits_weights;
         if !self.self_quantized {
-            self.weight_bits.insert(name.to_string(), wide);
+            self.weight_bits
+                .insert(name.to_string(), self.layer_weight_bits(n));
         }
-        if !self.is_decrypted(n) || wide <= limb {
+        let Some((wide, limb)) = self.limbed(n) else {
             let node = self.add(name, Op::IntLinear(lin(qw)), &[xq])?;
             self.set_enc(n, node, a, b, None);
             return Ok(());
-        }
+        };
         let mut sum: Option<NodeIndex> = None;
         for (shift, part) in limbs(qw, wide, limb) {
             let top = shift + limb >= wide;
