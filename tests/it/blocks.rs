@@ -115,3 +115,90 @@ fn encrypted_attention_block_equals_clear_exactly() {
         );
     }
 }
+
+/// x[N, 8] → Softmax → an identity MatMul (so that an encrypted layer reads it and it runs
+/// encrypted: exp table, tree of maxima, reciprocal table, product) → decrypted.
+fn softmax_block() -> std::path::PathBuf {
+    let eye = (0..64)
+        .map(|i| if i % 9 == 0 { 1.0 } else { 0.0 })
+        .collect();
+    let bytes = onnx_model(
+        vec![
+            node("Softmax", &["x"], "a", vec![int("axis", -1)]),
+            node("MatMul", &["a", "eye"], "y", vec![]),
+        ],
+        vec![init_f32("eye", &[8, 8], eye)],
+        vec![batched("x", &[8])],
+        vec![batched("y", &[8])],
+    );
+    let p = tmp("softmax_block.onnx");
+    std::fs::write(&p, bytes).expect("write");
+    p
+}
+
+/// Scores in [−4, 4] (pseudo-random, fixed).
+fn scores(n: usize, seed: usize) -> ArrayD<f32> {
+    ArrayD::from_shape_fn(IxDyn(&[n, 8]), |i| {
+        let h = ((i[0] + seed) * 2_654_435_761 + i[1] * 40_503) % 10_007;
+        h as f32 / 10_007.0 * 8.0 - 4.0
+    })
+}
+
+/// The accuracy cost of an encrypted Softmax per bit width (README "Transformer-style
+/// blocks"): the probabilities' error against float on fresh inputs, at n_bits = rounding
+/// bits and with one rounding bit more (which makes the tree of maxima exact: at n bits each
+/// comparison reads its difference rounded by one bit, and the errors add up the tree).
+#[test]
+fn softmax_error_per_bit_width() {
+    let p = softmax_block();
+    let calib = scores(200, 0);
+    let x = scores(500, 7);
+    for extra in [0, 1] {
+        let mut last = f32::INFINITY;
+        for bits in 4..=8 - extra {
+            let opts = CompileOptions {
+                quant: QuantConfig {
+                    rounding_bits: Some(bits + extra),
+                    ..QuantConfig::with_n_bits(bits)
+                },
+                ..Default::default()
+            };
+            let (m, _) = fhec::compile(&p, std::slice::from_ref(&calib), &opts).expect("compiles");
+            let float = m
+                .run_float(std::slice::from_ref(&x))
+                .expect("float")
+                .remove(0);
+            let (mut clear, over) = m
+                .run_clear_counted(std::slice::from_ref(&x))
+                .expect("clear");
+            let clear = clear.remove(0);
+            assert_eq!(over.outside, 0, "no read beyond a domain");
+            let err: Vec<f32> = float
+                .iter()
+                .zip(&clear)
+                .map(|(f, c)| (f - c).abs())
+                .collect();
+            let mean = err.iter().sum::<f32>() / err.len() as f32;
+            let max = err.iter().copied().fold(0.0, f32::max);
+            let argmax = |a: &ArrayD<f32>, r: usize| {
+                (0..8)
+                    .max_by(|&i, &j| a[[r, i]].total_cmp(&a[[r, j]]))
+                    .expect("8 values")
+            };
+            let same = (0..500)
+                .filter(|&r| argmax(&float, r) == argmax(&clear, r))
+                .count();
+            println!(
+                "softmax of 8 at {bits} bits, rounding {}: {} tables per row, |error| mean {mean:.4} max {max:.4}, same argmax {same} / 500",
+                bits + extra,
+                m.report.pbs_count
+            );
+            assert!(mean < last, "{bits} bits: error {mean} not below {last}");
+            assert_eq!(same, 500, "{bits} bits: the largest probability moved");
+            if bits >= 6 {
+                assert!(mean < 0.01 && max < 0.1, "{bits} bits: {mean} / {max}");
+            }
+            last = mean;
+        }
+    }
+}
