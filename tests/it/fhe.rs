@@ -151,6 +151,12 @@ fn encrypted_tiny_mlp_exact(split: fhec::backend::TableSplit) {
         },
     )
     .expect("compiles");
+    // the decrypted layer runs as limbs (3-bit weights + 4), each decrypted on its own
+    assert!(
+        m.report.outputs.len() >= 2 && m.report.outputs.iter().any(|(o, _)| o.contains(":limb")),
+        "{:?}",
+        m.report.outputs
+    );
     let session = m.fhe_session().expect("parameters and keys");
     let p = &session.plan.program;
     let choice = &session.plan.choice;
