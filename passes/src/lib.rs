@@ -206,38 +206,35 @@ impl QuantConfig {
     /// 0.8; more gain little.
     pub const DECRYPTED_EXTRA: u32 = 4;
 
+    /// `layer`'s own precision (every field unset when it has none).
+    fn own(&self, layer: &str) -> LayerPrecision {
+        self.layers.get(layer).copied().unwrap_or_default()
+    }
+
     /// Weight bits of `layer`.
     pub fn weight_bits(&self, layer: &str) -> u32 {
-        self.layers
-            .get(layer)
-            .and_then(|l| l.weight_bits)
-            .unwrap_or(self.n_bits_weights)
+        self.own(layer).weight_bits.unwrap_or(self.n_bits_weights)
     }
 
     /// Weight bits of `layer` when the client decrypts its output: its own setting, else
     /// `n_bits_decrypted`.
     pub fn decrypted_weight_bits(&self, layer: &str) -> u32 {
-        self.layers
-            .get(layer)
-            .and_then(|l| l.weight_bits)
+        self.own(layer)
+            .weight_bits
             .or(self.n_bits_decrypted)
             .unwrap_or(self.n_bits_weights + Self::DECRYPTED_EXTRA)
     }
 
     /// Bits `layer` reads a requantized activation at.
     pub fn input_bits(&self, layer: &str) -> u32 {
-        self.layers
-            .get(layer)
-            .and_then(|l| l.input_bits)
+        self.own(layer)
+            .input_bits
             .unwrap_or(self.n_bits_activations)
     }
 
     /// Rounding of `layer`'s accumulator (`None`: exact).
     pub fn rounding_for(&self, layer: &str) -> Option<u32> {
-        self.layers
-            .get(layer)
-            .and_then(|l| l.rounding_bits)
-            .or(self.rounding_bits)
+        self.own(layer).rounding_bits.or(self.rounding_bits)
     }
 
     /// Whether any layer rounds.

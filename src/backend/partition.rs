@@ -254,19 +254,19 @@ pub fn verify(
             .map_err(|e| format!("bit-extraction set: {e}"))?;
         decomposition("tables' return keyswitch", x.fks_base_log, x.fks_level)?;
     }
-    if main.polynomial_size < 1 << p.min(16) {
-        return Err(format!(
-            "polynomial size {} holds fewer than the 2^{p} table boxes",
-            main.polynomial_size
-        ));
-    }
-    if let Some(x) = stored.extract.as_ref().filter(|_| stored.light_tables) {
-        if x.set.polynomial_size < 1 << p.min(16) {
+    // every set that reads tables holds one box per table entry
+    let holds_tables = |what: &str, s: &FheParams| {
+        if s.polynomial_size < 1 << p.min(16) {
             return Err(format!(
-                "the light tables' polynomial size {} holds fewer than the 2^{p} table boxes",
-                x.set.polynomial_size
+                "{what}polynomial size {} holds fewer than the 2^{p} table boxes",
+                s.polynomial_size
             ));
         }
+        Ok(())
+    };
+    holds_tables("", main)?;
+    if let Some(x) = stored.extract.as_ref().filter(|_| stored.light_tables) {
+        holds_tables("the light tables' ", &x.set)?;
     }
     let x = stored.extract.as_ref();
     if let Some(c) = constraints

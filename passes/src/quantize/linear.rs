@@ -64,6 +64,16 @@ fn own_grid(rows: &[Vec<f32>], global: f32) -> Option<(Vec<Vec<i64>>, Vec<f32>)>
     Some((qs, scales))
 }
 
+/// A linear layer's integer weights (one row per output) and per-row scales.
+struct LayerWeights {
+    q: Vec<Vec<i64>>,
+    scales: Vec<f32>,
+    /// The weights' bits.
+    bits: u32,
+    /// `Some(L)`: a decrypted layer wider than `n_bits_weights = L`, run as limbs of `L` bits.
+    limb: Option<u32>,
+}
+
 impl Builder<'_> {
     /// Symmetric weight quantization of `rows[j]` (one row per output), per channel or per
     /// tensor: integer weights and one scale per output.
@@ -123,14 +133,14 @@ impl Builder<'_> {
         let rows: Vec<Vec<f32>> = (0..nn)
             .map(|j| (0..k).map(|i| w[i][j] * ax[i]).collect())
             .collect();
-        let (qw, scales) = self.layer_weights(n, &rows);
+        let lw = self.layer_weights(n, &rows);
         let len: usize = out_shape.iter().product();
-        let a: Vec<f32> = (0..len).map(|e| scales[e % nn]).collect();
+        let a: Vec<f32> = (0..len).map(|e| lw.scales[e % nn]).collect();
         let consts: Vec<f32> = (0..nn)
             .map(|j| (0..k).map(|i| w[i][j] * bx[i]).sum::<f32>() + bias[j])
             .collect();
         let b: Vec<f32> = (0..len).map(|e| consts[e % nn]).collect();
-        self.emit_linear(n, name, &qw, xq, a, b, |qw| {
+        self.emit_linear(n, name, &lw, xq, a, b, |qw| {
             let w = ArrayD::from_shape_fn(IxDyn(&[k, nn]), |ix| qw[ix[1]][ix[0]]);
             IntLinear::Dense { w }
         })
@@ -147,14 +157,28 @@ impl Builder<'_> {
     /// that its top limb is exactly the `L`-bit layer and the lower limbs quantize that
     /// layer's error (a plain `bits`-bit grid would put the top limb's largest weight one
     /// step beyond `L` bits, and its accumulator a bit wider).
-    fn layer_weights(&self, n: NodeIndex, rows: &[Vec<f32>]) -> (Vec<Vec<i64>>, Vec<f32>) {
-        let Some((wide, limb)) = self.limbed(n) else {
-            return self.quant_weights(rows, self.layer_weight_bits(n));
+    fn layer_weights(&self, n: NodeIndex, rows: &[Vec<f32>]) -> LayerWeights {
+        let layer = self.name(n);
+        let decrypted = self.is_decrypted(n);
+        let bits = if decrypted {
+            self.cx.config.decrypted_weight_bits(&layer)
+        } else {
+            self.cx.config.weight_bits(&layer)
         };
-        let (_, scales) = self.quant_weights(rows, limb);
-        let fine = (1u64 << (wide - limb)) as f32;
+        let l = self.cx.config.n_bits_weights;
+        if !decrypted || bits <= l {
+            let (q, scales) = self.quant_weights(rows, bits);
+            return LayerWeights {
+                q,
+                scales,
+                bits,
+                limb: None,
+            };
+        }
+        let (_, scales) = self.quant_weights(rows, l);
+        let fine = (1u64 << (bits - l)) as f32;
         let scales: Vec<f32> = scales.iter().map(|s| s / fine).collect();
-        let qw = rows
+        let q = rows
             .iter()
             .zip(&scales)
             .map(|(r, &s)| {
@@ -163,29 +187,17 @@ impl Builder<'_> {
                     .collect()
             })
             .collect();
-        (qw, scales)
-    }
-
-    /// `(bits, limb bits)` of linear layer `n` when it runs as limbs: decrypted, with more
-    /// weight bits than `n_bits_weights`.
-    fn limbed(&self, n: NodeIndex) -> Option<(u32, u32)> {
-        let (wide, limb) = (self.layer_weight_bits(n), self.cx.config.n_bits_weights);
-        (self.is_decrypted(n) && wide > limb).then_some((wide, limb))
-    }
-
-    /// Weight bits of linear layer `n`: more when the client decrypts it.
-    fn layer_weight_bits(&self, n: NodeIndex) -> u32 {
-        let layer = self.name(n);
-        if self.is_decrypted(n) {
-            self.cx.config.decrypted_weight_bits(&layer)
-        } else {
-            self.cx.config.weight_bits(&layer)
+        LayerWeights {
+            q,
+            scales,
+            bits,
+            limb: Some(l),
         }
     }
 
-    /// Linear layer `n` with integer weights `qw` (one row per output) and output meaning
-    /// `a·acc + b`. A decrypted layer whose weights are wider than `n_bits_weights` runs as
-    /// limbs (`qw = Σ 2^shift·limb`, see [`limbs`]): each limb's accumulator is as narrow as
+    /// Linear layer `n` with weights `lw` and output meaning `a·acc + b`. A decrypted layer
+    /// whose weights are wider than `n_bits_weights` runs as limbs (`lw.q = Σ 2^shift·limb`,
+    /// see [`limbs`]): each limb's accumulator is as narrow as
     /// an `n_bits_weights` layer's, is decrypted on its own, and the client sums them in
     /// float.
     #[allow(clippy::too_many_arguments)]
@@ -193,23 +205,23 @@ impl Builder<'_> {
         &mut self,
         n: NodeIndex,
         name: &str,
-        qw: &[Vec<i64>],
+        lw: &LayerWeights,
         xq: NodeIndex,
         a: Vec<f32>,
         b: Vec<f32>,
         lin: impl Fn(&[Vec<i64>]) -> IntLinear,
     ) -> Result<(), PassError> {
-        if !self.self_quantized {
-            self.weight_bits
-                .insert(name.to_string(), self.layer_weight_bits(n));
-        }
-        let Some((wide, limb)) = self.limbed(n) else {
-            let node = self.add(name, Op::IntLinear(lin(qw)), &[xq])?;
+        let wide = lw.bits;
+        let Some(limb) = lw.limb else {
+            if !self.self_quantized {
+                self.weight_bits.insert(name.to_string(), wide);
+            }
+            let node = self.add(name, Op::IntLinear(lin(&lw.q)), &[xq])?;
             self.set_enc(n, node, a, b, None);
             return Ok(());
         };
         let mut sum: Option<NodeIndex> = None;
-        for (shift, part) in limbs(qw, wide, limb) {
+        for (shift, part) in limbs(&lw.q, wide, limb) {
             let top = shift + limb >= wide;
             let lname = if top {
                 name.to_string()
@@ -254,16 +266,16 @@ impl Builder<'_> {
         let rows: Vec<Vec<f32>> = (0..m)
             .map(|j| flat[j * per..(j + 1) * per].iter().map(|v| v * s).collect())
             .collect();
-        let (qw, scales) = self.layer_weights(n, &rows);
+        let lw = self.layer_weights(n, &rows);
         let len: usize = out_shape.iter().product();
         let plane = len / (out_shape[0] * m);
         let consts: Vec<f32> = (0..m)
             .map(|j| flat[j * per..(j + 1) * per].iter().sum::<f32>() * b0 + bias[j])
             .collect();
-        let a: Vec<f32> = (0..len).map(|e| scales[(e / plane) % m]).collect();
+        let a: Vec<f32> = (0..len).map(|e| lw.scales[(e / plane) % m]).collect();
         let b: Vec<f32> = (0..len).map(|e| consts[(e / plane) % m]).collect();
         let shape = w.shape().to_vec();
-        self.emit_linear(n, name, &qw, xq, a, b, |qw| IntLinear::Conv {
+        self.emit_linear(n, name, &lw, xq, a, b, |qw| IntLinear::Conv {
             attrs: attrs.clone(),
             w: ArrayD::from_shape_vec(IxDyn(&shape), qw.concat()).expect("invariant: same size"),
             pad_value: zero_code,
