@@ -238,6 +238,20 @@ fn compile_refusals() {
         &fhec(&["compile", s(&model("digits_mlp.onnx"))]),
         &["calibration data", "--calib"],
     );
+    // the decrypted layer's weight bits are range-checked like every width
+    user_error(
+        &fhec(&[
+            "compile",
+            s(&model("digits_mlp.onnx")),
+            "--calib",
+            s(&model("digits_mlp_calib.npy")),
+            "--n-bits-decrypted",
+            "17",
+            "-o",
+            s(&tmp("never.fhe")),
+        ]),
+        &["--n-bits-decrypted", "2..=16"],
+    );
     // an over-wide accumulator without rounding: named layer, neuron, width and the fixes
     let out = fhec(&[
         "compile",

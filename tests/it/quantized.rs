@@ -126,6 +126,23 @@ fn decrypted_layer_limbs_cost_nothing_and_track_float() {
         |rep: &fhec::CompileReport, n: &str| rep.outputs.iter().find(|(o, _)| o == n).map(|o| o.1);
     assert_eq!(width(&m.report, last), width(&m6.report, last));
     assert!(width(&m.report, &format!("{last}:limb0")) <= width(&m6.report, last));
+    // out of range through the library (the CLI refuses it before): a config error
+    let bad = fhec::compile(
+        &model("digits_mlp.onnx"),
+        &[calib("digits_mlp")],
+        &CompileOptions {
+            quant: QuantConfig {
+                n_bits_decrypted: Some(40),
+                ..QuantConfig::with_n_bits(6)
+            },
+            ..Default::default()
+        },
+    );
+    let e = match bad {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("n_bits_decrypted 40 compiled"),
+    };
+    assert!(e.contains("n_bits_decrypted 40 is outside [2, 16]"), "{e}");
 }
 
 /// Runs the standard pipeline one pass at a time, handing each intermediate graph to `check`.

@@ -92,8 +92,14 @@ pub fn layer_names(g: &Graph) -> Vec<String> {
     names
 }
 
-/// Every per-layer override names a layer of the graph and has bits in range.
+/// Every per-layer override names a layer of the graph and has bits in range, and so do the
+/// decrypted layers' weight bits (the CLI range-checks them; a library caller may not).
 fn check_layers(g: &Graph, cfg: &crate::QuantConfig) -> Result<(), PassError> {
+    if let Some(b) = cfg.n_bits_decrypted.filter(|b| !(2..=16).contains(b)) {
+        return Err(PassError::Config {
+            reason: format!("n_bits_decrypted {b} is outside [2, 16]"),
+        });
+    }
     if cfg.layers.is_empty() {
         return Ok(());
     }
