@@ -144,8 +144,8 @@ pub const MODEL_LIMIT: u64 = 1 << 32;
 /// Bumped whenever the artifact layout changes (8: a stored two-partition plan keeps the
 /// registers under the extraction set's key, its return keyswitch runs after each table;
 /// 9: a stored plan may put approximate rounding's rounded tables on its second partition;
-/// 10: the stored config holds `n_bits_decrypted`).
-pub const FORMAT_VERSION: u32 = 10;
+/// 10: the stored config holds `n_bits_decrypted`; 11: and `requantize`).
+pub const FORMAT_VERSION: u32 = 11;
 
 /// Compiles a model: import, then the pass pipeline on `calib` (one array per graph input,
 /// axis 0 = samples).
@@ -188,6 +188,9 @@ pub fn compile_model(
         &mut fcx,
     )?;
     let mut g = float_graph.clone();
+    // `--requantize`: the model's own grids become their clips before the client's head is
+    // cut off, so that a clip on an input is the client's
+    fhec_passes::Pass::run(&fhec_passes::drop_grids::DropGrids, &mut g, &mut fcx)?;
     let head = fhec_passes::client_head::split_head(&mut g)?;
     let samples = match &head {
         None => samples,
@@ -790,7 +793,7 @@ impl CompiledModel {
             h.limits = *limits;
             h.verify()
                 .map_err(|e| format!("corrupt client head ({e})"))?;
-            // only what client_head cuts: elementwise arithmetic with constants
+            // only what client_head cuts: elementwise arithmetic with constants, clips
             let ok_op = |op: &Op| {
                 matches!(op, Op::Input { .. } | Op::Const(_))
                     || fhec_passes::client_head::is_head_op(op)

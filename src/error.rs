@@ -22,6 +22,9 @@ pub enum Error {
     Artifact { path: String, reason: String },
     #[error("{0}")]
     Usage(String),
+    /// No TFHE parameters meet the circuit's noise constraints (names the read and the fix).
+    #[error(transparent)]
+    Params(#[from] crate::backend::params::ParamsError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

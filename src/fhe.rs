@@ -13,7 +13,7 @@ use crate::runtime::{
     keygen, CiphertextShape, ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs,
     KeyInfo, KeyShape, ServerKey,
 };
-use fhec_ir::{kernels, DType, Graph, NodeIndex, Op, Tensor};
+use fhec_ir::{kernels, DType, Graph, NodeIndex, Op, Tensor, Unary};
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -110,7 +110,7 @@ impl CompiledModel {
                 let choice = crate::backend::verify_params(&program, &self.fhe, stored)?;
                 (program, choice)
             }
-            None => self.choose_program()?,
+            None => self.choose_program().map_err(|e| self.own_grid_hint(e))?,
         };
         let model_id = fingerprint(&program, &choice);
         Ok(self.plan.get_or_init(|| Plan {
@@ -118,6 +118,23 @@ impl CompiledModel {
             choice,
             model_id,
         }))
+    }
+
+    /// A model compiled on its own grids takes its weights' and activations' bits from them,
+    /// not from `--n-bits`: when no parameters fit, say what does narrow it.
+    fn own_grid_hint(&self, e: Error) -> Error {
+        let own_grids = !self.report.config.requantize
+            && self
+                .float_graph
+                .g
+                .node_weights()
+                .any(|n| matches!(n.op, Op::Unary(Unary::FakeQuant { .. })));
+        match e {
+            Error::Params(m) if own_grids => Error::Usage(format!(
+                "{m} (this model quantizes itself: its grids, not --n-bits, set its bits; --requantize compiles it on fhec's --n-bits grids from --calib data)"
+            )),
+            e => e,
+        }
     }
 
     /// Lowers the program and searches its parameters. With optimized parameters it tries

@@ -1,9 +1,9 @@
 //! client_head: the float preprocessing a client runs before it quantizes (float → float, on
 //! the graph's inputs).
 //!
-//! A chain of elementwise `Add`, `Sub`, `Mul` or `Div` by constants right after a graph input
-//! — feature standardization `(x − mean) / std`, torchvision's `Normalize`, a unit change —
-//! is cut off the graph: the client evaluates it in float on the plain input, then quantizes
+//! A chain of elementwise `Add`, `Sub`, `Mul` or `Div` by constants and `Clip`s right after
+//! a graph input — feature standardization `(x − mean) / std`, torchvision's `Normalize`, a
+//! unit change, an input range clamp — is cut off the graph: the client evaluates it in float on the plain input, then quantizes
 //! the result on the graph's grid. Left in the graph, the same chain would be quantized on
 //! one grid for all features (a feature with a small range keeps almost no levels) and cost a
 //! table lookup per element to requantize after the per-feature constants.
@@ -12,13 +12,15 @@
 //! graph output). The head is a graph of its own with the original inputs and, per input,
 //! one output: the chain's end (or the input itself when it has no chain).
 
-use fhec_ir::{Binary, Graph, IrError, NodeIndex, Op};
+use fhec_ir::{Binary, Graph, IrError, NodeIndex, Op, Unary};
 
-/// The arithmetic a head step may do: `Add`, `Sub`, `Mul` or `Div` (with a constant).
+/// The arithmetic a head step may do: `Add`, `Sub`, `Mul` or `Div` (with a constant), or
+/// `Clip`.
 pub fn is_head_op(op: &Op) -> bool {
     matches!(
         op,
         Op::Binary(Binary::Add | Binary::Sub | Binary::Mul | Binary::Div)
+            | Op::Unary(Unary::Clip { .. })
     )
 }
 
@@ -26,6 +28,9 @@ pub fn is_head_op(op: &Op) -> bool {
 fn head_step(g: &Graph, n: NodeIndex, from: NodeIndex) -> bool {
     if !is_head_op(&g.g[n].op) {
         return false;
+    }
+    if matches!(g.g[n].op, Op::Unary(_)) {
+        return g.g[n].ty == g.g[from].ty;
     }
     let ins = g.inputs_of(n);
     ins.len() == 2
@@ -124,6 +129,28 @@ mod tests {
         assert_eq!(h[0].f32_values(), vec![1.0, -0.5, -2.0]);
         let got = fhec_ir::eval_f32(&g, &h).unwrap();
         assert_eq!(got[0].f32_values(), want[0].f32_values());
+    }
+
+    #[test]
+    fn an_input_clip_is_the_clients() {
+        // a clamp then a standardization: both run in float at the client
+        let mut g = Graph::new();
+        let x = g.add_input("x", TensorType::new(DType::F32, vec![1, 2]), true);
+        let c = g
+            .add_op("clip", Op::Unary(Unary::Clip { min: 0.0, max: 1.0 }), &[x])
+            .unwrap();
+        let k = g.add_const("k", Tensor::F32(arr1(&[2.0f32, 4.0]).into_dyn()));
+        let m = g.add_op("mul", Op::Binary(Binary::Mul), &[c, k]).unwrap();
+        let r = g.add_op("relu", Op::Unary(Unary::Relu), &[m]).unwrap();
+        g.add_output("y", r);
+        let head = split_head(&mut g).unwrap().expect("a head");
+        let ops: Vec<&str> = head.g.node_weights().map(|n| n.op.name()).collect();
+        assert!(ops.contains(&"Clip") && ops.contains(&"Mul"), "{ops:?}");
+        let x = Tensor::F32(ArrayD::from_shape_vec(vec![1, 2], vec![-3.0, 0.25]).unwrap());
+        assert_eq!(
+            fhec_ir::eval_f32(&head, &[x]).unwrap()[0].f32_values(),
+            vec![0.0, 1.0]
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //!
 //! | pass | needs → makes | does |
 //! |---|---|---|
+//! | [`drop_grids`] | float → float | with `requantize` only: a self-quantized model's grids become their clips (run by the driver before [`client_head`], so that an input's clip goes to the client) |
 //! | [`canonicalize`] | float → float | folds BatchNorm into Conv/Gemm, folds constants, drops Identity |
 //! | [`calibrate`] | float → calibrated | runs `eval_f32` on calibration data, records every tensor's range |
 //! | [`quantize`] | calibrated → quantized | integer accumulators, `Dequant → float ops → Quant` chains, client-side tail |
@@ -19,6 +20,7 @@ pub mod bitwidth;
 pub mod calibrate;
 pub mod canonicalize;
 pub mod client_head;
+pub mod drop_grids;
 pub mod fuse_tlu;
 pub mod prune_check;
 pub mod quantize;
@@ -71,6 +73,11 @@ pub struct QuantConfig {
     /// layer's typical range on each side (see [`RangePolicy`]).
     #[serde(default = "default_margin")]
     pub range_margin: f32,
+    /// Compile a model that quantizes itself (QDQ, QOperator, QONNX) as the float model it
+    /// approximates: its grids become their clips ([`drop_grids`]) and fhec quantizes it
+    /// from calibration data on its own `n_bits` grids.
+    #[serde(default)]
+    pub requantize: bool,
 }
 
 fn default_margin() -> f32 {
@@ -193,6 +200,7 @@ impl Default for QuantConfig {
             layers: BTreeMap::new(),
             ranges: RangePolicy::default(),
             range_margin: Self::DEFAULT_MARGIN,
+            requantize: false,
         }
     }
 }

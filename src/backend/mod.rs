@@ -172,7 +172,7 @@ pub fn choose_params(p: &Program, opts: &FheOptions) -> Result<Choice> {
         ParamsPolicy::Vetted => params::search_vetted(&p.constraints, p.read_bits(), target),
     }
     .map(|c| c.for_program(p))
-    .map_err(|e| Error::Usage(e.to_string()))
+    .map_err(Error::from)
 }
 
 /// Checks parameters stored with a compiled model against its program instead of searching

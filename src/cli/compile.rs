@@ -62,6 +62,12 @@ pub(super) struct CompileArgs {
     /// the layer's typical range on each side.
     #[arg(long, default_value_t = fhec::passes::QuantConfig::DEFAULT_MARGIN, value_parser = parse_margin)]
     range_margin: f32,
+    /// For a model that quantizes itself (QDQ, QOperator, QONNX): ignore its grids and
+    /// compile the float model it approximates on fhec's own --n-bits grids, from --calib
+    /// data. Onnxruntime's int8 models need it for exact rounding (their 8-bit × 8-bit
+    /// accumulators are too wide to round exactly); their clip ranges (ReLU) are kept.
+    #[arg(long)]
+    requantize: bool,
     /// Write the report as JSON.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -142,6 +148,7 @@ pub(super) fn compile(a: CompileArgs) -> Result<()> {
         layers: layer_precision(a.precision.as_deref(), &a.layers)?,
         ranges: a.ranges.into(),
         range_margin: a.range_margin,
+        requantize: a.requantize,
     };
     let calib = a
         .calib

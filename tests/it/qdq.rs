@@ -172,6 +172,62 @@ fn onnxruntime_qdq_model_compiles() {
     assert!(clear >= float - 0.01, "clear {clear} vs float {float}");
 }
 
+/// onnxruntime's int8 models (QDQ and QOperator) have no exact-rounding plan on their own
+/// grids — the last bit of an 8-bit × 8-bit accumulator carries more noise than any 64-bit
+/// parameter set reads — and the error says what does fix it: `--requantize`. Requantized on
+/// fhec's 6-bit grids they get a two-partition exact plan; the input's clip runs at the
+/// client, `--mode float` still runs the int8 model, and clear mode stays within a point of
+/// it.
+#[test]
+fn int8_models_requantize_for_exact_rounding() {
+    let y = npy::read_labels(&model("digits_mlp_qdq_test_y.npy")).expect("y");
+    for name in ["digits_mlp_qdq", "digits_mlp_qop"] {
+        let own = compile_with(name, fhec::QuantConfig::default());
+        let Err(e) = own.plan().map(|_| ()) else {
+            panic!("{name}: an exact plan on its int8 grids")
+        };
+        let e = e.to_string();
+        assert!(
+            e.contains("bit extraction") && e.contains("--requantize"),
+            "{name}: {e}"
+        );
+        let rq = compile_with(
+            name,
+            fhec::QuantConfig {
+                requantize: true,
+                ..Default::default()
+            },
+        );
+        let plan = rq.plan().unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert!(plan.choice.extract.is_some(), "{name}: two partitions");
+        assert!(!rq
+            .program
+            .g
+            .node_weights()
+            .any(|n| matches!(n.op, fhec::ir::Op::Unary(fhec::ir::Unary::FakeQuant { .. }))));
+        assert!(
+            rq.head.is_some(),
+            "{name}: the input's clip is the client's"
+        );
+        let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+        let acc = |m: &fhec::CompiledModel, clear: bool| {
+            let out = if clear {
+                m.run_clear(std::slice::from_ref(&x))
+            } else {
+                m.run_float(std::slice::from_ref(&x))
+            };
+            fhec::accuracy(&out.expect("runs")[0], &y).expect("accuracy")
+        };
+        let (float, float_rq, clear_rq) = (acc(&own, false), acc(&rq, false), acc(&rq, true));
+        println!(
+            "{name}: int8 {float:.4}, requantized clear {clear_rq:.4}, {} bootstraps",
+            plan.program.pbs_count
+        );
+        assert_eq!(float, float_rq, "{name}: --mode float is the int8 model");
+        assert!(clear_rq >= float - 0.01, "{name}: {clear_rq} vs {float}");
+    }
+}
+
 /// Brevitas' 3-bit QAT MLP (QONNX) compiles on its own 3-bit grids (inputs, weights, ReLU
 /// activations); read whole (no rounding: 9-bit tables, beyond what the default parameters
 /// encrypt) clear mode equals Brevitas' own quantized forward to float precision — the integer
