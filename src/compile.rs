@@ -254,27 +254,6 @@ fn argmax(t: &Tensor) -> usize {
         .0
 }
 
-/// The integer a table lookup reads (its layer's accumulator), through an optional `Round`,
-/// and the most bits that `Round` drops.
-fn table_source(g: &Graph, table: NodeIndex) -> (NodeIndex, u32) {
-    let x = g.inputs_of(table)[0];
-    let (x, k) = match g.g[x].op {
-        Op::Round { ref bits } => (g.inputs_of(x)[0], bits.iter().copied().max().unwrap_or(0)),
-        _ => (x, 0),
-    };
-    // through the integer bias a power-of-two requantization moved into the accumulator
-    match g.g[x].op {
-        Op::Binary(fhec_ir::Binary::Add) => {
-            let ins = g.inputs_of(x);
-            match ins.iter().position(|&i| matches!(g.g[i].op, Op::Const(_))) {
-                Some(c) if ins.len() == 2 => (ins[1 - c], k),
-                _ => (x, k),
-            }
-        }
-        _ => (x, k),
-    }
-}
-
 fn build_report(
     source: &str,
     g: &Graph,
@@ -283,7 +262,7 @@ fn build_report(
 ) -> Result<CompileReport> {
     let order = g.topo()?;
     let iv = |n: NodeIndex| cx.intervals.get(&n).copied();
-    let source_of = |t: NodeIndex| table_source(g, t);
+    let source_of = |t: NodeIndex| g.table_source(t);
     // a report row for node `n`, whose accumulator is `acc`
     let new_row = |n: NodeIndex, op: String, acc: NodeIndex| LayerReport {
         layer: cx
@@ -663,7 +642,7 @@ impl CompiledModel {
             .topo()?
             .into_iter()
             .filter(|&n| matches!(g.g[n].op, Op::Tlu(_)))
-            .map(|n| (n, g.g[table_source(g, n).0].name.clone()))
+            .map(|n| (n, g.g[g.table_source(n).0].name.clone()))
             .collect();
         // decrypted outputs read in a calibrated window, with their layer
         let windows: Vec<(NodeIndex, String)> = g

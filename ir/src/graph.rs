@@ -197,6 +197,33 @@ impl Graph {
         dead.len()
     }
 
+    /// The integer table lookup `table` reads (its layer's accumulator), through an optional
+    /// `Round`, and the most bits that `Round` drops; through the integer bias a power-of-two
+    /// requantization moved into the accumulator, too.
+    pub fn table_source(&self, table: NodeIndex) -> (NodeIndex, u32) {
+        let x = self.inputs_of(table)[0];
+        let (x, k) = match self.g[x].op {
+            Op::Round { ref bits } => (
+                self.inputs_of(x)[0],
+                bits.iter().copied().max().unwrap_or(0),
+            ),
+            _ => (x, 0),
+        };
+        match self.g[x].op {
+            Op::Binary(crate::op::Binary::Add) => {
+                let ins = self.inputs_of(x);
+                match ins
+                    .iter()
+                    .position(|&i| matches!(self.g[i].op, Op::Const(_)))
+                {
+                    Some(c) if ins.len() == 2 => (ins[1 - c], k),
+                    _ => (x, k),
+                }
+            }
+            _ => (x, k),
+        }
+    }
+
     /// Node indices in a deterministic topological order (ties broken by index).
     ///
     /// # Errors

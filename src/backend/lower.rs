@@ -407,6 +407,13 @@ pub fn lower_with(
             debug_assert_eq!(tn, n);
             let mut stage = Vec::new();
             let mut outs = Vec::with_capacity(spec.len());
+            // a noise check names the layer whose accumulator the table reads, then the table
+            let layer = &g.g[g.table_source(n).0].name;
+            let at = if *layer == name {
+                name.clone()
+            } else {
+                format!("{layer} → {name}")
+            };
             for (src, offset, drop, table) in spec {
                 match src {
                     Operand::Const(v) => {
@@ -438,7 +445,7 @@ pub fn lower_with(
                             drop,
                             table,
                         });
-                        lw.note_tlu(&name, nz, drop, p);
+                        lw.note_tlu(&at, nz, drop, p);
                         outs.push(Operand::Reg(dst));
                     }
                 }

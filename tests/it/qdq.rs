@@ -187,8 +187,12 @@ fn int8_models_requantize_for_exact_rounding() {
             panic!("{name}: an exact plan on its int8 grids")
         };
         let e = e.to_string();
+        // it names the layer whose accumulator is read, then the table reading it
         assert!(
-            e.contains("bit extraction") && e.contains("--requantize"),
+            e.contains("bit extraction at `/net/net.")
+                && e.contains("Gemm")
+                && e.contains(" → ")
+                && e.contains("--requantize"),
             "{name}: {e}"
         );
         let rq = compile_with(
