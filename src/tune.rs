@@ -2,7 +2,7 @@
 //! float model's.
 //!
 //! Phase 1 compiles the model over a grid of global settings (n_bits, rounding bits, range
-//! policy), plans each compiled program for both rounding methods and for a strict and a
+//! policy; for a model that quantizes itself, its own grids and `requantize`), plans each compiled program for both rounding methods and for a strict and a
 //! loose error probability, and scores every candidate on the validation set: exact
 //! rounding in clear mode (which encrypted runs equal bit for bit), approximate rounding and
 //! loose error probabilities in simulation (`run_simulated_with`: the approximate-rounding
@@ -146,6 +146,9 @@ impl Default for TuneOptions {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Candidate {
     pub n_bits: u32,
+    /// Compiled on the model's own quantization grids (a self-quantized model without
+    /// `requantize`): `n_bits` then applies to its float parts only.
+    pub own_grids: bool,
     pub rounding_bits: u32,
     /// The whole quantization config (range policy and per-layer overrides included).
     pub config: QuantConfig,
@@ -232,6 +235,15 @@ pub fn tune(
 ) -> Result<Tuned> {
     let float = model.run_float(val_x)?;
     let float_score = opts.metric.score(first(&float)?, val_y)?;
+    // a model that quantizes itself is tried on its own grids and requantized on fhec's
+    // (`--requantize`): an int8 model has an exact plan only requantized, and fewer bits
+    // than its own may pass the budget
+    let own_grids = model
+        .graph
+        .g
+        .node_weights()
+        .any(|n| matches!(n.op, fhec_ir::Op::Unary(fhec_ir::Unary::FakeQuant { .. })));
+    let requantize: &[bool] = if own_grids { &[false, true] } else { &[false] };
     let grid: Vec<QuantConfig> = opts
         .n_bits
         .iter()
@@ -240,10 +252,13 @@ pub fn tune(
                 .iter()
                 .filter(move |&&r| r <= n + 2 && r <= 8)
                 .flat_map(move |&r| {
-                    opts.ranges.iter().map(move |&ranges| QuantConfig {
-                        rounding_bits: Some(r),
-                        ranges,
-                        ..QuantConfig::with_n_bits(n)
+                    opts.ranges.iter().flat_map(move |&ranges| {
+                        requantize.iter().map(move |&requantize| QuantConfig {
+                            rounding_bits: Some(r),
+                            ranges,
+                            requantize,
+                            ..QuantConfig::with_n_bits(n)
+                        })
                     })
                 })
         })
@@ -255,6 +270,7 @@ pub fn tune(
         val_x,
         val_y,
         opts,
+        own_grids,
         candidates: Vec::new(),
         models: Vec::new(),
     };
@@ -332,6 +348,8 @@ struct Search<'a> {
     val_x: &'a [ArrayD<f32>],
     val_y: &'a ArrayD<f32>,
     opts: &'a TuneOptions,
+    /// The model quantizes itself.
+    own_grids: bool,
     candidates: Vec<Candidate>,
     /// The compiled model of each candidate, in the same order.
     models: Vec<CompiledModel>,
@@ -379,6 +397,7 @@ impl Search<'_> {
             };
             self.candidates.push(Candidate {
                 n_bits: cfg.n_bits_weights,
+                own_grids: self.own_grids && !cfg.requantize,
                 rounding_bits: cfg.rounding_bits.unwrap_or(0),
                 config: cfg.clone(),
                 rounding,

@@ -160,7 +160,7 @@ fn tune_cmd(
     }
     println!(
         "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7} {:>11} {:>5} {:>6} {:>7} {:>12} {:>12}",
-        "n_bits",
+        "grids",
         "rounding",
         "ranges",
         "layers",
@@ -177,7 +177,7 @@ fn tune_cmd(
         let c = &t.candidates[i];
         println!(
             "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7.0e} {:>10.2}% {:>5} {:>6} {:>7} {:>12.1} {:>12}{}",
-            c.n_bits,
+            grids(c),
             c.rounding_bits,
             c.config.ranges.name(),
             if c.config.layers.is_empty() {
@@ -209,8 +209,13 @@ fn tune_cmd(
         .map(|(name, l)| format!(" --layer {name}={}", l.spec()))
         .collect();
     println!(
-        "chosen: --n-bits {} --rounding-bits {} --ranges {}{layers} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, {} bootstraps, {}-bit tables)",
+        "chosen: --n-bits {}{} --rounding-bits {} --ranges {}{layers} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, {} bootstraps, {}-bit tables)",
         c.n_bits,
+        if c.config.requantize {
+            " --requantize"
+        } else {
+            ""
+        },
         c.rounding_bits,
         c.config.ranges.name(),
         match c.rounding {
@@ -225,4 +230,14 @@ fn tune_cmd(
     t.model.save(out)?;
     println!("wrote {}", out.display());
     Ok(())
+}
+
+/// The n_bits column: the model's own grids are marked (`own`, then the n_bits its float
+/// parts, if any, take), fhec's are the number.
+fn grids(c: &fhec::tune::Candidate) -> String {
+    if c.own_grids {
+        format!("own/{}", c.n_bits)
+    } else {
+        c.n_bits.to_string()
+    }
 }

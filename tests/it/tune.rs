@@ -96,6 +96,58 @@ fn regression_targets_score_by_r2() {
     assert!(e.contains("rows"), "{e}");
 }
 
+/// A model that quantizes itself is tuned on its own grids and requantized: onnxruntime's
+/// int8 MLP has exact-rounding candidates only requantized (its own 8-bit × 8-bit
+/// accumulators have no exact plan), approximate ones both ways.
+#[test]
+fn tune_tries_a_self_quantized_model_on_its_grids_and_requantized() {
+    let name = "digits_mlp_qdq";
+    let m = fhec::Model::load(&model(&format!("{name}.onnx"))).expect("model");
+    let calib = fhec::npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
+    let x = fhec::npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    let y: Vec<i64> = fhec::npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
+    let y = ndarray::Array1::from_iter(y.iter().map(|&v| v as f32)).into_dyn();
+    let opts = TuneOptions {
+        max_drop: 5.0,
+        n_bits: vec![5],
+        rounding_bits: vec![5],
+        p_errors: vec![2f64.powi(-40)],
+        ranges: vec![fhec::passes::RangePolicy::Calibrated],
+        per_layer: false,
+        ..Default::default()
+    };
+    let t = tune(
+        &m,
+        std::slice::from_ref(&calib),
+        std::slice::from_ref(&x),
+        &y,
+        &opts,
+        |_, _| {},
+    )
+    .expect("tunes");
+    let kinds: Vec<(bool, bool, fhec::backend::Rounding)> = t
+        .candidates
+        .iter()
+        .map(|c| (c.own_grids, c.config.requantize, c.rounding))
+        .collect();
+    use fhec::backend::Rounding::{Approximate, Exact};
+    assert_eq!(
+        kinds,
+        vec![
+            (true, false, Approximate),
+            (false, true, Exact),
+            (false, true, Approximate)
+        ]
+    );
+    for c in &t.candidates {
+        println!(
+            "own grids {}: {:?} {:.2} %, {} PBS, est {:.0} ms",
+            c.own_grids, c.rounding, c.score, c.pbs_count, c.est_ms
+        );
+        assert!(c.score >= t.float_score - 5.0, "{c:?}");
+    }
+}
+
 /// `fhec tune` on a shipped model's calibration set and test split, plus `extra` flags.
 fn tune_cli(m: &str, extra: &[&str]) -> std::process::Output {
     let f = ["", "_calib", "_test_x", "_test_y"].map(|suffix| {
