@@ -232,6 +232,43 @@ fn bare_form_compiles_and_clear_mode_runs() {
     assert!(so.contains("accuracy (clear): 0.96"), "{so}");
 }
 
+/// `--requantize` on onnxruntime's int8 MLP: without it the report says exact rounding has no
+/// plan and names the flag; with it the plan is exact rounding on two partitions, and the
+/// input's clip is listed as the client's.
+#[test]
+fn requantize_flag_gives_an_int8_model_an_exact_plan() {
+    let (onnx, calib) = (
+        model("digits_mlp_qdq.onnx"),
+        model("digits_mlp_qdq_calib.npy"),
+    );
+    let compile = |extra: &[&str]| {
+        let mut args = vec!["compile", s(&onnx), "--calib", s(&calib)];
+        args.extend_from_slice(extra);
+        let out_path = tmp(&format!("qdq{}.fhe", extra.len()));
+        args.extend_from_slice(&["-o", s(&out_path)]);
+        let out = fhec(&args);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let own = compile(&[]);
+    assert!(
+        own.contains("encrypted execution: not available") && own.contains("--requantize"),
+        "{own}"
+    );
+    let rq = compile(&["--requantize"]);
+    for needle in [
+        "bit extractions = ",
+        "exact rounding",
+        "client side before encryption (float, then the input grid): Clip",
+    ] {
+        assert!(rq.contains(needle), "`{needle}` missing from:\n{rq}");
+    }
+}
+
 #[test]
 fn compile_refusals() {
     user_error(
