@@ -3,7 +3,7 @@
 
 use crate::backend::params::Choice;
 use crate::backend::{
-    choose_params, lower, lower_with, FheOptions, ParamsPolicy, Program, Rounding, SimNoise,
+    choose_params, lower, lower_with, FheOptions, Layout, ParamsPolicy, Program, SimNoise,
     TableSplit,
 };
 use crate::compile::CompiledModel;
@@ -13,7 +13,7 @@ use crate::runtime::{
     keygen, CiphertextShape, ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs,
     KeyInfo, KeyShape, ServerKey,
 };
-use fhec_ir::{kernels, DType, Graph, NodeIndex, Op, Tensor, Unary};
+use fhec_ir::{kernels, DType, Graph, NodeIndex, Op, Tensor};
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -104,8 +104,7 @@ impl CompiledModel {
                     &self.program,
                     &self.input_quant,
                     self.fhe.rounding,
-                    stored.split_tables,
-                    stored.light_tables,
+                    Layout::of_stored(stored.split_tables, stored.light_tables),
                 )?;
                 let choice = crate::backend::verify_params(&program, &self.fhe, stored)?;
                 (program, choice)
@@ -123,12 +122,7 @@ impl CompiledModel {
     /// A model compiled on its own grids takes its weights' and activations' bits from them,
     /// not from `--n-bits`: when no parameters fit, say what does narrow it.
     fn own_grid_hint(&self, e: Error) -> Error {
-        let own_grids = !self.report.config.requantize
-            && self
-                .float_graph
-                .g
-                .node_weights()
-                .any(|n| matches!(n.op, Op::Unary(Unary::FakeQuant { .. })));
+        let own_grids = !self.report.config.requantize && self.float_graph.carries_grids();
         match e {
             Error::Params(m) if own_grids => Error::Usage(format!(
                 "{m} (this model quantizes itself: its grids, not --n-bits, set its bits; --requantize compiles it on fhec's --n-bits grids from --calib data)"
@@ -142,14 +136,12 @@ impl CompiledModel {
     /// ([`Program::split`]), light tables for approximate rounding ([`Program::light`]) —
     /// and keeps whichever is estimated faster (`--split-tables auto`), or the one asked for.
     fn choose_program(&self) -> Result<(Program, Choice)> {
-        let exact = self.fhe.rounding == Rounding::Exact;
         let second = || {
             lower_with(
                 &self.program,
                 &self.input_quant,
                 self.fhe.rounding,
-                exact,
-                !exact,
+                Layout::Second,
             )
         };
         let optimized = self.fhe.params == ParamsPolicy::Optimized;

@@ -238,11 +238,7 @@ pub fn tune(
     // a model that quantizes itself is tried on its own grids and requantized on fhec's
     // (`--requantize`): an int8 model has an exact plan only requantized, and fewer bits
     // than its own may pass the budget
-    let own_grids = model
-        .graph
-        .g
-        .node_weights()
-        .any(|n| matches!(n.op, fhec_ir::Op::Unary(fhec_ir::Unary::FakeQuant { .. })));
+    let own_grids = model.graph.carries_grids();
     let requantize: &[bool] = if own_grids { &[false, true] } else { &[false] };
     let grid: Vec<QuantConfig> = opts
         .n_bits

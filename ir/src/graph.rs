@@ -197,6 +197,14 @@ impl Graph {
         dead.len()
     }
 
+    /// Whether the graph carries quantization grids of its own (`Unary::FakeQuant`: QDQ
+    /// pairs, QOperator ops, QONNX `Quant`).
+    pub fn carries_grids(&self) -> bool {
+        self.g
+            .node_weights()
+            .any(|n| matches!(n.op, Op::Unary(crate::op::Unary::FakeQuant { .. })))
+    }
+
     /// The integer table lookup `table` reads (its layer's accumulator), through an optional
     /// `Round`, and the most bits that `Round` drops; through the integer bias a power-of-two
     /// requantization moved into the accumulator, too.

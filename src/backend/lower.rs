@@ -147,12 +147,32 @@ pub const MAX_TLU_BITS: u32 = 16;
 /// # Errors
 /// A float operation on the server side (not fused into a table), or a table too wide.
 pub fn lower(g: &Graph, input_quant: &[QuantParams], rounding: Rounding) -> Result<Program> {
-    lower_with(g, input_quant, rounding, false, false)
+    lower_with(g, input_quant, rounding, Layout::Plain)
 }
 
-/// [`lower`], with exact rounding's tables split when `split` ([`Program::split`]; ignored
-/// for approximate rounding and 1-bit tables), and approximate rounding's rounded tables on
-/// the second partition when `light` ([`Program::light`]; ignored for exact rounding).
+/// How a program's tables run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Layout {
+    /// Each table as one bootstrap on the table set.
+    Plain,
+    /// The rounding method's second layout: exact rounding splits its tables
+    /// ([`Program::split`]; not 1-bit tables), approximate rounding runs its rounded tables
+    /// on the second partition ([`Program::light`]).
+    Second,
+}
+
+impl Layout {
+    /// The layout a stored plan was made with.
+    pub fn of_stored(split_tables: bool, light_tables: bool) -> Self {
+        if split_tables || light_tables {
+            Layout::Second
+        } else {
+            Layout::Plain
+        }
+    }
+}
+
+/// [`lower`] with a given [`Layout`].
 ///
 /// # Errors
 /// As [`lower`].
@@ -160,8 +180,7 @@ pub fn lower_with(
     g: &Graph,
     input_quant: &[QuantParams],
     rounding: Rounding,
-    split: bool,
-    light: bool,
+    layout: Layout,
 ) -> Result<Program> {
     let cx = PassContext {
         input_quant: input_quant.to_vec(),
@@ -218,8 +237,9 @@ pub fn lower_with(
     // table entries to evaluate (elements × 2^p), bounded like a node's work
     let mut table_work: u128 = 0;
     let work_limit = u128::from(g.limits.max_node_macs);
-    let split = split && rounding == Rounding::Exact && p >= 2;
-    let light = light && rounding == Rounding::Approximate;
+    let second = layout == Layout::Second;
+    let split = second && rounding == Rounding::Exact && p >= 2;
+    let light = second && rounding == Rounding::Approximate;
     let mut lw = Lowering {
         rounding,
         split,

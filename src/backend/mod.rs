@@ -27,7 +27,7 @@ pub mod partition;
 pub mod program;
 
 use crate::error::{Error, Result};
-pub use lower::{lower, lower_with, MAX_TLU_BITS};
+pub use lower::{lower, lower_with, Layout, MAX_TLU_BITS};
 use params::Choice;
 pub use program::{Instr, Operand, Program, ProgramOutput, SimNoise};
 use serde::{Deserialize, Serialize};

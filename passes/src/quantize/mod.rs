@@ -219,10 +219,7 @@ impl<'a> Builder<'a> {
             origin: HashMap::new(),
             weight_bits: HashMap::new(),
             float_src: HashMap::new(),
-            self_quantized: f
-                .g
-                .node_weights()
-                .any(|n| matches!(n.op, Op::Unary(Unary::FakeQuant { .. }))),
+            self_quantized: f.carries_grids(),
         }
     }
 
