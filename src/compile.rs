@@ -243,17 +243,6 @@ fn split_samples(g: &Graph, calib: &[ArrayD<f32>]) -> Result<Vec<Vec<Tensor>>> {
     Ok(out)
 }
 
-fn argmax(t: &Tensor) -> usize {
-    t.f32_values()
-        .iter()
-        .enumerate()
-        .fold(
-            (0, f32::NEG_INFINITY),
-            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-        )
-        .0
-}
-
 fn build_report(
     source: &str,
     g: &Graph,
@@ -380,7 +369,9 @@ fn build_report(
         if let (Some(a), Some(b)) = (fo.first(), qo.first()) {
             if a.len() > 1 {
                 total += 1;
-                agree += usize::from(argmax(a) == argmax(b));
+                agree += usize::from(
+                    crate::model::argmax(&a.f32_values()) == crate::model::argmax(&b.f32_values()),
+                );
             }
         }
     }

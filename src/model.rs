@@ -205,6 +205,19 @@ pub fn join_batch(graph: &Graph, samples: Vec<Vec<Tensor>>) -> Result<Vec<ArrayD
         .collect()
 }
 
+/// Index of the first largest value (NaN never wins; 0 for no values): the predicted class
+/// of one row of logits, wherever fhec compares classes.
+pub fn argmax<'a>(values: impl IntoIterator<Item = &'a f32>) -> usize {
+    values
+        .into_iter()
+        .enumerate()
+        .fold(
+            (0, f32::NEG_INFINITY),
+            |b, (i, &v)| if v > b.1 { (i, v) } else { b },
+        )
+        .0
+}
+
 /// Fraction of rows of `logits` (`[N, classes]`) whose argmax equals the label; a `[N]` or
 /// `[N, 1]` output holds the predicted class itself (a model ending in ArgMax, or one
 /// sigmoid probability: rounded).
@@ -227,17 +240,7 @@ pub fn accuracy(logits: &ArrayD<f32>, labels: &[i64]) -> Option<f64> {
     let hits = logits
         .outer_iter()
         .zip(labels)
-        .filter(|(row, &y)| {
-            let am = row
-                .iter()
-                .enumerate()
-                .fold(
-                    (0, f32::NEG_INFINITY),
-                    |b, (i, &v)| if v > b.1 { (i, v) } else { b },
-                )
-                .0;
-            am as i64 == y
-        })
+        .filter(|(row, &y)| argmax(row.iter()) as i64 == y)
         .count();
     Some(hits as f64 / labels.len() as f64)
 }

@@ -64,13 +64,6 @@ struct FheRun {
     key_sizes: fhec::runtime::KeySizes,
 }
 
-fn argmax(a: &ndarray::ArrayD<f32>) -> Option<usize> {
-    a.iter()
-        .enumerate()
-        .max_by(|x, y| x.1.total_cmp(y.1))
-        .map(|(i, _)| i)
-}
-
 /// Keygen, then encrypt → evaluate → decrypt each sample, comparing it with clear mode.
 fn fhe_batch(m: &CompiledModel, xs: &[ndarray::ArrayD<f32>], verbose: bool) -> Result<FheRun> {
     let session = m.fhe_session()?;
@@ -120,7 +113,8 @@ fn fhe_batch(m: &CompiledModel, xs: &[ndarray::ArrayD<f32>], verbose: bool) -> R
         let tail = m.client_tail(prog, &ints)?;
         let clear = fhec::ir::eval_int(&m.program, &q)?;
         if let (Some(a), Some(b)) = (tail.first(), clear.first()) {
-            run.same_class += usize::from(argmax(&a.to_f32()) == argmax(&b.to_f32()));
+            run.same_class +=
+                usize::from(fhec::model::argmax(&a.to_f32()) == fhec::model::argmax(&b.to_f32()));
         }
         tails.push(tail);
     }
