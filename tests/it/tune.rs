@@ -2,7 +2,8 @@
 //! bad flags.
 
 use crate::common::{fhec, model, s, user_error};
-use fhec::tune::{r2, tune, Metric, TuneOptions};
+use fhec::tune::{r2, tune, Metric, TuneOptions, Tuned};
+use ndarray::ArrayD;
 
 fn small_grid(metric: Metric, seed: u64) -> TuneOptions {
     TuneOptions {
@@ -16,24 +17,41 @@ fn small_grid(metric: Metric, seed: u64) -> TuneOptions {
     }
 }
 
+/// A shipped model, its calibration set and its test inputs.
+fn shipped(name: &str) -> (fhec::Model, ArrayD<f32>, ArrayD<f32>) {
+    let m = fhec::Model::load(&model(&format!("{name}.onnx"))).expect("model");
+    let calib = fhec::npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
+    let x = fhec::npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    (m, calib, x)
+}
+
+/// A shipped model's test labels as tune's targets.
+fn labels(name: &str) -> ArrayD<f32> {
+    let y: Vec<i64> = fhec::npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
+    ndarray::Array1::from_iter(y.iter().map(|&v| v as f32)).into_dyn()
+}
+
+fn tune_on(
+    (m, calib, x): &(fhec::Model, ArrayD<f32>, ArrayD<f32>),
+    y: &ArrayD<f32>,
+    opts: &TuneOptions,
+) -> Tuned {
+    tune(
+        m,
+        std::slice::from_ref(calib),
+        std::slice::from_ref(x),
+        y,
+        opts,
+        |_, _| {},
+    )
+    .expect("tunes")
+}
+
 #[test]
 fn tune_is_deterministic_and_picks_the_cheapest_passing_candidate() {
-    let m = fhec::Model::load(&model("iris_mlp.onnx")).expect("model");
-    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
-    let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
-    let y: Vec<i64> = fhec::npy::read_labels(&model("iris_mlp_test_y.npy")).expect("y");
-    let y = ndarray::Array1::from_iter(y.iter().map(|&v| v as f32)).into_dyn();
-    let run = |seed| {
-        tune(
-            &m,
-            std::slice::from_ref(&calib),
-            std::slice::from_ref(&x),
-            &y,
-            &small_grid(Metric::Accuracy, seed),
-            |_, _| {},
-        )
-        .expect("tunes")
-    };
+    let data = shipped("iris_mlp");
+    let y = labels("iris_mlp");
+    let run = |seed| tune_on(&data, &y, &small_grid(Metric::Accuracy, seed));
     let (a, b) = (run(3), run(3));
     assert_eq!(a.candidates, b.candidates);
     assert_eq!(a.chosen, b.chosen);
@@ -71,21 +89,15 @@ fn regression_targets_score_by_r2() {
     assert!(r2(&[2.0, 2.0, 2.0], &[1.0, 2.0, 3.0]).abs() < 1e-12);
     // the float model's own outputs as regression targets: float R² is 100 %, and tune
     // finds a quantized circuit within the budget
-    let m = fhec::Model::load(&model("iris_mlp.onnx")).expect("model");
-    let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
-    let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
-    let y = m.run_float(std::slice::from_ref(&x)).expect("float")[0].clone();
+    let data = shipped("iris_mlp");
+    let y = data
+        .0
+        .run_float(std::slice::from_ref(&data.2))
+        .expect("float")[0]
+        .clone();
     let mut opts = small_grid(Metric::R2, 0);
     opts.max_drop = 10.0;
-    let t = tune(
-        &m,
-        std::slice::from_ref(&calib),
-        std::slice::from_ref(&x),
-        &y,
-        &opts,
-        |_, _| {},
-    )
-    .expect("tunes");
+    let t = tune_on(&data, &y, &opts);
     assert!((t.float_score - 100.0).abs() < 1e-9);
     assert!(t.candidates[t.chosen].score >= 90.0);
     // targets that do not match the outputs
@@ -102,11 +114,6 @@ fn regression_targets_score_by_r2() {
 #[test]
 fn tune_tries_a_self_quantized_model_on_its_grids_and_requantized() {
     let name = "digits_mlp_qdq";
-    let m = fhec::Model::load(&model(&format!("{name}.onnx"))).expect("model");
-    let calib = fhec::npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
-    let x = fhec::npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
-    let y: Vec<i64> = fhec::npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
-    let y = ndarray::Array1::from_iter(y.iter().map(|&v| v as f32)).into_dyn();
     let opts = TuneOptions {
         max_drop: 5.0,
         n_bits: vec![5],
@@ -116,15 +123,7 @@ fn tune_tries_a_self_quantized_model_on_its_grids_and_requantized() {
         per_layer: false,
         ..Default::default()
     };
-    let t = tune(
-        &m,
-        std::slice::from_ref(&calib),
-        std::slice::from_ref(&x),
-        &y,
-        &opts,
-        |_, _| {},
-    )
-    .expect("tunes");
+    let t = tune_on(&shipped(name), &labels(name), &opts);
     let kinds: Vec<(bool, bool, fhec::backend::Rounding)> = t
         .candidates
         .iter()
