@@ -266,7 +266,6 @@ pub fn tune(
         val_x,
         val_y,
         opts,
-        own_grids,
         candidates: Vec::new(),
         models: Vec::new(),
     };
@@ -344,8 +343,6 @@ struct Search<'a> {
     val_x: &'a [ArrayD<f32>],
     val_y: &'a ArrayD<f32>,
     opts: &'a TuneOptions,
-    /// The model quantizes itself.
-    own_grids: bool,
     candidates: Vec<Candidate>,
     /// The compiled model of each candidate, in the same order.
     models: Vec<CompiledModel>,
@@ -393,7 +390,7 @@ impl Search<'_> {
             };
             self.candidates.push(Candidate {
                 n_bits: cfg.n_bits_weights,
-                own_grids: self.own_grids && !cfg.requantize,
+                own_grids: !cfg.requantize && self.model.graph.carries_grids(),
                 rounding_bits: cfg.rounding_bits.unwrap_or(0),
                 config: cfg.clone(),
                 rounding,

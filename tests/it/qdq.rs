@@ -204,11 +204,7 @@ fn int8_models_requantize_for_exact_rounding() {
         );
         let plan = rq.plan().unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(plan.choice.extract.is_some(), "{name}: two partitions");
-        assert!(!rq
-            .program
-            .g
-            .node_weights()
-            .any(|n| matches!(n.op, fhec::ir::Op::Unary(fhec::ir::Unary::FakeQuant { .. }))));
+        assert!(!rq.program.carries_grids(), "{name}: grids left");
         assert!(
             rq.head.is_some(),
             "{name}: the input's clip is the client's"
