@@ -232,21 +232,26 @@ fn bare_form_compiles_and_clear_mode_runs() {
     assert!(so.contains("accuracy (clear): 0.96"), "{so}");
 }
 
+/// `fhec compile models/NAME.onnx --calib models/CALIB.npy EXTRA… -o <a temp file>`.
+fn compile_cli(name: &str, calib: &str, extra: &[&str]) -> std::process::Output {
+    let (onnx, calib) = (
+        model(&format!("{name}.onnx")),
+        model(&format!("{calib}.npy")),
+    );
+    let out = tmp(&format!("{name}{}.fhe", extra.concat()));
+    let mut args = vec!["compile", s(&onnx), "--calib", s(&calib)];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", s(&out)]);
+    fhec(&args)
+}
+
 /// `--requantize` on onnxruntime's int8 MLP: without it the report says exact rounding has no
 /// plan and names the flag; with it the plan is exact rounding on two partitions, and the
 /// input's clip is listed as the client's.
 #[test]
 fn requantize_flag_gives_an_int8_model_an_exact_plan() {
-    let (onnx, calib) = (
-        model("digits_mlp_qdq.onnx"),
-        model("digits_mlp_qdq_calib.npy"),
-    );
     let compile = |extra: &[&str]| {
-        let mut args = vec!["compile", s(&onnx), "--calib", s(&calib)];
-        args.extend_from_slice(extra);
-        let out_path = tmp(&format!("qdq{}.fhe", extra.len()));
-        args.extend_from_slice(&["-o", s(&out_path)]);
-        let out = fhec(&args);
+        let out = compile_cli("digits_mlp_qdq", "digits_mlp_qdq_calib", extra);
         assert!(
             out.status.success(),
             "{}",
@@ -277,28 +282,15 @@ fn compile_refusals() {
     );
     // the decrypted layer's weight bits are range-checked like every width
     user_error(
-        &fhec(&[
-            "compile",
-            s(&model("digits_mlp.onnx")),
-            "--calib",
-            s(&model("digits_mlp_calib.npy")),
-            "--n-bits-decrypted",
-            "17",
-            "-o",
-            s(&tmp("never.fhe")),
-        ]),
+        &compile_cli(
+            "digits_mlp",
+            "digits_mlp_calib",
+            &["--n-bits-decrypted", "17"],
+        ),
         &["--n-bits-decrypted", "2..=16"],
     );
     // an over-wide accumulator without rounding: named layer, neuron, width and the fixes
-    let out = fhec(&[
-        "compile",
-        s(&model("digits_mlp.onnx")),
-        "--calib",
-        s(&model("digits_mlp_calib.npy")),
-        "--no-rounding",
-        "-o",
-        s(&tmp("never.fhe")),
-    ]);
+    let out = compile_cli("digits_mlp", "digits_mlp_calib", &["--no-rounding"]);
     user_error(
         &out,
         &[
@@ -312,14 +304,7 @@ fn compile_refusals() {
     );
     // calibration data of the wrong shape
     user_error(
-        &fhec(&[
-            "compile",
-            s(&model("digits_mlp.onnx")),
-            "--calib",
-            s(&model("digits_cnn_calib.npy")),
-            "-o",
-            s(&tmp("x.fhe")),
-        ]),
+        &compile_cli("digits_mlp", "digits_cnn_calib", &[]),
         &["input `input`", "[N,64]"],
     );
     user_error(
