@@ -272,6 +272,17 @@ fn requantize_flag_gives_an_int8_model_an_exact_plan() {
     ] {
         assert!(rq.contains(needle), "`{needle}` missing from:\n{rq}");
     }
+    // requantizing needs calibration data, which the model's own grids did not
+    user_error(
+        &fhec(&[
+            "compile",
+            s(&model("digits_mlp_qdq.onnx")),
+            "--requantize",
+            "-o",
+            s(&tmp("never.fhe")),
+        ]),
+        &["`input`", "--calib"],
+    );
 }
 
 #[test]
