@@ -201,6 +201,29 @@ class TinyTransformer(nn.Module):
         return self.head(t.mean(dim=1))
 
 
+class OneHeadAttention(nn.Module):
+    """A digit as 8 tokens of 8 pixels: embedding 8 → 32 plus a learned position embedding,
+    one head of softmax self-attention with a residual, mean over tokens, linear → 10. No
+    normalization: the attention scores' range is what quantization must get right (the
+    model of issue 25's "one-head attention net")."""
+
+    def __init__(self, d=32):
+        super().__init__()
+        self.d = d
+        self.embed = nn.Linear(8, d)
+        self.pos = nn.Parameter(torch.zeros(8, d))
+        self.q = nn.Linear(d, d)
+        self.k = nn.Linear(d, d)
+        self.v = nn.Linear(d, d)
+        self.head = nn.Linear(d, 10)
+
+    def forward(self, x):
+        t = self.embed(x.reshape(-1, 8, 8)) + self.pos
+        att = torch.softmax(self.q(t) @ self.k(t).transpose(1, 2) / self.d**0.5, dim=-1)
+        t = t + att @ self.v(t)
+        return self.head(t.mean(dim=1))
+
+
 def train(model, x, y, epochs, lr=1e-2, wd=1e-4, regression=False):
     torch.manual_seed(SEED)
     opt = torch.optim.Adam(model.parameters(), lr=lr, weight_decay=wd)
@@ -332,6 +355,8 @@ def build(name):
         xi, xti = as_images(xtr), as_images(xte)
         net = train(TinyAutoencoder(), xi, xtr.astype(np.float32), epochs=60, lr=3e-3, regression=True)
         return export(name, net, xi, xti, xte.astype(np.float32), opset=17)
+    if name == "digits_attention":
+        return export(name, train(OneHeadAttention(), xtr, ytr, epochs=200, lr=3e-3), xtr, xte, yte, opset=17)
     if name == "digits_transformer":
         return export(name, train(TinyTransformer(), xtr, ytr, epochs=80, lr=3e-3), xtr, xte, yte, opset=17)
     if name in ("digits_qat2", "digits_qat3", "digits_qat4"):
@@ -526,6 +551,7 @@ ALL = [
     "digits_qcnn4",
     "digits_lngelu",
     "digits_transformer",
+    "digits_attention",
     "digits_autoenc",
 ]
 

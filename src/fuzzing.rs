@@ -49,19 +49,13 @@ pub fn onnx(data: &[u8]) {
         return;
     };
     let zeros = zero_batch(&graph);
-    let model = crate::Model {
-        graph,
-        source: "fuzz.onnx".into(),
-    };
+    let model = crate::Model::new(graph, "fuzz.onnx");
     if model.run_float(&zeros).is_err() {
         return;
     }
-    let copts = crate::CompileOptions {
-        limits: fuzz_limits(),
-        ..Default::default()
-    };
-    if let Ok((m, _)) = crate::compile_model(&model, &zeros, &copts) {
-        let _ = lower(&m.program, &m.input_quant, Rounding::Exact);
+    // the passes (a parameter search per input would be slow), then the lowering
+    if let Ok(m) = crate::quantize_model(&model, &zeros, &crate::QuantConfig::default()) {
+        let _ = lower(m.program(), m.input_quant(), Rounding::Exact);
     }
 }
 
@@ -77,7 +71,7 @@ fn with_valid_checksum(data: &[u8], fhe_header: bool) -> Option<Vec<u8>> {
     let mut v = data.to_vec();
     if fhe_header {
         let body_len = v.len().checked_sub(24)?;
-        v[8..12].copy_from_slice(&crate::compile::FORMAT_VERSION.to_le_bytes());
+        v[8..12].copy_from_slice(&crate::artifact::FORMAT_VERSION.to_le_bytes());
         v[12..20].copy_from_slice(&(body_len as u64).to_le_bytes());
         let crc = crc32fast::hash(&v[24..]);
         v[20..24].copy_from_slice(&crc.to_le_bytes());
@@ -100,13 +94,13 @@ pub fn compiled_model(data: &[u8]) {
     let Ok(m) = CompiledModel::from_bytes(&fixed, &fuzz_limits()) else {
         return;
     };
-    let _ = lower(&m.program, &m.input_quant, Rounding::Exact);
-    let _ = lower(&m.program, &m.input_quant, Rounding::Approximate);
+    let _ = lower(m.program(), m.input_quant(), Rounding::Exact);
+    let _ = lower(m.program(), m.input_quant(), Rounding::Approximate);
     // stored parameters are checked, not searched (a search per input would be slow)
-    if m.params.is_some() {
+    if m.has_plan() {
         let _ = m.plan();
     }
-    let _ = m.run_clear(&zero_batch(&m.float_graph));
+    let _ = m.run_clear(&zero_batch(m.float_graph()));
 }
 
 /// Parameters of the fuzzed key and ciphertext files: tiny, so that a seed key is a few

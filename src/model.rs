@@ -12,9 +12,20 @@ pub struct Model {
     pub graph: Graph,
     /// The file it came from, for messages.
     pub source: String,
+    /// How the importer read what a literal reading would get wrong (for the report).
+    pub notes: Vec<String>,
 }
 
 impl Model {
+    /// A model from a graph built in code; `source` names it in messages.
+    pub fn new(graph: Graph, source: &str) -> Self {
+        Self {
+            graph,
+            source: source.to_string(),
+            notes: Vec::new(),
+        }
+    }
+
     /// Imports an ONNX file.
     ///
     /// # Errors
@@ -32,9 +43,35 @@ impl Model {
             limits: *limits,
             ..Default::default()
         };
+        let m = import::import_file_noted(path, &opts)?;
         Ok(Self {
-            graph: import::import_file_with(path, &opts)?,
+            graph: m.graph,
             source: path.display().to_string(),
+            notes: m.notes,
+        })
+    }
+
+    /// Imports an ONNX model held in memory; `source` names it in messages, `external`
+    /// says where its external tensors are (the model's folder, or the files themselves).
+    ///
+    /// # Errors
+    /// As [`Model::load_with_limits`].
+    pub fn from_bytes(
+        bytes: &[u8],
+        source: &str,
+        external: import::ExternalData,
+        limits: &Limits,
+    ) -> Result<Self> {
+        let opts = import::ImportOptions {
+            limits: *limits,
+            external,
+            ..Default::default()
+        };
+        let m = import::import_bytes_noted(bytes, source, &opts)?;
+        Ok(Self {
+            graph: m.graph,
+            source: source.to_string(),
+            notes: m.notes,
         })
     }
 
@@ -49,7 +86,7 @@ impl Model {
     }
 }
 
-/// Splits `inputs` into samples along axis 0 for graph inputs with a dynamic batch axis,
+/// Splits `inputs` into samples along axis 0 for graph inputs whose axis 0 is the batch,
 /// runs `f` on each, and concatenates the outputs along axis 0.
 ///
 /// # Errors
@@ -75,28 +112,27 @@ pub fn run_batched(
 /// [`Error::Batch`] naming the input.
 pub fn split_batch(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<Vec<Vec<Tensor>>> {
     if inputs.len() != graph.inputs.len() {
-        return Err(Error::Usage(format!(
-            "the model takes {} input(s) ({}), got {}",
-            graph.inputs.len(),
-            graph
+        return Err(Error::InputCount {
+            expected: graph.inputs.len(),
+            names: graph
                 .inputs
                 .iter()
                 .map(|i| format!("`{}`", i.name))
                 .collect::<Vec<_>>()
                 .join(", "),
-            inputs.len()
-        )));
+            got: inputs.len(),
+        });
     }
     let mut batch: Option<usize> = None;
     for (gi, x) in graph.inputs.iter().zip(inputs) {
         let ty = &graph.g[gi.node].ty;
-        let fits = if gi.batch_dynamic {
+        let fits = if gi.batched {
             x.ndim() == ty.rank() && x.shape()[1..] == ty.shape[1..]
         } else {
             x.shape() == ty.shape.as_slice()
         };
         if !fits {
-            let want = if gi.batch_dynamic {
+            let want = if gi.batched {
                 format!(
                     "[N,{}]",
                     ty.shape[1..]
@@ -119,7 +155,7 @@ pub fn split_batch(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<Vec<Vec<Tens
                 reason: format!("holds {v} at flat index {i}; inputs must be finite numbers"),
             });
         }
-        if gi.batch_dynamic {
+        if gi.batched {
             let n = x.shape()[0];
             if batch.is_some_and(|b| b != n) {
                 return Err(Error::Batch {
@@ -150,7 +186,7 @@ pub fn split_batch(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<Vec<Vec<Tens
             .iter()
             .zip(inputs)
             .map(|(gi, x)| {
-                let a = if gi.batch_dynamic {
+                let a = if gi.batched {
                     x.slice_axis(Axis(0), ndarray::Slice::from(s..s + 1))
                         .to_owned()
                 } else {
@@ -165,12 +201,13 @@ pub fn split_batch(graph: &Graph, inputs: &[ArrayD<f32>]) -> Result<Vec<Vec<Tens
 }
 
 /// Assembles per-sample outputs into one array per graph output (axis 0 = batch); for a
-/// graph without a dynamic batch axis, the single sample's outputs as they are.
+/// graph without a batch axis, the single sample's outputs as they are.
 ///
 /// # Errors
 /// Samples whose outputs disagree in shape.
 pub fn join_batch(graph: &Graph, samples: Vec<Vec<Tensor>>) -> Result<Vec<ArrayD<f32>>> {
-    if !graph.inputs.iter().any(|gi| gi.batch_dynamic) {
+    // one sample (or no batch axis): the outputs as the model computes them
+    if samples.len() == 1 || !graph.inputs.iter().any(|gi| gi.batched) {
         return Ok(samples
             .into_iter()
             .next()
@@ -200,7 +237,9 @@ pub fn join_batch(graph: &Graph, samples: Vec<Vec<Tensor>>) -> Result<Vec<ArrayD
             } else {
                 ndarray::stack(Axis(0), &views)
             };
-            joined.map_err(|e| Error::Usage(format!("cannot assemble the batch of outputs: {e}")))
+            joined.map_err(|e| Error::Internal {
+                what: format!("cannot assemble the batch of outputs: {e}"),
+            })
         })
         .collect()
 }

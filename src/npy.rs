@@ -18,7 +18,8 @@ fn read_checked(path: &Path) -> Result<Vec<u8>> {
         path: path.display().to_string(),
         reason,
     };
-    let bytes = crate::bounded_read::read_capped(path, NPY_LIMIT, "an input file").map_err(bad)?;
+    let bytes = crate::bounded_read::read_capped(path, NPY_LIMIT, "an input file")
+        .map_err(|e| bad(e.to_string()))?;
     check_npy(&bytes).map_err(bad)?;
     Ok(bytes)
 }

@@ -16,9 +16,10 @@
 //! candidate within `max_drop` points of float wins; the Pareto front (score vs cost) is
 //! reported. Deterministic for a given seed.
 
+use crate::artifact::CompiledModel;
 use crate::backend::{FheOptions, Rounding};
-use crate::compile::{compile_model, CompileOptions, CompiledModel};
-use crate::error::{Error, Result};
+use crate::compile::quantize_model;
+use crate::error::{Error, ErrorKind, Result};
 use crate::model::Model;
 use fhec_passes::{LayerPrecision, QuantConfig, RangePolicy};
 use ndarray::ArrayD;
@@ -41,10 +42,12 @@ impl Metric {
     pub fn score(self, y: &ArrayD<f32>, labels: &ArrayD<f32>) -> Result<f64> {
         let n = y.shape().first().copied().unwrap_or(0);
         if labels.shape().first().copied() != Some(n) || n == 0 {
-            return Err(Error::Usage(format!(
-                "the labels hold {} rows, the outputs {n}",
-                labels.shape().first().copied().unwrap_or(0)
-            )));
+            return Err(Error::Labels {
+                reason: format!(
+                    "the labels hold {} rows, the outputs {n}",
+                    labels.shape().first().copied().unwrap_or(0)
+                ),
+            });
         }
         match self {
             Metric::Accuracy => {
@@ -54,31 +57,35 @@ impl Metric {
                     .enumerate()
                     .find(|(_, v)| !v.is_finite() || v.fract() != 0.0 || **v < 0.0)
                 {
-                    return Err(Error::Usage(format!(
-                        "accuracy needs class indices as labels, label {i} is {v}; for \
-                         regression targets pass --metric r2"
-                    )));
+                    return Err(Error::Labels {
+                        reason: format!(
+                            "accuracy needs class indices as labels, label {i} is {v}; for \
+                             regression targets pass --metric r2"
+                        ),
+                    });
                 }
                 let ys: Vec<i64> = labels.iter().map(|&v| v as i64).collect();
                 crate::model::accuracy(y, &ys)
                     .map(|a| a * 100.0)
-                    .ok_or_else(|| {
-                        Error::Usage(format!(
+                    .ok_or_else(|| Error::Labels {
+                        reason: format!(
                             "accuracy needs [N, classes] outputs and one class label per row, \
                              got outputs {:?} and labels {:?}; for regression targets pass \
                              --metric r2",
                             y.shape(),
                             labels.shape()
-                        ))
+                        ),
                     })
             }
             Metric::R2 => {
                 if y.len() != labels.len() {
-                    return Err(Error::Usage(format!(
-                        "R² needs one target per output value: {} targets for {} outputs",
-                        labels.len(),
-                        y.len()
-                    )));
+                    return Err(Error::Labels {
+                        reason: format!(
+                            "R² needs one target per output value: {} targets for {} outputs",
+                            labels.len(),
+                            y.len()
+                        ),
+                    });
                 }
                 Ok(r2(
                     &y.iter().map(|&v| f64::from(v)).collect::<Vec<_>>(),
@@ -99,6 +106,29 @@ pub fn r2(pred: &[f64], target: &[f64]) -> f64 {
         return if ss_res == 0.0 { 1.0 } else { 0.0 };
     }
     1.0 - ss_res / ss_tot
+}
+
+/// Why a search found nothing.
+#[derive(Debug, thiserror::Error)]
+pub enum TuneError {
+    #[error("no setting reaches {target:.2} (float {float:.2} − {drop:.2}); the best scored {best:.2}; allow a larger --max-accuracy-drop or try more bits")]
+    NoCandidate {
+        target: f64,
+        float: f64,
+        drop: f64,
+        best: f64,
+    },
+    #[error("the model has no output to score")]
+    NoOutput,
+}
+
+impl TuneError {
+    pub(crate) fn kind(&self) -> ErrorKind {
+        match self {
+            Self::NoCandidate { .. } => ErrorKind::Settings,
+            Self::NoOutput => ErrorKind::Model,
+        }
+    }
 }
 
 /// Simulated draws averaged per candidate (seeds `seed`, `seed + 1`, …).
@@ -279,10 +309,12 @@ pub fn tune(
             .iter()
             .map(|c| c.score)
             .fold(f64::NEG_INFINITY, f64::max);
-        Error::Usage(format!(
-            "no setting reaches {target:.2} (float {float_score:.2} − {:.2}); the best scored {best:.2}; allow a larger --max-accuracy-drop or try more bits",
-            opts.max_drop
-        ))
+        Error::from(TuneError::NoCandidate {
+            target,
+            float: float_score,
+            drop: opts.max_drop,
+            best,
+        })
     };
     let mut chosen = passing(&s.candidates, target)
         .first()
@@ -298,7 +330,7 @@ pub fn tune(
             let less = |b: u32, lo: u32| b.saturating_sub(1).max(lo);
             // the bits the layer has (a decrypted layer's are more than `weight_bits` says)
             let wbits = s.models[chosen]
-                .report
+                .report()
                 .layers
                 .iter()
                 .find(|r| &r.layer == layer)
@@ -332,8 +364,7 @@ pub fn tune(
 
 /// A model's first output (the one scored).
 fn first(ys: &[ArrayD<f32>]) -> Result<&ArrayD<f32>> {
-    ys.first()
-        .ok_or_else(|| Error::Usage("the model has no output".into()))
+    ys.first().ok_or_else(|| TuneError::NoOutput.into())
 }
 
 /// The search state: what is scored against, and what was scored.
@@ -353,8 +384,7 @@ impl Search<'_> {
     /// `only`), adding a candidate for each (a setting the compiler or the optimizer refuses
     /// is not a candidate).
     fn score(&mut self, cfg: &QuantConfig, only: Option<(Rounding, f64)>) -> Result<()> {
-        let Ok((m, _)) = compile_model(self.model, self.calib, &options(cfg, &self.opts.limits))
-        else {
+        let Ok(m) = quantize_model(self.model, self.calib, cfg) else {
             return Ok(());
         };
         let metric = self.opts.metric;
@@ -367,12 +397,14 @@ impl Search<'_> {
                 .collect(),
         };
         for (rounding, p_error) in settings {
-            let fm = m.clone().with_fhe_options(FheOptions {
+            let Ok(fm) = m.with_fhe_options(FheOptions {
                 p_error,
                 rounding,
                 ..Default::default()
-            });
-            let Ok(plan) = fm.plan() else { continue };
+            }) else {
+                continue;
+            };
+            let plan = fm.plan()?;
             let choice = &plan.choice;
             // exact rounding at a negligible failure rate is clear mode itself
             let score = if rounding == Rounding::Exact && choice.p_error < 1e-9 {
@@ -411,26 +443,16 @@ impl Search<'_> {
 /// The compiled model of a candidate (for confirming it; `tune` returns the chosen one).
 ///
 /// # Errors
-/// As [`compile_model`].
+/// As [`quantize_model`]; no parameters for the candidate's settings.
 pub fn compile_candidate(
     model: &Model,
     calib: &[ArrayD<f32>],
     c: &Candidate,
-    limits: &fhec_ir::Limits,
 ) -> Result<CompiledModel> {
-    let (m, _) = compile_model(model, calib, &options(&c.config, limits))?;
+    let m = quantize_model(model, calib, &c.config)?;
     Ok(m.with_fhe_options(FheOptions {
         p_error: c.p_target,
         rounding: c.rounding,
         ..Default::default()
-    }))
-}
-
-/// The compile options of one candidate's quantization config.
-fn options(config: &QuantConfig, limits: &fhec_ir::Limits) -> CompileOptions {
-    CompileOptions {
-        quant: config.clone(),
-        limits: *limits,
-        ..Default::default()
-    }
+    })?)
 }

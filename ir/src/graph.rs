@@ -19,13 +19,14 @@ pub struct Node {
     pub ty: TensorType,
 }
 
-/// A named graph input. `batch_dynamic` says the source model left axis 0 symbolic: fhec
-/// compiles for one sample (axis 0 = 1) and runs a batch sample by sample.
+/// A named graph input. `batched` says axis 0 is the batch (symbolic in the source model,
+/// or fixed at 1): fhec compiles for one sample (axis 0 = 1) and runs a batch sample by
+/// sample.
 #[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GraphInput {
     pub name: String,
     pub node: NodeIndex,
-    pub batch_dynamic: bool,
+    pub batched: bool,
 }
 
 /// A named graph output.
@@ -60,7 +61,7 @@ impl Graph {
     }
 
     /// Adds a graph input of type `ty`.
-    pub fn add_input(&mut self, name: &str, ty: TensorType, batch_dynamic: bool) -> NodeIndex {
+    pub fn add_input(&mut self, name: &str, ty: TensorType, batched: bool) -> NodeIndex {
         let index = self.inputs.len();
         let node = self.g.add_node(Node {
             name: name.to_string(),
@@ -70,7 +71,7 @@ impl Graph {
         self.inputs.push(GraphInput {
             name: name.to_string(),
             node,
-            batch_dynamic,
+            batched,
         });
         node
     }

@@ -7,6 +7,7 @@
 //! - [`quant`]: integer semantics (quantization, rounding, intervals, table functions), and
 //!   [`eval_int`], the clear interpreter of the quantized program: the spec of encrypted runs.
 
+pub mod analysis;
 pub mod error;
 pub mod eval_f32;
 pub mod eval_int;

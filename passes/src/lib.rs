@@ -278,6 +278,7 @@ pub struct PassContext {
     pub weight_bits: HashMap<String, u32>,
     /// `bitwidth`: proven per-element bounds of every integer node.
     pub bounds: HashMap<NodeIndex, bitwidth::Bounds>,
+
     /// `bitwidth`: proven interval of every integer node (union over its elements).
     pub intervals: HashMap<NodeIndex, Interval>,
     /// `bitwidth`: interval observed on the calibration set.
@@ -345,6 +346,9 @@ pub enum PassError {
         op: &'static str,
         reason: String,
     },
+    /// A compiler bug: what a pass found that cannot happen.
+    #[error("internal error in pass `{pass}`: {what}; please report")]
+    Internal { pass: &'static str, what: String },
     #[error(
         "layer `{layer}`, neuron {neuron}: the accumulator needs {bits} bits (range [{lo}, {hi}]) but table lookups take at most {budget}; \
          the seed bound Ω = {omega} active weights of {fan_in} at these widths; fix: use --rounding-bits {budget} (or lower), \
@@ -361,6 +365,16 @@ pub enum PassError {
         fan_in: usize,
         fewer: u32,
     },
+}
+
+impl PassError {
+    /// Whether this is a bug in fhec rather than something about the model or settings.
+    pub fn is_internal(&self) -> bool {
+        matches!(
+            self,
+            Self::Internal { .. } | Self::Stage { .. } | Self::Verify { .. }
+        )
+    }
 }
 
 /// Whether a pass changed the graph.

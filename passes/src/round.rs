@@ -26,10 +26,10 @@
 //! input beyond the window reads the negacyclic wrap, exactly as the bootstrap does, so the
 //! integer program stays the spec of the encrypted one. Needs `bitwidth` first.
 
-use crate::bitwidth::{bounds, observed, Bounds};
+use crate::bitwidth::{bounds, Bounds};
 use crate::{Changed, DomainChoice, Pass, PassContext, PassError, RangePolicy, Stage};
 use fhec_ir::{Graph, Interval, NodeIndex, Op, TableDomain};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 pub struct Round;
 
@@ -133,14 +133,81 @@ fn po2_shift(t: &fhec_ir::TluFn, len: usize) -> Option<(Vec<u32>, Vec<i64>)> {
     Some((ks, bs))
 }
 
-/// Recomputes the proven bounds (and, under calibrated ranges, the observed ones) after the
-/// graph changed.
-fn refresh(g: &Graph, cx: &mut PassContext) -> Result<(), PassError> {
-    cx.bounds = bounds(g, cx)?;
-    if cx.config.ranges == RangePolicy::Calibrated {
-        cx.observed_elems = observed(g, cx)?;
+/// The analyses `round` decides from, made in one walk over the graph as the pass rewrites
+/// it: each node's proven bounds and (under calibrated ranges) its values on every
+/// calibration sample, from its inputs' final ones. A table's input is final when the walk
+/// reaches the table (everything upstream is decided), so one walk replaces re-running the
+/// analyses after each rounded table. A node's sample values are dropped once every reader
+/// has been walked.
+struct Walk<'a> {
+    input_quant: &'a [fhec_ir::QuantParams],
+    bounds: fhec_ir::analysis::BoundsState,
+    samples: &'a [Vec<fhec_ir::Tensor>],
+    /// Per sample, the values of the nodes walked and still read.
+    values: Vec<HashMap<NodeIndex, fhec_ir::Tensor>>,
+    observed: HashMap<NodeIndex, Bounds>,
+    walked: HashSet<NodeIndex>,
+    /// Nodes whose values stay: a rounding that a later table may read too.
+    keep: HashSet<NodeIndex>,
+}
+
+impl<'a> Walk<'a> {
+    fn new(input_quant: &'a [fhec_ir::QuantParams], samples: &'a [Vec<fhec_ir::Tensor>]) -> Self {
+        Self {
+            input_quant,
+            bounds: Default::default(),
+            samples,
+            values: vec![HashMap::new(); samples.len()],
+            observed: HashMap::new(),
+            walked: HashSet::new(),
+            keep: HashSet::new(),
+        }
     }
-    Ok(())
+
+    /// Walks node `n`: its bounds, its values on every sample and their range.
+    fn step(&mut self, g: &Graph, n: NodeIndex) -> Result<(), PassError> {
+        self.bounds.step(g, n, self.input_quant)?;
+        let node = &g.g[n];
+        let ins = g.inputs_of(n);
+        for (si, sample) in self.samples.iter().enumerate() {
+            let vals = &mut self.values[si];
+            let v = match &node.op {
+                Op::Input { index } => sample[*index].clone(),
+                op => {
+                    let args: Vec<&fhec_ir::Tensor> = ins
+                        .iter()
+                        .map(|i| {
+                            vals.get(i)
+                                .expect("invariant: inputs walked before their readers")
+                        })
+                        .collect();
+                    fhec_ir::kernels::eval(op, &args).map_err(|source| fhec_ir::IrError::Node {
+                        node: node.name.clone(),
+                        op: op.name(),
+                        source,
+                    })?
+                }
+            };
+            if let fhec_ir::Tensor::I64(a) = &v {
+                fhec_ir::analysis::observe(&mut self.observed, n, a);
+            }
+            vals.insert(n, v);
+        }
+        self.walked.insert(n);
+        // inputs every reader of which has been walked are not needed any more
+        for i in ins {
+            if !self.keep.contains(&i) && g.users_of(i).iter().all(|u| self.walked.contains(u)) {
+                for vals in &mut self.values {
+                    vals.remove(&i);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn bounds_of(&self, n: NodeIndex) -> Option<&Bounds> {
+        self.bounds.bounds.get(&n)
+    }
 }
 
 /// One value, or one per element.
@@ -169,16 +236,18 @@ impl Pass for Round {
         let mut count = 0;
         // each table's rounded used interval per element, for the domains below
         let mut tables: Vec<(NodeIndex, Vec<Interval>)> = Vec::new();
-        // Rounding a table's input changes the values (and can raise the bounds by a code)
-        // downstream, so both are recomputed before each later decision.
-        let mut stale = false;
+        // one walk: every node's analyses from its inputs' final ones (see `Walk`)
+        let samples = if policy == RangePolicy::Calibrated {
+            crate::bitwidth::quantized_calib(cx)
+        } else {
+            Vec::new()
+        };
+        let input_quant = cx.input_quant.clone();
+        let mut walk = Walk::new(&input_quant, &samples);
         for n in g.topo()? {
             if !matches!(g.g[n].op, Op::Tlu(_)) {
+                walk.step(g, n)?;
                 continue;
-            }
-            if stale {
-                refresh(g, cx)?;
-                stale = false;
             }
             let mut x = g.inputs_of(n)[0];
             // the rounding of the layer whose accumulator feeds the table
@@ -205,6 +274,7 @@ impl Pass for Round {
                         .expect("invariant: the table has its input's shape"),
                     );
                     let cn = g.add_const(&format!("{}:bias", g.g[x].name), c);
+                    walk.step(g, cn)?;
                     let name = format!("{}:biased", g.g[x].name);
                     let xb = g.add_op(&name, Op::Binary(fhec_ir::Binary::Add), &[x, cn])?;
                     cx.origin.insert(xb, layer.clone());
@@ -215,15 +285,18 @@ impl Pass for Round {
                         t.b = vec![0.0];
                     }
                     x = xb;
-                    refresh(g, cx)?;
+                    walk.step(g, xb)?;
                 }
                 let k = ks.iter().copied().max().unwrap_or(0);
                 if !cx.shifts.iter().any(|(l, _, _)| *l == layer) {
                     cx.shifts.push((layer.clone(), k, moved));
                 }
             }
-            let Some(b) = cx.bounds.get(&x) else { continue };
-            let used = used_intervals(policy, margin, b, cx.observed_elems.get(&x));
+            let Some(b) = walk.bounds_of(x) else {
+                walk.step(g, n)?;
+                continue;
+            };
+            let used = used_intervals(policy, margin, b, walk.observed.get(&x));
             // each element drops just the bits its own used interval needs
             let mut ks: Vec<u32> = match r {
                 Some(r) => used.iter().map(|&u| bits_to_drop(u, r)).collect(),
@@ -248,6 +321,7 @@ impl Pass for Round {
             );
             tables.push((n, rounded));
             if ks.iter().all(|&k| k == 0) {
+                walk.step(g, n)?;
                 continue;
             }
             let bits = compress(ks.clone());
@@ -260,6 +334,8 @@ impl Pass for Round {
                         cx.origin.insert(rn, o);
                     }
                     made.insert((x, bits), rn);
+                    walk.step(g, rn)?;
+                    walk.keep.insert(rn);
                     rn
                 }
             };
@@ -278,7 +354,12 @@ impl Pass for Round {
             g.g.add_edge(rn, n, 0);
             cx.rounded.insert(rn, ks.iter().copied().max().unwrap_or(0));
             count += 1;
-            stale = true;
+            walk.step(g, n)?;
+        }
+        // the analyses of the rounded graph (before the domains below)
+        cx.bounds = walk.bounds.bounds;
+        if policy == RangePolicy::Calibrated {
+            cx.observed_elems = walk.observed;
         }
         // one table width for the program: every table is read with the same parameters
         let p = tables
@@ -296,10 +377,10 @@ impl Pass for Round {
                 });
             }
         }
+        // decrypted windows are sized on the program's proven bounds with the domains set
+        // (a read beyond a domain wraps, which widens what follows)
         let windows = if policy == RangePolicy::Calibrated {
-            if stale {
-                refresh(g, cx)?;
-            }
+            cx.bounds = bounds(g, cx)?;
             output_windows(g, cx, margin)?
         } else {
             0

@@ -1,13 +1,14 @@
 //! Lowering: the integer IR (with its proven bounds and the client's input quantizers)
 //! becomes a [`Program`] and the noise [`Constraint`]s its parameters must meet.
 
+use super::error::BackendError;
 use super::params::{Constraint, ConstraintKind};
 use super::program::{light_lookup, negacyclic_read, Instr, Operand, Program, ProgramOutput};
 use super::Rounding;
-use crate::error::{Error, Result};
+
+type Result<T, E = BackendError> = std::result::Result<T, E>;
+use fhec_ir::analysis::{proven_bounds, Bounds};
 use fhec_ir::{kernels, DType, Graph, IntLinear, NodeIndex, Op, QuantParams, Tensor};
-use fhec_passes::bitwidth::{bounds, Bounds};
-use fhec_passes::PassContext;
 use ndarray::{ArrayD, IxDyn};
 use std::collections::HashMap;
 
@@ -113,10 +114,7 @@ impl Lowering<'_> {
 
     fn bounds_of(&self, n: NodeIndex) -> Result<&Bounds> {
         self.bounds.get(&n).ok_or_else(|| {
-            Error::Usage(format!(
-                "internal error: no proven bounds for `{}`; please report",
-                self.g.g[n].name
-            ))
+            BackendError::internal(format!("no proven bounds for `{}`", self.g.g[n].name))
         })
     }
 }
@@ -182,11 +180,7 @@ pub fn lower_with(
     rounding: Rounding,
     layout: Layout,
 ) -> Result<Program> {
-    let cx = PassContext {
-        input_quant: input_quant.to_vec(),
-        ..Default::default()
-    };
-    let bounds = bounds(g, &cx)?;
+    let bounds = proven_bounds(g, input_quant)?;
     let order = g.topo()?;
     // table precision: the widest per-element table input. Table inputs and their sources
     // must stay well inside 64 bits, so that offsets, guards and table indices below cannot
@@ -203,21 +197,26 @@ pub fn lower_with(
         };
         let u = b.union();
         if u.lo < -SAFE || u.hi > SAFE {
-            return Err(Error::Usage(format!(
-                "`{}`: its input range [{}, {}] is too wide for encrypted integers; use fewer bits",
-                g.g[n].name, u.lo, u.hi
-            )));
+            return Err(BackendError::circuit(
+                &g.g[n].name,
+                format!(
+                    "its input range [{}, {}] is too wide for encrypted integers; use fewer bits",
+                    u.lo, u.hi
+                ),
+            ));
         }
         if let Op::Tlu(t) = &g.g[n].op {
             // the width the passes fixed (one for every table), else the proven one
             let bits = match &t.domain {
                 Some(d) if tables_bits.is_some_and(|p| p != d.bits) => {
-                    return Err(Error::Usage(format!(
-                        "`{}`: its table domain has {} bits, another table's {}; one program reads every table at one width (recompile the model)",
-                        g.g[n].name,
-                        d.bits,
-                        tables_bits.unwrap_or_default()
-                    )))
+                    return Err(BackendError::circuit(
+                        &g.g[n].name,
+                        format!(
+                            "its table domain has {} bits, another table's {}; one program reads every table at one width (recompile the model)",
+                            d.bits,
+                            tables_bits.unwrap_or_default()
+                        ),
+                    ))
                 }
                 Some(d) => {
                     tables_bits = Some(d.bits);
@@ -226,10 +225,12 @@ pub fn lower_with(
                 None => b.max_bits().max(1),
             };
             if bits > MAX_TLU_BITS {
-                return Err(Error::Usage(format!(
-                    "`{}`: a table lookup reads {bits}-bit values; fhec's parameters read at most {MAX_TLU_BITS}-bit tables (round more with --rounding-bits, or use fewer bits)",
-                    g.g[n].name
-                )));
+                return Err(BackendError::circuit(
+                    &g.g[n].name,
+                    format!(
+                        "a table lookup reads {bits}-bit values; fhec's parameters read at most {MAX_TLU_BITS}-bit tables (round more with --rounding-bits, or use fewer bits)"
+                    ),
+                ));
             }
             p = p.max(bits);
         }
@@ -333,9 +334,12 @@ pub fn lower_with(
                 let len = node.ty.len();
                 table_work += (len as u128) << p;
                 if table_work > work_limit {
-                    return Err(Error::Usage(format!(
-                        "`{name}`: the program's tables need more than {work_limit} entries to evaluate; use fewer bits or stronger rounding"
-                    )));
+                    return Err(BackendError::circuit(
+                        &name,
+                        format!(
+                            "the program's tables need more than {work_limit} entries to evaluate; use fewer bits or stronger rounding"
+                        ),
+                    ));
                 }
                 let mut spec = Vec::with_capacity(len);
                 for i in 0..len {
@@ -365,9 +369,10 @@ pub fn lower_with(
                         .ok()
                         .filter(|o| o.checked_neg().is_some())
                         .ok_or_else(|| {
-                            Error::Usage(format!(
-                                "`{name}`: the table input's offset {offset} does not fit 64 bits"
-                            ))
+                            BackendError::circuit(
+                                &name,
+                                format!("the table input's offset {offset} does not fit 64 bits"),
+                            )
                         })?;
                     let table: Vec<i64> = (0..1i64 << p).map(|idx| t.eval(i, lo_r + idx)).collect();
                     let next = lw.tables.len() as u32;
@@ -394,7 +399,7 @@ pub fn lower_with(
                         IxDyn(&shape),
                         (0..v.len() as i64).map(|j| j + base).collect(),
                     )
-                    .map_err(|e| Error::Usage(e.to_string()))?;
+                    .map_err(|e| BackendError::internal(format!("`{name}`: {e}")))?;
                     idx_ins.push(Tensor::I64(a));
                 }
                 let mut op = node.op.clone();
@@ -404,7 +409,7 @@ pub fn lower_with(
                 }
                 let refs: Vec<&Tensor> = idx_ins.iter().collect();
                 let moved = kernels::eval(&op, &refs)
-                    .map_err(|e| Error::Usage(format!("`{name}`: {e}")))?;
+                    .map_err(|e| BackendError::circuit(&name, e.to_string()))?;
                 moved
                     .i64_values()
                     .into_iter()
@@ -412,10 +417,13 @@ pub fn lower_with(
                     .collect()
             }
             other => {
-                return Err(Error::Usage(format!(
-                "`{name}` ({}) cannot run on encrypted data; it was not fused into a table lookup",
-                other.name()
-            )))
+                return Err(BackendError::circuit(
+                    &name,
+                    format!(
+                        "{} cannot run on encrypted data; it was not fused into a table lookup",
+                        other.name()
+                    ),
+                ))
             }
         };
         lw.vals.insert(n, out);
@@ -529,9 +537,11 @@ pub fn lower_with(
     }
     let msg_bits = (p + max_drop).max(out_bits).max(p);
     if msg_bits > 40 {
-        return Err(Error::Usage(format!(
-            "the program needs {msg_bits} message bits, more than TFHE can carry; use fewer bits or stronger rounding"
-        )));
+        return Err(BackendError::Program {
+            reason: format!(
+                "the program needs {msg_bits} message bits, more than TFHE can carry; use fewer bits or stronger rounding"
+            ),
+        });
     }
     // margins and scales now that B is known
     let mut constraints: Vec<Constraint> = lw.worst.into_values().collect();

@@ -21,16 +21,21 @@
 //! Encoding: every integer `x` is `x·Δ`, `Δ = 2^64 / 2^(B+1)`, with one circuit-wide `B`
 //! large enough for every table input's bits (`k + p`) and every decrypted integer.
 
+pub mod error;
 pub mod lower;
 pub mod params;
 pub mod partition;
+pub mod plan;
 pub mod program;
 
-use crate::error::{Error, Result};
+pub use error::{BackendError, SettingError};
 pub use lower::{lower, lower_with, Layout, MAX_TLU_BITS};
 use params::Choice;
+pub use plan::{Plan, PlanInfo};
 pub use program::{Instr, Operand, Program, ProgramOutput, SimNoise};
 use serde::{Deserialize, Serialize};
+
+type Result<T, E = BackendError> = std::result::Result<T, E>;
 
 /// How table inputs drop their low bits (`--rounding-method`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,29 +116,32 @@ impl FheOptions {
     ///
     /// # Errors
     /// A one-line reason naming the setting's flag.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), SettingError> {
         let prob = |v: f64| v > 0.0 && v < 1.0;
+        let bad = |flag: &'static str, reason: String| Err(SettingError { flag, reason });
         if !prob(self.p_error) {
-            return Err(format!(
-                "--p-error must be a probability in (0, 1), got {}",
-                self.p_error
-            ));
+            return bad(
+                "--p-error",
+                format!("must be a probability in (0, 1), got {}", self.p_error),
+            );
         }
         if let Some(g) = self.global_p_error.filter(|&g| !prob(g)) {
-            return Err(format!(
-                "--global-p-error must be a probability in (0, 1), got {g}"
-            ));
+            return bad(
+                "--global-p-error",
+                format!("must be a probability in (0, 1), got {g}"),
+            );
         }
         if self.split_tables == TableSplit::On && self.params != ParamsPolicy::Optimized {
-            return Err(
-                "--split-tables on needs optimized parameters (a vetted set is one set); drop it or use --params optimized".into(),
+            return bad(
+                "--split-tables",
+                "on needs optimized parameters (a vetted set is one set); drop it or use --params optimized".into(),
             );
         }
         if !(self.max_off_by_one > 0.0 && self.max_off_by_one <= 1.0) {
-            return Err(format!(
-                "--max-off-by-one must be a rate in (0, 1], got {}",
-                self.max_off_by_one
-            ));
+            return bad(
+                "--max-off-by-one",
+                format!("must be a rate in (0, 1], got {}", self.max_off_by_one),
+            );
         }
         Ok(())
     }
@@ -157,9 +165,11 @@ impl FheOptions {
 pub fn choose_params(p: &Program, opts: &FheOptions) -> Result<Choice> {
     let target = opts.target(p);
     if !(target > 0.0 && target < 1.0) {
-        return Err(Error::Usage(format!(
-            "the error probability must be in (0, 1), got {target:e}"
-        )));
+        return Err(SettingError {
+            flag: "--global-p-error",
+            reason: format!("leaves each bootstrap a probability of {target:e}, outside (0, 1)"),
+        }
+        .into());
     }
     let target = params::Target {
         p_error: target,
@@ -172,7 +182,7 @@ pub fn choose_params(p: &Program, opts: &FheOptions) -> Result<Choice> {
         ParamsPolicy::Vetted => params::search_vetted(&p.constraints, p.read_bits(), target),
     }
     .map(|c| c.for_program(p))
-    .map_err(Error::from)
+    .map_err(BackendError::from)
 }
 
 /// Checks parameters stored with a compiled model against its program instead of searching
@@ -186,11 +196,5 @@ pub fn verify_params(p: &Program, opts: &FheOptions, stored: &Choice) -> Result<
         p_error: opts.target(p),
         off_by_one: opts.max_off_by_one,
     };
-    partition::verify(stored, &p.constraints, p.read_bits(), target)
-        .map(|c| c.for_program(p))
-        .map_err(|e| {
-            Error::Usage(format!(
-                "the compiled model's stored TFHE parameters are refused: {e}; recompile the model"
-            ))
-        })
+    partition::verify(stored, &p.constraints, p.read_bits(), target).map(|c| c.for_program(p))
 }

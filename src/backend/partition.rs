@@ -2,6 +2,7 @@
 //! extractions run on their own parameter set ([`search_circuit`]), and the check of a plan
 //! stored with a compiled model ([`verify`]).
 
+use super::error::BackendError;
 use super::params::{
     best_ks, best_pbs, circuit_cost, ks_variance, min_var, p_error_of, partition_counts,
     read_variance, search, search_set, vetted_sets, Choice, Constraint, ConstraintKind,
@@ -178,40 +179,40 @@ impl FheParams {
     /// most 2^16, `n` at least [`MIN_LWE_DIMENSION`]), decompositions within 64 bits, and
     /// both noises at least what tfhe's lattice-estimator curve asks for 132 bits at these
     /// dimensions (`minimal_lwe_variance_for_132_bits_security_gaussian`).
-    pub fn check_secure(&self) -> Result<(), String> {
+    pub fn check_secure(&self) -> Result<(), Insecure> {
         let n = self.polynomial_size;
         if !(n.is_power_of_two() && (256..=1 << 16).contains(&n)) {
-            return Err(format!("polynomial size {n}"));
+            return Err(Insecure(format!("polynomial size {n}")));
         }
         // every product in saturating arithmetic: a stored plan may hold any numbers
         if self.glwe_dimension == 0 || self.glwe_dimension.saturating_mul(n) > 1 << 16 {
-            return Err(format!("GLWE dimension {}", self.glwe_dimension));
+            return Err(Insecure(format!("GLWE dimension {}", self.glwe_dimension)));
         }
         if !(MIN_LWE_DIMENSION..=1 << 14).contains(&self.lwe_dimension)
             || self.big_dimension() < MIN_BIG_DIMENSION
         {
-            return Err(format!("LWE dimension {}", self.lwe_dimension));
+            return Err(Insecure(format!("LWE dimension {}", self.lwe_dimension)));
         }
         decomposition("bootstrap", self.pbs_base_log, self.pbs_level)?;
         decomposition("keyswitch", self.ks_base_log, self.ks_level)?;
         let floor = |dim: usize| min_var(dim as f64, Q) * (1.0 - 1e-9);
         if !(self.lwe_std.is_finite() && self.lwe_std * self.lwe_std >= floor(self.lwe_dimension)) {
-            return Err(format!(
+            return Err(Insecure(format!(
                 "LWE noise {:e} is below the 132-bit curve at n={}",
                 self.lwe_std, self.lwe_dimension
-            ));
+            )));
         }
         if !(self.glwe_std.is_finite()
             && self.glwe_std * self.glwe_std >= floor(self.big_dimension()))
         {
-            return Err(format!(
+            return Err(Insecure(format!(
                 "GLWE noise {:e} is below the 132-bit curve at k·N={}",
                 self.glwe_std,
                 self.big_dimension()
-            ));
+            )));
         }
         if self.lwe_std >= 0.25 || self.glwe_std >= 0.25 {
-            return Err("noise of a quarter torus or more".into());
+            return Err(Insecure("noise of a quarter torus or more".into()));
         }
         Ok(())
     }
@@ -219,12 +220,17 @@ impl FheParams {
 
 /// A gadget decomposition within 64 bits: `level ≥ 1` digits of `base_log ≥ 1` bits
 /// (saturating: a stored plan may hold any numbers).
-fn decomposition(what: &str, base_log: usize, level: usize) -> Result<(), String> {
+fn decomposition(what: &str, base_log: usize, level: usize) -> Result<(), Insecure> {
     if base_log == 0 || level == 0 || base_log.saturating_mul(level) > 64 {
-        return Err(format!("{what} decomposition {level}x{base_log}"));
+        return Err(Insecure(format!("{what} decomposition {level}x{base_log}")));
     }
     Ok(())
 }
+
+/// Why a parameter set is not a secure, well-formed TFHE set (what is out of range).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Insecure(pub String);
 
 /// Checks a stored plan against a circuit's constraints instead of searching again: every set
 /// well-formed and secure ([`FheParams::check_secure`]; a vetted set must be tfhe's own),
@@ -238,29 +244,35 @@ pub fn verify(
     constraints: &[Constraint],
     p: u32,
     target: Target,
-) -> Result<Choice, String> {
+) -> Result<Choice, BackendError> {
+    let refused = |reason: String| BackendError::StoredParams { reason };
     let main = &stored.params;
     if stored.source == "optimizer" {
-        main.check_secure().map_err(|e| format!("table set: {e}"))?;
+        main.check_secure()
+            .map_err(|e| refused(format!("table set: {e}")))?;
     } else if !vetted_sets()
         .iter()
         .any(|(name, _, v)| *name == stored.source && v == main)
     {
-        return Err(format!("`{}` is not a tfhe vetted set", stored.source));
+        return Err(refused(format!(
+            "`{}` is not a tfhe vetted set",
+            stored.source
+        )));
     }
     if let Some(x) = &stored.extract {
         x.set
             .check_secure()
-            .map_err(|e| format!("bit-extraction set: {e}"))?;
-        decomposition("tables' return keyswitch", x.fks_base_log, x.fks_level)?;
+            .map_err(|e| refused(format!("bit-extraction set: {e}")))?;
+        decomposition("tables' return keyswitch", x.fks_base_log, x.fks_level)
+            .map_err(|e| refused(e.0))?;
     }
     // every set that reads tables holds one box per table entry
     let holds_tables = |what: &str, s: &FheParams| {
         if s.polynomial_size < 1 << p.min(16) {
-            return Err(format!(
+            return Err(refused(format!(
                 "{what}polynomial size {} holds fewer than the 2^{p} table boxes",
                 s.polynomial_size
-            ));
+            )));
         }
         Ok(())
     };
@@ -273,13 +285,13 @@ pub fn verify(
         .iter()
         .find(|c| !target.meets_variance(read_variance(main, x, c), c))
     {
-        return Err(format!(
+        return Err(refused(format!(
             "the {} at `{}` fails p_error {:.1e} (predicted {:.1e})",
             c.kind,
             c.at,
             target.p_error,
             p_error_of(read_variance(main, x, c), c.margin)
-        ));
+        )));
     }
     Ok(Choice::new(
         stored.source.clone(),

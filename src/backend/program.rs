@@ -2,9 +2,9 @@
 //! ([`Program::eval_clear`]): exactly what the encrypted run computes, with the simulation
 //! of its noise for `--mode sim`.
 
+use super::error::BackendError;
 use super::params::Constraint;
 use super::Rounding;
-use crate::error::{Error, Result};
 use fhec_ir::NodeIndex;
 use serde::{Deserialize, Serialize};
 
@@ -201,16 +201,21 @@ impl Program {
         &self,
         inputs: &[Vec<i64>],
         mut sim: Option<&mut SimNoise<'_>>,
-    ) -> Result<Vec<Vec<i64>>> {
+    ) -> Result<Vec<Vec<i64>>, BackendError> {
         if inputs.len() != self.inputs.len()
             || inputs
                 .iter()
                 .zip(&self.inputs)
                 .any(|(a, b)| a.len() != b.len())
         {
-            return Err(Error::Usage(
-                "inputs do not match the program's inputs".into(),
-            ));
+            return Err(BackendError::Inputs {
+                reason: format!(
+                    "{} input(s) of {:?} values, the program takes {:?}",
+                    inputs.len(),
+                    inputs.iter().map(Vec::len).collect::<Vec<_>>(),
+                    self.inputs.iter().map(Vec::len).collect::<Vec<_>>()
+                ),
+            });
         }
         let mut regs = vec![0i64; self.n_regs as usize];
         for (rs, xs) in self.inputs.iter().zip(inputs) {

@@ -10,9 +10,11 @@ pub(super) struct CompileArgs {
     /// for a model that quantizes itself (QDQ, QONNX) everywhere.
     #[arg(long = "calib")]
     calib: Vec<PathBuf>,
-    /// Bits of inputs, weights and activations.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(2..=16))]
-    n_bits: u32,
+    /// Bits of inputs, weights and activations [default: 6]. Setting any precision flag
+    /// (this, the other --n-bits-*, --rounding-bits, --layer, --precision) keeps the
+    /// precision as given: compile then does not raise it to agree with float.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
+    n_bits: Option<u32>,
     /// Bits of the inputs (overrides --n-bits).
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
     n_bits_inputs: Option<u32>,
@@ -28,9 +30,9 @@ pub(super) struct CompileArgs {
     /// `--layer NAME=wK` wins.
     #[arg(long, value_parser = clap::value_parser!(u32).range(2..=16))]
     n_bits_decrypted: Option<u32>,
-    /// Round accumulators to this many bits before their table lookups.
-    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..=16))]
-    rounding_bits: u32,
+    /// Round accumulators to this many bits before their table lookups [default: 6].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16))]
+    rounding_bits: Option<u32>,
     /// Keep accumulators exact (wide ones are then refused, or pruned with --n-accum-bits).
     #[arg(long)]
     no_rounding: bool,
@@ -68,6 +70,20 @@ pub(super) struct CompileArgs {
     /// accumulators are too wide to round exactly); their clip ranges (ReLU) are kept.
     #[arg(long)]
     requantize: bool,
+    /// Aim for float's decisions: when clear mode's top-1 agreement with float on the
+    /// calibration data is below this many percent, raise precision per layer (within
+    /// --max-cost-factor); 0 keeps the default precision. Applies when no precision flag is
+    /// given.
+    #[arg(long, default_value_t = 99.0, value_parser = parse_percent)]
+    agreement_target: f64,
+    /// The most that raising precision may multiply the estimated latency by.
+    #[arg(long, default_value_t = fhec::AutoOptions::DEFAULT_COST_FACTOR, value_parser = parse_factor)]
+    max_cost_factor: f64,
+    /// Compile exactly the settings given: no fallback plan when the rounding method has
+    /// none (an error instead), no precision raised. An explicit --rounding-method also
+    /// turns the fallback off.
+    #[arg(long)]
+    no_auto: bool,
     /// Write the report as JSON.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -103,8 +119,8 @@ fn inspect(path: &std::path::Path, dump: bool) -> Result<()> {
             "  input  `{}`: {}{}",
             gi.name,
             ty,
-            if gi.batch_dynamic {
-                " (axis 0 = dynamic batch)"
+            if gi.batched {
+                " (axis 0 = batch: N samples run one by one)"
             } else {
                 ""
             }
@@ -136,13 +152,23 @@ fn inspect(path: &std::path::Path, dump: bool) -> Result<()> {
 pub(super) fn compile(a: CompileArgs) -> Result<()> {
     // without --calib only a model that quantizes itself compiles; for any other the passes
     // name the first value without a grid and ask for calibration data
+    let pinned = a.n_bits.is_some()
+        || a.n_bits_inputs.is_some()
+        || a.n_bits_weights.is_some()
+        || a.n_bits_activations.is_some()
+        || a.n_bits_decrypted.is_some()
+        || a.rounding_bits.is_some()
+        || a.no_rounding
+        || !a.layers.is_empty()
+        || a.precision.is_some();
+    let n_bits = a.n_bits.unwrap_or(6);
     let quant = QuantConfig {
-        n_bits_inputs: a.n_bits_inputs.unwrap_or(a.n_bits),
-        n_bits_weights: a.n_bits_weights.unwrap_or(a.n_bits),
-        n_bits_activations: a.n_bits_activations.unwrap_or(a.n_bits),
+        n_bits_inputs: a.n_bits_inputs.unwrap_or(n_bits),
+        n_bits_weights: a.n_bits_weights.unwrap_or(n_bits),
+        n_bits_activations: a.n_bits_activations.unwrap_or(n_bits),
         n_bits_decrypted: a.n_bits_decrypted,
         per_channel: a.per_channel,
-        rounding_bits: (!a.no_rounding).then_some(a.rounding_bits),
+        rounding_bits: (!a.no_rounding).then_some(a.rounding_bits.unwrap_or(6)),
         max_tlu_bits: a.max_tlu_bits,
         n_accum_bits: a.n_accum_bits,
         layers: layer_precision(a.precision.as_deref(), &a.layers)?,
@@ -154,33 +180,38 @@ pub(super) fn compile(a: CompileArgs) -> Result<()> {
         .calib
         .iter()
         .map(|p| npy::read_f32(p))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<fhec::Result<Vec<_>>>()?;
+    let auto = fhec::AutoOptions {
+        fallback: !a.no_auto && a.fhe.rounding_method.is_none(),
+        agreement_target: (!a.no_auto && !pinned && a.agreement_target > 0.0)
+            .then_some(a.agreement_target / 100.0),
+        max_cost_factor: a.max_cost_factor,
+    };
     let opts = CompileOptions {
         quant,
         dump_after: a.dump_after,
         fhe: a.fhe.apply(FheOptions::default())?,
+        auto,
         limits: limits(),
     };
     let t0 = Instant::now();
-    let (m, dumps) = fhec::compile(&a.model, &calib, &opts)?;
+    let model = Model::load_with_limits(&a.model, &opts.limits)?;
+    let (m, dumps) = fhec::compile_traced(&model, &calib, &opts)?;
     let dt = t0.elapsed();
     for d in dumps {
         print!("{d}");
     }
-    print!("{}", m.report.to_text());
-    match m.plan() {
-        Ok(plan) => print_plan(plan),
-        Err(e) => println!("encrypted execution: not available: {e}"),
-    }
+    print!("{}", m.report().to_text());
+    print_plan(&m.plan_info()?);
     let out = a.out.unwrap_or_else(|| a.model.with_extension("fhe"));
     m.save(&out)?;
     println!("wrote {} in {:.2} s", out.display(), dt.as_secs_f64());
     if let Some(r) = a.report {
-        let werr = |e: String| Error::Write {
+        let werr = |e: String| fhec::Error::Write {
             path: r.display().to_string(),
             reason: e,
         };
-        let json = serde_json::to_string_pretty(&m.report).map_err(|e| werr(e.to_string()))?;
+        let json = serde_json::to_string_pretty(m.report()).map_err(|e| werr(e.to_string()))?;
         std::fs::write(&r, json).map_err(|e| werr(e.to_string()))?;
         println!("wrote {}", r.display());
     }
@@ -196,10 +227,7 @@ fn layer_precision(
     let mut layers = match file {
         None => BTreeMap::new(),
         Some(p) => {
-            let bad = |reason: String| Error::Artifact {
-                path: p.display().to_string(),
-                reason,
-            };
+            let bad = |reason: String| CliError::Usage(format!("`{}`: {reason}", p.display()));
             let text = std::fs::read_to_string(p).map_err(|e| bad(format!("cannot read: {e}")))?;
             let cfg: fhec::passes::PrecisionFile = serde_json::from_str(&text).map_err(|e| {
                 bad(format!(
@@ -214,12 +242,12 @@ fn layer_precision(
     };
     for spec in specs {
         let (name, bits) = spec.rsplit_once('=').ok_or_else(|| {
-            Error::Usage(format!(
+            CliError::Usage(format!(
                 "--layer `{spec}`: expected NAME=SPEC, e.g. --layer /fc1/Gemm=w4,i4,r5"
             ))
         })?;
         let p = fhec::passes::LayerPrecision::parse(bits)
-            .map_err(|e| Error::Usage(format!("--layer `{spec}`: {e}")))?;
+            .map_err(|e| CliError::Usage(format!("--layer `{spec}`: {e}")))?;
         layers.insert(name.to_string(), p);
     }
     Ok(layers)

@@ -1,6 +1,7 @@
 //! The client/server split: `fhec keygen`, `encrypt`, `serve-run`, `decrypt`.
 
 use super::*;
+use fhec::{Ciphertexts, Client, EvaluationKeys, Server};
 
 #[derive(clap::Args)]
 pub(super) struct KeygenArgs {
@@ -75,7 +76,7 @@ pub(super) fn decrypt(a: DecryptArgs) -> Result<()> {
 }
 
 /// Server key sizes per partition, one line.
-pub(super) fn key_sizes_line(k: &fhec::runtime::KeySizes) -> String {
+pub(super) fn key_sizes_line(k: &fhec::KeySizes) -> String {
     let m = |b: usize| mb(b as u64);
     let mut s = format!(
         "{:.1} MiB: tables {:.1} MiB (bootstrapping {:.1} + keyswitching {:.1}",
@@ -100,18 +101,17 @@ pub(super) fn key_sizes_line(k: &fhec::runtime::KeySizes) -> String {
 
 fn keygen_cmd(model: &Path, out: &Path) -> Result<()> {
     let m = load_model(model)?;
-    let plan = m.plan()?;
-    print_plan(plan);
-    std::fs::create_dir_all(out).map_err(|e| Error::Write {
+    print_plan(&m.plan_info()?);
+    std::fs::create_dir_all(out).map_err(|e| fhec::Error::Write {
         path: out.display().to_string(),
         reason: e.to_string(),
     })?;
     let t0 = Instant::now();
-    let (ck, sk) = m.keygen()?;
+    let (client, keys) = Client::keygen(&m)?;
     let dt = t0.elapsed();
     let (cp, sp) = (out.join("client.key"), out.join("server.key"));
-    let cb = files::save_secret(&ck, &cp)?;
-    let sb = files::save(&sk, &sp)?;
+    let cb = client.save_key(&cp)?;
+    let sb = keys.save(&sp)?;
     println!(
         "keygen: {:.2} s; wrote {} ({:.1} MiB, secret: keep it) and {} ({:.1} MiB seeded, for the server; {})",
         dt.as_secs_f64(),
@@ -119,7 +119,7 @@ fn keygen_cmd(model: &Path, out: &Path) -> Result<()> {
         mb(cb),
         sp.display(),
         mb(sb),
-        key_sizes_line(&sk.sizes())
+        key_sizes_line(&keys.sizes())
     );
     Ok(())
 }
@@ -132,16 +132,15 @@ fn encrypt_cmd(
     out: &Path,
 ) -> Result<()> {
     let m = load_model(model)?;
-    let ck: ClientKey = files::load(key, "client key", KEY_LIMIT, &m.key_shape()?)?;
-    m.check_key(&ck.info).map_err(in_file(key))?;
+    let client = Client::load(&m, key)?;
     let xs = read_inputs(inputs, samples)?;
     let t0 = Instant::now();
-    let cts = m.encrypt(&ck, &xs)?;
+    let cts = client.encrypt(&xs)?;
     let dt = t0.elapsed();
-    let bytes = files::save(&cts, out)?;
+    let bytes = cts.save(out)?;
     println!(
         "encrypted {} sample(s) in {:.1} ms; wrote {} ({:.2} MiB)",
-        cts.samples.len(),
+        cts.samples(),
         dt.as_secs_f64() * 1e3,
         out.display(),
         mb(bytes)
@@ -152,29 +151,28 @@ fn encrypt_cmd(
 fn serve_run_cmd(model: &Path, key: &Path, input: &Path, out: &Path) -> Result<()> {
     let m = load_model(model)?;
     let t0 = Instant::now();
-    let sk: CompressedServerKey = files::load(key, "server key", KEY_LIMIT, &m.key_shape()?)?;
-    m.check_key(&sk.info).map_err(in_file(key))?;
-    let sk = sk.expand();
+    let keys = EvaluationKeys::load(&m, key)?;
+    let server = Server::new(&m, &keys).map_err(in_file(key))?;
     let t_key = t0.elapsed();
-    let cts: EncryptedInputs = files::load(input, "encrypted input", CT_LIMIT, &m.input_shape()?)?;
-    let plan = m.plan()?;
-    let n = cts.samples.len();
-    let pb = progress((plan.program.tlu_count * n) as u64);
+    let cts = Ciphertexts::load_inputs(&m, input)?;
+    let info = m.plan_info()?;
+    let n = cts.samples();
+    let pb = progress((server.table_lookups() * n) as u64);
     let t1 = Instant::now();
-    let outs = m
-        .evaluate_with_progress(&sk, &cts, Some(&pb))
+    let outs = server
+        .run_with_progress(&cts, Some(&pb))
         .map_err(in_file(input))?;
     let dt = t1.elapsed();
     pb.finish_and_clear();
-    let bytes = files::save(&outs, out)?;
+    let bytes = outs.save(out)?;
     let per = dt.as_secs_f64() / n.max(1) as f64;
     println!(
         "server key loaded in {:.2} s; evaluated {n} sample(s) in {:.2} s ({:.2} s per sample, {} bootstraps each, {:.1} ms per bootstrap, {} thread(s)); wrote {} ({:.2} MiB)",
         t_key.as_secs_f64(),
         dt.as_secs_f64(),
         per,
-        plan.program.pbs_count,
-        per * 1e3 / plan.program.pbs_count.max(1) as f64,
+        info.bootstraps,
+        per * 1e3 / info.bootstraps.max(1) as f64,
         rayon::current_num_threads(),
         out.display(),
         mb(bytes)
@@ -190,13 +188,11 @@ fn decrypt_cmd(
     labels: Option<&Path>,
 ) -> Result<()> {
     let m = load_model(model)?;
-    let ck: ClientKey = files::load(key, "client key", KEY_LIMIT, &m.key_shape()?)?;
-    m.check_key(&ck.info).map_err(in_file(key))?;
-    let outs: EncryptedOutputs =
-        files::load(input, "encrypted result", CT_LIMIT, &m.output_shape()?)?;
-    let ys = m.decrypt(&ck, &outs).map_err(in_file(input))?;
+    let client = Client::load(&m, key)?;
+    let outs = Ciphertexts::load_outputs(&m, input)?;
+    let ys = client.decrypt(&outs).map_err(in_file(input))?;
     if outputs.len() != ys.len() {
-        return Err(Error::Usage(format!(
+        return Err(CliError::Usage(format!(
             "the model has {} output(s); give one --output per output",
             ys.len()
         )));
@@ -207,7 +203,7 @@ fn decrypt_cmd(
     }
     if let Some(l) = labels {
         let mut v = npy::read_labels(l)?;
-        v.truncate(outs.samples.len());
+        v.truncate(outs.samples());
         let acc = fhec::accuracy(&ys[0], &v).ok_or_else(|| labels_mismatch(l, v.len(), &ys[0]))?;
         println!("accuracy (fhe): {acc:.4} on {} samples", v.len());
     }

@@ -10,17 +10,15 @@ mod train;
 mod tune;
 
 use clap::{Parser, Subcommand, ValueEnum};
-use fhec::backend::{FheOptions, ParamsPolicy, Rounding, TableSplit};
-use fhec::fhe::Plan;
 use fhec::ir::{Limits, Op, ShapeFmt};
-use fhec::runtime::files::{self, CT_LIMIT, KEY_LIMIT};
-use fhec::runtime::{ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs};
-use fhec::{npy, CompileOptions, CompiledModel, Error, Model, QuantConfig, Result};
+use fhec::{
+    npy, CompileOptions, CompiledModel, FheOptions, Model, ParamsPolicy, PlanInfo, QuantConfig,
+    Rounding, TableSplit,
+};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 use std::time::Instant;
 
 #[derive(Parser)]
@@ -37,6 +35,34 @@ struct Cli {
     #[arg(long, global = true, value_parser = clap::value_parser!(u64).range(1..=1 << 40))]
     max_elements: Option<u64>,
 }
+
+/// What the command reports: the library's typed errors, or a command line that does not
+/// make sense (one line each).
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CliError {
+    #[error(transparent)]
+    Fhec(#[from] fhec::Error),
+    #[error("{0}")]
+    Usage(String),
+}
+
+macro_rules! via_fhec {
+    ($($t:ty),*) => {$(
+        impl From<$t> for CliError {
+            fn from(e: $t) -> Self {
+                CliError::Fhec(e.into())
+            }
+        }
+    )*};
+}
+via_fhec!(
+    fhec::artifact::ArtifactError,
+    fhec::backend::BackendError,
+    fhec::backend::SettingError,
+    fhec::ImportError
+);
+
+type Result<T, E = CliError> = std::result::Result<T, E>;
 
 /// The size limits of this process (`--max-elements`), set once in `main`.
 static LIMITS: std::sync::OnceLock<Limits> = std::sync::OnceLock::new();
@@ -150,7 +176,7 @@ impl FheArgs {
                 SplitArg::Off => TableSplit::Off,
             };
         }
-        o.validate().map_err(Error::Usage)?;
+        o.validate()?;
         Ok(o)
     }
     fn is_set(&self) -> bool {
@@ -176,6 +202,26 @@ impl From<RangesArg> for fhec::passes::RangePolicy {
             RangesArg::Proven => Self::Proven,
         }
     }
+}
+
+fn parse_percent(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (a percentage such as 99)"))?;
+    if !(0.0..=100.0).contains(&v) {
+        return Err(format!("{v} is outside [0, 100]"));
+    }
+    Ok(v)
+}
+
+fn parse_factor(s: &str) -> std::result::Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number (a factor such as 2)"))?;
+    if !(1.0..=1000.0).contains(&v) {
+        return Err(format!("{v} is outside [1, 1000]"));
+    }
+    Ok(v)
 }
 
 fn parse_margin(s: &str) -> std::result::Result<f32, String> {
@@ -300,88 +346,18 @@ fn mode_name(m: Mode) -> &'static str {
 fn set_threads(threads: Option<usize>) -> Result<()> {
     if let Some(t) = threads {
         if t == 0 {
-            return Err(Error::Usage("--threads must be at least 1".into()));
+            return Err(CliError::Usage("--threads must be at least 1".into()));
         }
         rayon::ThreadPoolBuilder::new()
             .num_threads(t)
             .build_global()
-            .map_err(|e| Error::Usage(format!("cannot start {t} threads: {e}")))?;
+            .map_err(|e| CliError::Usage(format!("cannot start {t} threads: {e}")))?;
     }
     Ok(())
 }
 
-fn print_plan(plan: &Plan) {
-    let prog = &plan.program;
-    let c = &plan.choice;
-    let pr = &c.params;
-    // a split table: two bootstraps of p−1 bits (its index bit is among the extractions)
-    let table_pbs = prog.tlu_count * if prog.split { 2 } else { 1 };
-    println!(
-        "encrypted program: {} table lookups{}{} = {} bootstraps per sample; tables of {} bits{}, {} message bits, {} rounding",
-        prog.tlu_count,
-        if prog.split {
-            format!(" (split: {table_pbs} bootstraps)")
-        } else if prog.light && c.extract.is_some() {
-            format!(
-                " ({} rounded, on the second partition)",
-                fhec::backend::params::partition_counts(&prog.constraints).1
-            )
-        } else {
-            String::new()
-        },
-        if prog.pbs_count > table_pbs {
-            format!(" + {} bit extractions", prog.pbs_count - table_pbs)
-        } else {
-            String::new()
-        },
-        prog.pbs_count,
-        prog.tlu_bits,
-        if prog.split {
-            format!(" read as two of {}", prog.read_bits())
-        } else {
-            String::new()
-        },
-        prog.msg_bits,
-        prog.rounding.name()
-    );
-    // what the second partition runs: exact rounding's bit extractions, or approximate
-    // rounding's rounded (light) tables
-    let (main_what, second_what) = if prog.light {
-        ("unrounded tables", "rounded tables")
-    } else {
-        ("tables", "bit extractions")
-    };
-    let parts = match &c.extract {
-        Some(x) => {
-            format!("{main_what} {pr}; {second_what} {x} (two partitions, keyswitched)")
-        }
-        None => format!("{pr} (one set for every bootstrap)"),
-    };
-    println!(
-        "parameters ({}): {parts}; security {} bits (tfhe's lattice-estimator curves); p_error {:.2e} per bootstrap, {:.2e} per sample{}",
-        c.source,
-        c.security_bits,
-        c.p_error,
-        c.global_p_error,
-        if c.off_by_one > 0.0 {
-            format!("; off-by-one table index rate {:.1e} (approximate rounding)", c.off_by_one)
-        } else {
-            String::new()
-        }
-    );
-    match &c.extract {
-        Some(x) => println!(
-            "estimated on one thread: {:.1} ms per bootstrap of the {main_what}, {:.2} ms per bootstrap of the {second_what}, {:.2} s per sample",
-            x.est_table_ms(pr),
-            x.est_ms(),
-            c.est_ms / 1e3
-        ),
-        None => println!(
-            "estimated: {:.1} ms per bootstrap on one thread, {:.2} s per sample on one thread",
-            pr.est_ms_per_pbs(),
-            c.est_ms / 1e3
-        ),
-    }
+fn print_plan(info: &PlanInfo) {
+    print!("{}", info.to_text());
 }
 
 /// A progress bar on a terminal (hidden otherwise) counting table lookups.
@@ -420,8 +396,8 @@ fn progress(len: u64) -> indicatif::ProgressBar {
 fn load_with(path: &Path, fhe: &FheArgs) -> Result<CompiledModel> {
     let m = load_model(path)?;
     Ok(if fhe.is_set() {
-        let o = fhe.apply(m.fhe.clone())?;
-        m.with_fhe_options(o)
+        let o = fhe.apply(m.fhe_options().clone())?;
+        m.with_fhe_options(o)?
     } else {
         m
     })
@@ -429,24 +405,18 @@ fn load_with(path: &Path, fhe: &FheArgs) -> Result<CompiledModel> {
 
 fn load_model(path: &Path) -> Result<CompiledModel> {
     if path.extension().is_some_and(|e| e == "onnx") {
-        return Err(Error::Usage(format!(
+        return Err(CliError::Usage(format!(
             "`{}` is an ONNX model; this command takes a compiled model: `fhec compile {} --calib CALIB.npy -o MODEL.fhe`",
             path.display(),
             path.display()
         )));
     }
-    CompiledModel::load_with_limits(path, &limits())
+    Ok(CompiledModel::load_with_limits(path, &limits())?)
 }
 
-/// Prefixes an error with the file it concerns.
-fn in_file(path: &Path) -> impl Fn(Error) -> Error + '_ {
-    move |e| match e {
-        e @ (Error::Artifact { .. } | Error::Write { .. } | Error::Npy { .. }) => e,
-        e => Error::Artifact {
-            path: path.display().to_string(),
-            reason: e.to_string(),
-        },
-    }
+/// Names the file an error is about.
+fn in_file(path: &Path) -> impl Fn(fhec::Error) -> CliError + '_ {
+    move |e| CliError::Fhec(e.in_file(path))
 }
 
 fn read_inputs(paths: &[PathBuf], samples: Option<usize>) -> Result<Vec<ndarray::ArrayD<f32>>> {
@@ -470,8 +440,8 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / (1 << 20) as f64
 }
 
-fn labels_mismatch(path: &Path, n: usize, y: &ndarray::ArrayD<f32>) -> Error {
-    Error::Usage(format!(
+fn labels_mismatch(path: &Path, n: usize, y: &ndarray::ArrayD<f32>) -> CliError {
+    CliError::Usage(format!(
         "labels `{}` ({n} values) do not match the output {}; expected one class index per row of a [N, classes] output",
         path.display(),
         ShapeFmt(y.shape())

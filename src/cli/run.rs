@@ -57,20 +57,23 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
             (Mode::Float, false) => None,
             (_, true) => Some(load_with(&model, &fhe)?),
             (_, false) if !calib.is_empty() => {
-                let c = calib.iter().map(|p| npy::read_f32(p)).collect::<Result<Vec<_>>>()?;
+                let c = calib
+                    .iter()
+                    .map(|p| npy::read_f32(p))
+                    .collect::<fhec::Result<Vec<_>>>()?;
                 let t0 = Instant::now();
                 let opts = CompileOptions {
                     fhe: fhe.apply(FheOptions::default())?,
                     limits: limits(),
                     ..Default::default()
                 };
-                let (m, _) = fhec::compile(&model, &c, &opts)?;
-                print!("{}", m.report.to_text());
+                let m = fhec::compile(&model, &c, &opts)?;
+                print!("{}", m.report().to_text());
                 println!("compiled in {:.2} s", t0.elapsed().as_secs_f64());
                 Some(m)
             }
             (_, false) => {
-                return Err(Error::Usage(format!(
+                return Err(CliError::Usage(format!(
                     "--mode {} runs a compiled model: compile first (`fhec compile {} --calib CALIB.npy -o MODEL.fhe`) or pass --calib",
                     mode_name(mode),
                     model.display()
@@ -103,7 +106,7 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
         })
         .transpose()?;
     if metric == MetricArg::R2 && labels.is_none() {
-        return Err(Error::Usage(
+        return Err(CliError::Usage(
             "--metric r2 needs --labels TARGETS.npy".into(),
         ));
     }
@@ -151,10 +154,7 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
                 Targets::Values(t) => {
                     let r2 = fhec::tune::Metric::R2
                         .score(y, t)
-                        .map_err(|e| Error::Artifact {
-                            path: path.display().to_string(),
-                            reason: e.to_string(),
-                        })?;
+                        .map_err(|e| e.in_file(&path))?;
                     println!("R² ({which}): {:.4}", r2 / 100.0);
                 }
             }
@@ -162,7 +162,7 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
         };
         let y = ys
             .first()
-            .ok_or_else(|| Error::Usage("the model has no output".into()))?;
+            .ok_or_else(|| CliError::Usage("the model has no output".into()))?;
         report(mode_name(mode), y)?;
         if let (Some(m), true) = (&compiled, mode != Mode::Float) {
             if matches!(mode, Mode::Fhe | Mode::Sim) {

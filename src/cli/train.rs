@@ -106,7 +106,7 @@ pub(super) struct TrainArgs {
 
 pub(super) fn run(a: TrainArgs) -> Result<()> {
     if !a.compile && (a.report.is_some() || a.rounding_bits.is_some() || a.fhe.is_set()) {
-        return Err(Error::Usage(
+        return Err(CliError::Usage(
             "--report, --rounding-bits and the FHE settings apply to the compiled model: add --compile".into(),
         ));
     }
@@ -136,7 +136,7 @@ pub(super) fn run(a: TrainArgs) -> Result<()> {
         val_split: a.val_split,
         seed: a.seed,
     };
-    opts.validate().map_err(Error::Usage)?;
+    opts.validate().map_err(fhec::Error::from)?;
     let is_csv = a
         .input
         .extension()
@@ -145,19 +145,19 @@ pub(super) fn run(a: TrainArgs) -> Result<()> {
         match (&a.labels, is_csv) {
             (Some(l), false) => train::load_npy(&a.input, l, task)?,
             (None, true) => train::load_csv(&a.input, a.target.as_deref(), task)?,
-            (Some(_), true) => return Err(Error::Usage(
+            (Some(_), true) => return Err(CliError::Usage(
                 "a CSV input holds its targets: name the column with --target instead of --labels"
                     .into(),
             )),
             (None, false) => {
-                return Err(Error::Usage(format!(
+                return Err(CliError::Usage(format!(
             "`{}`: an .npy input needs --labels Y.npy (or give a CSV file with a target column)",
             a.input.display()
         )))
             }
         };
     if a.target.is_some() && !is_csv {
-        return Err(Error::Usage(
+        return Err(CliError::Usage(
             "--target names a CSV column; with .npy input use --labels".into(),
         ));
     }
@@ -216,7 +216,7 @@ pub(super) fn run(a: TrainArgs) -> Result<()> {
             t.live[i]
         );
     }
-    std::fs::write(&a.out, &t.onnx).map_err(|e| Error::Write {
+    std::fs::write(&a.out, &t.onnx).map_err(|e| fhec::Error::Write {
         path: a.out.display().to_string(),
         reason: e.to_string(),
     })?;
@@ -242,21 +242,18 @@ pub(super) fn run(a: TrainArgs) -> Result<()> {
             limits: limits(),
             ..Default::default()
         };
-        let (m, _) = fhec::compile(&a.out, &[], &copts)?;
-        print!("{}", m.report.to_text());
-        match m.plan() {
-            Ok(plan) => print_plan(plan),
-            Err(e) => println!("encrypted execution: not available: {e}"),
-        }
+        let m = fhec::compile(&a.out, &[], &copts)?;
+        print!("{}", m.report().to_text());
+        print_plan(&m.plan_info()?);
         let out = a.out.with_extension("fhe");
         m.save(&out)?;
         println!("wrote {}", out.display());
         if let Some(r) = &a.report {
-            let werr = |e: String| Error::Write {
+            let werr = |e: String| fhec::Error::Write {
                 path: r.display().to_string(),
                 reason: e,
             };
-            let json = serde_json::to_string_pretty(&m.report).map_err(|e| werr(e.to_string()))?;
+            let json = serde_json::to_string_pretty(m.report()).map_err(|e| werr(e.to_string()))?;
             std::fs::write(r, json).map_err(|e| werr(e.to_string()))?;
             println!("wrote {}", r.display());
         }

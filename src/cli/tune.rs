@@ -95,7 +95,7 @@ fn tune_cmd(
     out: &Path,
 ) -> Result<()> {
     if !(opts.max_drop >= 0.0 && opts.max_drop.is_finite()) {
-        return Err(Error::Usage(format!(
+        return Err(CliError::Usage(format!(
             "--max-accuracy-drop must be a non-negative number of points, got {}",
             opts.max_drop
         )));
@@ -106,7 +106,7 @@ fn tune_cmd(
         .chain(&opts.rounding_bits)
         .find(|b| !(2..=16).contains(*b))
     {
-        return Err(Error::Usage(format!(
+        return Err(CliError::Usage(format!(
             "--n-bits and --rounding-bits take values in [2, 16], got {b}"
         )));
     }
@@ -146,14 +146,14 @@ fn tune_cmd(
         let cm = if i == t.chosen {
             &t.model
         } else {
-            other = fhec::tune::compile_candidate(&m, &calib, &t.candidates[i], &limits())?;
+            other = fhec::tune::compile_candidate(&m, &calib, &t.candidates[i])?;
             &other
         };
-        let session = cm.fhe_session()?;
-        let sample = fhec::model::split_batch(&cm.float_graph, &xs)?
+        let session = fhec::Session::new(cm)?;
+        let sample = fhec::model::split_batch(cm.float_graph(), &xs)?
             .into_iter()
             .next()
-            .ok_or_else(|| Error::Usage("the validation set is empty".into()))?;
+            .ok_or_else(|| CliError::Usage("the validation set is empty".into()))?;
         let q = cm.quantize_inputs(&sample)?;
         let (_, times) = session.run_sample(&q, None)?;
         measured.insert(i, times.evaluate.as_secs_f64() * 1e3);

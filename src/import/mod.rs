@@ -4,13 +4,16 @@
 //! Nodes are converted in file order (ONNX requires topological order). A node whose inputs
 //! are all constant is evaluated at import time, which folds the shape sub-graphs torch
 //! exports (`Shape → Gather → Unsqueeze → Concat → Reshape`) into static shapes; every
-//! other node becomes an IR node with a static type. A symbolic axis 0 of a graph input is
-//! the batch axis: fhec compiles for one sample and records that the batch is dynamic.
+//! other node becomes an IR node with a static type. Axis 0 of a graph input is the batch
+//! axis when it is symbolic or fixed at 1: fhec compiles for one sample and runs N samples
+//! one by one. Tensors stored as external data are read from the model's folder
+//! ([`external`]).
 //!
 //! Every unsupported node is reported at once, before anything is converted.
 
 mod attrs;
 mod elementwise;
+pub mod external;
 mod linear;
 mod logic;
 mod pool;
@@ -27,6 +30,7 @@ use std::fmt;
 use std::path::Path;
 use tract_onnx::pb;
 
+pub use external::ExternalData;
 pub use tensor::tensor_from_proto;
 
 /// The opsets of the default ONNX domain fhec accepts.
@@ -96,8 +100,23 @@ pub enum ImportError {
     Input { name: String, reason: String },
     #[error("tensor `{name}`: {reason}")]
     Tensor { name: String, reason: String },
+    /// A tensor whose bytes live in a file beside the model, which cannot be read safely.
+    #[error("tensor `{tensor}`, external data `{path}`: {reason}")]
+    External {
+        tensor: String,
+        path: String,
+        reason: String,
+    },
     #[error("graph output `{name}` is not produced by any node")]
     MissingOutput { name: String },
+    /// A name the ONNX spec lets the graph define once, defined again (SSA).
+    #[error("`{path}`: value `{name}` is defined twice ({first}, then {second}); an ONNX graph defines each name once — re-export the model or run onnx.checker.check_model on it")]
+    Redefined {
+        path: String,
+        name: String,
+        first: String,
+        second: String,
+    },
     #[error(transparent)]
     Ir(#[from] IrError),
 }
@@ -223,6 +242,12 @@ pub(crate) struct Cx {
     elem_types: HashMap<String, i32>,
     /// Tensors of integer codes whose dequantized values the graph also holds (see `qdq`).
     pub(crate) coded: HashMap<String, qdq::Coded>,
+    /// Where tensors stored as external data are read from.
+    external: ExternalData,
+    /// How the importer read something a literal reading would get wrong (see [`Imported`]).
+    notes: Vec<String>,
+    /// Weight quantizers exported as `signed=0, narrow=1` and read as Concrete ML reads them.
+    pub(crate) unsigned_narrow_weights: Vec<String>,
 }
 
 impl Cx {
@@ -316,6 +341,16 @@ impl Cx {
 
     fn limits(&self) -> &Limits {
         &self.graph.limits
+    }
+
+    /// Decodes an initializer or constant, reading its bytes from the model's folder when
+    /// it is stored as external data.
+    pub fn tensor(&self, t: &pb::TensorProto) -> Result<Tensor, ImportError> {
+        if external::is_external(t) {
+            tensor_from_proto(&external::resolve(t, &self.external, self.limits())?)
+        } else {
+            tensor_from_proto(t)
+        }
     }
 
     /// Refuses a tensor of `shape` over the per-tensor limit, before it is allocated;
@@ -412,12 +447,42 @@ pub fn import_file(path: &Path) -> Result<Graph, ImportError> {
 /// # Errors
 /// As [`import_file`].
 pub fn import_file_with(path: &Path, opts: &ImportOptions) -> Result<Graph, ImportError> {
+    Ok(import_file_noted(path, opts)?.graph)
+}
+
+/// An imported model, with how the importer read what a literal reading would get wrong.
+#[derive(Clone, Debug)]
+pub struct Imported {
+    pub graph: Graph,
+    /// One line each, for the compile report (e.g. Brevitas' `signed=0, narrow=1` weight
+    /// quantizers read as Concrete ML reads them).
+    pub notes: Vec<String>,
+}
+
+/// [`import_file_with`], with the importer's notes.
+///
+/// # Errors
+/// As [`import_file`].
+pub fn import_file_noted(path: &Path, opts: &ImportOptions) -> Result<Imported, ImportError> {
     let p = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
         path: p.clone(),
         source,
     })?;
-    import_bytes_with(&bytes, &p, opts)
+    // external data is read from the model's own folder, unless the caller says otherwise
+    let folder;
+    let opts = match opts.external {
+        ExternalData::None => {
+            let dir = path.parent().filter(|d| !d.as_os_str().is_empty());
+            folder = ImportOptions {
+                external: ExternalData::Dir(dir.map_or_else(|| ".".into(), Path::to_path_buf)),
+                ..opts.clone()
+            };
+            &folder
+        }
+        _ => opts,
+    };
+    import_bytes_noted(&bytes, &p, opts)
 }
 
 /// Imports an ONNX model from memory with options; `source` names it in errors.
@@ -429,12 +494,24 @@ pub fn import_bytes_with(
     source: &str,
     opts: &ImportOptions,
 ) -> Result<Graph, ImportError> {
+    Ok(import_bytes_noted(bytes, source, opts)?.graph)
+}
+
+/// [`import_bytes_with`], with the importer's notes.
+///
+/// # Errors
+/// As [`import_file`].
+pub fn import_bytes_noted(
+    bytes: &[u8],
+    source: &str,
+    opts: &ImportOptions,
+) -> Result<Imported, ImportError> {
     use prost::Message;
     let model = pb::ModelProto::decode(bytes).map_err(|e| ImportError::Decode {
         path: source.to_string(),
         source: e,
     })?;
-    import_model_with(&model, source, opts)
+    import_model_noted(&model, source, opts)
 }
 
 /// Imports an ONNX model from memory; `source` names it in errors.
@@ -453,6 +530,9 @@ pub struct ImportOptions {
     pub frozen_inputs: HashMap<String, Tensor>,
     /// Size limits (`--max-elements`); the graph keeps enforcing them in later passes.
     pub limits: Limits,
+    /// Where tensors stored as external data are read from ([`import_file`]: the model's
+    /// folder).
+    pub external: ExternalData,
 }
 
 /// Imports a decoded model.
@@ -472,6 +552,18 @@ pub fn import_model_with(
     source: &str,
     opts: &ImportOptions,
 ) -> Result<Graph, ImportError> {
+    Ok(import_model_noted(model, source, opts)?.graph)
+}
+
+/// [`import_model_with`], with the importer's notes.
+///
+/// # Errors
+/// As [`import_file`].
+pub fn import_model_noted(
+    model: &pb::ModelProto,
+    source: &str,
+    opts: &ImportOptions,
+) -> Result<Imported, ImportError> {
     let graph = model.graph.as_ref().ok_or_else(|| ImportError::NoGraph {
         path: source.to_string(),
     })?;
@@ -515,6 +607,7 @@ pub fn import_model_with(
         return Err(ImportError::Unsupported(unsupported));
     }
 
+    check_names(graph, source)?;
     let mut cx = Cx {
         graph: Graph::with_limits(opts.limits),
         opset,
@@ -523,6 +616,9 @@ pub fn import_model_with(
         elements: 0,
         elem_types: HashMap::new(),
         coded: HashMap::new(),
+        external: opts.external.clone(),
+        notes: Vec::new(),
+        unsigned_narrow_weights: Vec::new(),
     };
     for vi in &graph.input {
         if let Some(pb::type_proto::Value::TensorType(t)) =
@@ -533,7 +629,22 @@ pub fn import_model_with(
     }
     for init in &graph.initializer {
         cx.set_elem_type(&init.name, init.data_type);
-        let t = tensor_from_proto(init)?;
+        // the model's total is checked before the tensor is read (external data included)
+        let declared = init
+            .dims
+            .iter()
+            .try_fold(1u128, |n, &d| n.checked_mul(u128::try_from(d).ok()?))
+            .unwrap_or(u128::MAX);
+        let max = opts.limits.max_total_elements as u128;
+        if cx.elements.saturating_add(declared) > max {
+            return Err(ImportError::Tensor {
+                name: init.name.clone(),
+                reason: format!(
+                    "the model's initializers exceed the limit of {max} elements in all (raise it with --max-elements if the model really is this large)"
+                ),
+            });
+        }
+        let t = cx.tensor(init)?;
         cx.elements = cx.elements.saturating_add(t.len() as u128);
         cx.bind(&init.name, Val::Const(t));
     }
@@ -541,7 +652,7 @@ pub fn import_model_with(
         if cx.values.contains_key(&vi.name) {
             continue; // an initializer listed as input (IR version < 4)
         }
-        let (ty, batch_dynamic) = input_type(vi)?;
+        let (ty, batched) = input_type(vi)?;
         opts.limits
             .check_tensor("its declared type", &ty.shape)
             .map_err(|e| ImportError::Input {
@@ -550,7 +661,7 @@ pub fn import_model_with(
             })?;
         if let Some(t) = opts.frozen_inputs.get(&vi.name) {
             if t.dtype() != ty.dtype
-                || (!batch_dynamic && t.shape() != ty.shape.as_slice())
+                || (!batched && t.shape() != ty.shape.as_slice())
                 || t.shape().len() != ty.rank()
             {
                 return Err(ImportError::Input {
@@ -564,7 +675,7 @@ pub fn import_model_with(
             cx.bind(&vi.name, Val::Const(t.clone()));
             continue;
         }
-        let node = cx.graph.add_input(&vi.name, ty, batch_dynamic);
+        let node = cx.graph.add_input(&vi.name, ty, batched);
         cx.bind(&vi.name, Val::Node(node));
     }
     for n in &graph.node {
@@ -585,7 +696,63 @@ pub fn import_model_with(
         cx.graph.add_output(&o.name, node);
     }
     cx.graph.verify()?;
-    Ok(cx.graph)
+    if !cx.unsigned_narrow_weights.is_empty() {
+        let names = &cx.unsigned_narrow_weights;
+        cx.notes.push(format!(
+            "{} weight quantizer(s) exported with signed=0, narrow=1 (a Brevitas export quirk) read as signed=1, narrow=0, as Concrete ML reads them: {}",
+            names.len(),
+            names.iter().map(|n| format!("`{n}`")).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    Ok(Imported {
+        graph: cx.graph,
+        notes: cx.notes,
+    })
+}
+
+/// The ONNX spec's single assignment: every initializer, graph input and node output is
+/// defined once (an initializer may also be listed as a graph input: its default value).
+///
+/// # Errors
+/// [`ImportError::Redefined`] naming the value and both definitions.
+fn check_names(graph: &pb::GraphProto, source: &str) -> Result<(), ImportError> {
+    let inits: std::collections::HashSet<&str> =
+        graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    let definitions = graph
+        .initializer
+        .iter()
+        .map(|t| (t.name.as_str(), "an initializer".to_string()))
+        .chain(
+            graph
+                .input
+                .iter()
+                .filter(|vi| !inits.contains(vi.name.as_str()))
+                .map(|vi| (vi.name.as_str(), "a graph input".to_string())),
+        )
+        .chain(graph.node.iter().flat_map(|n| {
+            n.output.iter().map(move |o| {
+                (
+                    o.as_str(),
+                    format!("node `{}` ({})", Cx::node_name(n), n.op_type),
+                )
+            })
+        }));
+    let mut defined: HashMap<&str, String> = HashMap::new();
+    for (name, by) in definitions {
+        if name.is_empty() {
+            continue; // an omitted optional output
+        }
+        if let Some(first) = defined.get(name) {
+            return Err(ImportError::Redefined {
+                path: source.to_string(),
+                name: name.to_string(),
+                first: first.clone(),
+                second: by,
+            });
+        }
+        defined.insert(name, by);
+    }
+    Ok(())
 }
 
 fn input_type(vi: &pb::ValueInfoProto) -> Result<(TensorType, bool), ImportError> {
@@ -613,13 +780,13 @@ fn input_type(vi: &pb::ValueInfoProto) -> Result<(TensorType, bool), ImportError
         .as_ref()
         .ok_or_else(|| bad("has no shape; export the model with a known input shape".into()))?;
     let mut dims = Vec::with_capacity(shape.dim.len());
-    let mut batch_dynamic = false;
+    let mut batched = false;
     for (axis, d) in shape.dim.iter().enumerate() {
         match &d.value {
             Some(Dv::DimValue(v)) if *v >= 0 => dims.push(*v as usize),
             Some(Dv::DimValue(v)) => return Err(bad(format!("axis {axis} has negative size {v}"))),
             _ if axis == 0 => {
-                batch_dynamic = true;
+                batched = true;
                 dims.push(1);
             }
             _ => {
@@ -629,7 +796,13 @@ fn input_type(vi: &pb::ValueInfoProto) -> Result<(TensorType, bool), ImportError
             }
         }
     }
-    Ok((TensorType::new(dtype, dims), batch_dynamic))
+    // a leading axis fixed at 1 is the batch too (torch's legacy exporter, Brevitas and
+    // Concrete ML write one): the model is compiled for one sample either way, and N
+    // samples run one by one
+    if dims.first() == Some(&1) {
+        batched = true;
+    }
+    Ok((TensorType::new(dtype, dims), batched))
 }
 
 fn convert(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {

@@ -96,12 +96,21 @@ fn float_input(cx: &Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
 pub(super) fn quant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     let a = Attrs::of(n);
     let rnd = rounding(n, "ROUND")?;
-    let signed = a.int("signed", 1)? != 0;
-    let narrow = a.int("narrow", 0)? != 0;
+    let mut signed = a.int("signed", 1)? != 0;
+    let mut narrow = a.int("narrow", 0)? != 0;
     // a quantizer of a constant (weights; biases at the accumulator's scale, which Brevitas'
     // Int32Bias gives 32 bits) folds into the constant: wider grids are fine there
     let bits = scalar_input(cx, n, 3, "the bit width")?;
     let of_const = matches!(cx.input(n, 0)?, Some(crate::import::Val::Const(_)));
+    // Brevitas exports some signed weight quantizers as `signed=0, narrow=1` (Concrete ML's
+    // built-in networks carry them): read literally they clip every negative weight to 0.
+    // Concrete ML reads them as `signed=1, narrow=0` in its own Quant; so does fhec, and
+    // says so in the report
+    if of_const && !signed && narrow {
+        signed = true;
+        narrow = false;
+        cx.unsigned_narrow_weights.push(Cx::node_name(n));
+    }
     let (lo, hi) = int_bounds_upto(n, bits, signed, narrow, if of_const { 32.0 } else { 16.0 })?;
     let scale = required(cx, n, 1, "the scale")?;
     let zp = required(cx, n, 2, "the zero point")?;

@@ -3,7 +3,6 @@
 //! ConstantOfShape, Identity and Dropout (inference: identity), opsets 7 to 27.
 
 use super::attrs::{axis, Attrs};
-use super::tensor::tensor_from_proto;
 use super::{Cx, ImportError, Val};
 use fhec_ir::{DType, Op, PadMode, SliceAxis, Tensor};
 use ndarray::{ArrayD, IxDyn};
@@ -377,7 +376,7 @@ pub(super) fn constant(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError
         if let Some(out) = n.output.first() {
             cx.set_elem_type(out, t.data_type);
         }
-        tensor_from_proto(t)?
+        cx.tensor(t)?
     } else if a.has("value_float") {
         Tensor::scalar_f32(a.float("value_float", 0.0)?)
     } else if let Some(v) = a.floats("value_floats")? {
@@ -402,7 +401,7 @@ pub(super) fn constant_of_shape(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), Im
     let shape = shape_arg(cx, n, &shape)?;
     cx.charge(n, &shape)?;
     let fill = match Attrs::of(n).tensor("value")? {
-        Some(t) => tensor_from_proto(t)?,
+        Some(t) => cx.tensor(t)?,
         None => Tensor::scalar_f32(0.0),
     };
     let t = match fill {

@@ -22,7 +22,7 @@ pub fn tensor_from_proto(t: &pb::TensorProto) -> Result<Tensor, ImportError> {
         reason,
     };
     if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
-        return Err(bad("stored as external data; save the model with the weights inside (onnx.save(..., save_as_external_data=False))".into()));
+        return Err(bad("stored as external data, which this call does not read; import the model from its file, or give its external files (`fhec::import::ExternalData`)".into()));
     }
     let mut shape = Vec::with_capacity(t.dims.len());
     for &d in &t.dims {

@@ -2,7 +2,8 @@
 //! set, and the observed error rate of table lookups whose input noise is what a
 //! [`Constraint`](crate::backend::params::Constraint) describes.
 
-use super::{delta, keygen, table_lut, ClientKey, ServerKey};
+use super::server::table_lut;
+use super::{delta, keygen, ClientKey, ServerKey};
 use crate::backend::params::{Constraint, ConstraintKind, ExtractParams, FheParams};
 use rand::{RngExt, SeedableRng};
 use rayon::prelude::*;

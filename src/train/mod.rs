@@ -88,56 +88,67 @@ impl Default for TrainOptions {
 
 impl TrainOptions {
     /// Refuses settings no network can be trained with, in one line.
-    pub fn validate(&self) -> std::result::Result<(), String> {
+    pub fn validate(&self) -> std::result::Result<(), TrainError> {
         if self.n_layers == 0 || self.n_layers > 16 {
-            return Err(format!("--n-layers {} must be in 1..=16", self.n_layers));
+            return Err(TrainError::Setting(format!(
+                "--n-layers {} must be in 1..=16",
+                self.n_layers
+            )));
         }
         if self.n_hidden_multiplier == 0 || self.n_hidden_multiplier > 64 {
-            return Err(format!(
+            return Err(TrainError::Setting(format!(
                 "--n-hidden-multiplier {} must be in 1..=64",
                 self.n_hidden_multiplier
-            ));
+            )));
         }
         for (flag, b) in [("--n-w-bits", self.n_w_bits), ("--n-a-bits", self.n_a_bits)] {
             if !(2..=8).contains(&b) {
-                return Err(format!("{flag} {b} must be in 2..=8"));
+                return Err(TrainError::Setting(format!("{flag} {b} must be in 2..=8")));
             }
         }
         if let Some(a) = self.n_accum_bits {
             let need = self.n_w_bits + self.n_a_bits;
             if !(need..=24).contains(&a) {
-                return Err(format!(
+                return Err(TrainError::Setting(format!(
                     "--n-accum-bits {a} must be in {need}..=24 (one weight of {} bits on a {}-bit input already needs {need})",
                     self.n_w_bits, self.n_a_bits
-                ));
+                )));
             }
         }
         if self.epochs == 0 || self.epochs > 100_000 {
-            return Err(format!("--epochs {} must be in 1..=100000", self.epochs));
+            return Err(TrainError::Setting(format!(
+                "--epochs {} must be in 1..=100000",
+                self.epochs
+            )));
         }
         if !(self.lr > 0.0 && self.lr < 10.0) {
-            return Err(format!("--lr {} must be in (0, 10)", self.lr));
+            return Err(TrainError::Setting(format!(
+                "--lr {} must be in (0, 10)",
+                self.lr
+            )));
         }
         if self.batch_size == 0 || self.batch_size > 1 << 20 {
-            return Err(format!(
+            return Err(TrainError::Setting(format!(
                 "--batch-size {} must be at least 1",
                 self.batch_size
-            ));
+            )));
         }
         if !(0.0..0.95).contains(&self.prune_neurons) {
-            return Err(format!(
+            return Err(TrainError::Setting(format!(
                 "--prune-neurons {} must be a fraction in [0, 0.95)",
                 self.prune_neurons
-            ));
+            )));
         }
         if !(0.0..0.9).contains(&self.val_split) {
-            return Err(format!(
+            return Err(TrainError::Setting(format!(
                 "--val-split {} must be in [0, 0.9)",
                 self.val_split
-            ));
+            )));
         }
         if self.balanced && self.task == Task::Regression {
-            return Err("--class-weights balanced needs --task classification".into());
+            return Err(TrainError::Setting(
+                "--class-weights balanced needs --task classification".into(),
+            ));
         }
         Ok(())
     }
@@ -159,9 +170,38 @@ pub enum Targets {
 }
 
 fn bad(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Artifact {
+    TrainError::File {
         path: path.display().to_string(),
         reason: reason.into(),
+    }
+    .into()
+}
+
+/// Why training refused or failed.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    /// A setting no network can be trained with (names the flag).
+    #[error("{0}")]
+    Setting(String),
+    /// Data that does not fit a training task.
+    #[error("{0}")]
+    Data(String),
+    /// A data file that cannot be read as training data.
+    #[error("`{path}`: {reason}")]
+    File { path: String, reason: String },
+    /// candle refused a step (a bug or exhausted memory).
+    #[error("training failed: {0}")]
+    Candle(String),
+}
+
+impl TrainError {
+    pub(crate) fn kind(&self) -> crate::error::ErrorKind {
+        use crate::error::ErrorKind as K;
+        match self {
+            Self::Setting(_) => K::Settings,
+            Self::Data(_) | Self::File { .. } => K::Input,
+            Self::Candle(_) => K::Internal,
+        }
     }
 }
 
@@ -260,7 +300,7 @@ fn dataset(
 /// float targets, [N] or [N, K]).
 pub fn load_npy(x_path: &Path, y_path: &Path, task: Task) -> Result<Dataset> {
     let x = npy::read_f32(x_path)?;
-    let x = to_matrix(x).map_err(|r| bad(x_path, r))?;
+    let x = to_matrix(x).map_err(|r| bad(x_path, r.to_string()))?;
     let (y, cols) = match npy::read_f32(y_path) {
         Ok(a) => {
             let cols = if a.ndim() == 2 { a.shape()[1] } else { 1 };
@@ -280,13 +320,16 @@ pub fn load_npy(x_path: &Path, y_path: &Path, task: Task) -> Result<Dataset> {
     dataset(x, x_path, y, cols, y_path, task)
 }
 
-fn to_matrix(a: ArrayD<f32>) -> std::result::Result<Array2<f32>, String> {
+fn to_matrix(a: ArrayD<f32>) -> std::result::Result<Array2<f32>, TrainError> {
     let shape = a.shape().to_vec();
-    match shape.len() {
-        2 => a.into_dimensionality().map_err(|e| e.to_string()),
-        _ => Err(format!(
+    let wrong = || {
+        TrainError::Data(format!(
             "features of shape {shape:?}: expected [samples, features] (flatten images first)"
-        )),
+        ))
+    };
+    match shape.len() {
+        2 => a.into_dimensionality().map_err(|_| wrong()),
+        _ => Err(wrong()),
     }
 }
 
@@ -297,7 +340,7 @@ pub const CSV_LIMIT: u64 = 1 << 30;
 /// name or 0-based index; default the last column).
 pub fn load_csv(path: &Path, target: Option<&str>, task: Task) -> Result<Dataset> {
     let bytes = crate::bounded_read::read_capped(path, CSV_LIMIT, "a CSV file")
-        .map_err(|e| bad(path, e))?;
+        .map_err(|e| bad(path, e.to_string()))?;
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .from_reader(bytes.as_slice());
@@ -398,7 +441,7 @@ pub struct Trained {
 }
 
 fn cerr(e: candle_core::Error) -> Error {
-    Error::Usage(format!("training failed: {e}"))
+    TrainError::Candle(e.to_string()).into()
 }
 
 /// Stratified (classification) or plain random split: (train, validation) row indices.
@@ -459,13 +502,13 @@ pub fn train(
     o: &TrainOptions,
     mut progress: impl FnMut(&Epoch, usize),
 ) -> Result<Trained> {
-    o.validate().map_err(Error::Usage)?;
+    o.validate()?;
     let mismatch = matches!(
         (&data.y, o.task),
         (Targets::Classes(..), Task::Regression) | (Targets::Values(_), Task::Classification)
     );
     if mismatch {
-        return Err(Error::Usage("the targets do not match --task".into()));
+        return Err(TrainError::Data("the targets do not match --task".into()).into());
     }
     let dev = Device::Cpu;
     let mut rng = rand::rngs::StdRng::seed_from_u64(o.seed);
@@ -646,9 +689,10 @@ pub fn train(
             .unwrap_or(0);
         if let Some(a) = o.n_accum_bits {
             if widest > a {
-                return Err(Error::Usage(format!(
+                return Err(TrainError::Setting(format!(
                     "layer fc{i}: an accumulator needs {widest} bits after pruning, more than --n-accum-bits {a}; raise --n-accum-bits or lower --n-w-bits / --n-a-bits"
-                )));
+                ))
+                .into());
             }
         }
         let kept = w.iter().flatten().filter(|&&v| v != 0).count();
@@ -668,9 +712,10 @@ pub fn train(
         .map(Vec::len)
         .collect();
     if let Some(i) = live.iter().position(|&k| k == 0) {
-        return Err(Error::Usage(format!(
+        return Err(TrainError::Setting(format!(
             "layer fc{i} has no neuron left that reaches an output (pruned away): raise --n-accum-bits or --n-hidden-multiplier"
-        )));
+        ))
+        .into());
     }
     let onnx = export::to_onnx(&net, &input, target.as_ref(), o.n_a_bits).map_err(cerr)?;
     Ok(Trained {

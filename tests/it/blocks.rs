@@ -78,29 +78,30 @@ fn encrypted_attention_block_equals_clear_exactly() {
     let p = block();
     let calib = data(64, 0);
     let opts = CompileOptions {
+        auto: fhec::AutoOptions::keep_precision(),
         quant: QuantConfig {
             rounding_bits: Some(4),
             ..QuantConfig::with_n_bits(4)
         },
         ..Default::default()
     };
-    let (m, _) = fhec::compile(&p, std::slice::from_ref(&calib), &opts).expect("compiles");
-    print!("{}", m.report.to_text());
-    let session = m.fhe_session().expect("parameters and keys");
-    let prog = &session.plan.program;
+    let m = fhec::compile(&p, std::slice::from_ref(&calib), &opts).expect("compiles");
+    print!("{}", m.report().to_text());
+    let session = fhec::Session::new(&m).expect("parameters and keys");
+    let prog = &session.plan().program;
     println!(
         "attention block: {} table lookups, {} bootstraps, tables of {} bits; {}; keygen {:.2?}",
         prog.tlu_count,
         prog.pbs_count,
         prog.tlu_bits,
-        session.plan.choice.params,
+        session.plan().choice.params,
         session.keygen_time
     );
     let x = data(2, 5);
     let float = m.run_float(std::slice::from_ref(&x)).expect("float");
     let clear = m.run_clear(std::slice::from_ref(&x)).expect("clear");
     println!("float {:?}\nclear {:?}", float[0], clear[0]);
-    for (i, sample) in fhec::model::split_batch(&m.float_graph, &[x])
+    for (i, sample) in fhec::model::split_batch(m.float_graph(), &[x])
         .expect("batch")
         .iter()
         .enumerate()
@@ -156,14 +157,11 @@ fn softmax_error_per_bit_width() {
     for extra in [0, 1] {
         let mut last = f32::INFINITY;
         for bits in 4..=8 - extra {
-            let opts = CompileOptions {
-                quant: QuantConfig {
-                    rounding_bits: Some(bits + extra),
-                    ..QuantConfig::with_n_bits(bits)
-                },
-                ..Default::default()
+            let quant = QuantConfig {
+                rounding_bits: Some(bits + extra),
+                ..QuantConfig::with_n_bits(bits)
             };
-            let (m, _) = fhec::compile(&p, std::slice::from_ref(&calib), &opts).expect("compiles");
+            let m = crate::common::quantize(&p, std::slice::from_ref(&calib), &quant);
             let float = m
                 .run_float(std::slice::from_ref(&x))
                 .expect("float")
@@ -191,7 +189,7 @@ fn softmax_error_per_bit_width() {
             println!(
                 "softmax of 8 at {bits} bits, rounding {}: {} tables per row, |error| mean {mean:.4} max {max:.4}, same argmax {same} / 500",
                 bits + extra,
-                m.report.pbs_count
+                m.report().pbs_count
             );
             assert!(mean < last, "{bits} bits: error {mean} not below {last}");
             assert_eq!(same, 500, "{bits} bits: the largest probability moved");

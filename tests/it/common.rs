@@ -66,15 +66,25 @@ pub fn user_error(out: &Output, needles: &[&str]) {
 pub fn compile_iris(n_bits: u32, rounding_bits: u32) -> fhec::CompiledModel {
     let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
     let opts = fhec::CompileOptions {
+        auto: fhec::AutoOptions::keep_precision(),
         quant: fhec::QuantConfig {
             rounding_bits: Some(rounding_bits),
             ..fhec::QuantConfig::with_n_bits(n_bits)
         },
         ..Default::default()
     };
-    fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts)
-        .expect("compiles")
-        .0
+    fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts).expect("compiles")
+}
+
+/// A model compiled for clear mode only (the passes, no TFHE parameters): for tests of
+/// settings whose encrypted plan does not matter, or that have none.
+pub fn quantize(
+    path: &Path,
+    calib: &[ndarray::ArrayD<f32>],
+    quant: &fhec::QuantConfig,
+) -> fhec::CompiledModel {
+    let m = fhec::Model::load(path).expect("model");
+    fhec::quantize_model(&m, calib, quant).expect("compiles")
 }
 
 /// A float32 graph input or output of static shape `dims`.

@@ -63,10 +63,7 @@ fn tiny() -> Model {
         )
         .expect("fc2");
     g.add_output("y", y);
-    Model {
-        graph: g,
-        source: "tiny".into(),
-    }
+    Model::new(g, "tiny")
 }
 
 fn calib() -> ArrayD<f32> {
@@ -80,7 +77,7 @@ fn calib_row(m: &fhec::CompiledModel, s: usize) -> Vec<Tensor> {
     let row = calib()
         .slice_axis(ndarray::Axis(0), ndarray::Slice::from(s..s + 1))
         .to_owned();
-    fhec::ir::quantize_sample(&[Tensor::F32(row)], &m.input_quant)
+    fhec::ir::quantize_sample(&[Tensor::F32(row)], m.input_quant())
 }
 
 /// Inputs in the calibration box that drive some table input beyond its calibrated domain
@@ -107,7 +104,10 @@ fn overflowing_rows_at(
         let x = ArrayD::from_shape_fn(IxDyn(&[1, 4]), |_| 2.0 * next() - 1.0);
         let (_, ov) = m.run_clear_counted(std::slice::from_ref(&x)).expect("runs");
         if ov.by_layer.iter().any(|(l, (o, _))| *o > 0 && at(l)) {
-            rows.push(fhec::ir::quantize_sample(&[Tensor::F32(x)], &m.input_quant));
+            rows.push(fhec::ir::quantize_sample(
+                &[Tensor::F32(x)],
+                m.input_quant(),
+            ));
             if rows.len() == want {
                 break;
             }
@@ -138,10 +138,11 @@ fn encrypted_tiny_mlp_exact(split: fhec::backend::TableSplit) {
         range_margin: 0.0,
         ..QuantConfig::with_n_bits(3)
     };
-    let (m, _) = fhec::compile_model(
+    let m = fhec::compile_model(
         &tiny(),
         &[calib()],
         &CompileOptions {
+            auto: fhec::AutoOptions::keep_precision(),
             quant: cfg,
             fhe: fhec::backend::FheOptions {
                 split_tables: split,
@@ -153,13 +154,14 @@ fn encrypted_tiny_mlp_exact(split: fhec::backend::TableSplit) {
     .expect("compiles");
     // the decrypted layer runs as limbs (3-bit weights + 4), each decrypted on its own
     assert!(
-        m.report.outputs.len() >= 2 && m.report.outputs.iter().any(|(o, _)| o.contains(":limb")),
+        m.report().outputs.len() >= 2
+            && m.report().outputs.iter().any(|(o, _)| o.contains(":limb")),
         "{:?}",
-        m.report.outputs
+        m.report().outputs
     );
-    let session = m.fhe_session().expect("parameters and keys");
-    let p = &session.plan.program;
-    let choice = &session.plan.choice;
+    let session = fhec::Session::new(&m).expect("parameters and keys");
+    let p = &session.plan().program;
+    let choice = &session.plan().choice;
     println!(
         "tiny: {} table lookups, {} bootstraps, table bits {}, message bits {}, params {}, extraction {:?}, split {}, p_error {:.2e}, keygen {:.2?}",
         p.tlu_count, p.pbs_count, p.tlu_bits, p.msg_bits, choice.params, choice.extract.as_ref().map(ToString::to_string), p.split, choice.p_error, session.keygen_time
@@ -199,7 +201,7 @@ fn encrypted_tiny_mlp_exact(split: fhec::backend::TableSplit) {
         );
         assert_eq!(got, want, "sample {s}: encrypted differs from eval_int");
         let outs = m.client_tail(p, &got).expect("tail");
-        let clear = fhec::ir::eval_int(&m.program, &q).expect("eval_int");
+        let clear = fhec::ir::eval_int(m.program(), &q).expect("eval_int");
         assert_eq!(outs, clear, "client tail");
     }
 }
@@ -225,14 +227,14 @@ fn program_interpreter_equals_eval_int_on_shipped_models() {
         let calib = fhec::npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
         // no margin, so that reads beyond the calibrated domains occur on the scaled inputs
         let opts = CompileOptions {
+            auto: fhec::AutoOptions::keep_precision(),
             quant: QuantConfig {
                 range_margin: 0.0,
                 ..QuantConfig::default()
             },
             ..Default::default()
         };
-        let (m, _) =
-            fhec::compile(&model(&format!("{name}.onnx")), &[calib], &opts).expect("compiles");
+        let m = fhec::compile(&model(&format!("{name}.onnx")), &[calib], &opts).expect("compiles");
         let x = fhec::npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("test x");
         let x = x
             .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..12))
@@ -245,10 +247,11 @@ fn program_interpreter_equals_eval_int_on_shipped_models() {
             .expect("runs")
             .1
             .outside;
-        let prog = fhec::backend::lower(&m.program, &m.input_quant, fhec::backend::Rounding::Exact)
-            .expect("lowers");
-        for sample in fhec::model::split_batch(&m.float_graph, &[x]).expect("batch") {
-            let q = fhec::ir::quantize_sample(&sample, &m.input_quant);
+        let prog =
+            fhec::backend::lower(m.program(), m.input_quant(), fhec::backend::Rounding::Exact)
+                .expect("lowers");
+        for sample in fhec::model::split_batch(m.float_graph(), &[x]).expect("batch") {
+            let q = fhec::ir::quantize_sample(&sample, m.input_quant());
             let ints: Vec<Vec<i64>> = q.iter().map(Tensor::i64_values).collect();
             let got = prog.eval_clear(&ints, None).expect("runs");
             assert_eq!(got, m.boundary_clear(&prog, &q).expect("clear"), "{name}");
@@ -283,10 +286,11 @@ fn approximate_off_by_one(split: fhec::backend::TableSplit) {
         rounding_bits: Some(3),
         ..QuantConfig::with_n_bits(4)
     };
-    let (m, _) = fhec::compile_model(
+    let m = fhec::compile_model(
         &tiny(),
         &[calib()],
         &CompileOptions {
+            auto: fhec::AutoOptions::keep_precision(),
             quant: cfg,
             fhe: FheOptions {
                 rounding: Rounding::Approximate,
@@ -297,27 +301,18 @@ fn approximate_off_by_one(split: fhec::backend::TableSplit) {
         },
     )
     .expect("compiles");
-    let session = m.fhe_session().expect("parameters and keys");
-    let prog = &session.plan.program;
+    let session = fhec::Session::new(&m).expect("parameters and keys");
+    let prog = &session.plan().program;
     assert_eq!(prog.pbs_count, prog.tlu_count, "no bit extraction");
     let light = split == fhec::backend::TableSplit::On;
     assert_eq!(prog.light, light);
-    assert_eq!(session.plan.choice.light_tables, light);
-    assert_eq!(session.plan.choice.extract.is_some(), light);
+    assert_eq!(session.plan().choice.light_tables, light);
+    assert_eq!(session.plan().choice.extract.is_some(), light);
     let b = prog.msg_bits;
     let (mut lookups, mut neighbours, mut rounded) = (0usize, 0usize, 0usize);
     for s in 0..24 {
         let q = calib_row(&m, s);
-        let cts: Vec<_> = q
-            .iter()
-            .map(|t| session.client.encrypt(&t.i64_values()))
-            .collect();
-        let regs = session
-            .server
-            .evaluate_registers(prog, &cts, None)
-            .expect("runs");
-        let lo = vec![-(1i64 << b); regs.len()];
-        let vals = session.client.decrypt_registers(&regs, &lo);
+        let vals = session.run_registers(&q, -(1i64 << b)).expect("runs");
         for ins in prog.stages.iter().flatten() {
             let Instr::Tlu {
                 dst,
@@ -350,10 +345,10 @@ fn approximate_off_by_one(split: fhec::backend::TableSplit) {
     let rate = neighbours as f64 / rounded.max(1) as f64;
     println!(
         "approximate: {lookups} lookups ({rounded} rounded), {neighbours} neighbour entries (rate {rate:.3}, predicted at most {:.3}), params {:?}, second partition {:?}",
-        session.plan.choice.off_by_one, session.plan.choice.params, session.plan.choice.extract
+        session.plan().choice.off_by_one, session.plan().choice.params, session.plan().choice.extract
     );
     assert!(
-        rate <= 4.0 * session.plan.choice.off_by_one + 0.05,
+        rate <= 4.0 * session.plan().choice.off_by_one + 0.05,
         "off-by-one rate {rate}"
     );
 }
@@ -412,7 +407,10 @@ fn observed_table_error_rate_matches_the_noise_model() {
 fn client_server_split_through_files() {
     use crate::common::model;
     use fhec::runtime::files::{self, CT_LIMIT, KEY_LIMIT};
-    use fhec::runtime::{ClientKey, CompressedServerKey, EncryptedInputs, EncryptedOutputs};
+    use fhec::runtime::{
+        CiphertextShape, ClientKey, CompressedServerKey, EncryptedInputs, KeyShape,
+    };
+    use fhec::{Ciphertexts, Client, EvaluationKeys, Server};
     let dir = std::env::temp_dir().join(format!("fhec-split-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let m = crate::common::compile_iris(3, 4);
@@ -422,54 +420,57 @@ fn client_server_split_through_files() {
         .to_owned();
 
     // client
-    let (ck, sk) = m.keygen().expect("keys");
+    let (client, keys) = Client::keygen(&m).expect("keys");
     let (ckp, skp) = (dir.join("client.key"), dir.join("server.key"));
-    files::save_secret(&ck, &ckp).expect("save client key");
-    files::save(&sk, &skp).expect("save server key");
+    client.save_key(&ckp).expect("save client key");
+    keys.save(&skp).expect("save server key");
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(&ckp).expect("stat").permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "client.key must be private");
     }
-    let kshape = m.key_shape().expect("plan");
-    let ck: ClientKey =
-        files::load(&ckp, "client key", KEY_LIMIT, &kshape).expect("load client key");
-    let cts = m.encrypt(&ck, std::slice::from_ref(&x)).expect("encrypts");
+    let client = Client::load(&m, &ckp).expect("load client key");
+    let cts = client.encrypt(std::slice::from_ref(&x)).expect("encrypts");
     let ctp = dir.join("x.ct");
-    files::save(&cts, &ctp).expect("save inputs");
-    // server: the server key and the ciphertexts only
-    let sk: CompressedServerKey =
-        files::load(&skp, "server key", KEY_LIMIT, &kshape).expect("load");
-    let sk = sk.expand();
-    let ishape = m.input_shape().expect("plan");
-    let cts: EncryptedInputs =
-        files::load(&ctp, "encrypted input", CT_LIMIT, &ishape).expect("load");
-    let outs = m.evaluate(&sk, &cts).expect("evaluates");
+    cts.save(&ctp).expect("save inputs");
+    // server: the evaluation keys and the ciphertexts only
+    let keys = EvaluationKeys::load(&m, &skp).expect("load");
+    let server = Server::new(&m, &keys).expect("expands");
+    let cts = Ciphertexts::load_inputs(&m, &ctp).expect("load");
+    let outs = server.run(&cts).expect("evaluates");
     let yp = dir.join("y.ct");
-    files::save(&outs, &yp).expect("save outputs");
+    outs.save(&yp).expect("save outputs");
     // client
-    let outs: EncryptedOutputs = files::load(
-        &yp,
-        "encrypted result",
-        CT_LIMIT,
-        &m.output_shape().expect("plan"),
-    )
-    .expect("load");
-    let y = m.decrypt(&ck, &outs).expect("decrypts");
+    let outs = Ciphertexts::load_outputs(&m, &yp).expect("load");
+    let y = client.decrypt(&outs).expect("decrypts");
     assert_eq!(y, m.run_clear(std::slice::from_ref(&x)).expect("clear"));
+    // bytes and files are the same formats
+    assert_eq!(
+        outs.to_bytes().expect("bytes"),
+        std::fs::read(&yp).expect("read")
+    );
+    assert_eq!(
+        keys.to_bytes().expect("bytes"),
+        std::fs::read(&skp).expect("read")
+    );
 
     // another key pair: ids differ
-    let mut other = cts.clone();
-    other.key_id ^= 1;
-    let e = m.evaluate(&sk, &other).err().expect("refused").to_string();
+    let (client2, keys2) = Client::keygen(&m).expect("keys");
+    let e = Server::new(&m, &keys2)
+        .expect("expands")
+        .run(&cts)
+        .err()
+        .expect("refused")
+        .to_string();
     assert!(e.contains("another key pair"), "{e}");
-    let mut ck2 = ck.clone();
-    ck2.info.key_id ^= 1;
-    let e = m.decrypt(&ck2, &outs).expect_err("refused").to_string();
+    let e = client2.decrypt(&outs).expect_err("refused").to_string();
     assert!(e.contains("another key pair"), "{e}");
+    let e = server.run(&outs).err().expect("refused").to_string();
+    assert!(e.contains("encrypted results"), "{e}");
     // another model (other bits: other program)
     let opts4 = CompileOptions {
+        auto: fhec::AutoOptions::keep_precision(),
         quant: QuantConfig {
             rounding_bits: Some(5),
             ..QuantConfig::with_n_bits(4)
@@ -477,11 +478,25 @@ fn client_server_split_through_files() {
         ..Default::default()
     };
     let calib = fhec::npy::read_f32(&model("iris_mlp_calib.npy")).expect("calib");
-    let (m4, _) = fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts4).expect("compiles");
-    let e = m4.check_key(&ck.info).expect_err("refused").to_string();
-    assert!(e.contains("another model"), "{e}");
+    let m4 = fhec::compile(&model("iris_mlp.onnx"), &[calib], &opts4).expect("compiles");
+    let e = EvaluationKeys::load(&m4, &skp)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(
+        e.contains("server.key")
+            && (e.contains("another model") || e.contains("dimensions do not match")),
+        "{e}"
+    );
     // wrong kind of file, truncated, damaged
     // keys and ciphertexts of mismatched dimensions are refused before any use
+    let plan = m.plan().expect("plan");
+    let kshape = KeyShape::of(
+        &plan.program,
+        &plan.choice.params,
+        plan.choice.extract.as_ref(),
+    );
+    let ishape = CiphertextShape::inputs(&plan.program, plan.choice.home());
     let mut other_dims = kshape.clone();
     other_dims.params.lwe_dimension += 8;
     for (what, r) in [
@@ -512,10 +527,7 @@ fn client_server_split_through_files() {
         e.contains("x.ct") && e.contains("dimensions do not match"),
         "{e}"
     );
-    let e = files::load::<ClientKey>(&skp, "client key", KEY_LIMIT, &kshape)
-        .err()
-        .expect("refused")
-        .to_string();
+    let e = Client::load(&m, &skp).err().expect("refused").to_string();
     assert!(
         e.contains("server.key") && e.contains("not an fhec client key"),
         "{e}"
@@ -523,7 +535,7 @@ fn client_server_split_through_files() {
     let bytes = std::fs::read(&ctp).expect("read");
     let cut = dir.join("cut.ct");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).expect("write");
-    let e = files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT, &ishape)
+    let e = Ciphertexts::load_inputs(&m, &cut)
         .err()
         .expect("refused")
         .to_string();
@@ -532,13 +544,13 @@ fn client_server_split_through_files() {
     let mid = flipped.len() / 2;
     flipped[mid] ^= 0x10;
     std::fs::write(&cut, &flipped).expect("write");
-    let e = files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT, &ishape)
+    let e = Ciphertexts::load_inputs(&m, &cut)
         .err()
         .expect("refused")
         .to_string();
     assert!(e.contains("checksum"), "{e}");
     std::fs::write(&cut, b"").expect("write");
-    assert!(files::load::<EncryptedInputs>(&cut, "encrypted input", CT_LIMIT, &ishape).is_err());
+    assert!(Ciphertexts::load_inputs(&m, &cut).is_err());
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -565,10 +577,12 @@ fn sim_injects_bootstrap_failures_at_the_requested_rate() {
     assert_eq!(y, m.run_clear(xs).expect("clear"));
 
     // approximate rounding: one bootstrap per lookup, so failures / bootstraps estimates p
-    let approx = m.clone().with_fhe_options(FheOptions {
-        rounding: Rounding::Approximate,
-        ..Default::default()
-    });
+    let approx = m
+        .with_fhe_options(FheOptions {
+            rounding: Rounding::Approximate,
+            ..Default::default()
+        })
+        .expect("approximate plan");
     let p = 0.05;
     let (y1, st1) = approx.run_simulated_with(xs, 7, Some(p)).expect("sim");
     let b = st1.bootstraps as f64;

@@ -373,7 +373,7 @@ fn inconsistent_compiled_models_are_refused() {
         (
             "round_bits",
             |m| {
-                for n in m.program.g.node_weights_mut() {
+                for n in m.parts_mut().program.g.node_weights_mut() {
                     if let Op::Round { bits } = &mut n.op {
                         bits.iter_mut().for_each(|b| *b = 70);
                     }
@@ -384,15 +384,15 @@ fn inconsistent_compiled_models_are_refused() {
         (
             "input_quant",
             |m| {
-                m.input_quant[0].qmin = 10;
-                m.input_quant[0].qmax = -10;
+                m.parts_mut().input_quant[0].qmin = 10;
+                m.parts_mut().input_quant[0].qmax = -10;
             },
             "input quantizer 0",
         ),
         (
             "tlu_quant",
             |m| {
-                for n in m.program.g.node_weights_mut() {
+                for n in m.parts_mut().program.g.node_weights_mut() {
                     if let Op::Tlu(t) = &mut n.op {
                         t.out.scale = f32::NAN;
                     }
@@ -400,11 +400,15 @@ fn inconsistent_compiled_models_are_refused() {
             },
             "not a valid quantizer",
         ),
-        ("p_error", |m| m.fhe.p_error = f64::NAN, "--p-error"),
+        (
+            "p_error",
+            |m| m.parts_mut().fhe.p_error = f64::NAN,
+            "--p-error",
+        ),
         (
             "weights_shape",
             |m| {
-                for n in m.program.g.node_weights_mut() {
+                for n in m.parts_mut().program.g.node_weights_mut() {
                     if let Op::IntLinear(fhec::ir::IntLinear::Dense { w }) = &mut n.op {
                         *w = ndarray::ArrayD::zeros(ndarray::IxDyn(&[0, 3]));
                     }
@@ -415,8 +419,9 @@ fn inconsistent_compiled_models_are_refused() {
         (
             "type",
             |m| {
-                let n = m.program.g.node_indices().next_back().expect("a node");
-                m.program.g[n].ty.shape = vec![1 << 40, 1 << 40];
+                let p = &mut m.parts_mut().program;
+                let n = p.g.node_indices().next_back().expect("a node");
+                p.g[n].ty.shape = vec![1 << 40, 1 << 40];
             },
             "corrupt program",
         ),
@@ -456,7 +461,7 @@ fn inconsistent_compiled_models_are_refused() {
 fn overflowing_weights_are_errors_not_wraps() {
     use fhec::ir::Op;
     let mut m = compile_iris(3, 4);
-    for n in m.program.g.node_weights_mut() {
+    for n in m.parts_mut().program.g.node_weights_mut() {
         if let Op::IntLinear(fhec::ir::IntLinear::Dense { w }) = &mut n.op {
             w.mapv_inplace(|v| v.signum().max(1).saturating_mul(i64::MAX / 3));
         }
@@ -513,7 +518,8 @@ fn keys_of_other_dimensions_are_refused_before_use() {
         edit(&mut other.params);
         let e = load_bytes::<CompressedServerKey>(&sb, "server key", KEY_LIMIT, &other)
             .err()
-            .expect("refused");
+            .expect("refused")
+            .to_string();
         assert!(e.contains("dimensions do not match"), "{e}");
         // the same edits on the bit-extraction partition
         let mut other = fuzz_key_shape();
@@ -522,7 +528,8 @@ fn keys_of_other_dimensions_are_refused_before_use() {
         }
         let e = load_bytes::<CompressedServerKey>(&sb, "server key", KEY_LIMIT, &other)
             .err()
-            .expect("refused");
+            .expect("refused")
+            .to_string();
         assert!(e.contains("dimensions do not match"), "{e}");
     }
     // a key without the partition the model has, and the other way round
@@ -652,7 +659,7 @@ fn stored_parameters_are_checked_on_load() {
     m.save(&path).expect("save");
     let loaded = fhec::CompiledModel::load(&path).expect("load");
     assert_eq!(
-        loaded.params.as_ref(),
+        loaded.clone().parts_mut().params.as_ref(),
         Some(&searched),
         "stored as searched"
     );
@@ -679,7 +686,7 @@ fn stored_parameters_are_checked_on_load() {
         let mut bad = loaded.clone();
         let mut c = searched.clone();
         edit(&mut c);
-        bad.params = Some(c);
+        bad.parts_mut().params = Some(c);
         bad.save(&path).expect("save");
         let again = fhec::CompiledModel::load(&path).expect("load");
         let e = again.plan().expect_err("refused").to_string();
@@ -688,5 +695,45 @@ fn stored_parameters_are_checked_on_load() {
             "{want}: {e}"
         );
         assert_eq!(e.lines().count(), 1, "{e}");
+    }
+}
+
+/// Artifact formats: format 11 (the previous one) is upgraded on load — the same program and
+/// the same clear outputs as the model compiled today — and saved as the current format;
+/// an older format is refused in one line naming its version and the fix.
+#[test]
+fn older_artifact_formats_upgrade_or_are_refused_by_version() {
+    let old = repo().join("tests/data/iris_mlp_3bit.v11.fhe");
+    let m = fhec::CompiledModel::load(&old).expect("format 11 upgrades");
+    let now = compile_iris(3, 4);
+    assert_eq!(m.program().dump(), now.program().dump());
+    assert_eq!(m.input_quant(), now.input_quant());
+    let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
+    assert_eq!(
+        m.run_clear(std::slice::from_ref(&x)).expect("clear"),
+        now.run_clear(&[x]).expect("clear")
+    );
+    assert_eq!(
+        m.plan().expect("stored plan checked").choice,
+        now.plan().expect("plan").choice
+    );
+    let again = round_trip(&m, "upgraded.fhe").expect("saved as the current format");
+    assert_eq!(
+        std::fs::read(tmp("upgraded.fhe")).expect("read")[8..12],
+        fhec::artifact::FORMAT_VERSION.to_le_bytes()
+    );
+    assert_eq!(again.program().dump(), m.program().dump());
+    // format 10 (and a future one) by version
+    let mut bytes = std::fs::read(&old).expect("read");
+    for (v, needle) in [
+        (10u32, "format version 10, too old"),
+        (99, "format version 99, written by a newer fhec"),
+    ] {
+        bytes[8..12].copy_from_slice(&v.to_le_bytes());
+        let e = fhec::CompiledModel::from_bytes(&bytes, &fhec::ir::Limits::default())
+            .err()
+            .expect("refused")
+            .to_string();
+        assert!(e.contains(needle) && e.lines().count() == 1, "{e}");
     }
 }

@@ -76,17 +76,18 @@ fn where_of_a_comparison_is_one_table_and_argmax_runs_on_the_client() {
         assert_eq!(Some(ys[1][[r]]), best, "row {r}");
     }
     let opts = CompileOptions {
+        auto: fhec::AutoOptions::keep_precision(),
         quant: QuantConfig::with_n_bits(6),
         ..Default::default()
     };
-    let (c, _) = fhec::compile(&p, std::slice::from_ref(&x), &opts).expect("compiles");
-    println!("{}", c.report.to_text());
+    let c = fhec::compile(&p, std::slice::from_ref(&x), &opts).expect("compiles");
+    println!("{}", c.report().to_text());
     // one table per hidden element: comparison, select and requantization fused
-    assert_eq!(c.report.pbs_count, 6, "{}", c.report.to_text());
+    assert_eq!(c.report().pbs_count, 6, "{}", c.report().to_text());
     assert!(
-        c.report.client_ops.contains_key("ArgMax"),
+        c.report().client_ops.contains_key("ArgMax"),
         "{:?}",
-        c.report.client_ops
+        c.report().client_ops
     );
     let clear = c.run_clear(std::slice::from_ref(&x)).expect("clear");
     let agree = (0..64).filter(|&r| clear[1][[r]] == ys[1][[r]]).count();

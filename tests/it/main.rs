@@ -3,6 +3,7 @@
 mod blocks;
 mod cli;
 mod common;
+mod exports;
 mod fhe;
 mod hostile;
 mod logic;

@@ -60,13 +60,19 @@ fn qdq_model(zp_type: i32, zp_raw: Vec<u8>, scale: &[f32], axis: Option<i64>) ->
 /// A shipped model compiled with `quant` on its calibration set.
 fn compile_with(name: &str, quant: fhec::QuantConfig) -> fhec::CompiledModel {
     let calib = npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
+    crate::common::quantize(&model(&format!("{name}.onnx")), &[calib], &quant)
+}
+
+/// A shipped model compiled with `quant` on its calibration set, with its TFHE plan exactly
+/// as asked (no fallback).
+fn compile_exactly(name: &str, quant: fhec::QuantConfig) -> fhec::Result<fhec::CompiledModel> {
+    let calib = npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
     let opts = CompileOptions {
+        auto: fhec::AutoOptions::off(),
         quant,
         ..Default::default()
     };
     fhec::compile(&model(&format!("{name}.onnx")), &[calib], &opts)
-        .expect("compiles")
-        .0
 }
 
 fn run(bytes: &[u8], x: &[f32]) -> Result<Vec<f32>, String> {
@@ -127,14 +133,14 @@ fn onnxruntime_qdq_model_compiles_on_its_own_grids() {
             ..Default::default()
         },
     );
-    let p = m.input_quant[0];
+    let p = m.input_quant()[0];
     assert_eq!(
         (p.qmin, p.qmax),
         (0, 255),
         "the model's uint8 input grid: {p:?}"
     );
     // 32 + 32 hidden activations, nothing for the input
-    assert_eq!(m.report.pbs_count, 64);
+    assert_eq!(m.report().pbs_count, 64);
     let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
     let ort = npy::read_f32(&model(&format!("{name}_test_out.npy"))).expect("onnxruntime out");
     let clear = &m.run_clear(&[x]).expect("clear")[0];
@@ -182,8 +188,7 @@ fn onnxruntime_qdq_model_compiles() {
 fn int8_models_requantize_for_exact_rounding() {
     let y = npy::read_labels(&model("digits_mlp_qdq_test_y.npy")).expect("y");
     for name in ["digits_mlp_qdq", "digits_mlp_qop"] {
-        let own = compile_with(name, fhec::QuantConfig::default());
-        let Err(e) = own.plan().map(|_| ()) else {
+        let Err(e) = compile_exactly(name, fhec::QuantConfig::default()) else {
             panic!("{name}: an exact plan on its int8 grids")
         };
         let e = e.to_string();
@@ -195,18 +200,19 @@ fn int8_models_requantize_for_exact_rounding() {
                 && e.contains("--requantize"),
             "{name}: {e}"
         );
-        let rq = compile_with(
+        let rq = compile_exactly(
             name,
             fhec::QuantConfig {
                 requantize: true,
                 ..Default::default()
             },
-        );
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let plan = rq.plan().unwrap_or_else(|e| panic!("{name}: {e}"));
         assert!(plan.choice.extract.is_some(), "{name}: two partitions");
-        assert!(!rq.program.carries_grids(), "{name}: grids left");
+        assert!(!rq.program().carries_grids(), "{name}: grids left");
         assert!(
-            rq.head.is_some(),
+            rq.head().is_some(),
             "{name}: the input's clip is the client's"
         );
         let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
@@ -218,7 +224,11 @@ fn int8_models_requantize_for_exact_rounding() {
             };
             fhec::accuracy(&out.expect("runs")[0], &y).expect("accuracy")
         };
-        let (float, float_rq, clear_rq) = (acc(&own, false), acc(&rq, false), acc(&rq, true));
+        let (float, float_rq, clear_rq) = (
+            acc(&compile_with(name, fhec::QuantConfig::default()), false),
+            acc(&rq, false),
+            acc(&rq, true),
+        );
         println!(
             "{name}: int8 {float:.4}, requantized clear {clear_rq:.4}, {} bootstraps",
             plan.program.pbs_count
@@ -243,24 +253,25 @@ fn brevitas_qat_model_is_compiled_on_its_grids() {
             ..Default::default()
         },
     );
-    let p = m.input_quant[0];
+    let p = m.input_quant()[0];
     assert_eq!(
         (p.qmin, p.qmax),
         (-4, 3),
         "the signed 3-bit input grid: {p:?}"
     );
     assert_eq!(
-        m.report.pbs_count, 96,
+        m.report().pbs_count,
+        96,
         "64 + 32 activations, none for the input"
     );
     // 3-bit weights and activations: accumulators of at most 10 bits
     assert!(
-        m.report
+        m.report()
             .layers
             .iter()
             .all(|l| l.acc_bits.is_none_or(|b| b <= 10)),
         "{:?}",
-        m.report.layers
+        m.report().layers
     );
     let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
     let want = npy::read_f32(&model(&format!("{name}_test_out.npy"))).expect("Brevitas out");
@@ -332,13 +343,14 @@ fn self_quantized_model_compiles_without_calibration() {
         ..Default::default()
     };
     let opts = CompileOptions {
+        auto: fhec::AutoOptions::keep_precision(),
         quant: quant.clone(),
         ..Default::default()
     };
-    let (m, _) = fhec::compile(&model(&format!("{name}.onnx")), &[], &opts).expect("compiles");
+    let m = crate::common::quantize(&model(&format!("{name}.onnx")), &[], &opts.quant);
     let with = compile_with(name, quant);
     let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
-    assert_eq!(m.input_quant, with.input_quant);
+    assert_eq!(m.input_quant(), with.input_quant());
     assert_eq!(
         m.run_clear(std::slice::from_ref(&x)).expect("clear"),
         with.run_clear(&[x]).expect("clear")
@@ -407,6 +419,7 @@ fn self_quantized_models_match_their_framework() {
             rel(float)
         );
         let opts = CompileOptions {
+            auto: fhec::AutoOptions::keep_precision(),
             quant: fhec::QuantConfig {
                 rounding_bits: None,
                 max_tlu_bits: 24,
@@ -414,8 +427,12 @@ fn self_quantized_models_match_their_framework() {
             },
             ..Default::default()
         };
-        let (c, _) = fhec::compile(&model(&format!("{name}.onnx")), &[], &opts)
-            .unwrap_or_else(|e| panic!("{name} compiles without calibration: {e}"));
+        let c = fhec::quantize_model(
+            &Model::load(&model(&format!("{name}.onnx"))).expect("model"),
+            &[],
+            &opts.quant,
+        )
+        .unwrap_or_else(|e| panic!("{name} compiles without calibration: {e}"));
         let clear = &c.run_clear(&[x]).expect("clear")[0];
         // the output grid: the smallest gap between distinct framework outputs
         let mut v: Vec<f32> = want.iter().copied().collect();
@@ -450,7 +467,7 @@ fn self_quantized_models_match_their_framework() {
             / want.shape()[0] as f64;
         println!(
             "{name}: clear within {worst} output step(s) of the framework; same class {same:.4}; {} PBS",
-            c.report.pbs_count
+            c.report().pbs_count
         );
         assert!(
             worst == 0.0,
@@ -475,22 +492,23 @@ fn power_of_two_shifts_fold_into_rounding() {
     let want = npy::read_f32(&model(&format!("{name}_test_out.npy"))).expect("Brevitas out");
     for (r, shifts) in [(8, vec![2, 3]), (6, vec![2, 3])] {
         let opts = CompileOptions {
+            auto: fhec::AutoOptions::keep_precision(),
             quant: fhec::QuantConfig {
                 rounding_bits: Some(r),
                 ..Default::default()
             },
             ..Default::default()
         };
-        let (c, _) = fhec::compile(&model(&format!("{name}.onnx")), &[], &opts).expect("compiles");
-        let got: Vec<u32> = c.report.shifts.iter().map(|s| s.1).collect();
-        assert_eq!(got, shifts, "{:?}", c.report.shifts);
-        assert!(c.report.shifts.iter().all(|s| s.2), "bias moved in");
+        let c = fhec::compile(&model(&format!("{name}.onnx")), &[], &opts).expect("compiles");
+        let got: Vec<u32> = c.report().shifts.iter().map(|s| s.1).collect();
+        assert_eq!(got, shifts, "{:?}", c.report().shifts);
+        assert!(c.report().shifts.iter().all(|s| s.2), "bias moved in");
         assert!(c
-            .report
+            .report()
             .to_text()
             .contains("power-of-two requantizations folded"));
         let dense: Vec<_> = c
-            .report
+            .report()
             .layers
             .iter()
             .filter(|l| l.op == "IntDense")
@@ -517,7 +535,7 @@ fn power_of_two_shifts_fold_into_rounding() {
         assert!(acc > 0.955, "rounding {r}: accuracy {acc}");
         if r == 8 {
             assert!(c
-                .report
+                .report()
                 .layers
                 .iter()
                 .filter(|l| l.op == "IntDense")
@@ -677,34 +695,35 @@ fn onnxruntime_contrib_qoperator_ops_follow_onnxruntime() {
 fn encrypted_qat_model_equals_clear_bit_for_bit() {
     let name = "digits_qat2";
     let opts = CompileOptions {
+        auto: fhec::AutoOptions::keep_precision(),
         quant: fhec::QuantConfig {
             rounding_bits: Some(4),
             ..Default::default()
         },
         ..Default::default()
     };
-    let (m, _) = fhec::compile(&model(&format!("{name}.onnx")), &[], &opts).expect("compiles");
-    let session = m.fhe_session().expect("parameters and keys");
-    let p = &session.plan.program;
+    let m = fhec::compile(&model(&format!("{name}.onnx")), &[], &opts).expect("compiles");
+    let session = fhec::Session::new(&m).expect("parameters and keys");
+    let p = &session.plan().program;
     println!(
         "{name}: {} table lookups, {} bootstraps, table bits {}, params {:?}, p_error {:.2e}",
         p.tlu_count,
         p.pbs_count,
         p.tlu_bits,
-        session.plan.choice.params,
-        session.plan.choice.p_error
+        session.plan().choice.params,
+        session.plan().choice.p_error
     );
     let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
     let x = x
         .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..2))
         .to_owned();
     let clear = &m.run_clear(std::slice::from_ref(&x)).expect("clear")[0];
-    for (i, sample) in fhec::model::split_batch(&m.float_graph, &[x])
+    for (i, sample) in fhec::model::split_batch(m.float_graph(), &[x])
         .expect("batch")
         .into_iter()
         .enumerate()
     {
-        let q = fhec::ir::quantize_sample(&sample, &m.input_quant);
+        let q = fhec::ir::quantize_sample(&sample, m.input_quant());
         let want = m.boundary_clear(p, &q).expect("clear");
         let (got, t) = session.run_sample(&q, None).expect("encrypted run");
         println!("sample {i}: evaluated in {:.2?}", t.evaluate);
@@ -744,7 +763,7 @@ fn mixed_graph_takes_calibration_for_its_float_part() {
         &["`/net/net.3/Relu`", "no quantization grid", "--calib"],
     );
     let m = compile_with(name, fhec::QuantConfig::default());
-    let p = m.input_quant[0];
+    let p = m.input_quant()[0];
     assert_eq!((p.qmin, p.qmax), (0, 255), "the model's input grid: {p:?}");
     let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
     let y = npy::read_labels(&model(&format!("{name}_test_y.npy"))).expect("y");
@@ -864,8 +883,15 @@ fn qonnx_package_test_models() {
                 .collect()
         };
         let want = load(&format!("{name}_out0.npy"));
-        let (c, _) = fhec::compile_model(&m, &inputs, &CompileOptions::default())
-            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        let c = fhec::compile_model(
+            &m,
+            &inputs,
+            &CompileOptions {
+                auto: fhec::AutoOptions::keep_precision(),
+                ..Default::default()
+            },
+        )
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
         let got = c.run_float(&inputs).expect("float")[0].clone();
         same_as_qonnx(name, got.iter().copied(), &want);
         let clear = c.run_clear(&inputs).expect("clear")[0].clone();

@@ -59,6 +59,7 @@ fn trained_model_fits_its_accumulator_budget_and_compiles_without_calibration() 
         assert!(t.layers.iter().all(|l| l.2 <= bits), "{:?}", t.layers);
         let p = write(&format!("digits_a{bits}.onnx"), &t.onnx);
         let opts = CompileOptions {
+            auto: fhec::AutoOptions::keep_precision(),
             // no rounding: clear mode is then the model's own integer semantics
             quant: QuantConfig {
                 n_accum_bits: Some(bits),
@@ -67,14 +68,14 @@ fn trained_model_fits_its_accumulator_budget_and_compiles_without_calibration() 
             },
             ..Default::default()
         };
-        let (m, _) = fhec::compile(&p, &[], &opts).expect("compiles without calibration");
+        let m = fhec::compile(&p, &[], &opts).expect("compiles without calibration");
         assert!(
-            m.report.pruned.iter().all(|(_, z)| *z == 0),
+            m.report().pruned.iter().all(|(_, z)| *z == 0),
             "fhec had to prune: {:?}",
-            m.report.pruned
+            m.report().pruned
         );
         let dense: Vec<_> = m
-            .report
+            .report()
             .layers
             .iter()
             .filter(|l| l.op == "IntDense")
@@ -85,7 +86,12 @@ fn trained_model_fits_its_accumulator_budget_and_compiles_without_calibration() 
             assert!(proven <= bits, "{}: {proven} bits > {bits}", l.layer);
         }
         // the standardization runs on the client
-        assert_eq!(m.report.client_head.len(), 2, "{:?}", m.report.client_head);
+        assert_eq!(
+            m.report().client_head.len(),
+            2,
+            "{:?}",
+            m.report().client_head
+        );
         let (x, y) = test_split();
         let float = m.run_float(std::slice::from_ref(&x)).expect("float")[0].clone();
         let clear = m.run_clear(std::slice::from_ref(&x)).expect("clear")[0].clone();
@@ -154,8 +160,16 @@ fn structured_pruning_removes_whole_neurons() {
     assert!(t.live[0] <= 32 && t.live[1] <= 32, "{:?}", t.live);
     assert_eq!(t.live[2], 10);
     let p = write("digits_p50.onnx", &t.onnx);
-    let (m, _) = fhec::compile(&p, &[], &CompileOptions::default()).expect("compiles");
-    assert_eq!(m.report.pbs_count, t.live[0] + t.live[1]);
+    let m = fhec::compile(
+        &p,
+        &[],
+        &CompileOptions {
+            auto: fhec::AutoOptions::keep_precision(),
+            ..Default::default()
+        },
+    )
+    .expect("compiles");
+    assert_eq!(m.report().pbs_count, t.live[0] + t.live[1]);
 }
 
 /// Regression from a CSV file with a named target column; R² on the held-out split.
@@ -175,7 +189,15 @@ fn regression_from_csv() {
     };
     let t = train::train(&d, &o, |_, _| {}).expect("trains");
     let p = write("diabetes.onnx", &t.onnx);
-    let (m, _) = fhec::compile(&p, &[], &CompileOptions::default()).expect("compiles");
+    let m = fhec::compile(
+        &p,
+        &[],
+        &CompileOptions {
+            auto: fhec::AutoOptions::keep_precision(),
+            ..Default::default()
+        },
+    )
+    .expect("compiles");
     let x = fhec::npy::read_f32(&model("data/diabetes_test_x.npy")).expect("x");
     let y = fhec::npy::read_f32(&model("data/diabetes_test_y.npy")).expect("y");
     let clear = m.run_clear(std::slice::from_ref(&x)).expect("clear")[0].clone();
@@ -206,20 +228,21 @@ fn trained_model_runs_encrypted_exactly() {
     let t = train::train(&d, &o, |_, _| {}).expect("trains");
     let p = write("bc_tiny.onnx", &t.onnx);
     let opts = CompileOptions {
+        auto: fhec::AutoOptions::keep_precision(),
         quant: QuantConfig {
             rounding_bits: Some(4),
             ..QuantConfig::default()
         },
         ..Default::default()
     };
-    let (m, _) = fhec::compile(&p, &[], &opts).expect("compiles");
-    let session = m.fhe_session().expect("keys");
-    let prog = &session.plan.program;
+    let m = fhec::compile(&p, &[], &opts).expect("compiles");
+    let session = fhec::Session::new(&m).expect("keys");
+    let prog = &session.plan().program;
     let x = fhec::npy::read_f32(&model("data/breast_cancer_test_x.npy")).expect("x");
     let x = x
         .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1))
         .to_owned();
-    let sample = fhec::model::split_batch(&m.float_graph, &[x]).expect("batch");
+    let sample = fhec::model::split_batch(m.float_graph(), &[x]).expect("batch");
     let q = m.quantize_inputs(&sample[0]).expect("quantize");
     let want = m.boundary_clear(prog, &q).expect("clear");
     let (got, tm) = session.run_sample(&q, None).expect("encrypted");

@@ -79,8 +79,8 @@ fn tune_is_deterministic_and_picks_the_cheapest_passing_candidate() {
         .windows(2)
         .all(|w| w[1].score > w[0].score && w[1].est_ms >= w[0].est_ms));
     // the chosen model carries the chosen settings
-    assert_eq!(a.model.fhe.rounding, chosen.rounding);
-    assert_eq!(a.model.report.config, chosen.config);
+    assert_eq!(a.model.fhe_options().rounding, chosen.rounding);
+    assert_eq!(a.model.report().config, chosen.config);
 }
 
 #[test]

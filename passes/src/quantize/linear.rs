@@ -118,17 +118,23 @@ impl Builder<'_> {
         // effective weights are `w·a`, the constant `Σ w·b` joins the bias. Float values are
         // requantized first.
         let layer = self.name(n);
-        let (xq, ax, bx) = self.linear_input(x, self.cx.config.input_bits(&layer))?;
+        let (mut xq, mut ax, mut bx) = self.linear_input(x, self.cx.config.input_bits(&layer))?;
         let (k, nn) = (w.len(), bias.len());
         let in_len = ax.len();
         let rows_per = in_len / k;
-        if rows_per != 1 {
-            // several rows (a batched MatMul): one affine map per input column is required
-            for r in 1..rows_per {
-                if ax[r * k..(r + 1) * k] != ax[..k] || bx[r * k..(r + 1) * k] != bx[..k] {
-                    return Err(self.unsupported(n, "rows of the input quantized differently"));
-                }
-            }
+        // several rows (a batched MatMul) need one affine map per input column: rows that
+        // differ (a per-position constant added before, say) are requantized onto one grid
+        if rows_per != 1
+            && (1..rows_per)
+                .any(|r| ax[r * k..(r + 1) * k] != ax[..k] || bx[r * k..(r + 1) * k] != bx[..k])
+        {
+            let (node, p) = self.requant(x)?;
+            let s = p.scale;
+            (xq, ax, bx) = (
+                node,
+                vec![s; in_len],
+                vec![-s * p.zero_point as f32; in_len],
+            );
         }
         let rows: Vec<Vec<f32>> = (0..nn)
             .map(|j| (0..k).map(|i| w[i][j] * ax[i]).collect())

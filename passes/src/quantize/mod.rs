@@ -460,7 +460,7 @@ impl<'a> Builder<'a> {
                 let qn = self.q.add_input(
                     &node.name,
                     TensorType::new(DType::I64, node.ty.shape.clone()),
-                    f.inputs[*index].batch_dynamic,
+                    f.inputs[*index].batched,
                 );
                 self.origin.insert(qn, node.name.clone());
                 let s = p.scale;
