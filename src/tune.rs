@@ -10,11 +10,21 @@
 //! `seed`, `seed + 1`, `seed + 2`). Cost is the parameter optimizer's estimate of one
 //! sample's latency on one thread.
 //!
+//! A candidate *passes* when its drop below float is within `max_drop` points with 95 %
+//! confidence, not merely on average: the paired per-sample differences from float on the
+//! validation set give an upper confidence bound on the drop, and (classifiers) the rate at
+//! which the candidate's prediction differs from float's on every input tune has — the
+//! calibration set and the validation set, no labels needed — gives a second one (a sample
+//! can only lose accuracy where it disagrees with float); the smaller of the two, each at
+//! 97.5 %, is the candidate's bound, and `max_drop` minus it is the margin it keeps. A
+//! choice made at the edge of a small validation set's score is partly noise (one sample
+//! is 0.3–1.4 points on the shipped splits); the bound spends the budget only where it holds.
+//!
 //! Phase 2 starts from the cheapest passing candidate and walks the layers (in
 //! `layer_names` order): for each, one bit less for its weights, its input activations and
-//! its rounding is kept when the score still passes and the estimate drops. The cheapest
-//! candidate within `max_drop` points of float wins; the Pareto front (score vs cost) is
-//! reported. Deterministic for a given seed.
+//! its rounding is kept when the candidate still passes and the estimate drops. The
+//! cheapest passing candidate wins; the Pareto front (score vs cost) is reported.
+//! Deterministic for a given seed.
 
 use crate::artifact::CompiledModel;
 use crate::backend::{FheOptions, Rounding};
@@ -96,6 +106,80 @@ impl Metric {
     }
 }
 
+impl Metric {
+    /// Per-sample contributions whose mean is [`Metric::score`]: 100 for a correct class and
+    /// 0 otherwise (accuracy), `100·(1 − n·e²/SS_tot)` summed over a sample's outputs (R²).
+    ///
+    /// # Errors
+    /// As [`Metric::score`].
+    pub fn per_sample(self, y: &ArrayD<f32>, labels: &ArrayD<f32>) -> Result<Vec<f64>> {
+        self.score(y, labels)?;
+        let n = y.shape()[0];
+        Ok(match self {
+            Metric::Accuracy => {
+                // score() checked: class labels, one per row; [N] / [N, 1] outputs are the
+                // class itself
+                let classes = y.len() / n.max(1);
+                let flat: Vec<f32> = y.iter().copied().collect();
+                flat.chunks(classes.max(1))
+                    .zip(labels.iter())
+                    .map(|(row, &l)| {
+                        let pred = if classes == 1 {
+                            row[0].round() as i64
+                        } else {
+                            crate::model::argmax(row.iter()) as i64
+                        };
+                        if pred == l as i64 {
+                            100.0
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect()
+            }
+            Metric::R2 => {
+                let t: Vec<f64> = labels.iter().map(|&v| f64::from(v)).collect();
+                let p: Vec<f64> = y.iter().map(|&v| f64::from(v)).collect();
+                let mean = t.iter().sum::<f64>() / t.len().max(1) as f64;
+                let ss_tot: f64 = t.iter().map(|v| (v - mean).powi(2)).sum::<f64>().max(1e-30);
+                let per = t.len() / n.max(1);
+                (0..n)
+                    .map(|i| {
+                        let e2: f64 = (i * per..(i + 1) * per)
+                            .map(|j| (p[j] - t[j]).powi(2))
+                            .sum();
+                        100.0 * (1.0 / n as f64 - e2 / ss_tot) * n as f64
+                    })
+                    .collect()
+            }
+        })
+    }
+}
+
+/// Upper 97.5 % confidence bound on the mean of `d` (normal approximation).
+fn upper_bound(d: &[f64]) -> f64 {
+    let n = d.len().max(1) as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0).max(1.0);
+    mean + Z * (var / n).sqrt()
+}
+
+/// Upper 97.5 % Wilson bound on a rate of `k` in `n`, in points.
+fn rate_upper_bound(k: usize, n: usize) -> f64 {
+    if n == 0 {
+        return 100.0;
+    }
+    let (n, p) = (n as f64, k as f64 / n as f64);
+    let z2 = Z * Z;
+    let centre = p + z2 / (2.0 * n);
+    let half = Z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    100.0 * ((centre + half) / (1.0 + z2 / n)).min(1.0)
+}
+
+/// One-sided 97.5 % normal quantile: each of the two bounds at 97.5 %, so that the smaller
+/// holds at 95 %.
+const Z: f64 = 1.96;
+
 /// `1 − SS_res / SS_tot` (1 for a perfect fit, 0 for predicting the mean).
 pub fn r2(pred: &[f64], target: &[f64]) -> f64 {
     let n = target.len().max(1) as f64;
@@ -111,13 +195,8 @@ pub fn r2(pred: &[f64], target: &[f64]) -> f64 {
 /// Why a search found nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum TuneError {
-    #[error("no setting reaches {target:.2} (float {float:.2} − {drop:.2}); the best scored {best:.2}; allow a larger --max-accuracy-drop or try more bits")]
-    NoCandidate {
-        target: f64,
-        float: f64,
-        drop: f64,
-        best: f64,
-    },
+    #[error("no setting stays within {drop:.2} points of float ({float:.2}) with confidence; the best drop bound is {best:.2} points; allow a larger --max-accuracy-drop, give more validation data, or try more bits")]
+    NoCandidate { float: f64, drop: f64, best: f64 },
     #[error("the model has no output to score")]
     NoOutput,
 }
@@ -189,6 +268,11 @@ pub struct Candidate {
     pub p_error: f64,
     /// Validation score (percent).
     pub score: f64,
+    /// Upper confidence bound on the drop below float, points (see the module docs).
+    pub drop_bound: f64,
+    /// Agreement of the candidate's predictions with float's on the calibration and
+    /// validation inputs (classifiers).
+    pub agreement: Option<f64>,
     pub pbs_count: usize,
     pub tlu_bits: u32,
     pub polynomial_size: usize,
@@ -200,8 +284,10 @@ pub struct Candidate {
 pub struct Tuned {
     /// The float model's validation score.
     pub float_score: f64,
-    /// The least score accepted: float score − the allowed drop.
+    /// Float score − the allowed drop (for display: a candidate passes by its bound).
     pub target: f64,
+    /// The allowed drop, points.
+    pub max_drop: f64,
     /// Every candidate, in search order.
     pub candidates: Vec<Candidate>,
     /// Index into `candidates` of the chosen one.
@@ -226,10 +312,15 @@ impl Tuned {
         front
     }
 
-    /// Candidates scoring at least the target, in the order `tune` chooses by (the chosen
-    /// one first).
+    /// Candidates whose drop is within the budget with confidence, in the order `tune`
+    /// chooses by (the chosen one first).
     pub fn passing(&self) -> Vec<usize> {
-        passing(&self.candidates, self.target)
+        passing(&self.candidates, self.max_drop)
+    }
+
+    /// The budget the chosen candidate leaves: the allowed drop minus its bound, points.
+    pub fn margin(&self) -> f64 {
+        self.max_drop - self.candidates[self.chosen].drop_bound
     }
 }
 
@@ -240,11 +331,11 @@ fn by_cost(a: &Candidate, b: &Candidate) -> std::cmp::Ordering {
         .then(b.score.total_cmp(&a.score))
 }
 
-/// Indices of the candidates scoring at least `target`, ordered by [`by_cost`] (stable: on a
-/// tie the earlier candidate first).
-fn passing(candidates: &[Candidate], target: f64) -> Vec<usize> {
+/// Indices of the candidates whose drop bound is within `max_drop`, ordered by
+/// [`by_cost`] (stable: on a tie the earlier candidate first).
+fn passing(candidates: &[Candidate], max_drop: f64) -> Vec<usize> {
     let mut v: Vec<usize> = (0..candidates.len())
-        .filter(|&i| candidates[i].score >= target)
+        .filter(|&i| candidates[i].drop_bound <= max_drop)
         .collect();
     v.sort_by(|&a, &b| by_cost(&candidates[a], &candidates[b]));
     v
@@ -265,6 +356,21 @@ pub fn tune(
 ) -> Result<Tuned> {
     let float = model.run_float(val_x)?;
     let float_score = opts.metric.score(first(&float)?, val_y)?;
+    let float_samples = opts.metric.per_sample(first(&float)?, val_y)?;
+    // float's predictions on every input tune has, for the label-free agreement bound
+    let float_calib = if calib.is_empty() {
+        Vec::new()
+    } else {
+        model.run_float(calib)?
+    };
+    let float_preds = [
+        predictions(first(&float)?),
+        if float_calib.is_empty() {
+            Some(Vec::new())
+        } else {
+            predictions(first(&float_calib)?)
+        },
+    ];
     // a model that quantizes itself is tried on its own grids and requantized on fhec's
     // (`--requantize`): an int8 model has an exact plan only requantized, and fewer bits
     // than its own may pass the budget
@@ -296,6 +402,11 @@ pub fn tune(
         val_x,
         val_y,
         opts,
+        float_samples,
+        float_preds: match float_preds {
+            [Some(v), Some(c)] if opts.metric == Metric::Accuracy => Some((v, c)),
+            _ => None,
+        },
         candidates: Vec::new(),
         models: Vec::new(),
     };
@@ -307,16 +418,15 @@ pub fn tune(
     let no_candidate = |candidates: &[Candidate]| {
         let best = candidates
             .iter()
-            .map(|c| c.score)
-            .fold(f64::NEG_INFINITY, f64::max);
+            .map(|c| c.drop_bound)
+            .fold(f64::INFINITY, f64::min);
         Error::from(TuneError::NoCandidate {
-            target,
             float: float_score,
             drop: opts.max_drop,
             best,
         })
     };
-    let mut chosen = passing(&s.candidates, target)
+    let mut chosen = passing(&s.candidates, opts.max_drop)
         .first()
         .copied()
         .ok_or_else(|| no_candidate(&s.candidates))?;
@@ -348,7 +458,7 @@ pub fn tune(
             let only = (base.rounding, base.p_target);
             s.score(&cfg, Some(only))?;
             // the next layer starts from the best so far (cheapest passing, then best score)
-            chosen = passing(&s.candidates, target)[0];
+            chosen = passing(&s.candidates, opts.max_drop)[0];
         }
         progress(layers.len(), layers.len());
     }
@@ -356,6 +466,7 @@ pub fn tune(
     Ok(Tuned {
         float_score,
         target,
+        max_drop: opts.max_drop,
         candidates: s.candidates,
         chosen,
         model,
@@ -374,6 +485,10 @@ struct Search<'a> {
     val_x: &'a [ArrayD<f32>],
     val_y: &'a ArrayD<f32>,
     opts: &'a TuneOptions,
+    /// Float's per-sample scores on the validation set.
+    float_samples: Vec<f64>,
+    /// Float's predicted classes on the validation and calibration inputs (classifiers).
+    float_preds: Option<(Vec<usize>, Vec<usize>)>,
     candidates: Vec<Candidate>,
     /// The compiled model of each candidate, in the same order.
     models: Vec<CompiledModel>,
@@ -388,7 +503,12 @@ impl Search<'_> {
             return Ok(());
         };
         let metric = self.opts.metric;
-        let clear_score = metric.score(first(&m.run_clear(self.val_x)?)?, self.val_y)?;
+        let clear_val = m.run_clear(self.val_x)?;
+        let clear_calib = if self.float_preds.is_some() && !self.calib.is_empty() {
+            Some(m.run_clear(self.calib)?)
+        } else {
+            None
+        };
         let settings: Vec<(Rounding, f64)> = match only {
             Some(o) => vec![o],
             None => [Rounding::Exact, Rounding::Approximate]
@@ -406,20 +526,60 @@ impl Search<'_> {
             };
             let plan = fm.plan()?;
             let choice = &plan.choice;
-            // exact rounding at a negligible failure rate is clear mode itself
-            let score = if rounding == Rounding::Exact && choice.p_error < 1e-9 {
-                clear_score
+            // exact rounding at a negligible failure rate is clear mode itself; otherwise a
+            // few seeded draws of the simulation (one draw's luck on a small validation set
+            // is worth a sample or two)
+            let draws: Vec<Draw> = if rounding == Rounding::Exact && choice.p_error < 1e-9 {
+                vec![(clear_val.clone(), clear_calib.clone())]
             } else {
-                // the mean over a few draws: one draw's luck on a small validation set is
-                // worth a sample or two, enough to pick a setting that does not hold up
-                let mut sum = 0.0;
-                for d in 0..SIM_DRAWS {
-                    let seed = self.opts.seed.wrapping_add(d);
-                    let (ys, _) = fm.run_simulated_with(self.val_x, seed, None)?;
-                    sum += metric.score(first(&ys)?, self.val_y)?;
-                }
-                sum / SIM_DRAWS as f64
+                (0..SIM_DRAWS)
+                    .map(|d| {
+                        let seed = self.opts.seed.wrapping_add(d);
+                        let v = fm.run_simulated_with(self.val_x, seed, None)?.0;
+                        let c = match &clear_calib {
+                            Some(_) => Some(fm.run_simulated_with(self.calib, seed, None)?.0),
+                            None => None,
+                        };
+                        Ok((v, c))
+                    })
+                    .collect::<Result<_>>()?
             };
+            let k = draws.len() as f64;
+            let mut per = vec![0.0; self.float_samples.len()];
+            for (v, _) in &draws {
+                for (p, x) in per
+                    .iter_mut()
+                    .zip(metric.per_sample(first(v)?, self.val_y)?)
+                {
+                    *p += x / k;
+                }
+            }
+            let score = per.iter().sum::<f64>() / per.len().max(1) as f64;
+            let diffs: Vec<f64> = self
+                .float_samples
+                .iter()
+                .zip(&per)
+                .map(|(f, c)| f - c)
+                .collect();
+            let mut drop_bound = upper_bound(&diffs);
+            let mut agreement = None;
+            if let Some((fv, fc)) = &self.float_preds {
+                // disagreements with float over every input, averaged over the draws
+                let mut disagree = 0.0;
+                for (v, c) in &draws {
+                    let pv = predictions(first(v)?).unwrap_or_default();
+                    let pc = match c {
+                        Some(c) => predictions(first(c)?).unwrap_or_default(),
+                        None => Vec::new(),
+                    };
+                    disagree += fv.iter().zip(&pv).filter(|(a, b)| a != b).count() as f64
+                        + fc.iter().zip(&pc).filter(|(a, b)| a != b).count() as f64;
+                }
+                let total = fv.len() + if clear_calib.is_some() { fc.len() } else { 0 };
+                let mean_disagree = (disagree / k).round() as usize;
+                agreement = Some(1.0 - mean_disagree as f64 / total.max(1) as f64);
+                drop_bound = drop_bound.min(rate_upper_bound(mean_disagree, total));
+            }
             self.candidates.push(Candidate {
                 n_bits: cfg.n_bits_weights,
                 own_grids: !cfg.requantize && self.model.graph.carries_grids(),
@@ -429,6 +589,8 @@ impl Search<'_> {
                 p_target: p_error,
                 p_error: choice.p_error,
                 score,
+                drop_bound,
+                agreement,
                 pbs_count: plan.program.pbs_count,
                 tlu_bits: plan.program.tlu_bits,
                 polynomial_size: choice.params.polynomial_size,
@@ -438,6 +600,22 @@ impl Search<'_> {
         }
         Ok(())
     }
+}
+
+/// One run of a candidate: its outputs on the validation inputs and (for the agreement
+/// bound) on the calibration inputs.
+type Draw = (Vec<ArrayD<f32>>, Option<Vec<ArrayD<f32>>>);
+
+/// The predicted class of each row of a `[N, classes]` output (`None` for other shapes).
+fn predictions(y: &ArrayD<f32>) -> Option<Vec<usize>> {
+    if y.ndim() != 2 || y.shape()[1] < 2 {
+        return None;
+    }
+    Some(
+        y.outer_iter()
+            .map(|row| crate::model::argmax(row.iter()))
+            .collect(),
+    )
 }
 
 /// The compiled model of a candidate (for confirming it; `tune` returns the chosen one).

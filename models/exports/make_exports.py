@@ -11,6 +11,7 @@ Each export is left exactly as the tool wrote it (no re-saving, no dynamic axis 
 | torch_dynamo_cnn | torch 2.x default `torch.onnx.export(m, (x,), path)`: the dynamo exporter, opset 18+, weights in `torch_dynamo_cnn.onnx.data`, batch fixed at 1 |
 | torch_dynamo_bc | the same exporter with `dynamic_shapes` (a symbolic batch axis), breast-cancer MLP |
 | torch_legacy_silu | torch's TorchScript exporter (`dynamo=False`) with its defaults: batch fixed at 1 |
+| torch_dynamo_rms | the dynamo exporter at opset 23 with a symbolic batch: `RMSNormalization`, `ReduceMean` with axes as input, `Gelu`, and the batch's `Shape`/`Slice`/`Concat` arithmetic around a `Reshape` |
 | brevitas_qonnx, brevitas_qcdq | Brevitas `export_qonnx` / `export_onnx_qcdq` of a 3-bit QAT MLP, batch fixed at 1 |
 | cml_builtin | Concrete ML's built-in `NeuralNetClassifier` (3-bit QAT) as it exports it (`clf.onnx_model`) |
 
@@ -56,106 +57,151 @@ def save_data(name, x_train, x_test, y_test, out):
     return acc
 
 
-def torch_rows():
+def torch_rows(only=None):
+    """The torch and Brevitas rows (all, or the names in `only`)."""
     import torch
     import torch.nn as nn
     from make_models import standardized_split, train
     from sklearn.datasets import load_breast_cancer
 
-    rows = []
     xtr, xte, ytr, yte = digits()
+    builders = {}
 
-    class ConvLnGelu(nn.Module):
-        """Conv → BatchNorm → ReLU → MaxPool → LayerNorm → GELU → Linear on 8×8 digits."""
+    def row(fn):
+        builders[fn.__name__] = fn
+        return fn
 
-        def __init__(self):
-            super().__init__()
-            self.c = nn.Conv2d(1, 8, 3, padding=1)
-            self.bn = nn.BatchNorm2d(8)
-            self.p = nn.MaxPool2d(2)
-            self.ln = nn.LayerNorm(128)
-            self.fc = nn.Linear(128, 10)
+    @row
+    def torch_dynamo_cnn():
+        class ConvLnGelu(nn.Module):
+            """Conv → BatchNorm → ReLU → MaxPool → LayerNorm → GELU → Linear on 8×8 digits."""
 
-        def forward(self, x):
-            x = self.p(torch.relu(self.bn(self.c(x)))).flatten(1)
-            return self.fc(nn.functional.gelu(self.ln(x)))
+            def __init__(self):
+                super().__init__()
+                self.c = nn.Conv2d(1, 8, 3, padding=1)
+                self.bn = nn.BatchNorm2d(8)
+                self.p = nn.MaxPool2d(2)
+                self.ln = nn.LayerNorm(128)
+                self.fc = nn.Linear(128, 10)
 
-    torch.manual_seed(SEED)
-    xi, xti = xtr.reshape(-1, 1, 8, 8), xte.reshape(-1, 1, 8, 8)
-    m = train(ConvLnGelu(), xi, ytr, epochs=30, lr=3e-3)
-    path = os.path.join(HERE, "torch_dynamo_cnn.onnx")
-    torch.onnx.export(m, (torch.tensor(xti[:1]),), path)  # today's default, as users call it
-    with torch.no_grad():
-        out = m(torch.tensor(xti)).numpy()
-    rows.append(dict(name="torch_dynamo_cnn", exporter="torch.onnx.export (dynamo, default)", accuracy=save_data("torch_dynamo_cnn", xi, xti, yte, out)))
+            def forward(self, x):
+                x = self.p(torch.relu(self.bn(self.c(x)))).flatten(1)
+                return self.fc(nn.functional.gelu(self.ln(x)))
 
-    bxtr, bxte, bytr, byte = standardized_split(load_breast_cancer(), test_size=0.25)
+        torch.manual_seed(SEED)
+        xi, xti = xtr.reshape(-1, 1, 8, 8), xte.reshape(-1, 1, 8, 8)
+        m = train(ConvLnGelu(), xi, ytr, epochs=30, lr=3e-3)
+        path = os.path.join(HERE, "torch_dynamo_cnn.onnx")
+        torch.onnx.export(m, (torch.tensor(xti[:1]),), path)  # today's default, as users call it
+        with torch.no_grad():
+            out = m(torch.tensor(xti)).numpy()
+        return dict(exporter="torch.onnx.export (dynamo, default)", accuracy=save_data("torch_dynamo_cnn", xi, xti, yte, out))
 
-    class BcMlp(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.net = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
+    @row
+    def torch_dynamo_bc():
+        bxtr, bxte, bytr, byte = standardized_split(load_breast_cancer(), test_size=0.25)
 
-        def forward(self, x):
-            return self.net(x)
+        class BcMlp(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.net = nn.Sequential(nn.Linear(30, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 2))
 
-    torch.manual_seed(SEED)
-    m = train(BcMlp(), bxtr, bytr, epochs=60, lr=3e-3)
-    path = os.path.join(HERE, "torch_dynamo_bc.onnx")
-    batch = torch.export.Dim("batch")
-    torch.onnx.export(m, (torch.tensor(bxte[:2]),), path, dynamic_shapes={"x": {0: batch}})
-    with torch.no_grad():
-        out = m(torch.tensor(bxte)).numpy()
-    rows.append(dict(name="torch_dynamo_bc", exporter="torch.onnx.export (dynamo, dynamic_shapes)", accuracy=save_data("torch_dynamo_bc", bxtr, bxte, byte, out)))
+            def forward(self, x):
+                return self.net(x)
 
-    class SiluTanh(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.a = nn.Linear(64, 32)
-            self.b = nn.Linear(32, 16)
-            self.c = nn.Linear(16, 10)
+        torch.manual_seed(SEED)
+        m = train(BcMlp(), bxtr, bytr, epochs=60, lr=3e-3)
+        path = os.path.join(HERE, "torch_dynamo_bc.onnx")
+        batch = torch.export.Dim("batch")
+        torch.onnx.export(m, (torch.tensor(bxte[:2]),), path, dynamic_shapes={"x": {0: batch}})
+        with torch.no_grad():
+            out = m(torch.tensor(bxte)).numpy()
+        return dict(exporter="torch.onnx.export (dynamo, dynamic_shapes)", accuracy=save_data("torch_dynamo_bc", bxtr, bxte, byte, out))
 
-        def forward(self, x):
-            return self.c(torch.tanh(self.b(nn.functional.silu(self.a(x)))))
+    @row
+    def torch_legacy_silu():
+        class SiluTanh(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(64, 32)
+                self.b = nn.Linear(32, 16)
+                self.c = nn.Linear(16, 10)
 
-    torch.manual_seed(SEED)
-    m = train(SiluTanh(), xtr, ytr, epochs=60, lr=3e-3)
-    path = os.path.join(HERE, "torch_legacy_silu.onnx")
-    torch.onnx.export(m, (torch.tensor(xte[:1]),), path, dynamo=False)
-    with torch.no_grad():
-        out = m(torch.tensor(xte)).numpy()
-    rows.append(dict(name="torch_legacy_silu", exporter="torch.onnx.export(dynamo=False)", accuracy=save_data("torch_legacy_silu", xtr, xte, yte, out)))
+            def forward(self, x):
+                return self.c(torch.tanh(self.b(nn.functional.silu(self.a(x)))))
 
-    import brevitas
-    import brevitas.nn as qnn
-    from brevitas.export import export_onnx_qcdq, export_qonnx
+        torch.manual_seed(SEED)
+        m = train(SiluTanh(), xtr, ytr, epochs=60, lr=3e-3)
+        path = os.path.join(HERE, "torch_legacy_silu.onnx")
+        torch.onnx.export(m, (torch.tensor(xte[:1]),), path, dynamo=False)
+        with torch.no_grad():
+            out = m(torch.tensor(xte)).numpy()
+        return dict(exporter="torch.onnx.export(dynamo=False)", accuracy=save_data("torch_legacy_silu", xtr, xte, yte, out))
 
-    class QMLP(nn.Module):
-        def __init__(self, bits=3):
-            super().__init__()
-            self.inp = qnn.QuantIdentity(bit_width=bits, return_quant_tensor=True)
-            self.l1 = qnn.QuantLinear(64, 64, bias=True, weight_bit_width=bits)
-            self.r1 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
-            self.l2 = qnn.QuantLinear(64, 32, bias=True, weight_bit_width=bits)
-            self.r2 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
-            self.l3 = qnn.QuantLinear(32, 10, bias=True, weight_bit_width=bits)
+    @row
+    def torch_dynamo_rms():
+        class TokensRms(nn.Module):
+            """A digit as 8 tokens of 8 pixels: Linear 8 → 16, RMSNorm, minus the mean over
+            tokens, GELU, Linear 128 → 10; `view(x.shape[0], …)` makes the exporter compute
+            the batch."""
 
-        def forward(self, x):
-            return self.l3(self.r2(self.l2(self.r1(self.l1(self.inp(x))))))
+            def __init__(self):
+                super().__init__()
+                self.a = nn.Linear(8, 16)
+                self.rms = nn.RMSNorm(16)
+                self.b = nn.Linear(128, 10)
 
-    torch.manual_seed(SEED)
-    m = train(QMLP(), xtr, ytr, epochs=80, lr=1e-2, wd=0)
-    with torch.no_grad():
-        out = m(torch.tensor(xte))
-    out = (out.value if hasattr(out, "value") else out).numpy()
-    for name, fn, label in (
-        ("brevitas_qonnx", export_qonnx, "brevitas export_qonnx"),
-        ("brevitas_qcdq", export_onnx_qcdq, "brevitas export_onnx_qcdq"),
-    ):
+            def forward(self, x):
+                t = x.view(x.shape[0], 8, 8)
+                h = self.rms(self.a(t))
+                h = h - h.mean(dim=1, keepdim=True)
+                return self.b(nn.functional.gelu(h).reshape(x.shape[0], -1))
+
+        torch.manual_seed(SEED)
+        m = train(TokensRms(), xtr, ytr, epochs=60, lr=3e-3)
+        path = os.path.join(HERE, "torch_dynamo_rms.onnx")
+        batch = torch.export.Dim("batch")
+        torch.onnx.export(m, (torch.tensor(xte[:2]),), path, opset_version=23, dynamic_shapes={"x": {0: batch}})
+        with torch.no_grad():
+            out = m(torch.tensor(xte)).numpy()
+        return dict(exporter="torch.onnx.export (dynamo, opset 23, dynamic_shapes)", accuracy=save_data("torch_dynamo_rms", xtr, xte, yte, out))
+
+    def brevitas(name, label):
+        import brevitas
+        import brevitas.nn as qnn
+        from brevitas.export import export_onnx_qcdq, export_qonnx
+
+        class QMLP(nn.Module):
+            def __init__(self, bits=3):
+                super().__init__()
+                self.inp = qnn.QuantIdentity(bit_width=bits, return_quant_tensor=True)
+                self.l1 = qnn.QuantLinear(64, 64, bias=True, weight_bit_width=bits)
+                self.r1 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
+                self.l2 = qnn.QuantLinear(64, 32, bias=True, weight_bit_width=bits)
+                self.r2 = qnn.QuantReLU(bit_width=bits, return_quant_tensor=True)
+                self.l3 = qnn.QuantLinear(32, 10, bias=True, weight_bit_width=bits)
+
+            def forward(self, x):
+                return self.l3(self.r2(self.l2(self.r1(self.l1(self.inp(x))))))
+
+        torch.manual_seed(SEED)
+        m = train(QMLP(), xtr, ytr, epochs=80, lr=1e-2, wd=0)
+        with torch.no_grad():
+            out = m(torch.tensor(xte))
+        out = (out.value if hasattr(out, "value") else out).numpy()
+        fn = export_qonnx if name == "brevitas_qonnx" else export_onnx_qcdq
         fn(m, torch.tensor(xte[:1]), export_path=os.path.join(HERE, f"{name}.onnx"))
-        rows.append(dict(name=name, exporter=label, brevitas=brevitas.__version__, accuracy=save_data(name, xtr, xte, yte, out)))
-    for r in rows:
-        r.update(torch=torch.__version__, seed=SEED)
+        return dict(exporter=label, brevitas=brevitas.__version__, accuracy=save_data(name, xtr, xte, yte, out))
+
+    builders["brevitas_qonnx"] = lambda: brevitas("brevitas_qonnx", "brevitas export_qonnx")
+    builders["brevitas_qcdq"] = lambda: brevitas("brevitas_qcdq", "brevitas export_onnx_qcdq")
+    rows = []
+    for name, build in builders.items():
+        if only and name not in only:
+            continue
+        r = build()
+        r.update(name=name, torch=torch.__version__, seed=SEED)
+        rows.append(r)
     return rows
 
 
@@ -187,10 +233,12 @@ def concrete_row():
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--concrete", action="store_true", help="only Concrete ML's row (run in its venv)")
+    ap.add_argument("--only", help="comma-separated names of the torch/Brevitas rows to remake")
     a = ap.parse_args()
     path = os.path.join(HERE, "manifest.json")
     manifest = json.load(open(path)) if os.path.exists(path) else {}
-    for r in concrete_row() if a.concrete else torch_rows():
+    only = a.only.split(",") if a.only else None
+    for r in concrete_row() if a.concrete else torch_rows(only):
         manifest[r["name"]] = r
     with open(path, "w") as f:
         json.dump(manifest, f, indent=2, sort_keys=True)

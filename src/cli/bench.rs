@@ -50,12 +50,17 @@ pub(super) fn bench_pbs(a: BenchPbsArgs) -> Result<()> {
     bench_pbs_cmd(&a.bits, a.norm2, a.p_error, a.reps, a.vetted, a.json)
 }
 
+/// `run --mode fhe`: the outputs, and how many samples equal clear mode bit for bit and
+/// predict its class. `quiet`: no text (a JSON line follows).
 pub(super) fn run_fhe(
     m: &CompiledModel,
     xs: &[ndarray::ArrayD<f32>],
-) -> Result<Vec<ndarray::ArrayD<f32>>> {
+    quiet: bool,
+) -> Result<(Vec<ndarray::ArrayD<f32>>, usize, usize)> {
     let info = m.plan_info()?;
-    print_plan(&info);
+    if !quiet {
+        print_plan(&info);
+    }
     let n = xs
         .first()
         .map_or(0, |x| x.shape().first().copied().unwrap_or(1));
@@ -77,6 +82,9 @@ pub(super) fn run_fhe(
             });
         })?;
     pb.finish_and_clear();
+    if quiet {
+        return Ok((run.outputs, run.exact, run.same_class));
+    }
     println!(
         "keygen: {:.2} s; server key {}",
         run.keygen.as_secs_f64(),
@@ -102,7 +110,7 @@ pub(super) fn run_fhe(
         per * 1e3 / info.bootstraps.max(1) as f64,
         rayon::current_num_threads()
     );
-    Ok(run.outputs)
+    Ok((run.outputs, run.exact, run.same_class))
 }
 
 fn bench_cmd(

@@ -31,6 +31,15 @@ pub(super) struct RunArgs {
     /// How --labels are scored: class accuracy, or R² of float targets (regression).
     #[arg(long, value_enum, default_value = "accuracy")]
     metric: MetricArg,
+    /// Another implementation's outputs on the same inputs (.npy, e.g. the framework's):
+    /// print the largest difference of the first output from it, relative to its largest
+    /// magnitude.
+    #[arg(long)]
+    reference: Option<PathBuf>,
+    /// Print one JSON line (mode, samples, time, scores, reference difference, …) instead
+    /// of text.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     fhe: FheArgs,
 }
@@ -47,8 +56,19 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
         threads,
         seed,
         metric,
+        reference,
+        json,
         fhe,
     } = a;
+    // text lines, unless one JSON line was asked for
+    let say = |line: String| {
+        if !json {
+            println!("{line}");
+        }
+    };
+    let mut out = serde_json::Map::new();
+    out.insert("model".into(), model.display().to_string().into());
+    out.insert("mode".into(), mode_name(mode).into());
     set_threads(threads)?;
     let xs = read_inputs(&inputs, samples)?;
     let is_fhe = model.extension().is_some_and(|e| e == "fhe");
@@ -68,8 +88,9 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
                     ..Default::default()
                 };
                 let m = fhec::compile(&model, &c, &opts)?;
-                print!("{}", m.report().to_text());
-                println!("compiled in {:.2} s", t0.elapsed().as_secs_f64());
+                say(m.report().to_text().trim_end().to_string());
+                say(format!("compiled in {:.2} s", t0.elapsed().as_secs_f64()));
+                out.insert("compile_s".into(), t0.elapsed().as_secs_f64().into());
                 Some(m)
             }
             (_, false) => {
@@ -119,43 +140,85 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
         (Some(m), Mode::Float) => m.run_float(&xs)?,
         (Some(m), Mode::Clear) => {
             let (ys, ov) = m.run_clear_counted(&xs)?;
-            println!("{}", ov.to_text());
+            say(ov.to_text());
+            out.insert("reads_beyond_domain".into(), ov.outside.into());
+            out.insert("reads".into(), ov.reads.into());
             ys
         }
-        (Some(m), Mode::Fhe) => bench::run_fhe(m, &xs)?,
+        (Some(m), Mode::Fhe) => {
+            let (ys, exact, same) = bench::run_fhe(m, &xs, json)?;
+            out.insert("equal_clear".into(), exact.into());
+            out.insert("same_class_as_clear".into(), same.into());
+            ys
+        }
         (Some(m), Mode::Sim) => {
             let (ys, st) = m.run_simulated_with(&xs, seed, None)?;
-            println!(
-                    "sim: {} bootstrap(s), {} table lookup(s) moved by an injected failure (p_error {:.2e} per bootstrap, seed {seed})",
-                    st.bootstraps, st.failures, st.p_fail
-                );
+            say(format!(
+                "sim: {} bootstrap(s), {} table lookup(s) moved by an injected failure (p_error {:.2e} per bootstrap, seed {seed})",
+                st.bootstraps, st.failures, st.p_fail
+            ));
+            out.insert("sim_failures".into(), st.failures.into());
             ys
         }
     };
     let dt = t0.elapsed();
-    println!(
+    say(format!(
         "{}: {n} sample(s) in {:.1} ms ({:.3} ms/sample)",
         mode_name(mode),
         dt.as_secs_f64() * 1e3,
         dt.as_secs_f64() * 1e3 / n.max(1) as f64
-    );
+    ));
+    out.insert("samples".into(), n.into());
+    out.insert("seconds".into(), dt.as_secs_f64().into());
     for (p, y) in outputs.iter().zip(&ys) {
         npy::write_f32(p, y)?;
-        println!("wrote {} {}", p.display(), ShapeFmt(y.shape()));
+        say(format!("wrote {} {}", p.display(), ShapeFmt(y.shape())));
+    }
+    if let Some(r) = &reference {
+        let want = npy::read_f32(r)?;
+        let y = ys
+            .first()
+            .ok_or_else(|| CliError::Usage("the model has no output".into()))?;
+        if want.shape() != y.shape() {
+            return Err(CliError::Usage(format!(
+                "--reference `{}` has shape {}, the first output {}",
+                r.display(),
+                ShapeFmt(want.shape()),
+                ShapeFmt(y.shape())
+            )));
+        }
+        let scale = want
+            .iter()
+            .fold(0f64, |m, &v| m.max(f64::from(v).abs()))
+            .max(1e-12);
+        let diff = y.iter().zip(&want).fold(0f64, |m, (&a, &b)| {
+            m.max((f64::from(a) - f64::from(b)).abs())
+        });
+        say(format!(
+            "largest difference from `{}`: {:.3e} of its largest magnitude",
+            r.display(),
+            diff / scale
+        ));
+        out.insert("max_rel_diff_vs_reference".into(), (diff / scale).into());
     }
     if let Some((path, targets)) = labels {
-        let report = |which: &str, y: &ndarray::ArrayD<f32>| -> Result<()> {
+        let mut report = |which: &str, y: &ndarray::ArrayD<f32>| -> Result<()> {
             match &targets {
                 Targets::Classes(v) => {
                     let acc =
                         fhec::accuracy(y, v).ok_or_else(|| labels_mismatch(&path, v.len(), y))?;
-                    println!("accuracy ({which}): {acc:.4} on {} samples", v.len());
+                    say(format!(
+                        "accuracy ({which}): {acc:.4} on {} samples",
+                        v.len()
+                    ));
+                    out.insert(format!("accuracy_{which}"), acc.into());
                 }
                 Targets::Values(t) => {
                     let r2 = fhec::tune::Metric::R2
                         .score(y, t)
                         .map_err(|e| e.in_file(&path))?;
-                    println!("R² ({which}): {:.4}", r2 / 100.0);
+                    say(format!("R² ({which}): {:.4}", r2 / 100.0));
+                    out.insert(format!("r2_{which}"), (r2 / 100.0).into());
                 }
             }
             Ok(())
@@ -170,6 +233,9 @@ pub(super) fn run(a: RunArgs) -> Result<()> {
             }
             report("float", &m.run_float(&xs)?[0])?;
         }
+    }
+    if json {
+        println!("{}", serde_json::Value::Object(out));
     }
     Ok(())
 }

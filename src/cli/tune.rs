@@ -14,7 +14,9 @@ pub(super) struct TuneArgs {
     /// Validation labels (.npy): class indices (accuracy) or float targets (r2).
     #[arg(long)]
     val_labels: PathBuf,
-    /// Largest score drop below float, in points (percent).
+    /// Largest score drop below float, in points (percent), held with 95 % confidence (a
+    /// candidate's bound on its drop, from the validation labels and its agreement with
+    /// float on every input, must be within it).
     #[arg(long, default_value_t = 0.5)]
     max_accuracy_drop: f64,
     #[arg(long, value_enum, default_value = "accuracy")]
@@ -48,6 +50,10 @@ pub(super) struct TuneArgs {
     /// Where to write the chosen compiled model.
     #[arg(short = 'o', long = "out")]
     out: PathBuf,
+    /// Also write the search as JSON (float score, budget, the chosen candidate and its
+    /// margin, the Pareto front with measured times).
+    #[arg(long)]
+    json: Option<PathBuf>,
 }
 
 pub(super) fn run(a: TuneArgs) -> Result<()> {
@@ -66,6 +72,7 @@ pub(super) fn run(a: TuneArgs) -> Result<()> {
         confirm,
         threads,
         out,
+        json,
     } = a;
     set_threads(threads)?;
     let opts = fhec::tune::TuneOptions {
@@ -82,18 +89,28 @@ pub(super) fn run(a: TuneArgs) -> Result<()> {
         limits: limits(),
         ..Default::default()
     };
-    tune_cmd(&model, &calib, &val, &val_labels, &opts, confirm, &out)
+    let files = Files {
+        model,
+        calib,
+        val,
+        labels: val_labels,
+        out,
+        json,
+    };
+    tune_cmd(&files, &opts, confirm)
 }
 
-fn tune_cmd(
-    model: &Path,
-    calib: &[PathBuf],
-    val: &[PathBuf],
-    labels: &Path,
-    opts: &fhec::tune::TuneOptions,
-    confirm: usize,
-    out: &Path,
-) -> Result<()> {
+/// The files a search reads and writes.
+struct Files {
+    model: PathBuf,
+    calib: Vec<PathBuf>,
+    val: Vec<PathBuf>,
+    labels: PathBuf,
+    out: PathBuf,
+    json: Option<PathBuf>,
+}
+
+fn tune_cmd(files: &Files, opts: &fhec::tune::TuneOptions, confirm: usize) -> Result<()> {
     if !(opts.max_drop >= 0.0 && opts.max_drop.is_finite()) {
         return Err(CliError::Usage(format!(
             "--max-accuracy-drop must be a non-negative number of points, got {}",
@@ -110,6 +127,14 @@ fn tune_cmd(
             "--n-bits and --rounding-bits take values in [2, 16], got {b}"
         )));
     }
+    let Files {
+        model,
+        calib,
+        val,
+        labels,
+        out,
+        json,
+    } = files;
     let m = Model::load_with_limits(model, &limits())?;
     let calib = read_inputs(calib, None)?;
     let xs = read_inputs(val, None)?;
@@ -132,11 +157,11 @@ fn tune_cmd(
         fhec::tune::Metric::R2 => "R²",
     };
     println!(
-        "tune: {} candidates in {:.1} s; float {metric} {:.2} %, target ≥ {:.2} %",
+        "tune: {} candidates in {:.1} s; float {metric} {:.2} %; a candidate passes when its drop is within {:.2} points with 95 % confidence",
         t.candidates.len(),
         t0.elapsed().as_secs_f64(),
         t.float_score,
-        t.target
+        t.max_drop
     );
     // the real benchmark of the cheapest passing candidates
     let mut measured: BTreeMap<usize, f64> = BTreeMap::new();
@@ -159,7 +184,7 @@ fn tune_cmd(
         measured.insert(i, times.evaluate.as_secs_f64() * 1e3);
     }
     println!(
-        "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7} {:>11} {:>5} {:>6} {:>7} {:>12} {:>12}",
+        "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7} {:>11} {:>10} {:>9} {:>5} {:>6} {:>7} {:>12} {:>12}",
         "grids",
         "rounding",
         "ranges",
@@ -167,6 +192,8 @@ fn tune_cmd(
         "method",
         "p_error",
         metric,
+        "drop ≤",
+        "agrees",
         "PBS",
         "table",
         "N",
@@ -176,7 +203,7 @@ fn tune_cmd(
     for i in t.pareto() {
         let c = &t.candidates[i];
         println!(
-            "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7.0e} {:>10.2}% {:>5} {:>6} {:>7} {:>12.1} {:>12}{}",
+            "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7.0e} {:>10.2}% {:>10.2} {:>9} {:>5} {:>6} {:>7} {:>12.1} {:>12}{}",
             grids(c),
             c.rounding_bits,
             c.config.ranges.name(),
@@ -191,6 +218,9 @@ fn tune_cmd(
             },
             c.p_error,
             c.score,
+            c.drop_bound,
+            c.agreement
+                .map_or("-".to_string(), |a| format!("{:.2}%", a * 100.0)),
             c.pbs_count,
             c.tlu_bits,
             c.polynomial_size,
@@ -209,7 +239,7 @@ fn tune_cmd(
         .map(|(name, l)| format!(" --layer {name}={}", l.spec()))
         .collect();
     println!(
-        "chosen: --n-bits {}{} --rounding-bits {} --ranges {}{layers} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, {} bootstraps, {}-bit tables)",
+        "chosen: --n-bits {}{} --rounding-bits {} --ranges {}{layers} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, drop ≤ {:.2} points with 95 % confidence, margin {:.2}; {} bootstraps, {}-bit tables)",
         c.n_bits,
         if c.config.requantize {
             " --requantize"
@@ -224,11 +254,53 @@ fn tune_cmd(
         },
         c.p_error,
         c.score,
+        c.drop_bound,
+        t.margin(),
         c.pbs_count,
         c.tlu_bits
     );
     t.model.save(out)?;
     println!("wrote {}", out.display());
+    if let Some(j) = json {
+        let cand = |i: usize| {
+            let c = &t.candidates[i];
+            serde_json::json!({
+                "n_bits": c.n_bits,
+                "own_grids": c.own_grids,
+                "requantize": c.config.requantize,
+                "rounding_bits": c.rounding_bits,
+                "ranges": c.config.ranges.name(),
+                "layers": c.config.layers.iter().map(|(n, l)| format!("{n}={}", l.spec())).collect::<Vec<_>>(),
+                "rounding": c.rounding.name(),
+                "p_error": c.p_error,
+                "score": c.score,
+                "drop_bound": c.drop_bound,
+                "agreement": c.agreement,
+                "pbs_count": c.pbs_count,
+                "tlu_bits": c.tlu_bits,
+                "polynomial_size": c.polynomial_size,
+                "est_ms": c.est_ms,
+                "measured_ms": measured.get(&i),
+            })
+        };
+        let doc = serde_json::json!({
+            "model": model.display().to_string(),
+            "metric": metric,
+            "float_score": t.float_score,
+            "max_drop": t.max_drop,
+            "candidates": t.candidates.len(),
+            "seconds": t0.elapsed().as_secs_f64(),
+            "chosen": cand(t.chosen),
+            "margin": t.margin(),
+            "pareto": t.pareto().into_iter().map(cand).collect::<Vec<_>>(),
+            "threads": rayon::current_num_threads(),
+        });
+        std::fs::write(j, format!("{doc:#}\n")).map_err(|e| fhec::Error::Write {
+            path: j.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        println!("wrote {}", j.display());
+    }
     Ok(())
 }
 

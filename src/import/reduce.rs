@@ -1,5 +1,6 @@
 //! ReduceSum, ReduceMean, ReduceMax (axes as attribute or input, by opset), Softmax (opset <
-//! 13 flattening semantics and the per-axis semantics of opset 13+) and LayerNormalization.
+//! 13 flattening semantics and the per-axis semantics of opset 13+), LayerNormalization and
+//! RMSNormalization (opset 23).
 
 use super::attrs::{axis, Attrs};
 use super::{Cx, ImportError};
@@ -71,6 +72,52 @@ pub(super) fn softmax(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError>
 /// the quantize pass has a rule for: the mean and variance are linear in the codes and their
 /// squares, `1/√(var + ε)` a table, the normalisation an encrypted product. The optional
 /// outputs Mean and InvStdDev are those intermediate values.
+/// ONNX `RMSNormalization` (opset 23): `x / sqrt(mean(x², axes from axis) + epsilon) · scale`,
+/// as the elementwise steps `fuse_tlu` and the encrypted constructions take (torch's
+/// `nn.RMSNorm` exported at opset 23).
+pub(super) fn rms_norm(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
+    use super::elementwise::{bind_scalar, emit_steps};
+    use fhec_ir::{Binary, Unary};
+    let a = Attrs::of(n);
+    let rank = cx.in_ty(n, 0)?.rank();
+    let ax = axis(n, a.int("axis", -1)?, rank)?;
+    let eps = a.float("epsilon", 1e-5)?;
+    let out = super::qdq::output(n)?;
+    let x = n.input[0].clone();
+    cx.req(n, 1)?; // the scale is required
+    let t = |tag: &str| format!("{out}::{tag}");
+    let mean_op = Op::Reduce {
+        kind: ReduceKind::Mean,
+        axes: (ax..rank).collect(),
+        keepdims: true,
+    };
+    let two = bind_scalar(cx, &out, "two", 2.0);
+    let epsn = bind_scalar(cx, &out, "epsilon", eps);
+    let steps: Vec<(&str, Op, Vec<String>)> = vec![
+        ("squared", Op::Binary(Binary::Pow), vec![x.clone(), two]),
+        ("mean_square", mean_op, vec![t("squared")]),
+        (
+            "shifted",
+            Op::Binary(Binary::Add),
+            vec![t("mean_square"), epsn],
+        ),
+        ("rms", Op::Unary(Unary::Sqrt), vec![t("shifted")]),
+        ("inv_rms", Op::Unary(Unary::Reciprocal), vec![t("rms")]),
+        ("normalized", Op::Binary(Binary::Mul), vec![x, t("inv_rms")]),
+        (
+            "scaled",
+            Op::Binary(Binary::Mul),
+            vec![t("normalized"), n.input[1].clone()],
+        ),
+    ];
+    emit_steps(cx, n, &out, steps)?;
+    if let Some(o) = n.output.get(1).filter(|o| !o.is_empty()) {
+        let v = cx.req_named(n, &t("inv_rms"))?;
+        cx.bind(o, v);
+    }
+    Ok(())
+}
+
 pub(super) fn layer_norm(cx: &mut Cx, n: &pb::NodeProto) -> Result<(), ImportError> {
     use super::elementwise::{bind_scalar, emit_steps};
     use fhec_ir::{Binary, Unary};

@@ -731,8 +731,7 @@ fn older_artifact_formats_upgrade_or_are_refused_by_version() {
     ] {
         bytes[8..12].copy_from_slice(&v.to_le_bytes());
         let e = fhec::CompiledModel::from_bytes(&bytes, &fhec::ir::Limits::default())
-            .err()
-            .expect("refused")
+            .expect_err("refused")
             .to_string();
         assert!(e.contains(needle) && e.lines().count() == 1, "{e}");
     }

@@ -180,6 +180,10 @@ fn run_case(dir: &Path) -> Outcome {
     Outcome::Pass
 }
 
+/// Eligible cases that pass, and eligible cases, with onnx 1.22.0's node tests.
+const PASSED: usize = 626;
+const ELIGIBLE: usize = 645;
+
 #[test]
 fn onnx_backend_node_tests() {
     let root = node_dir();
@@ -220,10 +224,13 @@ fn onnx_backend_node_tests() {
         rate * 100.0,
         dirs.len()
     );
-    assert!(
-        eligible > 300,
-        "only {eligible} eligible cases found under {}",
+    // the counts as they stand (onnx 1.22.0's 1,765 cases): a case lost or gained shows
+    // here; every failure is listed above with its one-line reason (training-mode ops,
+    // outputs fhec does not compute, run-time pad values, opset 1)
+    assert_eq!(
+        (passed, eligible),
+        (PASSED, ELIGIBLE),
+        "the node-test counts changed under {}; update PASSED/ELIGIBLE with the reason",
         root.display()
     );
-    assert!(rate >= 0.95, "pass rate {rate:.3} below 95%");
 }

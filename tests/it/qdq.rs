@@ -929,3 +929,40 @@ fn same_as_qonnx(name: &str, got: impl Iterator<Item = f32>, want: &ndarray::Arr
     println!("{name}: float vs qonnx max |Δ| {worst:.2e} (max |y| {scale:.2e})");
     assert!(worst <= 1e-4 * scale, "{name}: {worst} vs {scale}");
 }
+
+/// A default compile of an int8 model writes a model that runs encrypted: exact rounding has
+/// no plan on its 8-bit grids, so compile takes the cheapest plan that exists and says which;
+/// the saved model makes keys, and an encrypted sample through the client and the server
+/// predicts clear mode's class.
+#[test]
+fn int8_default_compile_runs_encrypted() {
+    let name = "digits_mlp_qdq";
+    let calib = npy::read_f32(&model(&format!("{name}_calib.npy"))).expect("calib");
+    let m = fhec::compile(
+        &model(&format!("{name}.onnx")),
+        &[calib],
+        &CompileOptions::default(),
+    )
+    .expect("the default compiles");
+    let auto = &m.report().auto;
+    assert!(
+        auto.iter()
+            .any(|l| l.contains("no exact plan exists") && l.contains("cheapest plan that does")),
+        "{auto:?}"
+    );
+    let p = tmp("int8_default.fhe");
+    m.save(&p).expect("save");
+    let m = fhec::CompiledModel::load(&p).expect("load");
+    let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("x");
+    let x = x
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..1))
+        .to_owned();
+    let (client, keys) = fhec::Client::keygen(&m).expect("keys");
+    let server = fhec::Server::new(&m, &keys).expect("server");
+    let out = server
+        .run(&client.encrypt(std::slice::from_ref(&x)).expect("encrypt"))
+        .expect("run");
+    let y = client.decrypt(&out).expect("decrypt");
+    let clear = m.run_clear(&[x]).expect("clear");
+    assert_eq!(fhec::argmax(y[0].iter()), fhec::argmax(clear[0].iter()));
+}
