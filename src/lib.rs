@@ -35,9 +35,9 @@
 pub mod artifact;
 pub mod backend;
 pub mod bench;
-mod bounded_read;
 pub mod compile;
 pub mod error;
+mod fsio;
 pub mod fuzzing;
 pub mod import;
 pub mod model;
@@ -48,8 +48,10 @@ pub mod session;
 pub mod train;
 pub mod tune;
 
-pub use artifact::{CompiledModel, Overflows, SimStats};
-pub use backend::{FheOptions, ParamsPolicy, PlanInfo, Rounding, TableSplit};
+pub use artifact::{ArtifactError, CompiledModel, FormatError, Overflows, SimStats};
+pub use backend::{
+    BackendError, FheOptions, ParamsPolicy, PlanInfo, Rounding, SettingError, TableSplit,
+};
 pub use compile::{
     compile, compile_model, compile_traced, quantize_model, AutoOptions, CompileOptions,
     CompileReport,

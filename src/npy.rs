@@ -1,5 +1,6 @@
 //! `.npy` files in and out, with errors that name the file and the fix.
 
+pub use crate::error::NpyError;
 use crate::error::{Error, Result};
 use ndarray::ArrayD;
 use ndarray_npy::{ReadNpyError, ReadNpyExt, WriteNpyExt};
@@ -14,12 +15,12 @@ pub const NPY_LIMIT: u64 = 1 << 32;
 /// follows: ndarray-npy allocates what the header declares before reading, so a 100-byte
 /// file declaring 10^12 elements would otherwise exhaust memory.
 fn read_checked(path: &Path) -> Result<Vec<u8>> {
-    let bad = |reason: String| Error::Npy {
+    let bad = |reason: NpyError| Error::Npy {
         path: path.display().to_string(),
         reason,
     };
-    let bytes = crate::bounded_read::read_capped(path, NPY_LIMIT, "an input file")
-        .map_err(|e| bad(e.to_string()))?;
+    let bytes =
+        crate::fsio::read_capped(path, NPY_LIMIT, "an input file").map_err(|e| bad(e.into()))?;
     check_npy(&bytes).map_err(bad)?;
     Ok(bytes)
 }
@@ -28,13 +29,12 @@ fn read_checked(path: &Path) -> Result<Vec<u8>> {
 /// for exactly the bytes after it.
 ///
 /// # Errors
-/// A one-line reason.
-pub fn check_npy(bytes: &[u8]) -> std::result::Result<(), String> {
+/// [`NpyError`]: not `.npy`, an unsupported type, a size that disagrees with the data.
+pub fn check_npy(bytes: &[u8]) -> std::result::Result<(), NpyError> {
     use ndarray_npy::npy::header::Header;
     check_header_shape(bytes)?;
     let mut rest = bytes;
-    let header =
-        Header::from_reader(&mut rest).map_err(|e| format!("not a readable .npy file ({e})"))?;
+    let header = Header::from_reader(&mut rest).map_err(|e| NpyError::Unreadable(e.to_string()))?;
     let desc = header.type_descriptor.to_string();
     let digits: String = desc
         .trim_matches(|c| c == '\'' || c == '"')
@@ -45,23 +45,21 @@ pub fn check_npy(bytes: &[u8]) -> std::result::Result<(), String> {
         .into_iter()
         .rev()
         .collect();
-    let elem: usize = digits.parse().map_err(|_| {
-        format!("holds {desc}, a data type fhec does not read (save it with `np.save(path, x.astype(np.float32))`)")
+    let elem: usize = digits.parse().map_err(|_| NpyError::Unsupported {
+        found: desc.clone(),
     })?;
     let need = fhec_ir::checked_len(&header.shape)
         .and_then(|n| n.checked_mul(elem))
-        .ok_or_else(|| {
-            format!(
-                "its header declares shape {:?}, too large to address",
-                header.shape
-            )
+        .ok_or_else(|| NpyError::TooLarge {
+            shape: header.shape.clone(),
         })?;
     if need != rest.len() {
-        return Err(format!(
-            "its header declares shape {:?} of {desc} ({need} bytes of data) but {} bytes follow; the file is truncated or corrupt",
-            header.shape,
-            rest.len()
-        ));
+        return Err(NpyError::Length {
+            shape: header.shape.clone(),
+            descr: desc,
+            need,
+            have: rest.len(),
+        });
     }
     Ok(())
 }
@@ -70,8 +68,8 @@ pub fn check_npy(bytes: &[u8]) -> std::result::Result<(), String> {
 /// 'shape': (…), }`: one brace, brackets at most two deep), checked on the raw bytes before
 /// ndarray-npy's parser sees it: its Python-literal grammar backtracks exponentially on
 /// nested brackets (a fuzzed 113-byte header of `{{{{…` took over 10 s).
-fn check_header_shape(bytes: &[u8]) -> std::result::Result<(), String> {
-    let bad = |why: &str| Err(format!("not a readable .npy file ({why})"));
+fn check_header_shape(bytes: &[u8]) -> std::result::Result<(), NpyError> {
+    let bad = |why: &str| Err(NpyError::Unreadable(why.to_string()));
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
         return bad("no .npy magic");
     }
@@ -106,18 +104,20 @@ fn check_header_shape(bytes: &[u8]) -> std::result::Result<(), String> {
     Ok(())
 }
 
-fn npy_err(path: &Path, e: ReadNpyError, want: &str) -> Error {
-    let reason = match e {
-        ReadNpyError::WrongDescriptor(d) => {
-            format!(
-                "holds {d:?}, expected {want} (save it with `np.save(path, x.astype(np.{want}))`)"
-            )
-        }
-        other => format!("not a readable .npy file ({other})"),
-    };
+fn npy_reason(e: ReadNpyError, want: &'static str) -> NpyError {
+    match e {
+        ReadNpyError::WrongDescriptor(d) => NpyError::WrongType {
+            found: format!("{d:?}"),
+            want,
+        },
+        other => NpyError::Unreadable(other.to_string()),
+    }
+}
+
+fn npy_err(path: &Path, e: ReadNpyError, want: &'static str) -> Error {
     Error::Npy {
         path: path.display().to_string(),
-        reason,
+        reason: npy_reason(e, want),
     }
 }
 
@@ -133,13 +133,21 @@ pub fn read_f32(path: &Path) -> Result<ArrayD<f32>> {
 /// Parses an in-memory float32 `.npy` file (what [`read_f32`] does after reading it).
 ///
 /// # Errors
-/// A one-line reason.
-pub fn parse_f32(bytes: &[u8]) -> std::result::Result<ArrayD<f32>, String> {
+/// [`NpyError`].
+pub fn parse_f32(bytes: &[u8]) -> std::result::Result<ArrayD<f32>, NpyError> {
     check_npy(bytes)?;
-    ArrayD::<f32>::read_npy(bytes).map_err(|e| match npy_err(Path::new(""), e, "float32") {
-        Error::Npy { reason, .. } => reason,
-        other => other.to_string(),
-    })
+    ArrayD::<f32>::read_npy(bytes).map_err(|e| npy_reason(e, "float32"))
+}
+
+/// Writes a float32 array as `.npy` bytes (what [`write_f32`] writes to a file).
+///
+/// # Errors
+/// [`NpyError::Unreadable`] (the encoder refused the array; a bug).
+pub fn to_bytes_f32(a: &ArrayD<f32>) -> std::result::Result<Vec<u8>, NpyError> {
+    let mut out = Vec::new();
+    a.write_npy(&mut out)
+        .map_err(|e| NpyError::Unreadable(e.to_string()))?;
+    Ok(out)
 }
 
 /// Reads integer class labels (int64, int32 or float32 holding integers).

@@ -9,7 +9,7 @@
 
 use crate::artifact::CompiledModel;
 use crate::backend::Plan;
-use crate::error::{Error, Result};
+use crate::error::{Error, KeyMismatch, Result};
 use crate::model::{join_batch, split_batch};
 use crate::runtime::files::{self, CT_LIMIT, KEY_LIMIT};
 use crate::runtime::{
@@ -21,19 +21,6 @@ use ndarray::ArrayD;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Why a key or ciphertext does not belong with a model or with each other.
-#[derive(Debug, thiserror::Error)]
-pub enum KeyMismatch {
-    #[error("the key was made for another model or other compile settings (model id {key:016x}, this model {model:016x}); make keys for this model with `fhec keygen`")]
-    Model { key: u64, model: u64 },
-    #[error("the ciphertexts are for another model (model id {found:016x}, this model {model:016x}); encrypt with this model's client key")]
-    CiphertextModel { found: u64, model: u64 },
-    #[error("the ciphertexts were encrypted under another key pair (key id {found:016x}, these keys {key:016x}); use the evaluation keys made with the client key that encrypted them")]
-    KeyPair { found: u64, key: u64 },
-    #[error("the encrypted result was made under another key pair or model (key id {found:016x}, this client key {key:016x}); decrypt with the client key that encrypted the inputs")]
-    Result { found: u64, key: u64 },
-}
 
 fn check_key(plan: &Plan, info: &KeyInfo) -> Result<()> {
     if info.model_id != plan.model_id

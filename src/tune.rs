@@ -29,7 +29,7 @@
 use crate::artifact::CompiledModel;
 use crate::backend::{FheOptions, Rounding};
 use crate::compile::quantize_model;
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result, TuneError};
 use crate::model::Model;
 use fhec_passes::{LayerPrecision, QuantConfig, RangePolicy};
 use ndarray::ArrayD;
@@ -190,24 +190,6 @@ pub fn r2(pred: &[f64], target: &[f64]) -> f64 {
         return if ss_res == 0.0 { 1.0 } else { 0.0 };
     }
     1.0 - ss_res / ss_tot
-}
-
-/// Why a search found nothing.
-#[derive(Debug, thiserror::Error)]
-pub enum TuneError {
-    #[error("no setting stays within {drop:.2} points of float ({float:.2}) with confidence; the best drop bound is {best:.2} points; allow a larger --max-accuracy-drop, give more validation data, or try more bits")]
-    NoCandidate { float: f64, drop: f64, best: f64 },
-    #[error("the model has no output to score")]
-    NoOutput,
-}
-
-impl TuneError {
-    pub(crate) fn kind(&self) -> ErrorKind {
-        match self {
-            Self::NoCandidate { .. } => ErrorKind::Settings,
-            Self::NoOutput => ErrorKind::Model,
-        }
-    }
 }
 
 /// Simulated draws averaged per candidate (seeds `seed`, `seed + 1`, …).

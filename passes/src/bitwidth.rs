@@ -7,7 +7,7 @@
 //! observed value lies inside its proven interval (a violation is a compiler bug, reported as
 //! such).
 
-use crate::{Changed, Pass, PassContext, PassError, Stage};
+use crate::{Analysis, Changed, Pass, PassContext, PassError, Stage};
 pub use fhec_ir::analysis::{neuron_intervals, Bounds};
 use fhec_ir::analysis::{observed_bounds, proven_bounds};
 use fhec_ir::{Graph, NodeIndex, Tensor};
@@ -25,17 +25,26 @@ impl Pass for Bitwidth {
     fn produces(&self) -> Stage {
         Stage::Fused
     }
+    fn makes(&self) -> &'static [Analysis] {
+        &[Analysis::Intervals]
+    }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
-        cx.bounds = bounds(g, cx)?;
-        cx.intervals = cx.bounds.iter().map(|(n, b)| (*n, b.union())).collect();
-        cx.observed_elems = observed(g, cx)?;
-        cx.observed = cx
+        cx.analysis.bounds = bounds(g, cx)?;
+        cx.analysis.intervals = cx
+            .analysis
+            .bounds
+            .iter()
+            .map(|(n, b)| (*n, b.union()))
+            .collect();
+        cx.analysis.observed_elems = observed(g, cx)?;
+        cx.analysis.observed = cx
+            .analysis
             .observed_elems
             .iter()
             .map(|(n, b)| (*n, b.union()))
             .collect();
-        for (n, o) in &cx.observed {
-            if let Some(w) = cx.intervals.get(n) {
+        for (n, o) in &cx.analysis.observed {
+            if let Some(w) = cx.analysis.intervals.get(n) {
                 if o.lo < w.lo || o.hi > w.hi {
                     return Err(PassError::Internal {
                         pass: "bitwidth",
@@ -61,14 +70,14 @@ impl Pass for Bitwidth {
 /// # Errors
 /// A cycle in the graph; a bound that overflows 64 bits (named by node).
 pub fn bounds(g: &Graph, cx: &PassContext) -> Result<HashMap<NodeIndex, Bounds>, PassError> {
-    Ok(proven_bounds(g, &cx.input_quant)?)
+    Ok(proven_bounds(g, &cx.quant.input_quant)?)
 }
 
 /// Quantizes the calibration samples with the client's input parameters.
 pub fn quantized_calib(cx: &PassContext) -> Vec<Vec<Tensor>> {
     cx.calib
         .iter()
-        .map(|s| fhec_ir::quantize_sample(s, &cx.input_quant))
+        .map(|s| fhec_ir::quantize_sample(s, &cx.quant.input_quant))
         .collect()
 }
 

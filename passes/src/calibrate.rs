@@ -5,7 +5,7 @@
 //! match the graph inputs — or none, for a model that carries its own quantization grids.
 //! The graph is not changed.
 
-use crate::{Changed, Pass, PassContext, PassError, Stage};
+use crate::{Analysis, Changed, Pass, PassContext, PassError, Stage};
 use fhec_ir::{eval_all, Graph, Tensor};
 
 pub struct Calibrate;
@@ -19,6 +19,9 @@ impl Pass for Calibrate {
     }
     fn produces(&self) -> Stage {
         Stage::Calibrated
+    }
+    fn makes(&self) -> &'static [Analysis] {
+        &[Analysis::FloatRanges]
     }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         cx.float_ranges.clear();

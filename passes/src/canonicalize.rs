@@ -17,7 +17,7 @@
 //! Precondition: a verified float graph. Postcondition: the same function (up to f32
 //! rounding of the folded weights), no Identity, no all-constant node.
 
-use crate::{Changed, Pass, PassContext, PassError, Stage};
+use crate::{Analysis, Changed, Pass, PassContext, PassError, Stage};
 use fhec_ir::{kernels, Binary, Graph, NodeIndex, Op, ReduceKind, Tensor, Unary};
 use ndarray::{ArrayD, Axis, IxDyn};
 
@@ -32,6 +32,9 @@ impl Pass for Canonicalize {
     }
     fn produces(&self) -> Stage {
         Stage::Float
+    }
+    fn invalidates(&self) -> &'static [Analysis] {
+        &[Analysis::FloatRanges]
     }
     fn run(&self, g: &mut Graph, _cx: &mut PassContext) -> Result<Changed, PassError> {
         let mut changed = false;

@@ -12,7 +12,39 @@
 //! graph output). The head is a graph of its own with the original inputs and, per input,
 //! one output: the chain's end (or the input itself when it has no chain).
 
-use fhec_ir::{Binary, Graph, IrError, NodeIndex, Op, Unary};
+use crate::{Analysis, Changed, Pass, PassContext, PassError, Stage};
+use fhec_ir::{eval_f32, Binary, Graph, IrError, NodeIndex, Op, Unary};
+
+/// The pass: cuts the head off into `cx.head` and maps the calibration samples through it
+/// (the program's inputs are the head's outputs).
+pub struct ClientHead;
+
+impl Pass for ClientHead {
+    fn name(&self) -> &'static str {
+        "client_head"
+    }
+    fn requires(&self) -> Stage {
+        Stage::Float
+    }
+    fn produces(&self) -> Stage {
+        Stage::Float
+    }
+    fn invalidates(&self) -> &'static [Analysis] {
+        &[Analysis::FloatRanges]
+    }
+    fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
+        let Some(head) = split_head(g)? else {
+            return Ok(Changed::No);
+        };
+        cx.calib = cx
+            .calib
+            .iter()
+            .map(|s| eval_f32(&head, s))
+            .collect::<Result<Vec<_>, _>>()?;
+        cx.head = Some(head);
+        Ok(Changed::Yes)
+    }
+}
 
 /// The arithmetic a head step may do: `Add`, `Sub`, `Mul` or `Div` (with a constant), or
 /// `Clip`.

@@ -17,7 +17,7 @@
 //! is set (the graph unchanged otherwise); per-axis and blocked grids, which the importer
 //! writes as elementwise chains, are left to `fuse_tlu` and constant folding as before.
 
-use crate::{Changed, Pass, PassContext, PassError, Stage};
+use crate::{Analysis, Changed, Pass, PassContext, PassError, Stage};
 use fhec_ir::{Graph, Op, Unary};
 
 pub struct DropGrids;
@@ -31,6 +31,9 @@ impl Pass for DropGrids {
     }
     fn produces(&self) -> Stage {
         Stage::Float
+    }
+    fn invalidates(&self) -> &'static [Analysis] {
+        &[Analysis::FloatRanges]
     }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         if !cx.config.requantize {

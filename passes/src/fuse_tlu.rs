@@ -9,7 +9,7 @@
 //! operations in the same order). Float nodes not fused remain: the client-side tail, which
 //! reads decrypted integers through its own `Dequant`.
 
-use crate::{Changed, Pass, PassContext, PassError, Stage};
+use crate::{Analysis, Changed, Pass, PassContext, PassError, Stage};
 use fhec_ir::{ElemOp, Graph, NodeIndex, Op, Tensor, TluFn};
 use ndarray::IxDyn;
 
@@ -25,6 +25,9 @@ impl Pass for FuseTlu {
     fn produces(&self) -> Stage {
         Stage::Fused
     }
+    fn invalidates(&self) -> &'static [Analysis] {
+        &[Analysis::Intervals]
+    }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         let mut fused = 0;
         for q in g.topo()? {
@@ -34,8 +37,8 @@ impl Pass for FuseTlu {
             };
             let name = g.g[q].name.clone();
             let t = g.add_op(&name, Op::Tlu(tlu), &[src])?;
-            if let Some(o) = cx.origin.get(&q).cloned() {
-                cx.origin.insert(t, o);
+            if let Some(o) = cx.quant.origin.get(&q).cloned() {
+                cx.quant.origin.insert(t, o);
             }
             g.replace_uses(q, t);
             fused += 1;

@@ -4,8 +4,9 @@
 //!
 //! | pass | needs → makes | does |
 //! |---|---|---|
-//! | [`drop_grids`] | float → float | with `requantize` only: a self-quantized model's grids become their clips (run by the driver before [`client_head`], so that an input's clip goes to the client) |
-//! | [`canonicalize`] | float → float | folds BatchNorm into Conv/Gemm, folds constants, drops Identity |
+//! | [`canonicalize`] | float → float | folds BatchNorm into Conv/Gemm, folds constants, drops Identity (the graph `--mode float` runs) |
+//! | [`drop_grids`] | float → float | with `requantize` only: a self-quantized model's grids become their clips (before [`client_head`], so that an input's clip goes to the client) |
+//! | [`client_head`] | float → float | cuts elementwise preprocessing of the inputs off for the client, and maps the calibration samples through it |
 //! | [`calibrate`] | float → calibrated | runs `eval_f32` on calibration data, records every tensor's range |
 //! | [`quantize`] | calibrated → quantized | integer accumulators, `Dequant → float ops → Quant` chains, client-side tail |
 //! | [`fuse_tlu`] | quantized → fused | each `Dequant → univariate* → Quant` chain becomes one `Tlu` |
@@ -13,8 +14,8 @@
 //! | [`prune_check`] | fused → fused | accumulator budget per neuron; L1 pruning with `n_accum_bits` |
 //! | [`round`] | fused → fused | `Round` before every table/output wider than `rounding_bits` |
 //!
-//! The manager runs `Graph::verify` after every pass and refuses to run a pass on a graph in
-//! the wrong stage.
+//! The manager runs `Graph::verify` after every pass, refuses to run a pass on a graph in
+//! the wrong stage or on an analysis a pass since made stale ([`Pass::invalidates`]).
 
 pub mod bitwidth;
 pub mod calibrate;
@@ -27,7 +28,7 @@ pub mod quantize;
 pub mod round;
 
 use fhec_ir::{Graph, Interval, IrError, NodeIndex, QuantParams, Tensor};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How far lowering has come.
 #[derive(
@@ -125,6 +126,19 @@ pub struct LayerPrecision {
     pub rounding_bits: Option<u32>,
 }
 
+/// A per-layer precision that cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PrecisionError {
+    #[error("`{part}`: expected w<bits>, i<bits> or r<bits>")]
+    Spec { part: String },
+    #[error("{field} {bits} is outside [{lo}, 16]")]
+    Range {
+        field: &'static str,
+        bits: u32,
+        lo: u32,
+    },
+}
+
 /// A per-layer precision file (`--precision FILE.json`); the compile report's `config`
 /// holds the same `layers` object, so a report's config can be edited and fed back.
 #[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -136,19 +150,23 @@ impl LayerPrecision {
     /// Parses the command-line form `w4,i4,r5` (any subset, any order).
     ///
     /// # Errors
-    /// A one-line reason.
-    pub fn parse(spec: &str) -> Result<Self, String> {
+    /// [`PrecisionError`] naming the part or field.
+    pub fn parse(spec: &str) -> Result<Self, PrecisionError> {
         let mut p = Self::default();
         for part in spec.split(',').map(str::trim).filter(|s| !s.is_empty()) {
             let (key, val) = part.split_at(1);
-            let bits: u32 = val
-                .parse()
-                .map_err(|_| format!("`{part}`: expected w<bits>, i<bits> or r<bits>"))?;
+            let bits: u32 = val.parse().map_err(|_| PrecisionError::Spec {
+                part: part.to_string(),
+            })?;
             match key {
                 "w" => p.weight_bits = Some(bits),
                 "i" => p.input_bits = Some(bits),
                 "r" => p.rounding_bits = Some(bits),
-                _ => return Err(format!("`{part}`: expected w<bits>, i<bits> or r<bits>")),
+                _ => {
+                    return Err(PrecisionError::Spec {
+                        part: part.to_string(),
+                    })
+                }
             }
         }
         p.check()?;
@@ -171,15 +189,15 @@ impl LayerPrecision {
     /// Bits in range: inputs and weights 2 to 16, rounding 1 to 16.
     ///
     /// # Errors
-    /// A one-line reason naming the field.
-    pub fn check(&self) -> Result<(), String> {
-        for (what, v, lo) in [
+    /// [`PrecisionError::Range`] naming the field.
+    pub fn check(&self) -> Result<(), PrecisionError> {
+        for (field, v, lo) in [
             ("input_bits", self.input_bits, 2),
             ("weight_bits", self.weight_bits, 2),
             ("rounding_bits", self.rounding_bits, 1),
         ] {
-            if let Some(b) = v.filter(|b| !(lo..=16).contains(b)) {
-                return Err(format!("{what} {b} is outside [{lo}, 16]"));
+            if let Some(bits) = v.filter(|b| !(lo..=16).contains(b)) {
+                return Err(PrecisionError::Range { field, bits, lo });
             }
         }
         Ok(())
@@ -261,45 +279,82 @@ impl QuantConfig {
     }
 }
 
-/// What the passes know about the graph, beyond the graph itself.
+/// What the passes know about the graph, beyond the graph itself: what they are asked
+/// (settings, calibration samples), then one record per pass that produces something, so
+/// that a reader sees who writes what.
 #[derive(Clone, Debug, Default)]
 pub struct PassContext {
     pub config: QuantConfig,
-    /// Calibration samples: one tensor per graph input, per sample (batch axis 1).
+    /// Calibration samples: one tensor per graph input, per sample (batch axis 1); after
+    /// `client_head`, the head's outputs (what the program's inputs see).
     pub calib: Vec<Vec<Tensor>>,
+    /// `client_head`: the float preprocessing cut off the graph, which the client runs.
+    pub head: Option<Graph>,
     /// `calibrate`: `(min, max)` of every float node over the calibration set.
     pub float_ranges: HashMap<NodeIndex, (f32, f32)>,
-    /// `quantize`: how the client quantizes each graph input.
-    pub input_quant: Vec<QuantParams>,
-    /// `quantize`: the float node name each integer node stands for.
-    pub origin: HashMap<NodeIndex, String>,
-    /// `quantize`: the weight bits of each layer whose weights fhec quantized, by the name
-    /// of each of its integer nodes (a decrypted layer's limbs included).
-    pub weight_bits: HashMap<String, u32>,
-    /// `bitwidth`: proven per-element bounds of every integer node.
-    pub bounds: HashMap<NodeIndex, bitwidth::Bounds>,
-
-    /// `bitwidth`: proven interval of every integer node (union over its elements).
-    pub intervals: HashMap<NodeIndex, Interval>,
-    /// `bitwidth`: interval observed on the calibration set.
-    pub observed: HashMap<NodeIndex, Interval>,
-    /// `bitwidth`: per-element range observed on the calibration set.
-    pub observed_elems: HashMap<NodeIndex, bitwidth::Bounds>,
-    /// `round`: per table lookup, the interval of its (unrounded) source each element's
-    /// table was sized for, and the proven one.
-    pub domains: HashMap<NodeIndex, DomainChoice>,
-    /// `round`: decrypted integers read in a calibrated window: proven and window bits.
-    pub windows: HashMap<NodeIndex, (u32, u32)>,
+    /// `quantize`: the client's quantizers and where each integer node comes from.
+    pub quant: Quantized,
+    /// `bitwidth`: the interval analyses of the integer program (made again after every
+    /// pass that invalidates them).
+    pub analysis: Analyses,
     /// `prune_check`: weights zeroed per layer.
     pub pruned: Vec<(String, usize)>,
-    /// `round`: most bits dropped by each `Round` node.
-    pub rounded: HashMap<NodeIndex, u32>,
-    /// `round`: power-of-two requantizations folded into rounding: the layer, the shift
-    /// (bits), and whether an integer bias moved into the accumulator.
-    pub shifts: Vec<(String, u32, bool)>,
+    /// `round`: what rounding decided.
+    pub round: Rounded,
     pub stage: Option<Stage>,
+    /// Analyses made since the last pass that invalidates them ([`Pass::invalidates`]).
+    pub valid: BTreeSet<Analysis>,
     /// One line per pass: what it did.
     pub log: Vec<String>,
+}
+
+/// What `quantize` records.
+#[derive(Clone, Debug, Default)]
+pub struct Quantized {
+    /// How the client quantizes each graph input.
+    pub input_quant: Vec<QuantParams>,
+    /// The float node name each integer node stands for.
+    pub origin: HashMap<NodeIndex, String>,
+    /// The weight bits of each layer whose weights fhec quantized, by the name of each of
+    /// its integer nodes (a decrypted layer's limbs included).
+    pub weight_bits: HashMap<String, u32>,
+}
+
+/// What `bitwidth` computes (the IR's analyses, `fhec_ir::analysis`).
+#[derive(Clone, Debug, Default)]
+pub struct Analyses {
+    /// Proven per-element bounds of every integer node.
+    pub bounds: HashMap<NodeIndex, bitwidth::Bounds>,
+    /// Proven interval of every integer node (union over its elements).
+    pub intervals: HashMap<NodeIndex, Interval>,
+    /// Interval observed on the calibration set.
+    pub observed: HashMap<NodeIndex, Interval>,
+    /// Per-element range observed on the calibration set.
+    pub observed_elems: HashMap<NodeIndex, bitwidth::Bounds>,
+}
+
+/// What `round` decides.
+#[derive(Clone, Debug, Default)]
+pub struct Rounded {
+    /// Per table lookup, the interval of its (unrounded) source each element's table was
+    /// sized for, and the proven one.
+    pub domains: HashMap<NodeIndex, DomainChoice>,
+    /// Decrypted integers read in a calibrated window: proven and window bits.
+    pub windows: HashMap<NodeIndex, (u32, u32)>,
+    /// Most bits dropped by each `Round` node.
+    pub rounded: HashMap<NodeIndex, u32>,
+    /// Power-of-two requantizations folded into rounding: the layer, the shift (bits), and
+    /// whether an integer bias moved into the accumulator.
+    pub shifts: Vec<(String, u32, bool)>,
+}
+
+/// An analysis recorded in the [`PassContext`], which a pass may need and may invalidate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Analysis {
+    /// `calibrate`'s float ranges.
+    FloatRanges,
+    /// `bitwidth`'s proven and observed intervals.
+    Intervals,
 }
 
 impl PassContext {
@@ -331,6 +386,11 @@ pub enum PassError {
         pass: &'static str,
         needs: Stage,
         have: Option<Stage>,
+    },
+    #[error("pass `{pass}` reads the {analysis:?} analysis, which is stale or not made; run the pass that makes it first")]
+    Stale {
+        pass: &'static str,
+        analysis: Analysis,
     },
     #[error("pass `{pass}` left an invalid graph: {source}")]
     Verify { pass: &'static str, source: IrError },
@@ -391,6 +451,18 @@ pub trait Pass {
     fn requires(&self) -> Stage;
     /// The stage the graph is in afterwards.
     fn produces(&self) -> Stage;
+    /// The analyses this pass reads (the manager refuses to run it when one is stale).
+    fn needs(&self) -> &'static [Analysis] {
+        &[]
+    }
+    /// The analyses this pass makes.
+    fn makes(&self) -> &'static [Analysis] {
+        &[]
+    }
+    /// The analyses this pass makes stale (by changing the graph).
+    fn invalidates(&self) -> &'static [Analysis] {
+        &[]
+    }
     /// # Errors
     /// The pass cannot do its job on this graph; the error names the node and the fix.
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError>;
@@ -402,11 +474,27 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// The compiler: float graph to the rounded, analyzed integer program.
+    /// The compiler: the imported float graph to the rounded, analyzed integer program.
+    /// Each pass runs once, in this order:
+    ///
+    /// | pass | stage | needs | makes | invalidates |
+    /// |---|---|---|---|---|
+    /// | canonicalize | float → float | | | float ranges |
+    /// | drop_grids | float → float | | | float ranges |
+    /// | client_head | float → float | | | float ranges |
+    /// | calibrate | float → calibrated | | float ranges | |
+    /// | quantize | calibrated → quantized | float ranges | | intervals |
+    /// | fuse_tlu | quantized → fused | | | intervals |
+    /// | bitwidth | fused → fused | | intervals | |
+    /// | prune_check | fused → fused | intervals | | (keeps them: re-runs bitwidth when it prunes) |
+    /// | round | fused → fused | intervals | | intervals |
+    /// | bitwidth | fused → fused | | intervals | |
     pub fn standard() -> Self {
         Self {
             passes: vec![
                 Box::new(canonicalize::Canonicalize),
+                Box::new(drop_grids::DropGrids),
+                Box::new(client_head::ClientHead),
                 Box::new(calibrate::Calibrate),
                 Box::new(quantize::Quantize),
                 Box::new(fuse_tlu::FuseTlu),
@@ -418,16 +506,20 @@ impl Pipeline {
         }
     }
 
-    /// Runs every pass in order, verifying the graph after each. `dump_after` names passes
-    /// whose output is appended to the returned dumps (`--dump-after`).
+    /// Runs every pass in order, verifying the graph after each and tracking which analyses
+    /// are current. `dump_after` names passes whose output is appended to the returned dumps
+    /// (`--dump-after`); `after` sees the graph after each pass (the driver keeps the
+    /// canonical float graph that `--mode float` runs).
     ///
     /// # Errors
-    /// The first pass that fails, a pass run out of stage order, or an invalid graph.
+    /// The first pass that fails, a pass run out of stage order or on a stale analysis, or
+    /// an invalid graph.
     pub fn run(
         &self,
         g: &mut Graph,
         cx: &mut PassContext,
         dump_after: &[String],
+        mut after: impl FnMut(&'static str, &Graph),
     ) -> Result<Vec<String>, PassError> {
         let mut dumps = Vec::new();
         for p in &self.passes {
@@ -438,19 +530,30 @@ impl Pipeline {
                     have: cx.stage,
                 });
             }
+            if let Some(&analysis) = p.needs().iter().find(|a| !cx.valid.contains(a)) {
+                return Err(PassError::Stale {
+                    pass: p.name(),
+                    analysis,
+                });
+            }
             let changed = p.run(g, cx)?;
             g.verify().map_err(|source| PassError::Verify {
                 pass: p.name(),
                 source,
             })?;
             cx.stage = Some(p.produces());
+            cx.valid.extend(p.makes());
             if changed == Changed::Yes {
+                for a in p.invalidates() {
+                    cx.valid.remove(a);
+                }
                 cx.log.push(format!(
                     "{}: changed the graph ({} nodes)",
                     p.name(),
                     g.g.node_count()
                 ));
             }
+            after(p.name(), g);
             if dump_after.iter().any(|d| d == p.name()) {
                 dumps.push(format!("// after {}\n{}", p.name(), g.dump()));
             }

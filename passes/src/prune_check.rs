@@ -13,7 +13,7 @@
 //! every other table input (e.g. the difference inside an encrypted max) is checked against
 //! `max_tlu_bits` too.
 
-use crate::{Changed, Pass, PassContext, PassError, Stage};
+use crate::{Analysis, Changed, Pass, PassContext, PassError, Stage};
 use fhec_ir::{Graph, IntLinear, Interval, Op};
 
 pub struct PruneCheck;
@@ -35,6 +35,10 @@ impl Pass for PruneCheck {
     }
     fn produces(&self) -> Stage {
         Stage::Fused
+    }
+    // after pruning it runs `bitwidth` again: the intervals stay current
+    fn needs(&self) -> &'static [Analysis] {
+        &[Analysis::Intervals]
     }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         let cfg = cx.config.clone();
@@ -63,14 +67,14 @@ impl Pass for PruneCheck {
             let Op::IntLinear(l) = &g.g[n].op else {
                 continue;
             };
-            let layer_name = cx.origin.get(&n).cloned().unwrap_or_default();
+            let layer_name = cx.quant.origin.get(&n).cloned().unwrap_or_default();
             let budget = match (cfg.n_accum_bits, cfg.rounding_for(&layer_name)) {
                 (Some(a), _) => a,
                 (None, None) => cfg.max_tlu_bits,
                 (None, Some(_)) => continue,
             };
             let x = g.inputs_of(n)[0];
-            let Some(&xi) = cx.intervals.get(&x) else {
+            let Some(&xi) = cx.analysis.intervals.get(&x) else {
                 continue;
             };
             let xi = match l {
@@ -78,12 +82,13 @@ impl Pass for PruneCheck {
                 IntLinear::Dense { .. } => xi,
             };
             let layer = cx
+                .quant
                 .origin
                 .get(&n)
                 .cloned()
                 .unwrap_or_else(|| g.g[n].name.clone());
             // the widest element of the proven per-element bounds, and its neuron
-            let Some(bounds) = cx.bounds.get(&n) else {
+            let Some(bounds) = cx.analysis.bounds.get(&n) else {
                 continue;
             };
             let outs = l.rows().len();
@@ -131,18 +136,20 @@ impl Pass for PruneCheck {
                 continue;
             }
             let x = g.inputs_of(n)[0];
-            let src = cx.origin.get(&x).cloned().unwrap_or_default();
+            let src = cx.quant.origin.get(&x).cloned().unwrap_or_default();
             if cfg.rounding_for(&src).is_some() {
                 continue; // rounded to fit
             }
             if matches!(g.g[x].op, Op::IntLinear(_)) && cfg.n_accum_bits.is_some() {
                 continue; // pruned above
             }
-            let Some(b) = cx.bounds.get(&x) else { continue };
+            let Some(b) = cx.analysis.bounds.get(&x) else {
+                continue;
+            };
             let bits = b.max_bits();
             if bits > cfg.max_tlu_bits {
                 return Err(PassError::Unsupported {
-                    node: cx.origin.get(&n).cloned().unwrap_or_else(|| g.g[n].name.clone()),
+                    node: cx.quant.origin.get(&n).cloned().unwrap_or_else(|| g.g[n].name.clone()),
                     op: g.g[x].op.name(),
                     reason: format!(
                         "its table lookup needs a {bits}-bit input, more than the {} bits tables take; use --rounding-bits {} or fewer bits",

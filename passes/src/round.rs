@@ -18,7 +18,7 @@
 //! when encrypted), and the table then reads `round((x + B) / 2^k)`, the model's own
 //! requantization (rounding half up where the model rounds half to even: a tie may land one
 //! step apart). No precision is lost that the model keeps, and the table is `k` bits
-//! narrower. The layers are listed in `cx.shifts` (the report says where).
+//! narrower. The layers are listed in `cx.round.shifts` (the report says where).
 //!
 //! Then every table gets its domain ([`fhec_ir::TableDomain`]): one width `P` for the whole
 //! program (the widest rounded used interval, since one set of TFHE parameters reads every
@@ -27,7 +27,7 @@
 //! integer program stays the spec of the encrypted one. Needs `bitwidth` first.
 
 use crate::bitwidth::{bounds, Bounds};
-use crate::{Changed, DomainChoice, Pass, PassContext, PassError, RangePolicy, Stage};
+use crate::{Analysis, Changed, DomainChoice, Pass, PassContext, PassError, RangePolicy, Stage};
 use fhec_ir::{Graph, Interval, NodeIndex, Op, TableDomain};
 use std::collections::{HashMap, HashSet};
 
@@ -229,6 +229,12 @@ impl Pass for Round {
     fn produces(&self) -> Stage {
         Stage::Fused
     }
+    fn needs(&self) -> &'static [Analysis] {
+        &[Analysis::Intervals]
+    }
+    fn invalidates(&self) -> &'static [Analysis] {
+        &[Analysis::Intervals]
+    }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         let policy = cx.config.ranges;
         let margin = cx.config.range_margin;
@@ -242,7 +248,7 @@ impl Pass for Round {
         } else {
             Vec::new()
         };
-        let input_quant = cx.input_quant.clone();
+        let input_quant = cx.quant.input_quant.clone();
         let mut walk = Walk::new(&input_quant, &samples);
         for n in g.topo()? {
             if !matches!(g.g[n].op, Op::Tlu(_)) {
@@ -251,7 +257,7 @@ impl Pass for Round {
             }
             let mut x = g.inputs_of(n)[0];
             // the rounding of the layer whose accumulator feeds the table
-            let layer = cx.origin.get(&x).cloned().unwrap_or_default();
+            let layer = cx.quant.origin.get(&x).cloned().unwrap_or_default();
             let r = cx.config.rounding_for(&layer);
             // a power-of-two requantization: its integer bias joins the accumulator, and its
             // shift is dropped whatever the rounding width
@@ -277,7 +283,7 @@ impl Pass for Round {
                     walk.step(g, cn)?;
                     let name = format!("{}:biased", g.g[x].name);
                     let xb = g.add_op(&name, Op::Binary(fhec_ir::Binary::Add), &[x, cn])?;
-                    cx.origin.insert(xb, layer.clone());
+                    cx.quant.origin.insert(xb, layer.clone());
                     let e = g.g.find_edge(x, n).expect("invariant: x feeds n");
                     g.g.remove_edge(e);
                     g.g.add_edge(xb, n, 0);
@@ -288,8 +294,8 @@ impl Pass for Round {
                     walk.step(g, xb)?;
                 }
                 let k = ks.iter().copied().max().unwrap_or(0);
-                if !cx.shifts.iter().any(|(l, _, _)| *l == layer) {
-                    cx.shifts.push((layer.clone(), k, moved));
+                if !cx.round.shifts.iter().any(|(l, _, _)| *l == layer) {
+                    cx.round.shifts.push((layer.clone(), k, moved));
                 }
             }
             let Some(b) = walk.bounds_of(x) else {
@@ -312,7 +318,7 @@ impl Pass for Round {
                 .zip(&ks)
                 .map(|(u, &k)| u.round_shift(k))
                 .collect();
-            cx.domains.insert(
+            cx.round.domains.insert(
                 n,
                 DomainChoice {
                     used_bits: used.iter().map(Interval::bits).max().unwrap_or(0),
@@ -330,8 +336,8 @@ impl Pass for Round {
                 None => {
                     let name = format!("{}:round", g.g[x].name);
                     let rn = g.add_op(&name, Op::Round { bits: bits.clone() }, &[x])?;
-                    if let Some(o) = cx.origin.get(&x).cloned() {
-                        cx.origin.insert(rn, o);
+                    if let Some(o) = cx.quant.origin.get(&x).cloned() {
+                        cx.quant.origin.insert(rn, o);
                     }
                     made.insert((x, bits), rn);
                     walk.step(g, rn)?;
@@ -352,14 +358,16 @@ impl Pass for Round {
             let e = g.g.find_edge(x, n).expect("invariant: x feeds n");
             g.g.remove_edge(e);
             g.g.add_edge(rn, n, 0);
-            cx.rounded.insert(rn, ks.iter().copied().max().unwrap_or(0));
+            cx.round
+                .rounded
+                .insert(rn, ks.iter().copied().max().unwrap_or(0));
             count += 1;
             walk.step(g, n)?;
         }
         // the analyses of the rounded graph (before the domains below)
-        cx.bounds = walk.bounds.bounds;
+        cx.analysis.bounds = walk.bounds.bounds;
         if policy == RangePolicy::Calibrated {
-            cx.observed_elems = walk.observed;
+            cx.analysis.observed_elems = walk.observed;
         }
         // one table width for the program: every table is read with the same parameters
         let p = tables
@@ -380,16 +388,16 @@ impl Pass for Round {
         // decrypted windows are sized on the program's proven bounds with the domains set
         // (a read beyond a domain wraps, which widens what follows)
         let windows = if policy == RangePolicy::Calibrated {
-            cx.bounds = bounds(g, cx)?;
+            cx.analysis.bounds = bounds(g, cx)?;
             output_windows(g, cx, margin)?
         } else {
             0
         };
         if windows > 0 {
-            cx.bounds = bounds(g, cx)?;
-            for (n, b) in &cx.bounds {
+            cx.analysis.bounds = bounds(g, cx)?;
+            for (n, b) in &cx.analysis.bounds {
                 if matches!(g.g[*n].op, Op::Wrap { .. }) {
-                    cx.intervals.insert(*n, b.union());
+                    cx.analysis.intervals.insert(*n, b.union());
                 }
             }
             cx.log.push(format!(
@@ -436,13 +444,15 @@ fn output_windows(g: &mut Graph, cx: &mut PassContext, margin: f32) -> Result<us
         if !g.users_of(n).into_iter().any(|u| is_reader(&g.g[u])) {
             continue;
         }
-        let Some(b) = cx.bounds.get(&n) else { continue };
+        let Some(b) = cx.analysis.bounds.get(&n) else {
+            continue;
+        };
         let proven = b.max_bits();
         let used = used_intervals(
             RangePolicy::Calibrated,
             margin,
             b,
-            cx.observed_elems.get(&n),
+            cx.analysis.observed_elems.get(&n),
         );
         let bits = used.iter().map(Interval::bits).max().unwrap_or(0).max(1);
         if bits >= proven || bits > 62 {
@@ -460,10 +470,10 @@ fn output_windows(g: &mut Graph, cx: &mut PassContext, margin: f32) -> Result<us
             &[n],
         )?;
         g.redirect_uses(n, w, is_reader);
-        if let Some(o) = cx.origin.get(&n).cloned() {
-            cx.origin.insert(w, o);
+        if let Some(o) = cx.quant.origin.get(&n).cloned() {
+            cx.quant.origin.insert(w, o);
         }
-        cx.windows.insert(n, (proven, bits));
+        cx.round.windows.insert(n, (proven, bits));
         made += 1;
     }
     Ok(made)

@@ -12,10 +12,11 @@
 //! holds only elementwise arithmetic, the settings are in range. The stored parameters are
 //! checked against the program when the plan is first made ([`CompiledModel::plan`]).
 
+use super::CompileReport;
 use super::{CompiledModel, Inner};
 use crate::backend::params::Choice;
 use crate::backend::FheOptions;
-use crate::compile::CompileReport;
+use crate::error::{ArtifactError, FormatError};
 use fhec_ir::{Graph, Limits, Op, QuantParams};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
@@ -28,46 +29,6 @@ pub const MODEL_LIMIT: u64 = 1 << 32;
 pub const FORMAT_VERSION: u32 = 12;
 /// The oldest format this fhec reads (upgraded on load).
 const OLDEST_READ: u32 = 11;
-
-/// Why a compiled model cannot be read or written.
-#[derive(Debug, thiserror::Error)]
-pub enum ArtifactError {
-    #[error("`{path}`: {reason}")]
-    Read {
-        path: String,
-        reason: crate::bounded_read::ReadError,
-    },
-    #[error("cannot write `{path}`: {reason}")]
-    Write { path: String, reason: String },
-    /// The bytes are not a compiled model this fhec reads (names the file).
-    #[error("`{path}`: {reason}")]
-    Invalid { path: String, reason: FormatError },
-    /// A model compiled without TFHE parameters (clear mode only) is not an artifact.
-    #[error("this model was compiled without TFHE parameters (clear mode only) and cannot be saved; compile it with settings that have an encrypted plan")]
-    NoPlan,
-}
-
-/// What is wrong with the bytes of a compiled model.
-#[derive(Debug, thiserror::Error)]
-pub enum FormatError {
-    #[error("too short to be an fhec model")]
-    TooShort,
-    #[error("not an fhec compiled model (bad magic); compile one with `fhec compile`")]
-    Magic,
-    #[error("format version {found}, written by a newer fhec (this one reads {OLDEST_READ} to {FORMAT_VERSION}); update fhec or recompile the model")]
-    Newer { found: u32 },
-    #[error("format version {found}, too old to upgrade (this fhec reads {OLDEST_READ} to {FORMAT_VERSION}: the quantization settings' layout changed since); recompile the model")]
-    Older { found: u32 },
-    #[error("truncated or padded: {payload} payload bytes, header says {header}")]
-    Length { payload: u64, header: u64 },
-    #[error("corrupt: checksum mismatch; recompile the model or copy the file again")]
-    Checksum,
-    #[error("corrupt payload ({0})")]
-    Payload(String),
-    /// Decoded, but inconsistent with itself.
-    #[error("corrupt {what} ({reason})")]
-    Structure { what: &'static str, reason: String },
-}
 
 /// Format 12's payload, as written.
 #[derive(Serialize)]
@@ -95,9 +56,9 @@ struct Payload {
 
 /// Format 11, for upgrading: the report in bincode, before `import_notes` and `auto`.
 mod v11 {
+    use crate::artifact::{CompileReport, LayerReport};
     use crate::backend::params::Choice;
     use crate::backend::FheOptions;
-    use crate::compile::{CompileReport, LayerReport};
     use fhec_ir::{Graph, QuantParams};
     use fhec_passes::QuantConfig;
     use std::collections::BTreeMap;
@@ -202,7 +163,7 @@ impl CompiledModel {
     /// [`ArtifactError::Write`] naming the file; [`ArtifactError::NoPlan`].
     pub fn save(&self, path: &Path) -> Result<(), ArtifactError> {
         let bytes = self.to_bytes()?;
-        write_atomic(path, &bytes).map_err(|e| ArtifactError::Write {
+        crate::fsio::write_atomic(path, &bytes).map_err(|e| ArtifactError::Write {
             path: path.display().to_string(),
             reason: e.to_string(),
         })
@@ -223,10 +184,12 @@ impl CompiledModel {
     /// format this fhec does not read, truncated, corrupt, inconsistent.
     pub fn load_with_limits(path: &Path, limits: &Limits) -> Result<Self, ArtifactError> {
         let p = path.display().to_string();
-        let bytes = crate::bounded_read::read_capped(path, MODEL_LIMIT, "a compiled model")
-            .map_err(|reason| ArtifactError::Read {
-                path: p.clone(),
-                reason,
+        let bytes =
+            crate::fsio::read_capped(path, MODEL_LIMIT, "a compiled model").map_err(|reason| {
+                ArtifactError::Read {
+                    path: p.clone(),
+                    reason,
+                }
             })?;
         Self::from_bytes(&bytes, limits)
             .map_err(|reason| ArtifactError::Invalid { path: p, reason })
@@ -248,10 +211,18 @@ impl CompiledModel {
         let word = |i: usize| u32::from_le_bytes([head[i], head[i + 1], head[i + 2], head[i + 3]]);
         let version = word(8);
         if version > FORMAT_VERSION {
-            return Err(FormatError::Newer { found: version });
+            return Err(FormatError::Newer {
+                found: version,
+                oldest: OLDEST_READ,
+                current: FORMAT_VERSION,
+            });
         }
         if version < OLDEST_READ {
-            return Err(FormatError::Older { found: version });
+            return Err(FormatError::Older {
+                found: version,
+                oldest: OLDEST_READ,
+                current: FORMAT_VERSION,
+            });
         }
         let len = u64::from(word(12)) | (u64::from(word(16)) << 32);
         if body.len() as u64 != len {
@@ -369,29 +340,4 @@ fn check_structure(mut m: Inner, limits: &Limits) -> Result<Inner, FormatError> 
         .validate()
         .map_err(|e| corrupt("settings", e.to_string()))?;
     Ok(m)
-}
-
-/// Writes `bytes` to `path` atomically: a temporary file in the same folder, flushed to
-/// disk, then renamed over `path` (a crash leaves the old file or the new one, never half).
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
-    let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
 }

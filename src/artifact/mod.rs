@@ -8,14 +8,16 @@
 //! again. The encrypted side (keys, ciphertexts, evaluation) is [`crate::session`].
 
 pub(crate) mod format;
+pub(crate) mod report;
 mod run;
 
-pub use format::{ArtifactError, FormatError, FORMAT_VERSION, MODEL_LIMIT};
+pub use crate::error::{ArtifactError, FormatError};
+pub use format::{FORMAT_VERSION, MODEL_LIMIT};
+pub use report::{CompileReport, ConstructionCost, LayerReport};
 pub use run::{Overflows, SimStats};
 
 use crate::backend::params::Choice;
 use crate::backend::{BackendError, FheOptions, Plan, PlanInfo};
-use crate::compile::CompileReport;
 use fhec_ir::{Graph, QuantParams};
 use std::sync::{Arc, OnceLock};
 

@@ -31,6 +31,8 @@ struct Lowering<'a> {
     split: bool,
     /// Approximate rounding's rounded tables on the second partition ([`Program::light`]).
     light: bool,
+    /// The table precision (bits every table is read at).
+    p: u32,
     g: &'a Graph,
     bounds: HashMap<NodeIndex, Bounds>,
     regs: u32,
@@ -40,6 +42,14 @@ struct Lowering<'a> {
     tables: Vec<Vec<i64>>,
     table_ids: HashMap<Vec<i64>, u32>,
     worst: HashMap<(ConstraintKind, String), Constraint>,
+    /// The input registers, per graph input.
+    inputs: Vec<Vec<u32>>,
+    /// `Round` nodes: bits dropped per element and the source, resolved by their table.
+    rounds: HashMap<NodeIndex, (Vec<u32>, NodeIndex)>,
+    /// Most bits any lookup drops.
+    max_drop: u32,
+    /// Table entries evaluated so far (bounded like a node's work).
+    table_work: u128,
 }
 
 impl Lowering<'_> {
@@ -170,7 +180,9 @@ impl Layout {
     }
 }
 
-/// [`lower`] with a given [`Layout`].
+/// [`lower`] with a given [`Layout`]: the table width, then every integer node in
+/// topological order ([`Lowering::node`]), the decrypted outputs, and the noise constraints
+/// once the message width is known.
 ///
 /// # Errors
 /// As [`lower`].
@@ -182,13 +194,86 @@ pub fn lower_with(
 ) -> Result<Program> {
     let bounds = proven_bounds(g, input_quant)?;
     let order = g.topo()?;
-    // table precision: the widest per-element table input. Table inputs and their sources
-    // must stay well inside 64 bits, so that offsets, guards and table indices below cannot
-    // overflow, and tables at most MAX_TLU_BITS wide, checked before any table is built.
+    let p = table_bits(g, &order, &bounds)?;
+    let second = layout == Layout::Second;
+    let split = second && rounding == Rounding::Exact && p >= 2;
+    let light = second && rounding == Rounding::Approximate;
+    let mut lw = Lowering {
+        rounding,
+        split,
+        light,
+        p,
+        g,
+        bounds,
+        regs: 0,
+        noise: Vec::new(),
+        vals: HashMap::new(),
+        stages: Vec::new(),
+        tables: Vec::new(),
+        table_ids: HashMap::new(),
+        worst: HashMap::new(),
+        inputs: Vec::new(),
+        rounds: HashMap::new(),
+        max_drop: 0,
+        table_work: 0,
+    };
+    for &n in &order {
+        if g.g[n].ty.dtype == DType::I64 {
+            lw.node(n)?;
+        }
+    }
+    let (outputs, out_bits) = lw.outputs(&order)?;
+    let msg_bits = (p + lw.max_drop).max(out_bits).max(p);
+    if msg_bits > 40 {
+        return Err(BackendError::Program {
+            reason: format!(
+                "the program needs {msg_bits} message bits, more than TFHE can carry; use fewer bits or stronger rounding"
+            ),
+        });
+    }
+    let constraints = lw.constraints(msg_bits);
+    let tlu_count = lw
+        .stages
+        .iter()
+        .flatten()
+        .filter(|i| matches!(i, Instr::Tlu { .. }))
+        .count();
+    let mut prog = Program {
+        n_regs: lw.regs,
+        inputs: lw.inputs,
+        stages: lw.stages,
+        tables: lw.tables,
+        outputs,
+        tlu_bits: p,
+        msg_bits,
+        pbs_count: 0,
+        tlu_count,
+        constraints,
+        rounding,
+        split,
+        light,
+    };
+    prog.pbs_count = prog
+        .stages
+        .iter()
+        .flatten()
+        .map(|i| match i {
+            Instr::Tlu { drop, .. } => prog.lookup_bootstraps(*drop) as usize,
+            Instr::Lin { .. } => 0,
+        })
+        .sum();
+    Ok(prog)
+}
+
+/// The program's table precision: the widest per-element table input. Table inputs and
+/// their sources must stay well inside 64 bits, so that offsets, guards and table indices
+/// cannot overflow, and tables at most [`MAX_TLU_BITS`] wide, checked before any table is
+/// built.
+fn table_bits(g: &Graph, order: &[NodeIndex], bounds: &HashMap<NodeIndex, Bounds>) -> Result<u32> {
     const SAFE: i64 = 1 << 60;
     let mut p = 1u32;
     let mut tables_bits: Option<u32> = None;
-    for &n in &order {
+    for &n in order {
         if !matches!(g.g[n].op, Op::Tlu(_) | Op::Round { .. }) {
             continue;
         }
@@ -235,69 +320,46 @@ pub fn lower_with(
             p = p.max(bits);
         }
     }
-    // table entries to evaluate (elements × 2^p), bounded like a node's work
-    let mut table_work: u128 = 0;
-    let work_limit = u128::from(g.limits.max_node_macs);
-    let second = layout == Layout::Second;
-    let split = second && rounding == Rounding::Exact && p >= 2;
-    let light = second && rounding == Rounding::Approximate;
-    let mut lw = Lowering {
-        rounding,
-        split,
-        light,
-        g,
-        bounds,
-        regs: 0,
-        noise: Vec::new(),
-        vals: HashMap::new(),
-        stages: Vec::new(),
-        tables: Vec::new(),
-        table_ids: HashMap::new(),
-        worst: HashMap::new(),
-    };
-    let mut inputs = Vec::new();
-    // (node, element) → (bits dropped, source operand) for Round nodes, resolved by their Tlu
-    let mut rounds: HashMap<NodeIndex, (Vec<u32>, NodeIndex)> = HashMap::new();
-    let mut tlu_specs: Vec<(NodeIndex, Vec<TluElem>)> = Vec::new();
-    let mut max_drop = 0u32;
-    for &n in &order {
+    Ok(p)
+}
+
+impl Lowering<'_> {
+    /// Lowers integer node `n`: its operands (constants or registers) and the instructions
+    /// that compute them.
+    fn node(&mut self, n: NodeIndex) -> Result<()> {
+        let g = self.g;
         let node = &g.g[n];
-        if node.ty.dtype != DType::I64 {
-            continue;
-        }
         let ins = g.inputs_of(n);
-        let name = node.name.clone();
         let mut stage = Vec::new();
         let out: Vec<Operand> = match &node.op {
             Op::Input { .. } => {
                 let r: Vec<u32> = (0..node.ty.len())
                     .map(|_| {
-                        lw.reg(Noise {
+                        self.reg(Noise {
                             beta: 1.0,
                             ..Noise::default()
                         })
                     })
                     .collect();
-                inputs.push(r.clone());
+                self.inputs.push(r.clone());
                 r.into_iter().map(Operand::Reg).collect()
             }
             Op::Const(t) => t.i64_values().into_iter().map(Operand::Const).collect(),
-            Op::IntLinear(l @ IntLinear::Dense { w }) => {
-                let _ = l;
-                let x = lw.vals[&ins[0]].clone();
+            Op::IntLinear(IntLinear::Dense { w }) => {
+                let x = self.vals[&ins[0]].clone();
                 let (k, nn) = (w.shape()[0], w.shape()[1]);
                 let rows = x.len().checked_div(k).unwrap_or(0);
                 let mut out = Vec::with_capacity(rows * nn);
                 for r in 0..rows {
                     for j in 0..nn {
                         let terms = (0..k).map(|i| (x[r * k + i], w[[i, j]])).collect();
-                        out.push(lw.lin(&mut stage, terms, 0));
+                        out.push(self.lin(&mut stage, terms, 0));
                     }
                 }
                 out
             }
             Op::IntLinear(l @ IntLinear::Conv { pad_value, .. }) => {
-                let x = lw.vals[&ins[0]].clone();
+                let x = self.vals[&ins[0]].clone();
                 let xs = g.g[ins[0]].ty.shape.clone();
                 let mut out = Vec::new();
                 for terms in conv_terms(&xs, l, &node.ty.shape) {
@@ -305,120 +367,34 @@ pub fn lower_with(
                         .into_iter()
                         .map(|(src, w)| (src.map_or(Operand::Const(*pad_value), |i| x[i]), w))
                         .collect();
-                    out.push(lw.lin(&mut stage, t, 0));
+                    out.push(self.lin(&mut stage, t, 0));
                 }
                 out
             }
             Op::Binary(b @ (fhec_ir::Binary::Add | fhec_ir::Binary::Sub)) => {
-                let (x, y) = (lw.vals[&ins[0]].clone(), lw.vals[&ins[1]].clone());
+                let (x, y) = (self.vals[&ins[0]].clone(), self.vals[&ins[1]].clone());
                 let sign = if *b == fhec_ir::Binary::Add { 1 } else { -1 };
                 x.iter()
                     .zip(&y)
-                    .map(|(&a, &c)| lw.lin(&mut stage, vec![(a, 1), (c, sign)], 0))
+                    .map(|(&a, &c)| self.lin(&mut stage, vec![(a, 1), (c, sign)], 0))
                     .collect()
             }
             Op::Round { bits } => {
-                rounds.insert(n, (bits.clone(), ins[0]));
-                lw.vals[&ins[0]].clone()
+                self.rounds.insert(n, (bits.clone(), ins[0]));
+                self.vals[&ins[0]].clone()
             }
             // the client wraps after decryption (ProgramOutput::wrap)
-            Op::Wrap { .. } => lw.vals[&ins[0]].clone(),
+            Op::Wrap { .. } => self.vals[&ins[0]].clone(),
             Op::Tlu(t) => {
-                let x = ins[0];
-                let (ks, src) = match rounds.get(&x) {
-                    Some((b, s)) => (b.clone(), *s),
-                    None => (vec![0], x),
-                };
-                let xb = lw.bounds_of(x)?.clone();
-                let srcv = lw.vals[&src].clone();
-                let len = node.ty.len();
-                table_work += (len as u128) << p;
-                if table_work > work_limit {
-                    return Err(BackendError::circuit(
-                        &name,
-                        format!(
-                            "the program's tables need more than {work_limit} entries to evaluate; use fewer bits or stronger rounding"
-                        ),
-                    ));
-                }
-                let mut spec = Vec::with_capacity(len);
-                for i in 0..len {
-                    let k = ks[if ks.len() == 1 { 0 } else { i }];
-                    max_drop = max_drop.max(k);
-                    // the table's first input: the domain the passes fixed (its reads beyond
-                    // wrap as in the integer program), else the proven lower bound, one below
-                    // when approximate rounding may land a box low and there is room
-                    let lo_r = match &t.domain {
-                        Some(d) => d.lo_of(i),
-                        None => {
-                            let iv = xb.at(i);
-                            let guard = lw.rounding == Rounding::Approximate
-                                && k > 0
-                                && iv.hi - iv.lo + 3 <= 1i64 << p;
-                            iv.lo - i64::from(guard)
-                        }
-                    };
-                    // the offset moves the source's lowest value to index 0; in 128 bits, then
-                    // refused when it does not fit the 64-bit registers
-                    let offset = if k == 0 {
-                        -i128::from(lo_r)
-                    } else {
-                        (1i128 << (k - 1)) - (i128::from(lo_r) << k)
-                    };
-                    let offset = i64::try_from(offset)
-                        .ok()
-                        .filter(|o| o.checked_neg().is_some())
-                        .ok_or_else(|| {
-                            BackendError::circuit(
-                                &name,
-                                format!("the table input's offset {offset} does not fit 64 bits"),
-                            )
-                        })?;
-                    let table: Vec<i64> = (0..1i64 << p).map(|idx| t.eval(i, lo_r + idx)).collect();
-                    let next = lw.tables.len() as u32;
-                    let id = *lw.table_ids.entry(table.clone()).or_insert(next);
-                    if id == next {
-                        lw.tables.push(table);
-                    }
-                    spec.push((srcv[i], offset, k, id));
-                }
-                tlu_specs.push((n, spec));
-                // registers are made below, once B is known (constraints depend on it)
-                vec![Operand::Const(0); len]
+                let spec = self.table_spec(n, t)?;
+                let outs = self.tables_stage(n, spec);
+                self.vals.insert(n, outs);
+                return Ok(());
             }
-            op if op.is_data_movement() => {
-                // move operand indices with the op itself
-                let mut pool: Vec<Operand> = Vec::new();
-                let mut idx_ins = Vec::new();
-                for &i in &ins {
-                    let v = &lw.vals[&i];
-                    let base = pool.len() as i64;
-                    pool.extend(v.iter().copied());
-                    let shape = g.g[i].ty.shape.clone();
-                    let a = ArrayD::from_shape_vec(
-                        IxDyn(&shape),
-                        (0..v.len() as i64).map(|j| j + base).collect(),
-                    )
-                    .map_err(|e| BackendError::internal(format!("`{name}`: {e}")))?;
-                    idx_ins.push(Tensor::I64(a));
-                }
-                let mut op = node.op.clone();
-                if let Op::Pad { value, .. } = &mut op {
-                    pool.push(Operand::Const(*value as i64));
-                    *value = (pool.len() - 1) as f32;
-                }
-                let refs: Vec<&Tensor> = idx_ins.iter().collect();
-                let moved = kernels::eval(&op, &refs)
-                    .map_err(|e| BackendError::circuit(&name, e.to_string()))?;
-                moved
-                    .i64_values()
-                    .into_iter()
-                    .map(|j| pool[j as usize])
-                    .collect()
-            }
+            op if op.is_data_movement() => self.moved(n, &ins)?,
             other => {
                 return Err(BackendError::circuit(
-                    &name,
+                    &node.name,
                     format!(
                         "{} cannot run on encrypted data; it was not fused into a table lookup",
                         other.name()
@@ -426,195 +402,276 @@ pub fn lower_with(
                 ))
             }
         };
-        lw.vals.insert(n, out);
+        self.vals.insert(n, out);
         if !stage.is_empty() {
-            lw.stages.push(stage);
+            self.stages.push(stage);
         }
-        // Tlu registers: one stage per table node
-        if let Some((tn, spec)) = tlu_specs.pop() {
-            debug_assert_eq!(tn, n);
-            let mut stage = Vec::new();
-            let mut outs = Vec::with_capacity(spec.len());
-            // a noise check names the layer whose accumulator the table reads, then the table
-            let layer = &g.g[g.table_source(n).0].name;
-            let at = if *layer == name {
-                name.clone()
-            } else {
-                format!("{layer} → {name}")
+        Ok(())
+    }
+
+    /// Each element of table lookup `n`: its source operand, the offset that moves the
+    /// source's lowest value to index 0, the bits dropped first, and its table (built here,
+    /// deduplicated).
+    fn table_spec(&mut self, n: NodeIndex, t: &fhec_ir::TluFn) -> Result<Vec<TluElem>> {
+        let (g, p) = (self.g, self.p);
+        let node = &g.g[n];
+        let name = &node.name;
+        let x = g.inputs_of(n)[0];
+        let (ks, src) = match self.rounds.get(&x) {
+            Some((b, s)) => (b.clone(), *s),
+            None => (vec![0], x),
+        };
+        let xb = self.bounds_of(x)?.clone();
+        let srcv = self.vals[&src].clone();
+        let len = node.ty.len();
+        // table entries to evaluate (elements × 2^p), bounded like a node's work
+        self.table_work += (len as u128) << p;
+        let work_limit = u128::from(g.limits.max_node_macs);
+        if self.table_work > work_limit {
+            return Err(BackendError::circuit(
+                name,
+                format!(
+                    "the program's tables need more than {work_limit} entries to evaluate; use fewer bits or stronger rounding"
+                ),
+            ));
+        }
+        let mut spec = Vec::with_capacity(len);
+        for i in 0..len {
+            let k = ks[if ks.len() == 1 { 0 } else { i }];
+            self.max_drop = self.max_drop.max(k);
+            // the table's first input: the domain the passes fixed (its reads beyond
+            // wrap as in the integer program), else the proven lower bound, one below
+            // when approximate rounding may land a box low and there is room
+            let lo_r = match &t.domain {
+                Some(d) => d.lo_of(i),
+                None => {
+                    let iv = xb.at(i);
+                    let guard = self.rounding == Rounding::Approximate
+                        && k > 0
+                        && iv.hi - iv.lo + 3 <= 1i64 << p;
+                    iv.lo - i64::from(guard)
+                }
             };
-            for (src, offset, drop, table) in spec {
-                match src {
-                    Operand::Const(v) => {
-                        let idx = (i128::from(v) + i128::from(offset)) >> drop;
-                        outs.push(Operand::Const(negacyclic_read(
-                            &lw.tables[table as usize],
-                            idx,
-                        )));
-                    }
-                    Operand::Reg(r) => {
-                        let nz = lw.noise[r as usize];
-                        // a split table's output sums two bootstrap outputs; a light table's
-                        // comes from the second partition
-                        let dst = lw.reg(if light_lookup(lw.light, drop) {
-                            Noise {
-                                gamma: 1.0,
-                                ..Noise::default()
-                            }
-                        } else {
-                            Noise {
-                                alpha: if lw.split { 2.0 } else { 1.0 },
-                                ..Noise::default()
-                            }
-                        });
-                        stage.push(Instr::Tlu {
-                            dst,
-                            src: r,
-                            offset,
-                            drop,
-                            table,
-                        });
-                        lw.note_tlu(&at, nz, drop, p);
-                        outs.push(Operand::Reg(dst));
-                    }
+            // the offset moves the source's lowest value to index 0; in 128 bits, then
+            // refused when it does not fit the 64-bit registers
+            let offset = if k == 0 {
+                -i128::from(lo_r)
+            } else {
+                (1i128 << (k - 1)) - (i128::from(lo_r) << k)
+            };
+            let offset = i64::try_from(offset)
+                .ok()
+                .filter(|o| o.checked_neg().is_some())
+                .ok_or_else(|| {
+                    BackendError::circuit(
+                        name,
+                        format!("the table input's offset {offset} does not fit 64 bits"),
+                    )
+                })?;
+            let table: Vec<i64> = (0..1i64 << p).map(|idx| t.eval(i, lo_r + idx)).collect();
+            let next = self.tables.len() as u32;
+            let id = *self.table_ids.entry(table.clone()).or_insert(next);
+            if id == next {
+                self.tables.push(table);
+            }
+            spec.push((srcv[i], offset, k, id));
+        }
+        Ok(spec)
+    }
+
+    /// The registers and the stage of table lookup `n` (one stage per table node): a
+    /// constant source reads its table in the clear; a register gets a `Tlu` and its noise
+    /// checks, named by the layer whose accumulator the table reads.
+    fn tables_stage(&mut self, n: NodeIndex, spec: Vec<TluElem>) -> Vec<Operand> {
+        let g = self.g;
+        let name = &g.g[n].name;
+        let layer = &g.g[g.table_source(n).0].name;
+        let at = if layer == name {
+            name.clone()
+        } else {
+            format!("{layer} → {name}")
+        };
+        let mut stage = Vec::new();
+        let mut outs = Vec::with_capacity(spec.len());
+        for (src, offset, drop, table) in spec {
+            match src {
+                Operand::Const(v) => {
+                    let idx = (i128::from(v) + i128::from(offset)) >> drop;
+                    outs.push(Operand::Const(negacyclic_read(
+                        &self.tables[table as usize],
+                        idx,
+                    )));
+                }
+                Operand::Reg(r) => {
+                    let nz = self.noise[r as usize];
+                    // a split table's output sums two bootstrap outputs; a light table's
+                    // comes from the second partition
+                    let dst = self.reg(if light_lookup(self.light, drop) {
+                        Noise {
+                            gamma: 1.0,
+                            ..Noise::default()
+                        }
+                    } else {
+                        Noise {
+                            alpha: if self.split { 2.0 } else { 1.0 },
+                            ..Noise::default()
+                        }
+                    });
+                    stage.push(Instr::Tlu {
+                        dst,
+                        src: r,
+                        offset,
+                        drop,
+                        table,
+                    });
+                    self.note_tlu(&at, nz, drop, self.p);
+                    outs.push(Operand::Reg(dst));
                 }
             }
-            lw.vals.insert(n, outs);
-            lw.stages.push(stage);
         }
+        self.stages.push(stage);
+        outs
     }
-    // outputs: integers read by client-side float nodes
-    let mut outputs = Vec::new();
-    let mut out_bits = 0u32;
-    for &n in &order {
-        if g.g[n].ty.dtype != DType::F32 {
-            continue;
+
+    /// A data-movement op (reshape, transpose, slice, gather, pad, concat) applied to the
+    /// operands themselves: register renaming, free at run time.
+    fn moved(&self, n: NodeIndex, ins: &[NodeIndex]) -> Result<Vec<Operand>> {
+        let g = self.g;
+        let name = &g.g[n].name;
+        let mut pool: Vec<Operand> = Vec::new();
+        let mut idx_ins = Vec::new();
+        for &i in ins {
+            let v = &self.vals[&i];
+            let base = pool.len() as i64;
+            pool.extend(v.iter().copied());
+            let shape = g.g[i].ty.shape.clone();
+            let a = ArrayD::from_shape_vec(
+                IxDyn(&shape),
+                (0..v.len() as i64).map(|j| j + base).collect(),
+            )
+            .map_err(|e| BackendError::internal(format!("`{name}`: {e}")))?;
+            idx_ins.push(Tensor::I64(a));
         }
-        for i in g.inputs_of(n) {
-            if g.g[i].ty.dtype != DType::I64 || outputs.iter().any(|o: &ProgramOutput| o.node == i)
-            {
+        let mut op = g.g[n].op.clone();
+        if let Op::Pad { value, .. } = &mut op {
+            pool.push(Operand::Const(*value as i64));
+            *value = (pool.len() - 1) as f32;
+        }
+        let refs: Vec<&Tensor> = idx_ins.iter().collect();
+        let moved =
+            kernels::eval(&op, &refs).map_err(|e| BackendError::circuit(name, e.to_string()))?;
+        Ok(moved
+            .i64_values()
+            .into_iter()
+            .map(|j| pool[j as usize])
+            .collect())
+    }
+
+    /// The integers the client decrypts (those client-side float nodes read), with their
+    /// decryption checks; and the widest one's bits.
+    fn outputs(&mut self, order: &[NodeIndex]) -> Result<(Vec<ProgramOutput>, u32)> {
+        let g = self.g;
+        let mut outputs: Vec<ProgramOutput> = Vec::new();
+        let mut out_bits = 0u32;
+        for &n in order {
+            if g.g[n].ty.dtype != DType::F32 {
                 continue;
             }
-            let b = lw.bounds_of(i)?.clone();
-            let (lo, wrap): (Vec<i64>, Option<u32>) = match &g.g[i].op {
-                Op::Wrap { lo, bits } => (
-                    (0..b.len())
-                        .map(|e| lo[if lo.len() == 1 { 0 } else { e }])
-                        .collect(),
-                    Some(*bits),
-                ),
-                _ => ((0..b.len()).map(|e| b.at(e).lo).collect(), None),
-            };
-            out_bits = out_bits.max(b.max_bits());
-            let elems = lw.vals[&i].clone();
-            let oname = g.g[i].name.clone();
-            let tolerance = match rounding {
-                Rounding::Exact => 0,
-                Rounding::Approximate => b.max_bits().saturating_sub(p + 1),
-            };
-            for e in &elems {
-                if let Operand::Reg(r) = e {
-                    let nz = lw.noise[*r as usize];
-                    // the margin holds the tolerance until B is known
-                    lw.note(
-                        ConstraintKind::Decryption,
-                        &oname,
-                        nz.alpha,
-                        nz.gamma,
-                        nz.beta,
-                        f64::from(tolerance),
-                    );
+            for i in g.inputs_of(n) {
+                if g.g[i].ty.dtype != DType::I64 || outputs.iter().any(|o| o.node == i) {
+                    continue;
                 }
-            }
-            outputs.push(ProgramOutput {
-                node: i,
-                shape: g.g[i].ty.shape.clone(),
-                elems,
-                lo,
-                tolerance,
-                wrap,
-            });
-        }
-    }
-    let msg_bits = (p + max_drop).max(out_bits).max(p);
-    if msg_bits > 40 {
-        return Err(BackendError::Program {
-            reason: format!(
-                "the program needs {msg_bits} message bits, more than TFHE can carry; use fewer bits or stronger rounding"
-            ),
-        });
-    }
-    // margins and scales now that B is known
-    let mut constraints: Vec<Constraint> = lw.worst.into_values().collect();
-    for c in &mut constraints {
-        let scale = 4f64.powi(msg_bits as i32);
-        match c.kind {
-            ConstraintKind::Decryption => {
-                // half a unit, or 2^tolerance units
-                let tol = c.margin as i32;
-                c.margin = if tol == 0 {
-                    2f64.powi(-(msg_bits as i32) - 2)
-                } else {
-                    2f64.powi(tol - msg_bits as i32 - 1)
+                let b = self.bounds_of(i)?.clone();
+                let (lo, wrap): (Vec<i64>, Option<u32>) = match &g.g[i].op {
+                    Op::Wrap { lo, bits } => (
+                        (0..b.len())
+                            .map(|e| lo[if lo.len() == 1 { 0 } else { e }])
+                            .collect(),
+                        Some(*bits),
+                    ),
+                    _ => ((0..b.len()).map(|e| b.at(e).lo).collect(), None),
                 };
-            }
-            ConstraintKind::Table
-            | ConstraintKind::ApproximateTable
-            | ConstraintKind::ApproximateTableLight => {
-                // the noise was stored pre-multiplied by 2^(2·(−k−p)); apply 2^(2B)
-                c.alpha *= scale;
-                c.gamma *= scale;
-                c.beta *= scale;
-                if split && c.kind == ConstraintKind::Table {
-                    // the second half's top bit
-                    c.gamma += 1.0;
+                out_bits = out_bits.max(b.max_bits());
+                let elems = self.vals[&i].clone();
+                let oname = g.g[i].name.clone();
+                let tolerance = match self.rounding {
+                    Rounding::Exact => 0,
+                    Rounding::Approximate => b.max_bits().saturating_sub(self.p + 1),
+                };
+                for e in &elems {
+                    if let Operand::Reg(r) = e {
+                        let nz = self.noise[*r as usize];
+                        // the margin holds the tolerance until B is known
+                        self.note(
+                            ConstraintKind::Decryption,
+                            &oname,
+                            nz.alpha,
+                            nz.gamma,
+                            nz.beta,
+                            f64::from(tolerance),
+                        );
+                    }
                 }
-                // half a box of the bits read (p, or p−1 for a split table), or a whole box
-                c.margin = if c.kind == ConstraintKind::Table {
-                    2f64.powi(-((p - u32::from(split)) as i32) - 2)
-                } else {
-                    2f64.powi(-(p as i32) - 1)
-                };
-            }
-            ConstraintKind::BitExtraction => {
-                c.alpha *= scale;
-                c.gamma *= scale;
-                c.beta *= scale;
-                c.margin = 0.25;
+                outputs.push(ProgramOutput {
+                    node: i,
+                    shape: g.g[i].ty.shape.clone(),
+                    elems,
+                    lo,
+                    tolerance,
+                    wrap,
+                });
             }
         }
+        Ok((outputs, out_bits))
     }
-    constraints.sort_by(|a, b| (a.kind, &a.at).cmp(&(b.kind, &b.at)));
-    let tlu_count = lw
-        .stages
-        .iter()
-        .flatten()
-        .filter(|i| matches!(i, Instr::Tlu { .. }))
-        .count();
-    let mut prog = Program {
-        n_regs: lw.regs,
-        inputs,
-        stages: lw.stages,
-        tables: lw.tables,
-        outputs,
-        tlu_bits: p,
-        msg_bits,
-        pbs_count: 0,
-        tlu_count,
-        constraints,
-        rounding,
-        split,
-        light,
-    };
-    prog.pbs_count = prog
-        .stages
-        .iter()
-        .flatten()
-        .map(|i| match i {
-            Instr::Tlu { drop, .. } => prog.lookup_bootstraps(*drop) as usize,
-            Instr::Lin { .. } => 0,
-        })
-        .sum();
-    Ok(prog)
+
+    /// The noise constraints with their margins and scales, now that the message width
+    /// `B = msg_bits` is known; sorted by kind and place.
+    fn constraints(&mut self, msg_bits: u32) -> Vec<Constraint> {
+        let (p, split) = (self.p, self.split);
+        let mut constraints: Vec<Constraint> =
+            std::mem::take(&mut self.worst).into_values().collect();
+        for c in &mut constraints {
+            let scale = 4f64.powi(msg_bits as i32);
+            match c.kind {
+                ConstraintKind::Decryption => {
+                    // half a unit, or 2^tolerance units
+                    let tol = c.margin as i32;
+                    c.margin = if tol == 0 {
+                        2f64.powi(-(msg_bits as i32) - 2)
+                    } else {
+                        2f64.powi(tol - msg_bits as i32 - 1)
+                    };
+                }
+                ConstraintKind::Table
+                | ConstraintKind::ApproximateTable
+                | ConstraintKind::ApproximateTableLight => {
+                    // the noise was stored pre-multiplied by 2^(2·(−k−p)); apply 2^(2B)
+                    c.alpha *= scale;
+                    c.gamma *= scale;
+                    c.beta *= scale;
+                    if split && c.kind == ConstraintKind::Table {
+                        // the second half's top bit
+                        c.gamma += 1.0;
+                    }
+                    // half a box of the bits read (p, or p−1 for a split table), or a whole box
+                    c.margin = if c.kind == ConstraintKind::Table {
+                        2f64.powi(-((p - u32::from(split)) as i32) - 2)
+                    } else {
+                        2f64.powi(-(p as i32) - 1)
+                    };
+                }
+                ConstraintKind::BitExtraction => {
+                    c.alpha *= scale;
+                    c.gamma *= scale;
+                    c.beta *= scale;
+                    c.margin = 0.25;
+                }
+            }
+        }
+        constraints.sort_by(|a, b| (a.kind, &a.at).cmp(&(b.kind, &b.at)));
+        constraints
+    }
 }
 
 impl Lowering<'_> {

@@ -56,9 +56,9 @@ macro_rules! via_fhec {
     )*};
 }
 via_fhec!(
-    fhec::artifact::ArtifactError,
-    fhec::backend::BackendError,
-    fhec::backend::SettingError,
+    fhec::ArtifactError,
+    fhec::BackendError,
+    fhec::SettingError,
     fhec::ImportError
 );
 
@@ -254,9 +254,9 @@ enum Cmd {
     /// Measure encrypted inference: keygen once, then N samples; checks each against clear
     /// mode.
     Bench(bench::BenchArgs),
-    /// Find the cheapest circuit whose validation score is at most --max-accuracy-drop points
-    /// below the float model's; print the Pareto table, confirm the choice with a real
-    /// encrypted sample, write it.
+    /// Find the cheapest circuit whose drop below the float model's validation score is
+    /// within --max-accuracy-drop points with 95 % confidence; print the Pareto table and the
+    /// margin, confirm the choice with a real encrypted sample, write it.
     Tune(tune::TuneArgs),
     /// Measure one keyswitch + bootstrap (one thread) at several table widths, with the
     /// optimizer's parameters and with tfhe's vetted sets.

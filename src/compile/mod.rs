@@ -4,10 +4,9 @@
 //! when the asked one does not exist; more precision where clear mode disagrees with float).
 
 pub mod auto;
-mod report;
 
+pub use crate::artifact::{CompileReport, ConstructionCost, LayerReport};
 pub use auto::AutoOptions;
-pub use report::{CompileReport, ConstructionCost, LayerReport};
 
 use crate::artifact::{CompiledModel, Inner};
 use crate::backend::FheOptions;
@@ -103,30 +102,21 @@ pub(crate) fn quantize(
     quant: &QuantConfig,
     dump_after: &[String],
 ) -> Result<(CompiledModel, Vec<String>)> {
-    // the float graph after canonicalization is what --mode float runs; the program starts
-    // from it, with the client's float preprocessing cut off (calibration sees its outputs)
-    let mut float_graph = m.graph.clone();
-    let mut fcx = PassContext::new(quant.clone(), Vec::new());
-    fhec_passes::Pass::run(
-        &fhec_passes::canonicalize::Canonicalize,
-        &mut float_graph,
-        &mut fcx,
-    )?;
-    let mut g = float_graph.clone();
-    // `--requantize`: the model's own grids become their clips before the client's head is
-    // cut off, so that a clip on an input is the client's
-    fhec_passes::Pass::run(&fhec_passes::drop_grids::DropGrids, &mut g, &mut fcx)?;
-    let head = fhec_passes::client_head::split_head(&mut g)?;
-    let program_samples = match &head {
-        None => samples.to_vec(),
-        Some(h) => samples
-            .iter()
-            .map(|s| eval_f32(h, s))
-            .collect::<std::result::Result<Vec<_>, _>>()?,
-    };
-    let mut cx = PassContext::new(quant.clone(), program_samples);
-    let dumps = Pipeline::standard().run(&mut g, &mut cx, dump_after)?;
-    let mut report = report::build_report(&m.source, &g, &cx)?;
+    // one pipeline; the graph after canonicalize is the float graph `--mode float` runs,
+    // and client_head leaves the client's float preprocessing in `cx.head`
+    let mut g = m.graph.clone();
+    let mut cx = PassContext::new(quant.clone(), samples.to_vec());
+    let mut float_graph = None;
+    let dumps = Pipeline::standard().run(&mut g, &mut cx, dump_after, |pass, g| {
+        if pass == "canonicalize" {
+            float_graph = Some(g.clone());
+        }
+    })?;
+    let float_graph = float_graph.ok_or_else(|| Error::Internal {
+        what: "the pipeline has no canonicalize pass".into(),
+    })?;
+    let head = cx.head.take();
+    let mut report = crate::artifact::report::build_report(&m.source, &g, &cx)?;
     report.import_notes = m.notes.clone();
     if let Some(h) = &head {
         report.client_head = h
@@ -140,7 +130,7 @@ pub(crate) fn quantize(
         float_graph,
         program: g,
         head,
-        input_quant: cx.input_quant.clone(),
+        input_quant: cx.quant.input_quant.clone(),
         report,
         fhe: FheOptions::default(),
         params: None,

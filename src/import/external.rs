@@ -119,14 +119,16 @@ pub fn resolve(
     let end = offset
         .checked_add(need)
         .ok_or_else(|| bad(format!("offset {offset} overflows")))?;
-    check_location(&location).map_err(&bad)?;
+    check_location(&location).map_err(|r| bad(r.0))?;
     let bytes = match ext {
         ExternalData::None => {
             return Err(bad(
                 "stored in an external file, but the model was given without its folder; load it from its file (the data beside it) or pass its folder".into(),
             ))
         }
-        ExternalData::Dir(dir) => read_range(dir, &location, offset, need, end).map_err(bad)?,
+        ExternalData::Dir(dir) => {
+            read_range(dir, &location, offset, need, end).map_err(|r| bad(r.0))?
+        }
         ExternalData::Files(files) => {
             let key = normalize(&location);
             let data = files
@@ -152,15 +154,18 @@ pub fn resolve(
     Ok(out)
 }
 
+/// Why an external file is refused (the caller names the tensor and the path).
+struct Refused(String);
+
 /// A location as ONNX defines it: a relative POSIX path inside the model's folder.
-fn check_location(location: &str) -> Result<(), String> {
+fn check_location(location: &str) -> Result<(), Refused> {
     let escapes = || {
-        format!(
+        Refused(format!(
             "location `{location}` is outside the model's folder; external data must sit in the model's folder or below it"
-        )
+        ))
     };
     if location.is_empty() || location.contains('\0') {
-        return Err("empty or malformed external-data location".into());
+        return Err(Refused("empty or malformed external-data location".into()));
     }
     // absolute paths, Windows drive and UNC prefixes, and `..` anywhere
     let bytes = location.as_bytes();
@@ -197,41 +202,41 @@ fn read_range(
     offset: u64,
     need: u64,
     end: u64,
-) -> Result<Vec<u8>, String> {
+) -> Result<Vec<u8>, Refused> {
+    let io = |what: &str, p: &Path, e: std::io::Error| {
+        Refused(format!("cannot {what} `{}`: {e}", p.display()))
+    };
     let root = dir
         .canonicalize()
-        .map_err(|e| format!("cannot open the model's folder `{}`: {e}", dir.display()))?;
+        .map_err(|e| io("open the model's folder", dir, e))?;
     let path = root.join(normalize(location));
-    let real = path
-        .canonicalize()
-        .map_err(|e| format!("cannot open `{}`: {e}", path.display()))?;
+    let real = path.canonicalize().map_err(|e| io("open", &path, e))?;
     if !real.starts_with(&root) {
-        return Err(format!(
+        return Err(Refused(format!(
             "`{}` resolves to `{}`, outside the model's folder; external data must sit in the model's folder",
             path.display(),
             real.display()
-        ));
+        )));
     }
-    let mut f =
-        std::fs::File::open(&real).map_err(|e| format!("cannot open `{}`: {e}", real.display()))?;
-    let meta = f
-        .metadata()
-        .map_err(|e| format!("cannot read `{}`: {e}", real.display()))?;
+    let mut f = std::fs::File::open(&real).map_err(|e| io("open", &real, e))?;
+    let meta = f.metadata().map_err(|e| io("read", &real, e))?;
     if !meta.is_file() {
-        return Err(format!("`{}` is not a regular file", real.display()));
+        return Err(Refused(format!(
+            "`{}` is not a regular file",
+            real.display()
+        )));
     }
     if end > meta.len() {
-        return Err(format!(
+        return Err(Refused(format!(
             "bytes [{offset}, {end}) are beyond the end of `{}` ({} bytes)",
             real.display(),
             meta.len()
-        ));
+        )));
     }
     f.seek(SeekFrom::Start(offset))
-        .map_err(|e| format!("cannot read `{}`: {e}", real.display()))?;
+        .map_err(|e| io("read", &real, e))?;
     let mut buf = vec![0u8; need as usize];
-    f.read_exact(&mut buf)
-        .map_err(|e| format!("cannot read `{}`: {e}", real.display()))?;
+    f.read_exact(&mut buf).map_err(|e| io("read", &real, e))?;
     Ok(buf)
 }
 

@@ -6,7 +6,7 @@
 //! the size limit. Which model and which key pair a file belongs to is checked by the
 //! caller ([`crate::CompiledModel::check_key`] and the ids in the ciphertext files).
 
-use crate::bounded_read::{read_capped, ReadError};
+use crate::fsio::{read_capped, ReadError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use std::path::Path;
@@ -58,7 +58,7 @@ pub fn save<T: Serialize + Versionize + Named>(obj: &T, path: &Path) -> Result<u
         reason,
     };
     let bytes = to_bytes(obj).map_err(|e| w(e.to_string()))?;
-    crate::artifact::format::write_atomic(path, &bytes).map_err(|e| w(e.to_string()))?;
+    crate::fsio::write_atomic(path, &bytes).map_err(|e| w(e.to_string()))?;
     Ok(bytes.len() as u64)
 }
 

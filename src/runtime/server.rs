@@ -212,6 +212,26 @@ impl ServerKey {
         inputs: &[SeededLweCiphertextListOwned<u64>],
         progress: Option<&indicatif::ProgressBar>,
     ) -> Result<Vec<Option<LweCiphertextOwned<u64>>>> {
+        let luts = self.luts(prog);
+        let mut regs = self.load_inputs(prog, inputs)?;
+        for stage in &prog.stages {
+            let results: Vec<(u32, LweCiphertextOwned<u64>)> = stage
+                .par_iter()
+                .map(|ins| self.exec(prog, &luts, &regs, ins, progress))
+                .collect::<Result<_>>()?;
+            for (dst, ct) in results {
+                regs[dst as usize] = Some(ct);
+            }
+        }
+        Ok(regs)
+    }
+
+    /// The registers with the inputs decompressed into theirs.
+    fn load_inputs(
+        &self,
+        prog: &Program,
+        inputs: &[SeededLweCiphertextListOwned<u64>],
+    ) -> Result<Vec<Option<LweCiphertextOwned<u64>>>> {
         if inputs.len() != prog.inputs.len() {
             return Err(RuntimeError::mismatch(format!(
                 "the program takes {} input(s), got {}",
@@ -239,12 +259,17 @@ impl ServerKey {
                 ));
             }
         }
+        Ok(regs)
+    }
+
+    /// The test polynomials a program's lookups read under these keys.
+    pub(crate) fn luts(&self, prog: &Program) -> Luts {
         let b = self.info.msg_bits;
         let d = delta(b);
         let p = prog.tlu_bits;
         // a split table's two halves, in half units: (t[2m] + t[2m+1])/2, (t[2m] − t[2m+1])/2
         // (the second half only for a split table)
-        let luts: Vec<(GlweCiphertextOwned<u64>, Option<GlweCiphertextOwned<u64>>)> = prog
+        let tables = prog
             .tables
             .iter()
             .map(|t| {
@@ -265,7 +290,7 @@ impl ServerKey {
             .collect();
         // light tables: the same tables as test polynomials of the second partition
         let light_set = self.info.extract.as_ref().map_or(self.params(), |x| &x.set);
-        let light_luts: Vec<GlweCiphertextOwned<u64>> = if prog.light {
+        let light = if prog.light {
             prog.tables
                 .iter()
                 .map(|t| table_lut(light_set, p, d, |i| t[i] as u64))
@@ -276,7 +301,7 @@ impl ServerKey {
         // sign bootstrap for bit j: constant −2^(j−1)·Δ everywhere
         let (x_k, x_n) = self.extract_glwe();
         // (index b+1: a quarter torus, which gives the bit at the top, 1/2)
-        let sign_luts: Vec<GlweCiphertextOwned<u64>> = (0..=b + 1)
+        let signs = (0..=b + 1)
             .map(|j| {
                 let c = match j {
                     0 => d / 2,
@@ -292,122 +317,131 @@ impl ServerKey {
                 )
             })
             .collect();
-        let exact = prog.rounding == Rounding::Exact;
-        for stage in &prog.stages {
-            let results: Vec<(u32, LweCiphertextOwned<u64>)> = stage
-                .par_iter()
-                .map(|ins| -> Result<(u32, LweCiphertextOwned<u64>)> {
-                    let get = |r: u32| {
-                        regs[r as usize]
-                            .as_ref()
-                            .ok_or_else(|| RuntimeError::Internal {
-                                what: format!("register {r} read before written"),
-                            })
-                    };
-                    match ins {
-                        Instr::Lin { dst, terms, c } => {
-                            let mut out = LweCiphertext::new(0u64, big_size, modulus());
-                            for &(r, w) in terms {
-                                slice_wrapping_add_scalar_mul_assign(
-                                    out.as_mut(),
-                                    get(r)?.as_ref(),
-                                    w as u64,
-                                );
-                            }
-                            let body = out.get_mut_body();
-                            *body.data = body.data.wrapping_add((*c as u64).wrapping_mul(d));
-                            Ok((*dst, out))
-                        }
-                        Instr::Tlu {
-                            dst,
-                            src,
-                            offset,
-                            drop,
-                            table,
-                        } => {
-                            let mut x = get(*src)?.clone();
-                            lwe_ciphertext_plaintext_add_assign(
-                                &mut x,
-                                Plaintext((*offset as u64).wrapping_mul(d)),
-                            );
-                            // bits left below the table index when the table reads
-                            let mut below = *drop;
-                            // a split table (one with a second half) reads its index bit
-                            // (bit `drop`) too, and keeps it
-                            let (lut, lut_signed) = &luts[*table as usize];
-                            let mut low = None;
-                            if exact {
-                                // exact removal of the low `drop` bits (and the index's low
-                                // bit for a split table), lowest first
-                                let extract = *drop + u32::from(lut_signed.is_some());
-                                for j in 0..extract {
-                                    let mut t = x.clone();
-                                    lwe_ciphertext_cleartext_mul_assign(
-                                        &mut t,
-                                        Cleartext(1u64 << (b - j)),
-                                    );
-                                    lwe_ciphertext_plaintext_add_assign(
-                                        &mut t,
-                                        Plaintext(1u64 << 62),
-                                    );
-                                    let c = if j == 0 { d / 2 } else { d << (j - 1) };
-                                    let mut bit = if j == *drop {
-                                        // a split table's index bit: also at the top
-                                        let [bit, mut top] = self.bootstrap_bit_twice(
-                                            &t,
-                                            [&sign_luts[j as usize], &sign_luts[b as usize + 1]],
-                                        );
-                                        lwe_ciphertext_plaintext_add_assign(
-                                            &mut top,
-                                            Plaintext(1 << 62),
-                                        );
-                                        low = Some(top);
-                                        bit
-                                    } else {
-                                        self.bootstrap_bit(&t, &sign_luts[j as usize])
-                                    };
-                                    lwe_ciphertext_plaintext_add_assign(&mut bit, Plaintext(c));
-                                    lwe_ciphertext_sub_assign(&mut x, &bit);
-                                }
-                                below = 0;
-                            }
-                            // the index's top bit under the padding bit, then half a slot up so
-                            // that the value sits mid-way in it (a split table's slots are
-                            // twice as wide: it reads p−1 bits)
-                            let read = p - u32::from(low.is_some());
-                            lwe_ciphertext_cleartext_mul_assign(
-                                &mut x,
-                                Cleartext(1u64 << (b - drop - p)),
-                            );
-                            lwe_ciphertext_plaintext_add_assign(
-                                &mut x,
-                                Plaintext(1u64 << (62 - below - read)),
-                            );
-                            let out = match (low, lut_signed) {
-                                (Some(top), Some(lut_signed)) => {
-                                    // the low bit at the top: the second half's sign
-                                    let mut xs = top;
-                                    lwe_ciphertext_add_assign(&mut xs, &x);
-                                    self.bootstrap_sum(&x, lut, &xs, lut_signed)
-                                }
-                                // a light table: on the second partition
-                                _ if prog.light_lookup(*drop) => {
-                                    self.bootstrap_bit(&x, &light_luts[*table as usize])
-                                }
-                                _ => self.bootstrap(&x, lut),
-                            };
-                            if let Some(pb) = progress {
-                                pb.inc(1);
-                            }
-                            Ok((*dst, out))
-                        }
-                    }
+        Luts {
+            tables,
+            light,
+            signs,
+        }
+    }
+
+    /// Runs one instruction on the registers written so far.
+    fn exec(
+        &self,
+        prog: &Program,
+        luts: &Luts,
+        regs: &[Option<LweCiphertextOwned<u64>>],
+        ins: &Instr,
+        progress: Option<&indicatif::ProgressBar>,
+    ) -> Result<(u32, LweCiphertextOwned<u64>)> {
+        let get = |r: u32| {
+            regs[r as usize]
+                .as_ref()
+                .ok_or_else(|| RuntimeError::Internal {
+                    what: format!("register {r} read before written"),
                 })
-                .collect::<Result<_>>()?;
-            for (dst, ct) in results {
-                regs[dst as usize] = Some(ct);
+        };
+        let d = delta(self.info.msg_bits);
+        match ins {
+            Instr::Lin { dst, terms, c } => {
+                let mut out = LweCiphertext::new(0u64, self.big_size(), modulus());
+                for &(r, w) in terms {
+                    slice_wrapping_add_scalar_mul_assign(out.as_mut(), get(r)?.as_ref(), w as u64);
+                }
+                let body = out.get_mut_body();
+                *body.data = body.data.wrapping_add((*c as u64).wrapping_mul(d));
+                Ok((*dst, out))
+            }
+            Instr::Tlu {
+                dst,
+                src,
+                offset,
+                drop,
+                table,
+            } => {
+                let mut x = get(*src)?.clone();
+                lwe_ciphertext_plaintext_add_assign(
+                    &mut x,
+                    Plaintext((*offset as u64).wrapping_mul(d)),
+                );
+                let out = self.lookup(prog, luts, x, *drop, *table);
+                if let Some(pb) = progress {
+                    pb.inc(1);
+                }
+                Ok((*dst, out))
             }
         }
-        Ok(regs)
     }
+
+    /// One table lookup of `x` (offset applied): exact rounding extracts the `drop` low
+    /// bits (and a split table's index bit) and subtracts them; the table then reads the
+    /// index's top bits.
+    fn lookup(
+        &self,
+        prog: &Program,
+        luts: &Luts,
+        mut x: LweCiphertextOwned<u64>,
+        drop: u32,
+        table: u32,
+    ) -> LweCiphertextOwned<u64> {
+        let b = self.info.msg_bits;
+        let d = delta(b);
+        let p = prog.tlu_bits;
+        // bits left below the table index when the table reads
+        let mut below = drop;
+        // a split table (one with a second half) reads its index bit (bit `drop`) too, and
+        // keeps it
+        let (lut, lut_signed) = &luts.tables[table as usize];
+        let mut low = None;
+        if prog.rounding == Rounding::Exact {
+            // exact removal of the low `drop` bits (and the index's low bit for a split
+            // table), lowest first
+            let extract = drop + u32::from(lut_signed.is_some());
+            for j in 0..extract {
+                let mut t = x.clone();
+                lwe_ciphertext_cleartext_mul_assign(&mut t, Cleartext(1u64 << (b - j)));
+                lwe_ciphertext_plaintext_add_assign(&mut t, Plaintext(1u64 << 62));
+                let c = if j == 0 { d / 2 } else { d << (j - 1) };
+                let mut bit = if j == drop {
+                    // a split table's index bit: also at the top
+                    let [bit, mut top] = self.bootstrap_bit_twice(
+                        &t,
+                        [&luts.signs[j as usize], &luts.signs[b as usize + 1]],
+                    );
+                    lwe_ciphertext_plaintext_add_assign(&mut top, Plaintext(1 << 62));
+                    low = Some(top);
+                    bit
+                } else {
+                    self.bootstrap_bit(&t, &luts.signs[j as usize])
+                };
+                lwe_ciphertext_plaintext_add_assign(&mut bit, Plaintext(c));
+                lwe_ciphertext_sub_assign(&mut x, &bit);
+            }
+            below = 0;
+        }
+        // the index's top bit under the padding bit, then half a slot up so that the value
+        // sits mid-way in it (a split table's slots are twice as wide: it reads p−1 bits)
+        let read = p - u32::from(low.is_some());
+        lwe_ciphertext_cleartext_mul_assign(&mut x, Cleartext(1u64 << (b - drop - p)));
+        lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext(1u64 << (62 - below - read)));
+        match (low, lut_signed) {
+            (Some(top), Some(lut_signed)) => {
+                // the low bit at the top: the second half's sign
+                let mut xs = top;
+                lwe_ciphertext_add_assign(&mut xs, &x);
+                self.bootstrap_sum(&x, lut, &xs, lut_signed)
+            }
+            // a light table: on the second partition
+            _ if prog.light_lookup(drop) => self.bootstrap_bit(&x, &luts.light[table as usize]),
+            _ => self.bootstrap(&x, lut),
+        }
+    }
+}
+
+/// A program's test polynomials under one server key: each table (and a split table's
+/// second half), each table on the second partition (light tables), and the sign tables of
+/// bit extraction.
+pub(crate) struct Luts {
+    tables: Vec<(GlweCiphertextOwned<u64>, Option<GlweCiphertextOwned<u64>>)>,
+    light: Vec<GlweCiphertextOwned<u64>>,
+    signs: Vec<GlweCiphertextOwned<u64>>,
 }

@@ -564,3 +564,45 @@ fn split_tables_on_needs_optimized_parameters() {
         user_error(&out, &["--split-tables on", "--params optimized"]);
     }
 }
+
+/// docs/cli.md is `fhec --help` and every command's `--help`, as the binary prints them
+/// (`FHEC_BLESS=1` rewrites it).
+#[test]
+fn the_cli_reference_is_the_binarys_help() {
+    let help = |args: &[&str]| {
+        let out = fhec(args);
+        assert!(out.status.success(), "{args:?}");
+        String::from_utf8_lossy(&out.stdout).trim_end().to_string()
+    };
+    let top = help(&["--help"]);
+    let mut md = String::from(
+        "# CLI reference\n\n`fhec --help` and each command's `--help`, as the binary prints them \
+         (checked by `tests/it/cli.rs`; `FHEC_BLESS=1 cargo test --release cli_reference` \
+         rewrites this file). Every command exits 0 on success and 1 with one line on stderr \
+         naming the file, node or tensor and the fix.\n\n```\n",
+    );
+    md += &top;
+    md += "\n```\n";
+    // the commands, as `--help` lists them
+    let commands: Vec<String> = top
+        .lines()
+        .skip_while(|l| !l.starts_with("Commands:"))
+        .skip(1)
+        .take_while(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .filter(|c| c != "help")
+        .collect();
+    assert!(commands.len() >= 10, "{commands:?}");
+    for c in &commands {
+        md += &format!("\n## fhec {c}\n\n```\n{}\n```\n", help(&[c, "--help"]));
+    }
+    let path = crate::common::repo().join("docs/cli.md");
+    if std::env::var_os("FHEC_BLESS").is_some() {
+        std::fs::write(&path, &md).expect("write");
+    }
+    let want = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        want == md,
+        "docs/cli.md is stale (FHEC_BLESS=1 rewrites it)"
+    );
+}

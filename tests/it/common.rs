@@ -12,13 +12,37 @@ pub fn model(name: &str) -> PathBuf {
     repo().join("models").join(name)
 }
 
-/// The shipped models, by file stem.
-pub const MODELS: &[&str] = &[
-    "digits_mlp",
-    "digits_cnn",
-    "digits_poly",
-    "breast_cancer_mlp",
-];
+/// Every shipped model (models/*.onnx and models/exports/*.onnx), as the path without
+/// `.onnx`: each has `_calib.npy`, `_test_x.npy`, `_test_y.npy` and `_test_out.npy` (its
+/// framework's outputs) beside it.
+pub fn shipped() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for dir in [repo().join("models"), repo().join("models/exports")] {
+        let mut here: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .expect("models folder")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|e| e == "onnx"))
+            .map(|p| p.with_extension(""))
+            .collect();
+        here.sort();
+        out.extend(here);
+    }
+    assert!(out.len() >= 30, "shipped models missing: {out:?}");
+    out
+}
+
+/// A shipped model's file beside it: `prefix` + `suffix` (e.g. `_test_x.npy`).
+pub fn beside(prefix: &Path, suffix: &str) -> PathBuf {
+    PathBuf::from(format!("{}{suffix}", prefix.display()))
+}
+
+/// A shipped model's name (its file stem).
+pub fn stem(prefix: &Path) -> String {
+    prefix
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
 
 /// The largest `|a - b| / max(|b|_inf, 1e-6)` over two equally shaped arrays.
 pub fn rel_err(a: &[f32], b: &[f32]) -> f64 {

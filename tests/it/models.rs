@@ -1,51 +1,71 @@
-//! The float interpreter against two oracles on every shipped model: tract-onnx, and the
-//! outputs torch computed when the model was exported.
+//! The float interpreter against two oracles on every shipped model: the outputs its
+//! framework computed when it was exported (torch, Brevitas, onnxruntime, Concrete ML), and
+//! tract-onnx where tract reads the model.
 
-use crate::common::{model, rel_err, MODELS};
+use crate::common::{beside, model, rel_err, shipped, stem};
 use fhec::{npy, Model};
+use std::path::Path;
 use tract_onnx::prelude::*;
 
-fn tract_run(name: &str, x: &ndarray::ArrayD<f32>) -> Vec<f32> {
-    let path = model(&format!("{name}.onnx"));
+/// tract's outputs, or why tract cannot run the model.
+fn tract_run(path: &Path, x: &ndarray::ArrayD<f32>) -> Result<Vec<f32>, String> {
     let fact = InferenceFact::dt_shape(f32::datum_type(), x.shape().to_vec());
     let plan = tract_onnx::onnx()
-        .model_for_path(&path)
+        .model_for_path(path)
         .and_then(|m| m.with_input_fact(0, fact))
         .and_then(|m| m.into_optimized())
         .and_then(|m| m.into_runnable())
-        .unwrap_or_else(|e| panic!("tract cannot load {name}: {e:?}"));
+        .map_err(|e| format!("{e}"))?;
     let input: Tensor = x.clone().into();
-    let out = plan
-        .run(tvec!(input.into()))
-        .unwrap_or_else(|e| panic!("tract cannot run {name}: {e:?}"));
+    let out = plan.run(tvec!(input.into())).map_err(|e| format!("{e}"))?;
     let t = out[0].clone().into_tensor();
-    t.to_plain_array_view::<f32>()
-        .expect("tract output is f32")
+    Ok(t.to_plain_array_view::<f32>()
+        .map_err(|e| format!("{e}"))?
         .iter()
         .copied()
-        .collect()
+        .collect())
+}
+
+/// Models tract does not read: custom-domain quantizers (QONNX, com.microsoft), int8
+/// operators (QLinear*), opset 23's RMSNormalization, a batch axis fixed at 1 with N
+/// samples.
+fn tract_reads(name: &str) -> bool {
+    !(name.starts_with("digits_q")
+        || name.contains("_qop")
+        || name.contains("_qdq")
+        || name.contains("_mixed")
+        || name.starts_with("brevitas")
+        || name.starts_with("cml_")
+        || name.starts_with("torch_"))
 }
 
 #[test]
-fn float_interpreter_matches_tract_and_torch_on_shipped_models() {
-    for name in MODELS {
-        let m = Model::load(&model(&format!("{name}.onnx"))).expect("shipped model imports");
-        let x = npy::read_f32(&model(&format!("{name}_test_x.npy"))).expect("test inputs");
+fn float_interpreter_matches_its_framework_and_tract_on_every_shipped_model() {
+    for prefix in shipped() {
+        let name = stem(&prefix);
+        let m = Model::load(&beside(&prefix, ".onnx")).expect("shipped model imports");
+        let x = npy::read_f32(&beside(&prefix, "_test_x.npy")).expect("test inputs");
         let ours: Vec<f32> = m.run_float(std::slice::from_ref(&x)).expect("runs")[0]
             .iter()
             .copied()
             .collect();
-        let tract = tract_run(name, &x);
-        let torch: Vec<f32> = npy::read_f32(&model(&format!("{name}_test_out.npy")))
-            .expect("torch outputs")
+        let framework: Vec<f32> = npy::read_f32(&beside(&prefix, "_test_out.npy"))
+            .expect("framework outputs")
             .iter()
             .copied()
             .collect();
-        let e_tract = rel_err(&ours, &tract);
-        let e_torch = rel_err(&ours, &torch);
-        println!("{name}: rel. error vs tract {e_tract:.2e}, vs torch {e_torch:.2e}");
-        assert!(e_tract <= 1e-5, "{name}: rel. error vs tract {e_tract}");
-        assert!(e_torch <= 1e-4, "{name}: rel. error vs torch {e_torch}");
+        let e = rel_err(&ours, &framework);
+        let tract = if tract_reads(&name) {
+            let t = tract_run(&beside(&prefix, ".onnx"), &x)
+                .unwrap_or_else(|e| panic!("tract cannot run {name}: {e}"));
+            let et = rel_err(&ours, &t);
+            assert!(et <= 1e-5, "{name}: rel. error vs tract {et}");
+            format!("{et:.2e}")
+        } else {
+            "-".into()
+        };
+        println!("{name}: rel. error vs its framework {e:.2e}, vs tract {tract}");
+        assert!(e <= 1e-4, "{name}: rel. error vs its framework {e}");
     }
 }
 
@@ -81,14 +101,16 @@ fn float_accuracy_equals_the_exported_models() {
 
 #[test]
 fn every_shipped_model_verifies_and_dumps_stably() {
-    for name in MODELS {
-        let m = Model::load(&model(&format!("{name}.onnx"))).expect("imports");
+    for prefix in shipped() {
+        let p = beside(&prefix, ".onnx");
+        let m = Model::load(&p).expect("imports");
         m.graph.verify().expect("verifies");
-        let again = Model::load(&model(&format!("{name}.onnx"))).expect("imports");
+        let again = Model::load(&p).expect("imports");
         assert_eq!(
             m.graph.dump(),
             again.graph.dump(),
-            "{name}: dump is not stable"
+            "{}: dump is not stable",
+            p.display()
         );
     }
 }

@@ -188,7 +188,7 @@ fn random_inputs(g: &Graph, cx: &PassContext, seed: u64, n: usize) -> Vec<Vec<Te
         .map(|_| {
             g.inputs
                 .iter()
-                .zip(&cx.input_quant)
+                .zip(&cx.quant.input_quant)
                 .map(|(gi, p)| {
                     let shape = g.g[gi.node].ty.shape.clone();
                     let len: usize = shape.iter().product();
@@ -243,7 +243,7 @@ fn fusion_does_not_change_eval_int_and_intervals_hold_on_random_inputs() {
             {
                 for x in random_inputs(g, cx, 11, 16) {
                     for (n, v) in eval_all(g, &x).expect("runs") {
-                        let (Tensor::I64(a), Some(b)) = (v, cx.bounds.get(&n)) else {
+                        let (Tensor::I64(a), Some(b)) = (v, cx.analysis.bounds.get(&n)) else {
                             continue;
                         };
                         for (i, &q) in a.iter().enumerate() {

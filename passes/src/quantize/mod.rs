@@ -28,7 +28,7 @@ mod linear;
 mod movement;
 mod reduce;
 
-use crate::{Changed, Pass, PassContext, PassError, Stage};
+use crate::{Analysis, Changed, Pass, PassContext, PassError, Stage};
 use fhec_ir::{
     kernels, Binary, DType, Graph, NodeIndex, Op, PoolAttrs, QuantParams, Tensor, TensorType, Unary,
 };
@@ -47,6 +47,12 @@ impl Pass for Quantize {
     fn produces(&self) -> Stage {
         Stage::Quantized
     }
+    fn needs(&self) -> &'static [Analysis] {
+        &[Analysis::FloatRanges]
+    }
+    fn invalidates(&self) -> &'static [Analysis] {
+        &[Analysis::Intervals]
+    }
     fn run(&self, g: &mut Graph, cx: &mut PassContext) -> Result<Changed, PassError> {
         check_layers(g, &cx.config)?;
         let mut b = Builder::new(g, cx);
@@ -64,9 +70,9 @@ impl Pass for Quantize {
             weight_bits,
             ..
         } = b;
-        cx.input_quant = input_quant;
-        cx.origin = origin;
-        cx.weight_bits = weight_bits;
+        cx.quant.input_quant = input_quant;
+        cx.quant.origin = origin;
+        cx.quant.weight_bits = weight_bits;
         *g = q;
         Ok(Changed::Yes)
     }

@@ -66,13 +66,14 @@ pub struct CompileReport {
     pub auto: Vec<String>,
 }
 
-pub(super) fn build_report(source: &str, g: &Graph, cx: &PassContext) -> Result<CompileReport> {
+pub(crate) fn build_report(source: &str, g: &Graph, cx: &PassContext) -> Result<CompileReport> {
     let order = g.topo()?;
-    let iv = |n: NodeIndex| cx.intervals.get(&n).copied();
+    let iv = |n: NodeIndex| cx.analysis.intervals.get(&n).copied();
     let source_of = |t: NodeIndex| g.table_source(t);
     // a report row for node `n`, whose accumulator is `acc`
     let new_row = |n: NodeIndex, op: String, acc: NodeIndex| LayerReport {
         layer: cx
+            .quant
             .origin
             .get(&n)
             .cloned()
@@ -80,8 +81,8 @@ pub(super) fn build_report(source: &str, g: &Graph, cx: &PassContext) -> Result<
         op,
         shape: g.g[n].ty.shape.clone(),
         // per-element widths (each element is read by its own table)
-        acc_bits: cx.bounds.get(&acc).map(|b| b.max_bits()),
-        acc_bits_observed: cx.observed_elems.get(&acc).map(|b| b.max_bits()),
+        acc_bits: cx.analysis.bounds.get(&acc).map(|b| b.max_bits()),
+        acc_bits_observed: cx.analysis.observed_elems.get(&acc).map(|b| b.max_bits()),
         acc_bits_used: None,
         rounded_bits: 0,
         tlu_count: 0,
@@ -97,7 +98,8 @@ pub(super) fn build_report(source: &str, g: &Graph, cx: &PassContext) -> Result<
             let mut row = new_row(n, g.g[n].op.name().to_string(), n);
             let c = &cx.config;
             row.precision = Some((
-                cx.weight_bits
+                cx.quant
+                    .weight_bits
                     .get(&row.layer)
                     .copied()
                     .unwrap_or_else(|| c.weight_bits(&row.layer)),
@@ -115,10 +117,14 @@ pub(super) fn build_report(source: &str, g: &Graph, cx: &PassContext) -> Result<
         let len = g.g[n].ty.len();
         // the width this layer's tables need (each element is shifted by its own lower
         // bound); the program reads every table at the widest
-        let choice = cx.domains.get(&n);
+        let choice = cx.round.domains.get(&n);
         let in_bits = match choice {
             Some(d) => Some(d.input_bits),
-            None => cx.bounds.get(&g.inputs_of(n)[0]).map(|b| b.max_bits()),
+            None => cx
+                .analysis
+                .bounds
+                .get(&g.inputs_of(n)[0])
+                .map(|b| b.max_bits()),
         };
         let used = choice.map(|d| d.used_bits);
         pbs += len;
@@ -161,12 +167,13 @@ pub(super) fn build_report(source: &str, g: &Graph, cx: &PassContext) -> Result<
             // each integer once, however many client ops read it
             if g.g[i].ty.dtype == DType::I64 && decrypted.insert(i) {
                 // per element (each decrypts in its own window)
-                let bits = cx.bounds.get(&i).map_or_else(
+                let bits = cx.analysis.bounds.get(&i).map_or_else(
                     || iv(i).map_or(0, |x: Interval| x.bits()),
                     fhec_passes::bitwidth::Bounds::max_bits,
                 );
                 outputs.push((
-                    cx.origin
+                    cx.quant
+                        .origin
                         .get(&i)
                         .cloned()
                         .unwrap_or_else(|| g.g[i].name.clone()),
@@ -184,7 +191,7 @@ pub(super) fn build_report(source: &str, g: &Graph, cx: &PassContext) -> Result<
         outputs,
         client_ops,
         client_head: Vec::new(),
-        shifts: cx.shifts.clone(),
+        shifts: cx.round.shifts.clone(),
         pruned: cx.pruned.clone(),
         calib_agreement: None,
         import_notes: Vec::new(),
