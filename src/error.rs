@@ -235,6 +235,8 @@ pub enum ErrorKind {
     Artifact,
     /// A file that cannot be read or written.
     Io,
+    /// The caller stopped the work.
+    Cancelled,
     /// A bug in fhec.
     Internal,
 }
@@ -249,6 +251,7 @@ impl ErrorKind {
             Self::Keys => "Keys",
             Self::Artifact => "Artifact",
             Self::Io => "Io",
+            Self::Cancelled => "Cancelled",
             Self::Internal => "Internal",
         }
     }
@@ -271,6 +274,7 @@ impl Error {
             Error::Backend(BackendError::StoredParams { .. }) => K::Artifact,
             Error::Backend(_) => K::Settings,
             Error::Runtime(RuntimeError::Internal { .. }) => K::Internal,
+            Error::Runtime(RuntimeError::Cancelled) => K::Cancelled,
             Error::Runtime(RuntimeError::Mismatch { .. }) => K::Keys,
             Error::Artifact(ArtifactError::Read { .. } | ArtifactError::Write { .. }) => K::Io,
             Error::Artifact(ArtifactError::NoPlan) => K::Settings,

@@ -54,7 +54,7 @@ pub use backend::{
 };
 pub use compile::{
     compile, compile_model, compile_traced, quantize_model, AutoOptions, CompileOptions,
-    CompileReport,
+    CompileReport, Settings,
 };
 pub use error::{Error, ErrorKind, Result};
 pub use fhec_ir as ir;

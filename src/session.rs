@@ -419,6 +419,20 @@ impl Server {
         cts: &Ciphertexts,
         progress: Option<&indicatif::ProgressBar>,
     ) -> Result<Ciphertexts> {
+        self.run_watched(cts, progress, None)
+    }
+
+    /// [`Server::run`], advancing `progress` and stopping (with [`ErrorKind::Cancelled`](
+    /// crate::ErrorKind::Cancelled)) before its next stage once `cancel` is set.
+    ///
+    /// # Errors
+    /// As [`Server::run`].
+    pub fn run_watched(
+        &self,
+        cts: &Ciphertexts,
+        progress: Option<&indicatif::ProgressBar>,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Ciphertexts> {
         let cts = cts.inputs()?;
         let info = &self.key.info;
         if cts.model_id != info.model_id {
@@ -438,7 +452,11 @@ impl Server {
         let samples = cts
             .samples
             .iter()
-            .map(|s| Ok(self.key.evaluate(&self.plan.program, s, progress)?))
+            .map(|s| {
+                Ok(self
+                    .key
+                    .evaluate_outputs(&self.plan.program, s, progress, cancel)?)
+            })
             .collect::<Result<_>>()?;
         Ok(Ciphertexts::Outputs(EncryptedOutputs {
             model_id: cts.model_id,

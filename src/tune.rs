@@ -217,6 +217,47 @@ pub struct TuneOptions {
     pub limits: fhec_ir::Limits,
 }
 
+impl TuneOptions {
+    /// Refuses a search no candidate can come out of, naming the setting.
+    ///
+    /// # Errors
+    /// A negative or non-finite drop; bits outside [2, 16]; an empty list.
+    pub fn validate(&self) -> std::result::Result<(), crate::backend::SettingError> {
+        let bad =
+            |flag: &'static str, reason: String| crate::backend::SettingError { flag, reason };
+        if !(self.max_drop >= 0.0 && self.max_drop.is_finite()) {
+            return Err(bad(
+                "--max-accuracy-drop",
+                format!(
+                    "must be a non-negative number of points, got {}",
+                    self.max_drop
+                ),
+            ));
+        }
+        for (flag, list) in [
+            ("--n-bits", &self.n_bits),
+            ("--rounding-bits", &self.rounding_bits),
+        ] {
+            if list.is_empty() {
+                return Err(bad(flag, "give at least one value to try".into()));
+            }
+            if let Some(b) = list.iter().find(|b| !(2..=16).contains(*b)) {
+                return Err(bad(flag, format!("takes values in [2, 16], got {b}")));
+            }
+        }
+        if self.ranges.is_empty() {
+            return Err(bad(
+                "--ranges",
+                "give at least one range policy to try".into(),
+            ));
+        }
+        if let Some(p) = self.p_errors.iter().find(|p| !(**p > 0.0 && **p < 1.0)) {
+            return Err(bad("--p-error", format!("{p} is outside (0, 1)")));
+        }
+        Ok(())
+    }
+}
+
 impl Default for TuneOptions {
     fn default() -> Self {
         Self {
@@ -260,6 +301,30 @@ pub struct Candidate {
     pub polynomial_size: usize,
     /// The optimizer's estimate of one sample on one thread.
     pub est_ms: f64,
+}
+
+impl Candidate {
+    /// The candidate as the fronts show it (`tune --json`, Python's `fhec.tune`): its
+    /// settings by the CLI's names, its score, bound and cost.
+    pub fn summary(&self) -> serde_json::Value {
+        serde_json::json!({
+            "n_bits": self.n_bits,
+            "own_grids": self.own_grids,
+            "requantize": self.config.requantize,
+            "rounding_bits": self.rounding_bits,
+            "ranges": self.config.ranges.name(),
+            "layers": self.config.layers.iter().map(|(n, l)| format!("{n}={}", l.spec())).collect::<Vec<_>>(),
+            "rounding": self.rounding.name(),
+            "p_error": self.p_error,
+            "score": self.score,
+            "drop_bound": self.drop_bound,
+            "agreement": self.agreement,
+            "pbs_count": self.pbs_count,
+            "tlu_bits": self.tlu_bits,
+            "polynomial_size": self.polynomial_size,
+            "est_ms": self.est_ms,
+        })
+    }
 }
 
 /// The outcome of a search.

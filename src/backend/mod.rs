@@ -39,6 +39,7 @@ type Result<T, E = BackendError> = std::result::Result<T, E>;
 
 /// How table inputs drop their low bits (`--rounding-method`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Rounding {
     /// Bit for bit equal to `eval_int`: one sign bootstrap per dropped bit.
     #[default]
@@ -59,6 +60,7 @@ impl Rounding {
 
 /// Where the TFHE parameters come from (`--params`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ParamsPolicy {
     /// Searched for this circuit ([`params::search`]).
     #[default]
@@ -71,6 +73,7 @@ pub enum ParamsPolicy {
 /// run split into two bootstraps of `p−1` bits ([`Program::split`]), approximate rounding's
 /// rounded tables run on the second partition ([`Program::light`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TableSplit {
     /// Whichever program the parameter search estimates faster.
     #[default]

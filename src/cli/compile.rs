@@ -152,48 +152,48 @@ fn inspect(path: &std::path::Path, dump: bool) -> Result<()> {
 pub(super) fn compile(a: CompileArgs) -> Result<()> {
     // without --calib only a model that quantizes itself compiles; for any other the passes
     // name the first value without a grid and ask for calibration data
-    let pinned = a.n_bits.is_some()
-        || a.n_bits_inputs.is_some()
-        || a.n_bits_weights.is_some()
-        || a.n_bits_activations.is_some()
-        || a.n_bits_decrypted.is_some()
-        || a.rounding_bits.is_some()
-        || a.no_rounding
-        || !a.layers.is_empty()
-        || a.precision.is_some();
-    let n_bits = a.n_bits.unwrap_or(6);
-    let quant = QuantConfig {
-        n_bits_inputs: a.n_bits_inputs.unwrap_or(n_bits),
-        n_bits_weights: a.n_bits_weights.unwrap_or(n_bits),
-        n_bits_activations: a.n_bits_activations.unwrap_or(n_bits),
+    let mut layers = BTreeMap::new();
+    if let Some(p) = &a.precision {
+        for (name, l) in precision_file(p)? {
+            layers.insert(name, l.spec());
+        }
+    }
+    for spec in &a.layers {
+        let (name, bits) = spec.rsplit_once('=').ok_or_else(|| {
+            CliError::Usage(format!(
+                "--layer `{spec}`: expected NAME=SPEC, e.g. --layer /fc1/Gemm=w4,i4,r5"
+            ))
+        })?;
+        layers.insert(name.to_string(), bits.to_string());
+    }
+    let settings = fhec::Settings {
+        n_bits: a.n_bits,
+        n_bits_inputs: a.n_bits_inputs,
+        n_bits_weights: a.n_bits_weights,
+        n_bits_activations: a.n_bits_activations,
         n_bits_decrypted: a.n_bits_decrypted,
-        per_channel: a.per_channel,
-        rounding_bits: (!a.no_rounding).then_some(a.rounding_bits.unwrap_or(6)),
-        max_tlu_bits: a.max_tlu_bits,
+        rounding_bits: a.rounding_bits,
+        no_rounding: a.no_rounding,
         n_accum_bits: a.n_accum_bits,
-        layers: layer_precision(a.precision.as_deref(), &a.layers)?,
-        ranges: a.ranges.into(),
-        range_margin: a.range_margin,
+        per_channel: a.per_channel,
+        max_tlu_bits: Some(a.max_tlu_bits),
+        layers,
+        ranges: Some(a.ranges.into()),
+        range_margin: Some(a.range_margin),
         requantize: a.requantize,
+        agreement_target: Some(a.agreement_target),
+        max_cost_factor: Some(a.max_cost_factor),
+        no_auto: a.no_auto,
+        ..a.fhe.settings()
     };
     let calib = a
         .calib
         .iter()
         .map(|p| npy::read_f32(p))
         .collect::<fhec::Result<Vec<_>>>()?;
-    let auto = fhec::AutoOptions {
-        fallback: !a.no_auto && a.fhe.rounding_method.is_none(),
-        agreement_target: (!a.no_auto && !pinned && a.agreement_target > 0.0)
-            .then_some(a.agreement_target / 100.0),
-        max_cost_factor: a.max_cost_factor,
-    };
-    let opts = CompileOptions {
-        quant,
-        dump_after: a.dump_after,
-        fhe: a.fhe.apply(FheOptions::default())?,
-        auto,
-        limits: limits(),
-    };
+    let mut opts = settings.options()?;
+    opts.dump_after = a.dump_after;
+    opts.limits = limits();
     let t0 = Instant::now();
     let model = Model::load_with_limits(&a.model, &opts.limits)?;
     let (m, dumps) = fhec::compile_traced(&model, &calib, &opts)?;
@@ -218,37 +218,17 @@ pub(super) fn compile(a: CompileArgs) -> Result<()> {
     Ok(())
 }
 
-/// Sizes the worker pool (`--threads`); default: rayon's (all cores, or RAYON_NUM_THREADS).
-/// The per-layer precision of `--precision FILE.json` and `--layer NAME=SPEC` (later wins).
-fn layer_precision(
-    file: Option<&Path>,
-    specs: &[String],
-) -> Result<BTreeMap<String, fhec::passes::LayerPrecision>> {
-    let mut layers = match file {
-        None => BTreeMap::new(),
-        Some(p) => {
-            let bad = |reason: String| CliError::Usage(format!("`{}`: {reason}", p.display()));
-            let text = std::fs::read_to_string(p).map_err(|e| bad(format!("cannot read: {e}")))?;
-            let cfg: fhec::passes::PrecisionFile = serde_json::from_str(&text).map_err(|e| {
-                bad(format!(
-                    "not a precision config ({e}); expected {{\"layers\": {{\"NAME\": {{\"weight_bits\": 4, \"input_bits\": 4, \"rounding_bits\": 5}}}}}}"
-                ))
-            })?;
-            for (name, l) in &cfg.layers {
-                l.check().map_err(|e| bad(format!("layer `{name}`: {e}")))?;
-            }
-            cfg.layers
-        }
-    };
-    for spec in specs {
-        let (name, bits) = spec.rsplit_once('=').ok_or_else(|| {
-            CliError::Usage(format!(
-                "--layer `{spec}`: expected NAME=SPEC, e.g. --layer /fc1/Gemm=w4,i4,r5"
-            ))
-        })?;
-        let p = fhec::passes::LayerPrecision::parse(bits)
-            .map_err(|e| CliError::Usage(format!("--layer `{spec}`: {e}")))?;
-        layers.insert(name.to_string(), p);
+/// The per-layer precision of `--precision FILE.json`.
+fn precision_file(p: &Path) -> Result<BTreeMap<String, fhec::LayerPrecision>> {
+    let bad = |reason: String| CliError::Usage(format!("`{}`: {reason}", p.display()));
+    let text = std::fs::read_to_string(p).map_err(|e| bad(format!("cannot read: {e}")))?;
+    let cfg: fhec::passes::PrecisionFile = serde_json::from_str(&text).map_err(|e| {
+        bad(format!(
+            "not a precision config ({e}); expected {{\"layers\": {{\"NAME\": {{\"weight_bits\": 4, \"input_bits\": 4, \"rounding_bits\": 5}}}}}}"
+        ))
+    })?;
+    for (name, l) in &cfg.layers {
+        l.check().map_err(|e| bad(format!("layer `{name}`: {e}")))?;
     }
-    Ok(layers)
+    Ok(cfg.layers)
 }

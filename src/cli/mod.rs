@@ -146,46 +146,33 @@ struct FheArgs {
 }
 
 impl FheArgs {
-    fn apply(&self, mut o: FheOptions) -> Result<FheOptions> {
-        if let Some(p) = self.p_error {
-            o.p_error = p;
-            o.global_p_error = None;
-        }
-        if let Some(g) = self.global_p_error {
-            o.global_p_error = Some(g);
-        }
-        if let Some(r) = self.rounding_method {
-            o.rounding = match r {
+    /// These flags as library settings (the encrypted-program ones).
+    fn settings(&self) -> fhec::Settings {
+        fhec::Settings {
+            p_error: self.p_error,
+            global_p_error: self.global_p_error,
+            rounding_method: self.rounding_method.map(|r| match r {
                 RoundingArg::Exact => Rounding::Exact,
                 RoundingArg::Approximate => Rounding::Approximate,
-            };
-        }
-        if let Some(r) = self.max_off_by_one {
-            o.max_off_by_one = r;
-        }
-        if let Some(p) = self.params {
-            o.params = match p {
+            }),
+            params: self.params.map(|p| match p {
                 ParamsArg::Optimized => ParamsPolicy::Optimized,
                 ParamsArg::Vetted => ParamsPolicy::Vetted,
-            };
-        }
-        if let Some(t) = self.split_tables {
-            o.split_tables = match t {
+            }),
+            max_off_by_one: self.max_off_by_one,
+            split_tables: self.split_tables.map(|t| match t {
                 SplitArg::Auto => TableSplit::Auto,
                 SplitArg::On => TableSplit::On,
                 SplitArg::Off => TableSplit::Off,
-            };
+            }),
+            ..Default::default()
         }
-        o.validate()?;
-        Ok(o)
+    }
+    fn apply(&self, o: FheOptions) -> Result<FheOptions> {
+        Ok(self.settings().fhe_options(o)?)
     }
     fn is_set(&self) -> bool {
-        self.p_error.is_some()
-            || self.global_p_error.is_some()
-            || self.rounding_method.is_some()
-            || self.params.is_some()
-            || self.max_off_by_one.is_some()
-            || self.split_tables.is_some()
+        self.settings().sets_fhe()
     }
 }
 

@@ -111,22 +111,7 @@ struct Files {
 }
 
 fn tune_cmd(files: &Files, opts: &fhec::tune::TuneOptions, confirm: usize) -> Result<()> {
-    if !(opts.max_drop >= 0.0 && opts.max_drop.is_finite()) {
-        return Err(CliError::Usage(format!(
-            "--max-accuracy-drop must be a non-negative number of points, got {}",
-            opts.max_drop
-        )));
-    }
-    if let Some(b) = opts
-        .n_bits
-        .iter()
-        .chain(&opts.rounding_bits)
-        .find(|b| !(2..=16).contains(*b))
-    {
-        return Err(CliError::Usage(format!(
-            "--n-bits and --rounding-bits take values in [2, 16], got {b}"
-        )));
-    }
+    opts.validate().map_err(fhec::Error::from)?;
     let Files {
         model,
         calib,
@@ -263,25 +248,9 @@ fn tune_cmd(files: &Files, opts: &fhec::tune::TuneOptions, confirm: usize) -> Re
     println!("wrote {}", out.display());
     if let Some(j) = json {
         let cand = |i: usize| {
-            let c = &t.candidates[i];
-            serde_json::json!({
-                "n_bits": c.n_bits,
-                "own_grids": c.own_grids,
-                "requantize": c.config.requantize,
-                "rounding_bits": c.rounding_bits,
-                "ranges": c.config.ranges.name(),
-                "layers": c.config.layers.iter().map(|(n, l)| format!("{n}={}", l.spec())).collect::<Vec<_>>(),
-                "rounding": c.rounding.name(),
-                "p_error": c.p_error,
-                "score": c.score,
-                "drop_bound": c.drop_bound,
-                "agreement": c.agreement,
-                "pbs_count": c.pbs_count,
-                "tlu_bits": c.tlu_bits,
-                "polynomial_size": c.polynomial_size,
-                "est_ms": c.est_ms,
-                "measured_ms": measured.get(&i),
-            })
+            let mut v = t.candidates[i].summary();
+            v["measured_ms"] = serde_json::json!(measured.get(&i));
+            v
         };
         let doc = serde_json::json!({
             "model": model.display().to_string(),

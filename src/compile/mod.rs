@@ -4,9 +4,11 @@
 //! when the asked one does not exist; more precision where clear mode disagrees with float).
 
 pub mod auto;
+mod settings;
 
 pub use crate::artifact::{CompileReport, ConstructionCost, LayerReport};
 pub use auto::AutoOptions;
+pub use settings::Settings;
 
 use crate::artifact::{CompiledModel, Inner};
 use crate::backend::FheOptions;

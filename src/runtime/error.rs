@@ -7,6 +7,9 @@ pub enum RuntimeError {
     /// Ciphertexts, results or keys that do not fit the program or each other: bad input.
     #[error("{what}")]
     Mismatch { what: String },
+    /// The caller asked the evaluation to stop.
+    #[error("cancelled")]
+    Cancelled,
     /// A compiler or runtime bug.
     #[error("internal error: {what}; please report")]
     Internal { what: String },

@@ -184,7 +184,21 @@ impl ServerKey {
         inputs: &[SeededLweCiphertextListOwned<u64>],
         progress: Option<&indicatif::ProgressBar>,
     ) -> Result<Vec<LweCiphertextListOwned<u64>>> {
-        let regs = self.evaluate_registers(prog, inputs, progress)?;
+        self.evaluate_outputs(prog, inputs, progress, None)
+    }
+
+    /// [`ServerKey::evaluate`], stopping before the next stage once `cancel` is set.
+    ///
+    /// # Errors
+    /// As [`ServerKey::evaluate`]; [`RuntimeError::Cancelled`].
+    pub fn evaluate_outputs(
+        &self,
+        prog: &Program,
+        inputs: &[SeededLweCiphertextListOwned<u64>],
+        progress: Option<&indicatif::ProgressBar>,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Vec<LweCiphertextListOwned<u64>>> {
+        let regs = self.evaluate_watched(prog, inputs, progress, cancel)?;
         Ok(prog
             .outputs
             .iter()
@@ -212,9 +226,27 @@ impl ServerKey {
         inputs: &[SeededLweCiphertextListOwned<u64>],
         progress: Option<&indicatif::ProgressBar>,
     ) -> Result<Vec<Option<LweCiphertextOwned<u64>>>> {
+        self.evaluate_watched(prog, inputs, progress, None)
+    }
+
+    /// [`ServerKey::evaluate_registers`], stopping before the next stage once `cancel` is
+    /// set.
+    ///
+    /// # Errors
+    /// As [`ServerKey::evaluate`]; [`RuntimeError::Cancelled`].
+    pub fn evaluate_watched(
+        &self,
+        prog: &Program,
+        inputs: &[SeededLweCiphertextListOwned<u64>],
+        progress: Option<&indicatif::ProgressBar>,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Vec<Option<LweCiphertextOwned<u64>>>> {
         let luts = self.luts(prog);
         let mut regs = self.load_inputs(prog, inputs)?;
         for stage in &prog.stages {
+            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(RuntimeError::Cancelled);
+            }
             let results: Vec<(u32, LweCiphertextOwned<u64>)> = stage
                 .par_iter()
                 .map(|ins| self.exec(prog, &luts, &regs, ins, progress))

@@ -122,6 +122,20 @@ fn dataset(
     })
 }
 
+impl Dataset {
+    /// Training data from arrays in memory (Python's `fit(X, y)`): features `[N, F]`,
+    /// targets row-major with `y_cols` per sample (class indices or floats). Errors name the
+    /// arrays `X` and `y`.
+    ///
+    /// # Errors
+    /// As [`load_npy`]: shapes, non-finite values, labels that are not class indices.
+    pub fn from_arrays(x: ArrayD<f32>, y: Vec<f64>, y_cols: usize, task: Task) -> Result<Dataset> {
+        let xp = Path::new("X");
+        let x = to_matrix(x).map_err(|r| bad(xp, r.to_string()))?;
+        dataset(x, xp, y, y_cols, Path::new("y"), task)
+    }
+}
+
 /// Features from `x.npy` ([N, F] float32) and targets from `y.npy` (integer class indices or
 /// float targets, [N] or [N, K]).
 pub fn load_npy(x_path: &Path, y_path: &Path, task: Task) -> Result<Dataset> {

@@ -130,8 +130,11 @@ fn modules_form_layers_and_the_cli_stands_on_the_public_api() {
         lib["runtime"]
     );
     // the fronts use `fhec::` items the library re-exports, not its inner modules
-    for front in ["cli", "serve"] {
-        let dir = repo().join("src").join(front);
+    for dir in [
+        repo().join("src/cli"),
+        repo().join("src/serve"),
+        repo().join("python/src"),
+    ] {
         if !dir.exists() {
             continue;
         }
