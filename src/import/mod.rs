@@ -79,6 +79,8 @@ pub enum ImportError {
         path: String,
         source: std::io::Error,
     },
+    #[error("`{path}`: {reason} (raise --max-elements if the model really is this large)")]
+    TooLarge { path: String, reason: String },
     #[error("`{path}` is not a valid ONNX model ({source}); check that the file is complete and was written by an ONNX exporter")]
     Decode {
         path: String,
@@ -466,10 +468,25 @@ pub struct Imported {
 /// As [`import_file`].
 pub fn import_file_noted(path: &Path, opts: &ImportOptions) -> Result<Imported, ImportError> {
     let p = path.display().to_string();
-    let bytes = std::fs::read(path).map_err(|source| ImportError::Io {
-        path: p.clone(),
-        source,
-    })?;
+    // protobuf caps a message at 2 GiB; within that, a model's file holds at most its
+    // elements at 8 bytes (double) plus the graph around them
+    let cap = (opts.limits.max_total_elements as u64)
+        .saturating_mul(8)
+        .saturating_add(1 << 24)
+        .min((1 << 31) - 1);
+    let bytes =
+        crate::fsio::read_capped(path, cap, "an ONNX model").map_err(|reason| match reason {
+            crate::fsio::ReadError::Open(source) | crate::fsio::ReadError::Read(source) => {
+                ImportError::Io {
+                    path: p.clone(),
+                    source,
+                }
+            }
+            too_large => ImportError::TooLarge {
+                path: p.clone(),
+                reason: too_large.to_string(),
+            },
+        })?;
     // external data is read from the model's own folder, unless the caller says otherwise
     let folder;
     let opts = match opts.external {
