@@ -43,6 +43,8 @@ pub mod import;
 pub mod model;
 pub mod npy;
 pub mod runtime;
+#[cfg(feature = "serve")]
+pub mod serve;
 pub mod session;
 #[cfg(feature = "train")]
 pub mod train;
@@ -50,7 +52,8 @@ pub mod tune;
 
 pub use artifact::{ArtifactError, CompiledModel, FormatError, Overflows, SimStats};
 pub use backend::{
-    BackendError, FheOptions, ParamsPolicy, PlanInfo, Rounding, SettingError, TableSplit,
+    BackendError, ExpectedKeySizes, FheOptions, ParamsPolicy, PlanInfo, Rounding, SettingError,
+    TableSplit,
 };
 pub use compile::{
     compile, compile_model, compile_traced, quantize_model, AutoOptions, CompileOptions,

@@ -31,7 +31,7 @@ pub mod program;
 pub use error::{BackendError, SettingError};
 pub use lower::{lower, lower_with, Layout, MAX_TLU_BITS};
 use params::Choice;
-pub use plan::{Plan, PlanInfo};
+pub use plan::{ExpectedKeySizes, Plan, PlanInfo};
 pub use program::{Instr, Operand, Program, ProgramOutput, SimNoise};
 use serde::{Deserialize, Serialize};
 

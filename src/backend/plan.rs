@@ -4,6 +4,7 @@
 
 use super::error::BackendError;
 use super::params::{partition_counts, Choice, ExtractParams, FheParams};
+use super::program::Operand;
 use super::{
     choose_params, lower, lower_with, verify_params, FheOptions, Layout, ParamsPolicy, Program,
     TableSplit,
@@ -119,6 +120,18 @@ impl Plan {
                 .map_or_else(|| c.params.est_ms_per_pbs(), |x| x.est_table_ms(&c.params)),
             est_ms_per_second: c.extract.as_ref().map(ExtractParams::est_ms),
             key_bytes: keys,
+            input_ciphertexts: prog.inputs.iter().map(Vec::len).sum(),
+            output_ciphertexts: prog
+                .outputs
+                .iter()
+                .map(|o| {
+                    o.elems
+                        .iter()
+                        .filter(|e| matches!(e, Operand::Reg(_)))
+                        .count()
+                })
+                .sum(),
+            ciphertext_bytes: 8 * (c.home().big_dimension() as u64 + 1),
             model_id: format!("{:016x}", self.model_id),
         }
     }
@@ -156,9 +169,18 @@ pub struct ExpectedKeySizes {
     /// The second partition: bootstrapping key and keyswitch in.
     pub second_bsk: u64,
     pub second_ksk: u64,
+    /// The most bytes the evaluation keys can take as they travel (seeded: bootstrapping keys
+    /// keep one polynomial of each GLWE ciphertext, keyswitch keys the body of each LWE
+    /// ciphertext; plus [`ExpectedKeySizes::FRAMING`] for the headers): what a server accepts
+    /// for an upload.
+    pub seeded_max: u64,
 }
 
 impl ExpectedKeySizes {
+    /// Bytes of headers, parameters and seeds a seeded key file holds beyond its
+    /// polynomials (measured: under 2 KiB; `tests/it` checks the bound on real keys).
+    pub const FRAMING: u64 = 64 * 1024;
+
     fn of(main: &FheParams, x: Option<&ExtractParams>) -> Self {
         let bsk = |s: &FheParams| {
             let g = (s.glwe_dimension + 1) as u64;
@@ -166,9 +188,20 @@ impl ExpectedKeySizes {
         };
         let ksk =
             |from: usize, to: usize, level: usize| 8 * from as u64 * level as u64 * (to as u64 + 1);
+        // seeded: one of the k+1 polynomials per GLWE row, the body of each LWE row
+        let seeded_bsk = |s: &FheParams| bsk(s) / (s.glwe_dimension as u64 + 1);
+        let seeded_ksk = |from: usize, level: usize| 8 * from as u64 * level as u64;
         // the registers' key: the second set's big key when there is one
         let home = x.map_or(main, |x| &x.set);
+        let seeded = seeded_bsk(main)
+            + seeded_ksk(home.big_dimension(), main.ks_level)
+            + x.map_or(0, |x| {
+                seeded_ksk(main.big_dimension(), x.fks_level)
+                    + seeded_bsk(&x.set)
+                    + seeded_ksk(x.set.big_dimension(), x.set.ks_level)
+            });
         Self {
+            seeded_max: seeded + Self::FRAMING,
             main_bsk: bsk(main),
             main_ksk: ksk(home.big_dimension(), main.lwe_dimension, main.ks_level),
             main_fksk: x.map_or(0, |x| {
@@ -220,6 +253,12 @@ pub struct PlanInfo {
     pub est_ms_per_table: f64,
     pub est_ms_per_second: Option<f64>,
     pub key_bytes: ExpectedKeySizes,
+    /// Ciphertexts per sample: encrypted inputs (one per input element) and results.
+    pub input_ciphertexts: usize,
+    pub output_ciphertexts: usize,
+    /// Bytes of one result ciphertext (an LWE ciphertext under the registers' key). Inputs
+    /// travel seeded: 8 bytes each (the body) plus a seed per input tensor.
+    pub ciphertext_bytes: u64,
     /// The fingerprint keys and ciphertexts carry (hex).
     pub model_id: String,
 }

@@ -5,6 +5,8 @@ mod bench;
 mod compile;
 mod keys;
 mod run;
+#[cfg(feature = "serve")]
+mod serve;
 #[cfg(feature = "train")]
 mod train;
 mod tune;
@@ -44,6 +46,12 @@ pub(crate) enum CliError {
     Fhec(#[from] fhec::Error),
     #[error("{0}")]
     Usage(String),
+    #[cfg(feature = "serve")]
+    #[error(transparent)]
+    Serve(#[from] fhec::serve::ServeError),
+    #[cfg(feature = "serve")]
+    #[error(transparent)]
+    Client(#[from] fhec::serve::client::ClientError),
 }
 
 macro_rules! via_fhec {
@@ -253,6 +261,14 @@ enum Cmd {
     /// that `fhec compile` takes without calibration.
     #[cfg(feature = "train")]
     Train(train::TrainArgs),
+    /// Serve compiled models over HTTP: clients upload evaluation keys once, then post
+    /// encrypted inputs and get encrypted outputs (docs/serving.md).
+    #[cfg(feature = "serve")]
+    Serve(serve::ServeArgs),
+    /// Talk to `fhec serve`: fetch a model, upload keys, run encrypted inference.
+    #[cfg(feature = "serve")]
+    #[command(subcommand)]
+    Client(serve::ClientCmd),
 }
 
 pub fn main() -> ExitCode {
@@ -318,6 +334,10 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::BenchPbs(a) => bench::bench_pbs(a),
         #[cfg(feature = "train")]
         Cmd::Train(a) => train::run(a),
+        #[cfg(feature = "serve")]
+        Cmd::Serve(a) => serve::serve(a),
+        #[cfg(feature = "serve")]
+        Cmd::Client(c) => serve::client(c),
     }
 }
 

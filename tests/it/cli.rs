@@ -594,7 +594,23 @@ fn the_cli_reference_is_the_binarys_help() {
         .collect();
     assert!(commands.len() >= 10, "{commands:?}");
     for c in &commands {
-        md += &format!("\n## fhec {c}\n\n```\n{}\n```\n", help(&[c, "--help"]));
+        let this = help(&[c, "--help"]);
+        md += &format!("\n## fhec {c}\n\n```\n{this}\n```\n");
+        // a command with commands of its own (`fhec client`): each of them too
+        let subs: Vec<String> = this
+            .lines()
+            .skip_while(|l| !l.starts_with("Commands:"))
+            .skip(1)
+            .take_while(|l| l.starts_with("  "))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+            .filter(|c| c != "help")
+            .collect();
+        for sub in &subs {
+            md += &format!(
+                "\n### fhec {c} {sub}\n\n```\n{}\n```\n",
+                help(&[c, sub, "--help"])
+            );
+        }
     }
     let path = crate::common::repo().join("docs/cli.md");
     if std::env::var_os("FHEC_BLESS").is_some() {

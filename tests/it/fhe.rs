@@ -454,6 +454,29 @@ fn client_server_split_through_files() {
         keys.to_bytes().expect("bytes"),
         std::fs::read(&skp).expect("read")
     );
+    // the plan bounds the keys as they travel (what `fhec serve` accepts), tightly, and
+    // says how large ciphertexts are
+    let info = m.plan_info().expect("plan");
+    let key_len = keys.to_bytes().expect("bytes").len() as u64;
+    let framing = fhec::ExpectedKeySizes::FRAMING;
+    assert!(
+        key_len <= info.key_bytes.seeded_max && key_len + framing >= info.key_bytes.seeded_max,
+        "seeded keys of {key_len} bytes, bound {}",
+        info.key_bytes.seeded_max
+    );
+    // inputs travel seeded (8 bytes a ciphertext and a seed per tensor), results whole
+    let ct_len = std::fs::read(&ctp).expect("read").len() as u64;
+    let seeded = 3 * 8 * info.input_ciphertexts as u64;
+    assert!(
+        ct_len >= seeded && ct_len <= seeded + 1024,
+        "3 samples in {ct_len} bytes, {seeded} bytes of seeded bodies"
+    );
+    let y_len = std::fs::read(&yp).expect("read").len() as u64;
+    let whole = 3 * info.output_ciphertexts as u64 * info.ciphertext_bytes;
+    assert!(
+        y_len >= whole && y_len <= whole + 1024,
+        "3 results in {y_len} bytes, {whole} bytes of ciphertexts"
+    );
 
     // another key pair: ids differ
     let (client2, keys2) = Client::keygen(&m).expect("keys");

@@ -13,6 +13,8 @@ mod models;
 mod node_tests;
 mod qdq;
 mod quantized;
+#[cfg(feature = "serve")]
+mod serve;
 #[cfg(feature = "train")]
 mod train;
 mod tune;
