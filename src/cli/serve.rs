@@ -117,9 +117,37 @@ pub(super) enum ClientCmd {
         #[command(flatten)]
         s: Server,
     },
+    /// Encrypt inputs (.npy, axis 0 = samples) with the client key, run them on the server,
+    /// decrypt the results into .npy files: the whole client side in one command.
+    Infer {
+        name: String,
+        /// The compiled model (as `fetch-model` wrote it; checked against the server's).
+        #[arg(long)]
+        model: PathBuf,
+        /// The client key (`fhec keygen`'s client.key).
+        #[arg(long)]
+        key: PathBuf,
+        /// The key id `upload-keys` printed for the matching server.key.
+        #[arg(long)]
+        key_id: String,
+        /// One per graph input, in graph-input order.
+        #[arg(long = "input", required = true)]
+        inputs: Vec<PathBuf>,
+        /// Only the first N samples.
+        #[arg(long)]
+        samples: Option<usize>,
+        /// One per graph output.
+        #[arg(long = "output", required = true)]
+        outputs: Vec<PathBuf>,
+        /// Class labels (.npy, int): print the accuracy.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        #[command(flatten)]
+        s: Server,
+    },
     /// Run the model on encrypted inputs (`fhec encrypt`'s file); writes encrypted outputs
     /// for `fhec decrypt`.
-    Infer {
+    InferCiphertexts {
         name: String,
         /// The key id `upload-keys` printed.
         #[arg(long)]
@@ -188,6 +216,51 @@ pub(super) fn client(c: ClientCmd) -> Result<()> {
             println!("{}", up.key_id);
         }
         ClientCmd::Infer {
+            name,
+            model,
+            key,
+            key_id,
+            inputs,
+            samples,
+            outputs,
+            labels,
+            s,
+        } => {
+            let m = load_model(&model)?;
+            let client = fhec::Client::load(&m, &key)?;
+            let xs = read_inputs(&inputs, samples)?;
+            let cts = client.encrypt(&xs)?;
+            let n = cts.samples();
+            let t = Instant::now();
+            let y = s.client().infer(&name, &key_id, &cts.to_bytes()?)?;
+            let dt = t.elapsed();
+            let outs = fhec::Ciphertexts::outputs_from_bytes(&m, &y)?;
+            let ys = client.decrypt(&outs)?;
+            if outputs.len() != ys.len() {
+                return Err(CliError::Usage(format!(
+                    "the model has {} output(s); give one --output per output",
+                    ys.len()
+                )));
+            }
+            for (p, y) in outputs.iter().zip(&ys) {
+                npy::write_f32(p, y)?;
+                println!("wrote {} {}", p.display(), ShapeFmt(y.shape()));
+            }
+            println!(
+                "{n} sample(s) through {} in {:.2} s ({:.2} s per sample)",
+                s.server,
+                dt.as_secs_f64(),
+                dt.as_secs_f64() / n.max(1) as f64
+            );
+            if let Some(l) = labels {
+                let mut v = npy::read_labels(&l)?;
+                v.truncate(n);
+                let acc = fhec::accuracy(&ys[0], &v)
+                    .ok_or_else(|| labels_mismatch(&l, v.len(), &ys[0]))?;
+                println!("accuracy (fhe): {acc:.4} on {} samples", v.len());
+            }
+        }
+        ClientCmd::InferCiphertexts {
             name,
             key_id,
             input,

@@ -349,7 +349,20 @@ async fn list_models(State(st): State<St>) -> Json<serde_json::Value> {
     let models: Vec<_> = st
         .models
         .iter()
-        .map(|(n, m)| serde_json::json!({ "name": n, "fingerprint": m.info.model_id }))
+        .map(|(n, m)| {
+            serde_json::json!({
+                "name": n,
+                "fingerprint": m.info.model_id,
+                "inputs": m.inputs,
+                "outputs": m.outputs,
+                "parameters": m.info.params,
+                "security_bits": m.info.security_bits,
+                "p_error": m.info.p_error,
+                "bootstraps_per_sample": m.info.bootstraps,
+                "max_key_bytes": m.max_key,
+                "expanded_key_bytes": expanded_key_bytes(&m.info),
+            })
+        })
         .collect();
     Json(serde_json::json!({ "models": models }))
 }
@@ -776,11 +789,20 @@ fn load(cfg: &Config) -> Result<BTreeMap<String, Served>, ServeError> {
 /// # Errors
 /// A model that cannot be served, a key folder or address that cannot be used.
 pub fn run(cfg: Config) -> Result<(), ServeError> {
-    let models = load(&cfg)?;
     let store = DirStore::open(&cfg.keys_dir).map_err(|source| ServeError::KeysDir {
         path: cfg.keys_dir.display().to_string(),
         source,
     })?;
+    run_with_store(cfg, Arc::new(store))
+}
+
+/// [`run`] with another key store (a database, an object store: anything the replicas
+/// share); `cfg.keys_dir` is not used.
+///
+/// # Errors
+/// As [`run`].
+pub fn run_with_store(cfg: Config, store: Arc<dyn KeyStore>) -> Result<(), ServeError> {
+    let models = load(&cfg)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .max_blocking_threads(cfg.max_concurrent + cfg.max_uploads + 4)
@@ -796,7 +818,7 @@ pub fn run(cfg: Config) -> Result<(), ServeError> {
         let addr = listener.local_addr()?;
         let st = Arc::new(AppState {
             models,
-            store: Arc::new(store),
+            store,
             cache: Mutex::default(),
             loading: tokio::sync::Mutex::new(()),
             eval: Arc::new(Semaphore::new(cfg.max_concurrent)),

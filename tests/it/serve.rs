@@ -209,7 +209,7 @@ fn http_round_trip_equals_serve_run_and_bad_requests_are_4xx() {
     assert_eq!(id.len(), 32, "{id}");
     ok(&[
         "client",
-        "infer",
+        "infer-ciphertexts",
         "iris",
         "--server",
         &url,
@@ -230,6 +230,27 @@ fn http_round_trip_equals_serve_run_and_bad_requests_are_4xx() {
         "--output",
         s(&d.join("y.npy")),
     ]);
+    // the client side in one command: encrypt, POST, decrypt
+    let so = ok(&[
+        "client",
+        "infer",
+        "iris",
+        "--server",
+        &url,
+        "--model",
+        s(&fetched),
+        "--key",
+        s(&d.join("client.key")),
+        "--key-id",
+        &id,
+        "--input",
+        s(&model("iris_mlp_test_x.npy")),
+        "--samples",
+        "3",
+        "--output",
+        s(&d.join("y2.npy")),
+    ]);
+    assert!(so.contains("3 sample(s) through"), "{so}");
     let m = fhec::CompiledModel::load(&fhe).expect("model");
     let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
     let x = x
@@ -238,6 +259,8 @@ fn http_round_trip_equals_serve_run_and_bad_requests_are_4xx() {
     let clear = m.run_clear(&[x]).expect("clear");
     let y = fhec::npy::read_f32(&d.join("y.npy")).expect("y");
     assert_eq!(y, clear[0], "encrypted result differs from clear mode");
+    let y2 = fhec::npy::read_f32(&d.join("y2.npy")).expect("y2");
+    assert_eq!(y2, clear[0], "`fhec client infer` differs from clear mode");
     let client = fhec::Client::load(&m, &d.join("client.key")).expect("client key");
     let decrypt = |b: &[u8]| {
         client
@@ -306,9 +329,9 @@ fn http_round_trip_equals_serve_run_and_bad_requests_are_4xx() {
         .read_to_string(&mut metrics)
         .expect("text");
     for needle in [
-        "fhec_requests_total{route=\"/v1/models/{name}/keys/{id}/infer\",code=\"200\"} 2",
+        "fhec_requests_total{route=\"/v1/models/{name}/keys/{id}/infer\",code=\"200\"} 3",
         "fhec_requests_total{route=\"/v1/models/{name}/keys\",code=\"413\"} 1",
-        "fhec_samples_total 6",
+        "fhec_samples_total 9",
     ] {
         assert!(metrics.contains(needle), "`{needle}` missing:\n{metrics}");
     }
