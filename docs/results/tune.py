@@ -124,6 +124,9 @@ def render(data):
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["rows"]:
+        if "error" in r:
+            lines.append(f"| {r['model']} | tune found no setting: {r['error'].split('error: ', 1)[-1]} | | | | | | | |")
+            continue
         c = r["chosen"]
         flags = f"{'own/' if c['own_grids'] else ''}{c['n_bits']} / {c['rounding_bits']}, {c['ranges']}, {c['rounding']} {c['p_error']:.0e}"
         if c["requantize"]:
@@ -136,9 +139,12 @@ def render(data):
         lines.append(
             f"| {r['model']}{unit} | {flags} | {r['float_val']:.2f} | {c['drop_bound']:.2f} | {r['hold_float']:.2f} → {r['hold_clear']:.2f} / {r['hold_sim']:.2f} | {drop:+.2f} | {c['pbs_count']} | {c['est_ms'] / 1e3:.2f} | {measured} |"
         )
-    within = sum(1 for r in data["rows"] if r["hold_float"] - r["hold_sim"] <= 1.0)
+    within = sum(1 for r in data["rows"] if "error" not in r and r["hold_float"] - r["hold_sim"] <= 1.0)
     lines.append("")
-    lines.append(f"Within 1 point of float on the hold-out half: {within} of {len(data['rows'])} models.")
+    lines.append(
+        f"Within 1 point of float on the hold-out half: {within} of the {len(data['rows'])} models run "
+        f"({len(models())} shipped; the script records each model as it finishes, so a partial run shows here)."
+    )
     table = "\n".join(lines)
     text = open(DOC).read()
     a, b = "<!-- table:tune -->", "<!-- /table:tune -->"
@@ -155,6 +161,16 @@ def main():
         if "--only" in sys.argv:
             only = sys.argv[sys.argv.index("--only") + 1].split(",")
         old = {r["model"]: r for r in json.load(open(OUT))["rows"]} if os.path.exists(OUT) else {}
+        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+
+        def save():
+            data = {
+                "date": datetime.date.today().isoformat(),
+                "machine": f"{cpu}, {os.cpu_count()} cores",
+                "rows": [old[k] for k in sorted(old)],
+            }
+            json.dump(data, open(OUT, "w"), indent=1)
+
         with tempfile.TemporaryDirectory() as tmp:
             for p in models():
                 if only and os.path.basename(p) not in only:
@@ -163,13 +179,8 @@ def main():
                     old[os.path.basename(p)] = run_model(p, tmp)
                 except RuntimeError as e:
                     print(f"{os.path.basename(p)}: {e}", file=sys.stderr, flush=True)
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
-        data = {
-            "date": datetime.date.today().isoformat(),
-            "machine": f"{cpu}, {os.cpu_count()} cores",
-            "rows": [old[k] for k in sorted(old)],
-        }
-        json.dump(data, open(OUT, "w"), indent=1)
+                    old[os.path.basename(p)] = {"model": os.path.basename(p), "error": str(e)}
+                save()
     render(json.load(open(OUT)))
 
 
