@@ -45,9 +45,18 @@ pub fn run_encrypted(
     m: &CompiledModel,
     xs: &[ArrayD<f32>],
     progress: Option<&indicatif::ProgressBar>,
+    on_sample: impl FnMut(&SampleOutcome),
+) -> Result<FheRun> {
+    run_with(&Session::new(m)?, m, xs, progress, on_sample)
+}
+
+fn run_with(
+    session: &Session,
+    m: &CompiledModel,
+    xs: &[ArrayD<f32>],
+    progress: Option<&indicatif::ProgressBar>,
     mut on_sample: impl FnMut(&SampleOutcome),
 ) -> Result<FheRun> {
-    let session = Session::new(m)?;
     let prog = &session.plan().program;
     let samples = split_batch(m.float_graph(), xs)?;
     let mut run = FheRun {
@@ -111,6 +120,13 @@ pub struct BenchReport {
     pub equal_clear: usize,
     pub same_class_as_clear: usize,
     pub threads: usize,
+    /// Throughput: the same samples again, evaluated as one request is (batches across
+    /// samples, every core busy), beside one after the other (the latency runs above).
+    pub batch_s: f64,
+    pub throughput_samples_per_s: f64,
+    pub sequential_samples_per_s: f64,
+    /// Samples of the batch whose decrypted integers equal clear mode's.
+    pub batch_equal_clear: usize,
 }
 
 /// Measures encrypted inference on `xs` (keygen once, then each sample), with every sample
@@ -128,7 +144,20 @@ pub fn bench(
     let t0 = Instant::now();
     let info = m.plan_info()?;
     let plan_s = t0.elapsed().as_secs_f64();
-    let run = run_encrypted(m, xs, progress, on_sample)?;
+    let session = Session::new(m)?;
+    let run = run_with(&session, m, xs, progress, on_sample)?;
+    // throughput: the same samples as one batch
+    let prog = &session.plan().program;
+    let q = split_batch(m.float_graph(), xs)?
+        .iter()
+        .map(|s| m.quantize_inputs(s))
+        .collect::<Result<Vec<_>>>()?;
+    let (ints, batch) = session.run_batch(&q)?;
+    let mut batch_equal_clear = 0;
+    for (got, q) in ints.iter().zip(&q) {
+        batch_equal_clear += usize::from(*got == m.boundary_clear(prog, q)?);
+    }
+    let batch_s = batch.as_secs_f64();
     let all: Vec<f64> = run
         .samples
         .iter()
@@ -167,9 +196,17 @@ pub fn bench(
             equal_clear: run.exact,
             same_class_as_clear: run.same_class,
             threads: rayon::current_num_threads(),
+            batch_s,
+            throughput_samples_per_s: q.len() as f64 / batch_s.max(1e-9),
+            sequential_samples_per_s: q.len() as f64 / run_total(&run).max(1e-9),
+            batch_equal_clear,
         },
         info,
     ))
+}
+
+fn run_total(run: &FheRun) -> f64 {
+    run.samples.iter().map(|t| t.evaluate.as_secs_f64()).sum()
 }
 
 /// The median of `v` (0 for none).

@@ -389,6 +389,19 @@ pub struct Server {
 }
 
 impl Server {
+    /// The most samples evaluated together.
+    pub const BATCH: usize = 16;
+    /// Memory for the registers of the samples evaluated together.
+    pub const BATCH_BYTES: u64 = 1 << 30;
+
+    /// Samples evaluated together for `plan`: up to [`Server::BATCH`], fewer when their
+    /// registers (every ciphertext a sample computes) would pass [`Server::BATCH_BYTES`].
+    fn batch(plan: &Plan) -> usize {
+        let ct = 8 * (plan.choice.home().big_dimension() as u64 + 1);
+        let per_sample = (plan.program.n_regs as u64).saturating_mul(ct).max(1);
+        ((Self::BATCH_BYTES / per_sample) as usize).clamp(1, Self::BATCH)
+    }
+
     /// Expands `keys` for `model` (checked: made for this model and its parameters).
     ///
     /// # Errors
@@ -449,15 +462,14 @@ impl Server {
             }
             .into());
         }
-        let samples = cts
-            .samples
-            .iter()
-            .map(|s| {
-                Ok(self
-                    .key
-                    .evaluate_outputs(&self.plan.program, s, progress, cancel)?)
-            })
-            .collect::<Result<_>>()?;
+        // a batch at a time: every core busy across samples, memory bounded per batch
+        let mut samples = Vec::with_capacity(cts.samples.len());
+        for batch in cts.samples.chunks(Self::batch(&self.plan)) {
+            samples.extend(
+                self.key
+                    .evaluate_batch(&self.plan.program, batch, progress, cancel)?,
+            );
+        }
         Ok(Ciphertexts::Outputs(EncryptedOutputs {
             model_id: cts.model_id,
             key_id: cts.key_id,
@@ -534,6 +546,34 @@ impl Session {
         let ints = self.client.key.decrypt(&self.server.plan.program, &outs)?;
         t.decrypt = t2.elapsed();
         Ok((ints, t))
+    }
+
+    /// Encrypts quantized samples, evaluates them in batches (as [`Server::run`] does) and decrypts them; returns each sample's decrypted integers at
+    /// the encrypted boundary and the evaluation's wall time.
+    ///
+    /// # Errors
+    /// A sample that does not match the program.
+    pub fn run_batch(&self, samples: &[Vec<Tensor>]) -> Result<(Vec<Vec<Vec<i64>>>, Duration)> {
+        let cts: Vec<Vec<_>> = samples
+            .iter()
+            .map(|s| {
+                s.iter()
+                    .map(|x| self.client.key.encrypt(&x.i64_values()))
+                    .collect()
+            })
+            .collect();
+        let prog = &self.server.plan.program;
+        let t = Instant::now();
+        let mut outs = Vec::with_capacity(cts.len());
+        for batch in cts.chunks(Server::batch(&self.server.plan)) {
+            outs.extend(self.server.key.evaluate_batch(prog, batch, None, None)?);
+        }
+        let dt = t.elapsed();
+        let ints = outs
+            .iter()
+            .map(|o| Ok(self.client.key.decrypt(prog, o)?))
+            .collect::<Result<_>>()?;
+        Ok((ints, dt))
     }
 
     /// The plan both sides run.

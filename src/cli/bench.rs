@@ -145,6 +145,16 @@ fn bench_cmd(
         }
     })?;
     pb.finish_and_clear();
+    if !json {
+        println!(
+            "throughput: {:.3} samples/s as one batch ({:.2} s for {} samples, {} equal clear mode), {:.3} samples/s one after the other",
+            report.throughput_samples_per_s,
+            report.batch_s,
+            report.samples,
+            report.batch_equal_clear,
+            report.sequential_samples_per_s
+        );
+    }
     println!(
         "{}",
         serde_json::to_string(&report).map_err(|e| fhec::Error::Internal {

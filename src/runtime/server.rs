@@ -199,8 +199,16 @@ impl ServerKey {
         cancel: Option<&std::sync::atomic::AtomicBool>,
     ) -> Result<Vec<LweCiphertextListOwned<u64>>> {
         let regs = self.evaluate_watched(prog, inputs, progress, cancel)?;
-        Ok(prog
-            .outputs
+        Ok(self.outputs_of(prog, &regs))
+    }
+
+    /// The output ciphertexts in the registers of one evaluated sample.
+    fn outputs_of(
+        &self,
+        prog: &Program,
+        regs: &[Option<LweCiphertextOwned<u64>>],
+    ) -> Vec<LweCiphertextListOwned<u64>> {
+        prog.outputs
             .iter()
             .map(|o| {
                 let mut data = Vec::new();
@@ -213,7 +221,50 @@ impl ServerKey {
                 }
                 LweCiphertextList::from_container(data, self.big_size(), modulus())
             })
-            .collect())
+            .collect()
+    }
+
+    /// Runs the program on several samples at once: stage by stage, the instructions of
+    /// every sample in one parallel pool, so that a stage narrower than the machine (the
+    /// last layer, a model of few neurons) still keeps every core busy; the test
+    /// polynomials are made once for the batch. Memory: every sample's registers (the
+    /// caller bounds the samples). The results are those of [`ServerKey::evaluate_outputs`]
+    /// on each sample.
+    ///
+    /// # Errors
+    /// As [`ServerKey::evaluate_outputs`].
+    pub fn evaluate_batch(
+        &self,
+        prog: &Program,
+        samples: &[Vec<SeededLweCiphertextListOwned<u64>>],
+        progress: Option<&indicatif::ProgressBar>,
+        cancel: Option<&std::sync::atomic::AtomicBool>,
+    ) -> Result<Vec<Vec<LweCiphertextListOwned<u64>>>> {
+        let luts = self.luts(prog);
+        let mut regs = samples
+            .iter()
+            .map(|s| self.load_inputs(prog, s))
+            .collect::<Result<Vec<_>>>()?;
+        for stage in &prog.stages {
+            if cancel.is_some_and(|c| c.load(std::sync::atomic::Ordering::Relaxed)) {
+                return Err(RuntimeError::Cancelled);
+            }
+            let results: Vec<(usize, u32, LweCiphertextOwned<u64>)> = regs
+                .par_iter()
+                .enumerate()
+                .flat_map(|(i, r)| {
+                    let luts = &luts;
+                    stage.par_iter().map(move |ins| {
+                        self.exec(prog, luts, r, ins, progress)
+                            .map(|(dst, ct)| (i, dst, ct))
+                    })
+                })
+                .collect::<Result<_>>()?;
+            for (i, dst, ct) in results {
+                regs[i][dst as usize] = Some(ct);
+            }
+        }
+        Ok(regs.iter().map(|r| self.outputs_of(prog, r)).collect())
     }
 
     /// [`ServerKey::evaluate`], returning every register.

@@ -709,3 +709,20 @@ fn observed_bit_extraction_error_rate_matches_the_noise_model() {
     );
     assert!(v > want / 2.0 && v < want * 2.0, "V_table {v} vs {want}");
 }
+
+/// `bench` measures latency sample by sample and throughput as one batch (the way the
+/// server evaluates a request): both decrypt to the integer program, bit for bit.
+#[test]
+fn bench_batches_equal_clear_mode() {
+    use crate::common::model;
+    let m = crate::common::compile_iris(3, 4);
+    let x = fhec::npy::read_f32(&model("iris_mlp_test_x.npy")).expect("x");
+    let x = x
+        .slice_axis(ndarray::Axis(0), ndarray::Slice::from(0..4))
+        .to_owned();
+    let (r, _) = fhec::bench::bench("iris", &m, &[x], None, |_| {}).expect("bench");
+    assert_eq!(r.samples, 4);
+    assert_eq!(r.equal_clear, 4, "sample by sample");
+    assert_eq!(r.batch_equal_clear, 4, "as one batch");
+    assert!(r.throughput_samples_per_s > 0.0 && r.sequential_samples_per_s > 0.0);
+}
