@@ -3,7 +3,9 @@
 //! table width ([`bench_pbs`]: `fhec bench-pbs`).
 
 use crate::artifact::CompiledModel;
-use crate::backend::params::{search, vetted_sets, Constraint, FheParams, Target};
+use crate::backend::params::{
+    search, vetted_multi_bit_sets, vetted_sets, Constraint, FheParams, Target,
+};
 use crate::backend::{PlanInfo, SettingError};
 use crate::error::{Error, Result};
 use crate::model::{argmax, join_batch, split_batch};
@@ -233,6 +235,14 @@ pub struct PbsOptions {
     pub reps: usize,
     /// Also tfhe's vetted set for each width.
     pub vetted: bool,
+    /// Also tfhe's vetted multi-bit sets (grouping factors 2, 3, 4) of the vetted width,
+    /// beside the vetted classic set.
+    pub multi_bit: bool,
+    /// Also many-LUT bootstraps (2 and 4 tables of one input) on each classic set.
+    pub many_lut: bool,
+    /// Thread counts: 1 measures one bootstrap after the other; `n > 1` runs `n` at once
+    /// (and, for multi-bit sets, also one at a time on `n` threads).
+    pub threads: Vec<usize>,
 }
 
 /// One parameter set's measured bootstrap.
@@ -240,18 +250,30 @@ pub struct PbsOptions {
 pub struct PbsRow {
     pub bits: u32,
     pub source: String,
+    /// `classic`, `multi-bit gN` (grouping factor N) or `many-LUT xK` (K tables per
+    /// bootstrap).
+    pub kind: String,
     pub norm2: f64,
     pub params: FheParams,
     pub keygen_s: f64,
+    /// Wall time per bootstrap (with `threads` at work).
     pub ms_per_pbs: f64,
+    pub tables_per_pbs: usize,
+    /// `ms_per_pbs / tables_per_pbs`.
+    pub ms_per_table: f64,
+    /// Error probability per bootstrap: the optimizer's formula for classic sets, tfhe's
+    /// stated one for its multi-bit sets.
     pub p_error: f64,
-    pub est_ms_per_pbs: f64,
+    /// The optimizer's cost model (classic sets only).
+    pub est_ms_per_pbs: Option<f64>,
     pub threads: usize,
+    /// How the threads were used (`1 thread`, `2 threads, 2 at once`, `2 threads inside one`).
+    pub threading: String,
 }
 
 /// Measures one keyswitch + bootstrap per table width, with the optimizer's parameters (and
-/// tfhe's vetted sets); `on_row` hears each measurement, `on_skip` each width without
-/// parameters.
+/// tfhe's vetted sets: classic, multi-bit; many-LUT bootstraps on the classic ones);
+/// `on_row` hears each measurement, `on_skip` each width without parameters.
 ///
 /// # Errors
 /// Options out of range; a bootstrap that returns a wrong value (a bug).
@@ -260,6 +282,7 @@ pub fn bench_pbs(
     mut on_row: impl FnMut(&PbsRow),
     mut on_skip: impl FnMut(u32, &Error),
 ) -> Result<Vec<PbsRow>> {
+    use measure::Threading;
     let bad = |flag: &'static str, reason: &str| {
         Error::Setting(SettingError {
             flag,
@@ -281,6 +304,30 @@ pub fn bench_pbs(
             &format!("{b}: table widths 1..=12 are measured"),
         ));
     }
+    if o.threads.is_empty() || o.threads.iter().any(|&t| t == 0 || t > 256) {
+        return Err(bad("--threads", "thread counts 1..=256"));
+    }
+    let wrong = |what: String| Error::Internal {
+        what: format!("{what}: a bootstrap returned a wrong value"),
+    };
+    let modes = |inside: bool| {
+        let mut m = Vec::new();
+        for &t in &o.threads {
+            if t == 1 {
+                m.push(Threading::One);
+            } else {
+                if inside {
+                    m.push(Threading::Inside(t));
+                }
+                m.push(Threading::Parallel(t));
+            }
+        }
+        m
+    };
+    let threads_of = |m: Threading| match m {
+        Threading::One => 1,
+        Threading::Parallel(t) | Threading::Inside(t) => t,
+    };
     let mut rows = Vec::new();
     for &p in &o.bits {
         let c = Constraint {
@@ -297,29 +344,84 @@ pub fn bench_pbs(
             Ok(ch) => sets.push(("optimizer".into(), ch.params)),
             Err(e) => on_skip(p, &crate::backend::BackendError::from(e).into()),
         }
-        if o.vetted {
-            if let Some((name, _, v)) = vetted_sets().into_iter().find(|(_, b, _)| *b >= p) {
-                sets.push((name.to_string(), v));
+        let vetted = vetted_sets().into_iter().find(|(_, b, _)| *b >= p);
+        if o.vetted || o.multi_bit {
+            if let Some((name, _, v)) = &vetted {
+                sets.push((name.to_string(), v.clone()));
             }
         }
-        for (source, pr) in sets {
-            let (ck, sk, keygen_s) = measure::keys(&pr, p);
-            let ms = measure::pbs_latency(&ck, &sk, p, o.reps).ok_or_else(|| Error::Internal {
-                what: format!("{source} at {p} bits: a bootstrap returned a wrong value"),
-            })?;
-            let row = PbsRow {
-                bits: p,
-                source,
-                norm2: o.norm2,
-                p_error: pr.p_error(&c),
-                est_ms_per_pbs: pr.est_ms_per_pbs(),
-                params: pr,
-                keygen_s,
-                ms_per_pbs: ms,
-                threads: 1,
-            };
+        let mut emit = |row: PbsRow, rows: &mut Vec<PbsRow>| {
             on_row(&row);
             rows.push(row);
+        };
+        for (source, pr) in sets {
+            let (ck, sk, keygen_s) = measure::keys(&pr, p);
+            let mut kinds = vec![1usize];
+            if o.many_lut {
+                kinds.extend([2usize, 4].into_iter().filter(|&k| k.ilog2() < p));
+            }
+            for k in kinds {
+                for m in modes(false) {
+                    let ms = if k == 1 {
+                        measure::pbs_time(&ck, &sk, p, o.reps, m)
+                    } else {
+                        measure::many_lut_time(&ck, &sk, p, k, o.reps, m)
+                    }
+                    .ok_or_else(|| wrong(format!("{source} at {p} bits, {k} tables")))?;
+                    let row = PbsRow {
+                        bits: p,
+                        source: source.clone(),
+                        kind: if k == 1 {
+                            "classic".into()
+                        } else {
+                            format!("many-LUT x{k}")
+                        },
+                        norm2: o.norm2,
+                        p_error: pr.p_error(&c),
+                        est_ms_per_pbs: Some(pr.est_ms_per_pbs()),
+                        params: pr.clone(),
+                        keygen_s,
+                        ms_per_pbs: ms,
+                        tables_per_pbs: k,
+                        ms_per_table: ms / k as f64,
+                        threads: threads_of(m),
+                        threading: m.to_string(),
+                    };
+                    emit(row, &mut rows);
+                }
+            }
+        }
+        if o.multi_bit {
+            let Some((_, width, _)) = &vetted else {
+                continue;
+            };
+            for (name, b, g, log2_p_fail, pr) in vetted_multi_bit_sets() {
+                if b != *width {
+                    continue;
+                }
+                let (keys, keygen_s) = measure::multi_bit_keys(&pr, g)
+                    .ok_or_else(|| wrong(format!("{name}: grouping {g}")))?;
+                for m in modes(true) {
+                    let ms = measure::multi_bit_time(&keys, p, o.reps, m)
+                        .ok_or_else(|| wrong(format!("{name} at {p} bits")))?;
+                    let row = PbsRow {
+                        bits: p,
+                        source: name.to_string(),
+                        kind: format!("multi-bit g{g}"),
+                        norm2: o.norm2,
+                        p_error: 2f64.powf(log2_p_fail),
+                        est_ms_per_pbs: None,
+                        params: pr.clone(),
+                        keygen_s,
+                        ms_per_pbs: ms,
+                        tables_per_pbs: 1,
+                        ms_per_table: ms,
+                        threads: threads_of(m),
+                        threading: m.to_string(),
+                    };
+                    emit(row, &mut rows);
+                }
+            }
         }
     }
     Ok(rows)

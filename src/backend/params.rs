@@ -629,6 +629,54 @@ pub fn vetted_sets() -> Vec<(&'static str, u32, FheParams)> {
     ]
 }
 
+/// tfhe's vetted multi-bit sets (Gaussian, p_fail 2^-128): name, table width (message +
+/// carry bits), grouping factor, log2 of the stated failure probability and parameters. The optimizer does not choose them yet;
+/// `fhec bench-pbs --multi-bit` measures them against the classic sets of the same width.
+pub fn vetted_multi_bit_sets() -> Vec<(&'static str, u32, usize, f64, FheParams)> {
+    use tfhe::core_crypto::prelude::DynamicDistribution;
+    use tfhe::shortint::parameters::v1_8::*;
+    let std = |d: DynamicDistribution<u64>| match d {
+        DynamicDistribution::Gaussian(g) => g.std,
+        DynamicDistribution::TUniform(_) => f64::NAN,
+    };
+    let conv = |p: tfhe::shortint::MultiBitPBSParameters| {
+        (
+            p.grouping_factor.0,
+            p.log2_p_fail,
+            FheParams {
+                lwe_dimension: p.lwe_dimension.0,
+                glwe_dimension: p.glwe_dimension.0,
+                polynomial_size: p.polynomial_size.0,
+                pbs_base_log: p.pbs_base_log.0,
+                pbs_level: p.pbs_level.0,
+                ks_base_log: p.ks_base_log.0,
+                ks_level: p.ks_level.0,
+                lwe_std: std(p.lwe_noise_distribution),
+                glwe_std: std(p.glwe_noise_distribution),
+            },
+        )
+    };
+    macro_rules! sets {
+        ($($set:ident: $bits:expr),*) => {
+            vec![$({ let (g, f, s) = conv($set); (stringify!($set), $bits, g, f, s) }),*]
+        };
+    }
+    sets![
+        V1_8_PARAM_MULTI_BIT_GROUP_2_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128: 2,
+        V1_8_PARAM_MULTI_BIT_GROUP_3_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128: 2,
+        V1_8_PARAM_MULTI_BIT_GROUP_4_MESSAGE_1_CARRY_1_KS_PBS_GAUSSIAN_2M128: 2,
+        V1_8_PARAM_MULTI_BIT_GROUP_2_MESSAGE_2_CARRY_2_KS_PBS_GAUSSIAN_2M128: 4,
+        V1_8_PARAM_MULTI_BIT_GROUP_3_MESSAGE_2_CARRY_2_KS_PBS_GAUSSIAN_2M128: 4,
+        V1_8_PARAM_MULTI_BIT_GROUP_4_MESSAGE_2_CARRY_2_KS_PBS_GAUSSIAN_2M128: 4,
+        V1_8_PARAM_MULTI_BIT_GROUP_2_MESSAGE_3_CARRY_3_KS_PBS_GAUSSIAN_2M128: 6,
+        V1_8_PARAM_MULTI_BIT_GROUP_3_MESSAGE_3_CARRY_3_KS_PBS_GAUSSIAN_2M128: 6,
+        V1_8_PARAM_MULTI_BIT_GROUP_4_MESSAGE_3_CARRY_3_KS_PBS_GAUSSIAN_2M128: 6,
+        V1_8_PARAM_MULTI_BIT_GROUP_2_MESSAGE_4_CARRY_4_KS_PBS_GAUSSIAN_2M128: 8,
+        V1_8_PARAM_MULTI_BIT_GROUP_3_MESSAGE_4_CARRY_4_KS_PBS_GAUSSIAN_2M128: 8,
+        V1_8_PARAM_MULTI_BIT_GROUP_4_MESSAGE_4_CARRY_4_KS_PBS_GAUSSIAN_2M128: 8
+    ]
+}
+
 /// The cheapest vetted set that meets `target` for every constraint and has room for
 /// `p`-bit tables.
 ///

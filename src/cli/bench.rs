@@ -36,6 +36,17 @@ pub(super) struct BenchPbsArgs {
     /// key generation).
     #[arg(long)]
     vetted: bool,
+    /// Also tfhe's vetted multi-bit sets (grouping factors 2, 3, 4) beside the vetted
+    /// classic set of the same width.
+    #[arg(long)]
+    multi_bit: bool,
+    /// Also many-LUT bootstraps: 2 and 4 tables of one input in one bootstrap.
+    #[arg(long)]
+    many_lut: bool,
+    /// Thread counts: 1 runs one bootstrap after the other; N > 1 runs N at once (and a
+    /// multi-bit bootstrap also on N threads by itself).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    threads: Vec<usize>,
     /// One JSON line per measurement.
     #[arg(long)]
     json: bool,
@@ -47,7 +58,17 @@ pub(super) fn bench(a: BenchArgs) -> Result<()> {
 }
 
 pub(super) fn bench_pbs(a: BenchPbsArgs) -> Result<()> {
-    bench_pbs_cmd(&a.bits, a.norm2, a.p_error, a.reps, a.vetted, a.json)
+    let opts = fhec::bench::PbsOptions {
+        bits: a.bits,
+        norm2: a.norm2,
+        p_error: a.p_error,
+        reps: a.reps,
+        vetted: a.vetted,
+        multi_bit: a.multi_bit,
+        many_lut: a.many_lut,
+        threads: a.threads,
+    };
+    bench_pbs_cmd(&opts, a.json)
 }
 
 /// `run --mode fhe`: the outputs, and how many samples equal clear mode bit for bit and
@@ -164,41 +185,50 @@ fn bench_cmd(
     Ok(())
 }
 
-fn bench_pbs_cmd(
-    bits: &[u32],
-    norm2: f64,
-    p_error: f64,
-    reps: usize,
-    vetted: bool,
-    json: bool,
-) -> Result<()> {
-    let opts = fhec::bench::PbsOptions {
-        bits: bits.to_vec(),
-        norm2,
-        p_error,
-        reps,
-        vetted,
-    };
+fn bench_pbs_cmd(opts: &fhec::bench::PbsOptions, json: bool) -> Result<()> {
     if !json {
         println!(
-            "{:<5} {:<52} {:>9} {:>11} {:>10} {:>9}",
-            "bits", "parameters", "keygen s", "ms per PBS", "p_error", "est. ms"
+            "{:<5} {:<14} {:<24} {:<52} {:>9} {:>10} {:>12} {:>10} {:>8}",
+            "bits",
+            "kind",
+            "threads",
+            "parameters",
+            "keygen s",
+            "ms per PBS",
+            "ms per table",
+            "p_error",
+            "est. ms"
         );
     }
     fhec::bench::bench_pbs(
-        &opts,
+        opts,
         |r| {
             if json {
                 println!("{}", serde_json::to_string(r).unwrap_or_default());
             } else {
-                let desc = format!("{}: {}", r.source, r.params);
+                let desc = format!("{}: {}", short_source(&r.source), r.params);
+                let est = r
+                    .est_ms_per_pbs
+                    .map_or_else(|| "-".to_string(), |e| format!("{e:.1}"));
                 println!(
-                    "{:<5} {desc:<52} {:>9.1} {:>11.1} {:>10.1e} {:>9.1}",
-                    r.bits, r.keygen_s, r.ms_per_pbs, r.p_error, r.est_ms_per_pbs
+                    "{:<5} {:<14} {:<24} {desc:<52} {:>9.1} {:>10.2} {:>12.2} {:>10.1e} {est:>8}",
+                    r.bits,
+                    r.kind,
+                    r.threading,
+                    r.keygen_s,
+                    r.ms_per_pbs,
+                    r.ms_per_table,
+                    r.p_error
                 );
             }
         },
         |p, e| println!("{p} bits: {e}"),
     )?;
     Ok(())
+}
+
+/// tfhe's long set names without their version prefix and noise suffix.
+fn short_source(s: &str) -> &str {
+    let s = s.strip_prefix("V1_8_PARAM_").unwrap_or(s);
+    s.strip_suffix("_KS_PBS_GAUSSIAN_2M128").unwrap_or(s)
 }

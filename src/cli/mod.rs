@@ -253,8 +253,8 @@ enum Cmd {
     /// within --max-accuracy-drop points with 95 % confidence; print the Pareto table and the
     /// margin, confirm the choice with a real encrypted sample, write it.
     Tune(tune::TuneArgs),
-    /// Measure one keyswitch + bootstrap (one thread) at several table widths, with the
-    /// optimizer's parameters and with tfhe's vetted sets.
+    /// Measure one keyswitch + bootstrap at several table widths: the optimizer's
+    /// parameters and tfhe's vetted sets, classic, multi-bit and many-LUT, on 1..N threads.
     BenchPbs(bench::BenchPbsArgs),
     /// Train a quantization-aware network (2–4-bit weights and activations, accumulators
     /// kept within --n-accum-bits by pruning) on .npy or CSV data; write it as a QONNX model

@@ -28,25 +28,248 @@ pub fn keys_with(
     (ck, sk, t0.elapsed().as_secs_f64())
 }
 
+/// How measured bootstraps use the machine's threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Threading {
+    /// One bootstrap after the other on the calling thread (latency).
+    One,
+    /// Independent bootstraps on `n` threads at once (throughput: the wall time per
+    /// bootstrap of a stage with many tables).
+    Parallel(usize),
+    /// One bootstrap at a time, each on `n` threads (multi-bit blind rotations only:
+    /// their key groups split across threads; latency).
+    Inside(usize),
+}
+
+impl std::fmt::Display for Threading {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Threading::One => write!(f, "1 thread"),
+            Threading::Parallel(n) => write!(f, "{n} threads, {n} at once"),
+            Threading::Inside(n) => write!(f, "{n} threads inside one"),
+        }
+    }
+}
+
+/// Runs `check` on every input under `threading` and returns the wall time per input in
+/// ms, or `None` when a check failed (a wrong bootstrap result).
+fn timed<T: Send>(
+    inputs: Vec<T>,
+    threading: Threading,
+    check: impl Fn(T) -> bool + Sync + Send,
+) -> Option<f64> {
+    let n = inputs.len().max(1) as f64;
+    match threading {
+        Threading::Parallel(t) if t > 1 => {
+            let pool = rayon::ThreadPoolBuilder::new()
+                .num_threads(t)
+                .build()
+                .ok()?;
+            let t0 = Instant::now();
+            let ok =
+                pool.install(|| inputs.into_par_iter().map(&check).filter(|ok| !ok).count()) == 0;
+            ok.then(|| t0.elapsed().as_secs_f64() * 1e3 / n)
+        }
+        _ => {
+            let t0 = Instant::now();
+            let ok = inputs.into_iter().map(&check).filter(|ok| !ok).count() == 0;
+            ok.then(|| t0.elapsed().as_secs_f64() * 1e3 / n)
+        }
+    }
+}
+
 /// Mean wall time of one keyswitch + bootstrap on the calling thread, ms (`reps` runs of a
-/// `p`-bit identity table; every result is checked).
-///
-/// # Panics
-/// Never on user data; a wrong bootstrap result is reported as `None`.
+/// `p`-bit identity table; every result is checked). `None` when a result was wrong.
 pub fn pbs_latency(ck: &ClientKey, sk: &ServerKey, p: u32, reps: usize) -> Option<f64> {
+    pbs_time(ck, sk, p, reps, Threading::One)
+}
+
+/// [`pbs_latency`] under `threading` (wall time per bootstrap).
+pub fn pbs_time(
+    ck: &ClientKey,
+    sk: &ServerKey,
+    p: u32,
+    reps: usize,
+    threading: Threading,
+) -> Option<f64> {
     let d = delta(p);
     let lut = table_lut(sk.params(), p, d, |i| i as u64);
-    let mut ok = true;
-    let mut total = 0.0;
-    for r in 0..reps {
-        let v = (r as i64 * 5 + 3) % (1 << p);
-        let x = table_input(ck, v, p);
-        let t0 = Instant::now();
-        let out = sk.bootstrap(&x, &lut);
-        total += t0.elapsed().as_secs_f64();
-        ok &= ck.decrypt_one(&out.as_view(), 0) == v;
+    let inputs: Vec<_> = (0..reps)
+        .map(|r| {
+            let v = (r as i64 * 5 + 3) % (1 << p);
+            (v, table_input(ck, v, p))
+        })
+        .collect();
+    timed(inputs, threading, |(v, x)| {
+        ck.decrypt_one(&sk.bootstrap(&x, &lut).as_view(), 0) == v
+    })
+}
+
+/// Wall time of one many-LUT bootstrap (tfhe's: `k` tables of one input in one blind
+/// rotation, [`ServerKey::bootstrap_many`]) on a `p`-bit table space, whose input has
+/// `p - log2 k` bits; ms per bootstrap (divide by `k` for a table read). Table `j` of
+/// input `x` is `x + j`; every output is checked. `None` when one was wrong or `k` is not a
+/// power of two below `2^p`.
+pub fn many_lut_time(
+    ck: &ClientKey,
+    sk: &ServerKey,
+    p: u32,
+    k: usize,
+    reps: usize,
+    threading: Threading,
+) -> Option<f64> {
+    if !k.is_power_of_two() || k < 2 || k.ilog2() >= p {
+        return None;
     }
-    ok.then(|| total * 1e3 / reps.max(1) as f64)
+    let q = p - k.ilog2();
+    let d = delta(p);
+    let n = sk.params().polynomial_size;
+    let stride = (n >> p) << q;
+    let lut = table_lut(sk.params(), p, d, |i| {
+        let (j, x) = (i >> q, i & ((1 << q) - 1));
+        ((x + j) % (1 << p)) as u64
+    });
+    let inputs: Vec<_> = (0..reps)
+        .map(|r| {
+            let v = (r as i64 * 5 + 3) % (1 << q);
+            (v, table_input(ck, v, p))
+        })
+        .collect();
+    timed(inputs, threading, |(v, x)| {
+        sk.bootstrap_many(&x, &lut, k, stride)
+            .iter()
+            .enumerate()
+            .all(|(j, out)| ck.decrypt_one(&out.as_view(), 0) == (v + j as i64) % (1 << p))
+    })
+}
+
+/// Keys of a multi-bit set (tfhe's multi-bit blind rotation with `grouping` key bits per
+/// group): the big key's secret, the keyswitching key to the small key and the Fourier
+/// multi-bit bootstrapping key. For measurement: the runtime does not use them yet.
+pub struct MultiBitKeys {
+    big: LweSecretKeyOwned<u64>,
+    ksk: LweKeyswitchKeyOwned<u64>,
+    bsk: FourierLweMultiBitBootstrapKeyOwned,
+    params: FheParams,
+}
+
+fn gaussian(std: f64) -> Gaussian<f64> {
+    Gaussian::from_dispersion_parameter(StandardDev(std), 0.0)
+}
+
+/// Generates [`MultiBitKeys`] for `params` (whose LWE dimension `grouping` divides) and
+/// the key generation time, s. `None` when `grouping` does not divide it.
+pub fn multi_bit_keys(params: &FheParams, grouping: usize) -> Option<(MultiBitKeys, f64)> {
+    if grouping < 2 || !params.lwe_dimension.is_multiple_of(grouping) {
+        return None;
+    }
+    let t0 = Instant::now();
+    let mut seeder = new_seeder();
+    let seeder = seeder.as_mut();
+    let mut secret_gen = SecretRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed());
+    let mut enc_gen =
+        EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
+    let small =
+        LweSecretKey::generate_new_binary(LweDimension(params.lwe_dimension), &mut secret_gen);
+    let glwe = GlweSecretKey::generate_new_binary(
+        GlweDimension(params.glwe_dimension),
+        PolynomialSize(params.polynomial_size),
+        &mut secret_gen,
+    );
+    let big = LweSecretKey::from_container(glwe.as_lwe_secret_key().as_ref().to_vec());
+    let ksk = allocate_and_generate_new_lwe_keyswitch_key(
+        &big,
+        &small,
+        DecompositionBaseLog(params.ks_base_log),
+        DecompositionLevelCount(params.ks_level),
+        gaussian(params.lwe_std),
+        CiphertextModulus::new_native(),
+        &mut enc_gen,
+    );
+    let std_bsk = par_allocate_and_generate_new_lwe_multi_bit_bootstrap_key(
+        &small,
+        &glwe,
+        DecompositionBaseLog(params.pbs_base_log),
+        DecompositionLevelCount(params.pbs_level),
+        LweBskGroupingFactor(grouping),
+        gaussian(params.glwe_std),
+        CiphertextModulus::new_native(),
+        &mut enc_gen,
+    );
+    let mut bsk = FourierLweMultiBitBootstrapKey::new(
+        std_bsk.input_lwe_dimension(),
+        std_bsk.glwe_size(),
+        std_bsk.polynomial_size(),
+        std_bsk.decomposition_base_log(),
+        std_bsk.decomposition_level_count(),
+        std_bsk.grouping_factor(),
+    );
+    par_convert_standard_lwe_multi_bit_bootstrap_key_to_fourier(&std_bsk, &mut bsk);
+    let keys = MultiBitKeys {
+        big,
+        ksk,
+        bsk,
+        params: params.clone(),
+    };
+    Some((keys, t0.elapsed().as_secs_f64()))
+}
+
+/// Wall time of one keyswitch + multi-bit bootstrap of a `p`-bit identity table, ms
+/// (`reps` runs, every result checked; [`Threading::Inside`] gives the blind rotation its
+/// threads). `None` when a result was wrong.
+pub fn multi_bit_time(
+    keys: &MultiBitKeys,
+    p: u32,
+    reps: usize,
+    threading: Threading,
+) -> Option<f64> {
+    let d = delta(p);
+    let set = &keys.params;
+    let lut = table_lut(set, p, d, |i| i as u64);
+    let mut seeder = new_seeder();
+    let seeder = seeder.as_mut();
+    let mut enc_gen =
+        EncryptionRandomGenerator::<DefaultRandomGenerator>::new(seeder.seed(), seeder);
+    let big_size = LweDimension(set.big_dimension()).to_lwe_size();
+    let inputs: Vec<_> = (0..reps)
+        .map(|r| {
+            let v = (r as u64 * 5 + 3) % (1 << p);
+            let mut ct = LweCiphertext::new(0u64, big_size, CiphertextModulus::new_native());
+            let m = v.wrapping_mul(d).wrapping_add(1u64 << (62 - p));
+            encrypt_lwe_ciphertext(
+                &keys.big,
+                &mut ct,
+                Plaintext(m),
+                gaussian(set.glwe_std),
+                &mut enc_gen,
+            );
+            (v, ct)
+        })
+        .collect();
+    let inner = match threading {
+        Threading::Inside(t) => t.max(1),
+        _ => 1,
+    };
+    timed(inputs, threading, |(v, ct)| {
+        let mut small = LweCiphertext::new(
+            0u64,
+            LweDimension(set.lwe_dimension).to_lwe_size(),
+            CiphertextModulus::new_native(),
+        );
+        keyswitch_lwe_ciphertext(&keys.ksk, &ct, &mut small);
+        let mut out = LweCiphertext::new(0u64, big_size, CiphertextModulus::new_native());
+        multi_bit_programmable_bootstrap_lwe_ciphertext(
+            &small,
+            &mut out,
+            &lut,
+            &keys.bsk,
+            ThreadCount(inner),
+            true,
+        );
+        let phase = decrypt_lwe_ciphertext(&keys.big, &out).0;
+        let code = (phase.wrapping_add(d / 2) / d) & ((1u64 << (p + 1)) - 1);
+        code == v
+    })
 }
 
 /// A fresh encryption of `v` for a `p`-bit table (message bits = `p`), placed mid-slot as

@@ -76,14 +76,23 @@ fn keyswitch_bootstraps<const L: usize>(
     luts.map(|lut| {
         let mut acc = lut.clone();
         blind_rotate_assign(&msed, &mut acc, bsk);
-        let mut out = LweCiphertext::new(
-            0u64,
-            LweDimension(set.big_dimension()).to_lwe_size(),
-            modulus(),
-        );
-        extract_lwe_sample_from_glwe_ciphertext(&acc, &mut out, MonomialDegree(0));
-        out
+        extract_at(&acc, set, 0)
     })
+}
+
+/// Sample extraction of `acc`'s coefficient `degree` under `set`'s big key.
+fn extract_at(
+    acc: &GlweCiphertextOwned<u64>,
+    set: &FheParams,
+    degree: usize,
+) -> LweCiphertextOwned<u64> {
+    let mut out = LweCiphertext::new(
+        0u64,
+        LweDimension(set.big_dimension()).to_lwe_size(),
+        modulus(),
+    );
+    extract_lwe_sample_from_glwe_ciphertext(acc, &mut out, MonomialDegree(degree));
+    out
 }
 
 impl ServerKey {
@@ -110,6 +119,37 @@ impl ServerKey {
             &self.bsk,
             self.params(),
         ))
+    }
+
+    /// Several tables of one input in one bootstrap (tfhe's many-LUT bootstrap): one
+    /// keyswitch, one blind rotation of `lut` (which holds the `k` tables one after the
+    /// other, `stride` coefficients apart), `k` sample extractions at `0, stride, …`. The
+    /// input must sit in the first `N / k` coefficients' boxes (its top `log2 k` bits zero).
+    pub(crate) fn bootstrap_many(
+        &self,
+        ct: &LweCiphertextOwned<u64>,
+        lut: &GlweCiphertextOwned<u64>,
+        k: usize,
+        stride: usize,
+    ) -> Vec<LweCiphertextOwned<u64>> {
+        let set = self.params();
+        let mut small = LweCiphertext::new(
+            0u64,
+            LweDimension(set.lwe_dimension).to_lwe_size(),
+            modulus(),
+        );
+        keyswitch_lwe_ciphertext(&self.ksk, ct, &mut small);
+        let log_2n = (2 * set.polynomial_size).ilog2() as usize;
+        lwe_ciphertext_plaintext_add_assign(&mut small, Plaintext(1u64 << (63 - log_2n)));
+        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
+            small.as_view(),
+            CiphertextModulusLog(log_2n),
+        );
+        let mut acc = lut.clone();
+        blind_rotate_assign(&msed, &mut acc, &self.bsk);
+        (0..k)
+            .map(|j| self.to_home(extract_at(&acc, set, j * stride)))
+            .collect()
     }
 
     /// A table output under the registers' key: keyswitched back with a second partition.

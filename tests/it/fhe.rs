@@ -726,3 +726,50 @@ fn bench_batches_equal_clear_mode() {
     assert_eq!(r.batch_equal_clear, 4, "as one batch");
     assert!(r.throughput_samples_per_s > 0.0 && r.sequential_samples_per_s > 0.0);
 }
+
+/// `bench-pbs` measures classic, many-LUT and multi-bit bootstraps side by side, each
+/// result checked (a wrong table read is an error, not a row): at 2 bits, many-LUT reads two
+/// tables per bootstrap, and every vetted multi-bit grouping factor of that width runs on one
+/// thread, on two inside one bootstrap, and two at once.
+#[test]
+fn bench_pbs_multi_bit_and_many_lut_decrypt_right() {
+    let o = fhec::bench::PbsOptions {
+        bits: vec![2],
+        norm2: 1.0,
+        p_error: 2f64.powi(-40),
+        reps: 2,
+        vetted: false,
+        multi_bit: true,
+        many_lut: true,
+        threads: vec![1, 2],
+    };
+    let rows =
+        fhec::bench::bench_pbs(&o, |_| {}, |p, e| panic!("{p} bits: {e}")).expect("bench-pbs");
+    let kinds: std::collections::BTreeSet<&str> = rows.iter().map(|r| r.kind.as_str()).collect();
+    for k in [
+        "classic",
+        "many-LUT x2",
+        "multi-bit g2",
+        "multi-bit g3",
+        "multi-bit g4",
+    ] {
+        assert!(kinds.contains(k), "{k} measured: {kinds:?}");
+    }
+    for r in &rows {
+        assert!(r.ms_per_pbs > 0.0 && r.ms_per_table > 0.0, "{r:?}");
+        assert_eq!(r.ms_per_table * r.tables_per_pbs as f64, r.ms_per_pbs);
+        assert!(r.p_error < 1e-9, "{r:?}");
+    }
+    let inside = rows
+        .iter()
+        .filter(|r| r.threading == "2 threads inside one")
+        .count();
+    assert_eq!(inside, 3, "one per grouping factor");
+    // options out of range are setting errors naming the flag
+    let bad = fhec::bench::PbsOptions {
+        threads: vec![0],
+        ..o
+    };
+    let e = fhec::bench::bench_pbs(&bad, |_| {}, |_, _| {}).expect_err("0 threads");
+    assert!(e.to_string().contains("--threads"), "{e}");
+}
