@@ -117,8 +117,11 @@ def run_model(prefix, tmp):
 
 
 def render(data):
+    # rows from several runs keep their own machine and date (older rows: the file's)
+    runs = sorted({(r.get("machine", data["machine"]), r.get("date", data["date"])) for r in data["rows"]})
+    where = "; ".join(f"{m}, {d}" for m, d in runs)
     lines = [
-        f"Measured on {data['machine']}, {data['date']}; `python3 docs/results/tune.py` reruns it (`--bench` for the timings).",
+        f"Measured on {where}; `python3 docs/results/tune.py` reruns it (`--bench` for the timings).",
         "",
         "| model | chosen | float (val) | drop bound (val+calib) | hold-out: float → clear / sim | hold-out drop | bootstraps | est. s (1 thread) | measured s |",
         "|---|---|---|---|---|---|---|---|---|",
@@ -176,7 +179,10 @@ def main():
                 if only and os.path.basename(p) not in only:
                     continue
                 try:
-                    old[os.path.basename(p)] = run_model(p, tmp)
+                    row = run_model(p, tmp)
+                    row["machine"] = f"{cpu}, {os.cpu_count()} cores"
+                    row["date"] = datetime.date.today().isoformat()
+                    old[os.path.basename(p)] = row
                 except RuntimeError as e:
                     print(f"{os.path.basename(p)}: {e}", file=sys.stderr, flush=True)
                     old[os.path.basename(p)] = {"model": os.path.basename(p), "error": str(e)}
