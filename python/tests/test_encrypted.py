@@ -123,6 +123,9 @@ def test_progress_reaches_every_table_lookup(iris_exact, iris_keys):
 CTRL_C = """
 import signal, threading, time, os, sys
 import numpy as np, fhec
+# Ctrl-C as an interactive Python sees it, whatever this process inherited: a shell starts
+# background jobs with SIGINT ignored, and Python then installs no handler of its own
+signal.signal(signal.SIGINT, signal.default_int_handler)
 fhec.set_progress(False)
 m = fhec.compile(sys.argv[1], np.load(sys.argv[2]), rounding_method="exact")
 c = m.client(); c.keygen(); keys = c.evaluation_keys()
