@@ -67,7 +67,10 @@ pub fn check_npy(bytes: &[u8]) -> std::result::Result<(), NpyError> {
 /// The header's dictionary must be a flat literal (`{'descr': …, 'fortran_order': …,
 /// 'shape': (…), }`: one brace, brackets at most two deep), checked on the raw bytes before
 /// ndarray-npy's parser sees it: its Python-literal grammar backtracks exponentially on
-/// nested brackets (a fuzzed 113-byte header of `{{{{…` took over 10 s).
+/// nested brackets (a fuzzed 113-byte header of `{{{{…` took over 10 s). The header may
+/// hold printable ASCII and whitespace only, with no backslash and no triple quote (numpy
+/// writes neither), so that a string ends at its next quote for the parser as for this
+/// scan: a fuzzed `'descr\'…` hid `{{{{` in what the scan took for a string (32 s).
 fn check_header_shape(bytes: &[u8]) -> std::result::Result<(), NpyError> {
     let bad = |why: &str| Err(NpyError::Unreadable(why.to_string()));
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
@@ -84,6 +87,17 @@ fn check_header_shape(bytes: &[u8]) -> std::result::Result<(), NpyError> {
     let Some(header) = bytes.get(start..start.saturating_add(len)) else {
         return bad("the header is truncated");
     };
+    if header
+        .iter()
+        .any(|&c| c == b'\\' || !(c.is_ascii_graphic() || c.is_ascii_whitespace()))
+    {
+        return bad(
+            "the header holds bytes numpy never writes (a backslash, a control or non-ASCII byte)",
+        );
+    }
+    if header.windows(3).any(|w| w == b"\'\'\'" || w == b"\"\"\"") {
+        return bad("the header holds a triple-quoted string");
+    }
     let (mut depth, mut braces, mut in_str) = (0usize, 0usize, None::<u8>);
     for &c in header {
         match (in_str, c) {

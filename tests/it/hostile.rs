@@ -736,3 +736,49 @@ fn older_artifact_formats_upgrade_or_are_refused_by_version() {
         assert!(e.contains(needle) && e.lines().count() == 1, "{e}");
     }
 }
+
+/// `.npy` headers the Python-literal parser behind ndarray-npy would chew on for seconds
+/// (it backtracks exponentially on nested brackets) are refused by a scan first: brackets
+/// nested or hidden behind an escaped quote (fuzzed inputs that took 10 s and 32 s), and
+/// the bytes numpy never writes; numpy's own files still parse.
+#[test]
+fn npy_headers_that_would_backtrack_are_refused_up_front() {
+    let regressions = repo().join("fuzz/regressions/npy");
+    for name in [
+        "timeout-e72a6051cce3d7371d405d406fecfeb5db242dce",
+        "timeout-656973e9491ff1d6e72785075686cab2af5e447b",
+    ] {
+        let bytes = std::fs::read(regressions.join(name)).expect(name);
+        let e = fhec::npy::parse_f32(&bytes).expect_err(name);
+        assert!(
+            matches!(e, fhec::error::NpyError::Unreadable(_)),
+            "{name}: {e}"
+        );
+    }
+    let header = |h: &str| {
+        let mut h = h.to_string();
+        while !(10 + h.len() + 1).is_multiple_of(64) {
+            h.push(' ');
+        }
+        h.push('\n');
+        let mut v = b"\x93NUMPY\x01\x00".to_vec();
+        v.extend_from_slice(&(h.len() as u16).to_le_bytes());
+        v.extend_from_slice(h.as_bytes());
+        v.extend_from_slice(&[0u8; 8]);
+        v
+    };
+    let ok = header("{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }");
+    assert_eq!(fhec::npy::parse_f32(&ok).expect("numpy's form").len(), 2);
+    for bad in [
+        "{'descr': '<f4\\\\', 'fortran_order': False, 'shape': (2,), }",
+        "{'descr': '''<f4''', 'fortran_order': False, 'shape': (2,), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': ((((2,),),),), }",
+        "{'descr': '<f4', 'fortran_order': False, 'shape': (2,), }\u{1}",
+    ] {
+        let e = fhec::npy::parse_f32(&header(bad)).expect_err(bad);
+        assert!(
+            matches!(e, fhec::error::NpyError::Unreadable(_)),
+            "{bad}: {e}"
+        );
+    }
+}
