@@ -595,30 +595,42 @@ impl Choice {
     }
 }
 
+/// A tfhe Gaussian noise distribution's standard deviation (the vetted sets used here are
+/// all Gaussian).
+fn gaussian_std(d: tfhe::core_crypto::prelude::DynamicDistribution<u64>) -> f64 {
+    use tfhe::core_crypto::prelude::DynamicDistribution;
+    match d {
+        DynamicDistribution::Gaussian(g) => g.std,
+        DynamicDistribution::TUniform(_) => f64::NAN,
+    }
+}
+
+/// The [`FheParams`] of a tfhe shortint parameter set (classic or multi-bit: the fields
+/// they share).
+macro_rules! vetted_params {
+    ($p:expr) => {{
+        let p = $p;
+        FheParams {
+            lwe_dimension: p.lwe_dimension.0,
+            glwe_dimension: p.glwe_dimension.0,
+            polynomial_size: p.polynomial_size.0,
+            pbs_base_log: p.pbs_base_log.0,
+            pbs_level: p.pbs_level.0,
+            ks_base_log: p.ks_base_log.0,
+            ks_level: p.ks_level.0,
+            lwe_std: gaussian_std(p.lwe_noise_distribution),
+            glwe_std: gaussian_std(p.glwe_noise_distribution),
+        }
+    }};
+}
+
 /// tfhe 1.8's vetted Gaussian KS-PBS sets (2^-128 failure probability at their own
 /// precision), as `--params vetted` uses them: name and message+carry bits.
 pub fn vetted_sets() -> Vec<(&'static str, u32, FheParams)> {
-    use tfhe::core_crypto::prelude::DynamicDistribution;
     use tfhe::shortint::parameters::v1_8::*;
-    let std = |d: DynamicDistribution<u64>| match d {
-        DynamicDistribution::Gaussian(g) => g.std,
-        // not used by the Gaussian sets below
-        DynamicDistribution::TUniform(_) => f64::NAN,
-    };
-    let conv = |p: tfhe::shortint::ClassicPBSParameters| FheParams {
-        lwe_dimension: p.lwe_dimension.0,
-        glwe_dimension: p.glwe_dimension.0,
-        polynomial_size: p.polynomial_size.0,
-        pbs_base_log: p.pbs_base_log.0,
-        pbs_level: p.pbs_level.0,
-        ks_base_log: p.ks_base_log.0,
-        ks_level: p.ks_level.0,
-        lwe_std: std(p.lwe_noise_distribution),
-        glwe_std: std(p.glwe_noise_distribution),
-    };
     macro_rules! sets {
         ($($set:ident: $bits:expr),*) => {
-            vec![$((stringify!($set), $bits, conv($set))),*]
+            vec![$((stringify!($set), $bits, vetted_params!($set))),*]
         };
     }
     sets![
@@ -630,35 +642,20 @@ pub fn vetted_sets() -> Vec<(&'static str, u32, FheParams)> {
 }
 
 /// tfhe's vetted multi-bit sets (Gaussian, p_fail 2^-128): name, table width (message +
-/// carry bits), grouping factor, log2 of the stated failure probability and parameters. The optimizer does not choose them yet;
-/// `fhec bench-pbs --multi-bit` measures them against the classic sets of the same width.
+/// carry bits), grouping factor, log2 of the stated failure probability and parameters.
+/// The optimizer does not choose them yet; `fhec bench-pbs --multi-bit` measures them
+/// against the classic sets of the same width.
 pub fn vetted_multi_bit_sets() -> Vec<(&'static str, u32, usize, f64, FheParams)> {
-    use tfhe::core_crypto::prelude::DynamicDistribution;
     use tfhe::shortint::parameters::v1_8::*;
-    let std = |d: DynamicDistribution<u64>| match d {
-        DynamicDistribution::Gaussian(g) => g.std,
-        DynamicDistribution::TUniform(_) => f64::NAN,
-    };
-    let conv = |p: tfhe::shortint::MultiBitPBSParameters| {
-        (
-            p.grouping_factor.0,
-            p.log2_p_fail,
-            FheParams {
-                lwe_dimension: p.lwe_dimension.0,
-                glwe_dimension: p.glwe_dimension.0,
-                polynomial_size: p.polynomial_size.0,
-                pbs_base_log: p.pbs_base_log.0,
-                pbs_level: p.pbs_level.0,
-                ks_base_log: p.ks_base_log.0,
-                ks_level: p.ks_level.0,
-                lwe_std: std(p.lwe_noise_distribution),
-                glwe_std: std(p.glwe_noise_distribution),
-            },
-        )
-    };
     macro_rules! sets {
         ($($set:ident: $bits:expr),*) => {
-            vec![$({ let (g, f, s) = conv($set); (stringify!($set), $bits, g, f, s) }),*]
+            vec![$((
+                stringify!($set),
+                $bits,
+                $set.grouping_factor.0,
+                $set.log2_p_fail,
+                vetted_params!($set),
+            )),*]
         };
     }
     sets![

@@ -61,6 +61,19 @@ fn keyswitch_bootstraps<const L: usize>(
     bsk: &FourierLweBootstrapKeyOwned,
     set: &FheParams,
 ) -> [LweCiphertextOwned<u64>; L] {
+    keyswitch_rotations(ct, luts, ksk, bsk, set).map(|acc| extract_at(&acc, set, 0))
+}
+
+/// Keyswitch to `set`'s small key, centered modulus switch to its `2N` (half a switched unit
+/// added first, see [`keyswitch_bootstrap`]), and one blind rotation of each test
+/// polynomial: the accumulators, before sample extraction.
+fn keyswitch_rotations<const L: usize>(
+    ct: &LweCiphertextOwned<u64>,
+    luts: [&GlweCiphertextOwned<u64>; L],
+    ksk: &LweKeyswitchKeyOwned<u64>,
+    bsk: &FourierLweBootstrapKeyOwned,
+    set: &FheParams,
+) -> [GlweCiphertextOwned<u64>; L] {
     let mut small = LweCiphertext::new(
         0u64,
         LweDimension(set.lwe_dimension).to_lwe_size(),
@@ -76,7 +89,7 @@ fn keyswitch_bootstraps<const L: usize>(
     luts.map(|lut| {
         let mut acc = lut.clone();
         blind_rotate_assign(&msed, &mut acc, bsk);
-        extract_at(&acc, set, 0)
+        acc
     })
 }
 
@@ -133,20 +146,7 @@ impl ServerKey {
         stride: usize,
     ) -> Vec<LweCiphertextOwned<u64>> {
         let set = self.params();
-        let mut small = LweCiphertext::new(
-            0u64,
-            LweDimension(set.lwe_dimension).to_lwe_size(),
-            modulus(),
-        );
-        keyswitch_lwe_ciphertext(&self.ksk, ct, &mut small);
-        let log_2n = (2 * set.polynomial_size).ilog2() as usize;
-        lwe_ciphertext_plaintext_add_assign(&mut small, Plaintext(1u64 << (63 - log_2n)));
-        let msed = lwe_ciphertext_centered_binary_modulus_switch::<u64, usize, _>(
-            small.as_view(),
-            CiphertextModulusLog(log_2n),
-        );
-        let mut acc = lut.clone();
-        blind_rotate_assign(&msed, &mut acc, &self.bsk);
+        let [acc] = keyswitch_rotations(ct, [lut], &self.ksk, &self.bsk, set);
         (0..k)
             .map(|j| self.to_home(extract_at(&acc, set, j * stride)))
             .collect()
