@@ -4,7 +4,7 @@
 
 use super::error::BackendError;
 use super::params::{partition_counts, Choice, ExtractParams, FheParams};
-use super::program::Operand;
+use super::program::ProgramOutput;
 use super::{
     choose_params, lower, lower_with, verify_params, FheOptions, Layout, ParamsPolicy, Program,
     TableSplit,
@@ -121,16 +121,7 @@ impl Plan {
             est_ms_per_second: c.extract.as_ref().map(ExtractParams::est_ms),
             key_bytes: keys,
             input_ciphertexts: prog.inputs.iter().map(Vec::len).sum(),
-            output_ciphertexts: prog
-                .outputs
-                .iter()
-                .map(|o| {
-                    o.elems
-                        .iter()
-                        .filter(|e| matches!(e, Operand::Reg(_)))
-                        .count()
-                })
-                .sum(),
+            output_ciphertexts: prog.outputs.iter().map(ProgramOutput::ciphertexts).sum(),
             ciphertext_bytes: 8 * (c.home().big_dimension() as u64 + 1),
             model_id: format!("{:016x}", self.model_id),
         }

@@ -53,6 +53,15 @@ pub struct ProgramOutput {
 }
 
 impl ProgramOutput {
+    /// Elements held in registers: the ciphertexts the client decrypts (the others are
+    /// constants).
+    pub fn ciphertexts(&self) -> usize {
+        self.elems
+            .iter()
+            .filter(|e| matches!(e, Operand::Reg(_)))
+            .count()
+    }
+
     /// A decrypted (or clear-run) register value as the integer program reads it.
     pub fn read(&self, e: usize, v: i64) -> i64 {
         match self.wrap {

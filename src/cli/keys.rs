@@ -191,21 +191,28 @@ fn decrypt_cmd(
     let client = Client::load(&m, key)?;
     let outs = Ciphertexts::load_outputs(&m, input)?;
     let ys = client.decrypt(&outs).map_err(in_file(input))?;
+    write_outputs(outputs, &ys)?;
+    if let Some(l) = labels {
+        let mut v = npy::read_labels(l)?;
+        v.truncate(outs.samples());
+        let acc = fhec::accuracy(&ys[0], &v).ok_or_else(|| labels_mismatch(l, v.len(), &ys[0]))?;
+        println!("accuracy (fhe): {acc:.4} on {} samples", v.len());
+    }
+    Ok(())
+}
+
+/// Writes decrypted outputs, one `--output` file per model output (`decrypt`, `client
+/// infer`).
+pub(super) fn write_outputs(outputs: &[PathBuf], ys: &[ndarray::ArrayD<f32>]) -> Result<()> {
     if outputs.len() != ys.len() {
         return Err(CliError::Usage(format!(
             "the model has {} output(s); give one --output per output",
             ys.len()
         )));
     }
-    for (p, y) in outputs.iter().zip(&ys) {
+    for (p, y) in outputs.iter().zip(ys) {
         npy::write_f32(p, y)?;
         println!("wrote {} {}", p.display(), ShapeFmt(y.shape()));
-    }
-    if let Some(l) = labels {
-        let mut v = npy::read_labels(l)?;
-        v.truncate(outs.samples());
-        let acc = fhec::accuracy(&ys[0], &v).ok_or_else(|| labels_mismatch(l, v.len(), &ys[0]))?;
-        println!("accuracy (fhe): {acc:.4} on {} samples", v.len());
     }
     Ok(())
 }

@@ -236,16 +236,7 @@ pub(super) fn client(c: ClientCmd) -> Result<()> {
             let dt = t.elapsed();
             let outs = fhec::Ciphertexts::outputs_from_bytes(&m, &y)?;
             let ys = client.decrypt(&outs)?;
-            if outputs.len() != ys.len() {
-                return Err(CliError::Usage(format!(
-                    "the model has {} output(s); give one --output per output",
-                    ys.len()
-                )));
-            }
-            for (p, y) in outputs.iter().zip(&ys) {
-                npy::write_f32(p, y)?;
-                println!("wrote {} {}", p.display(), ShapeFmt(y.shape()));
-            }
+            super::keys::write_outputs(&outputs, &ys)?;
             println!(
                 "{n} sample(s) through {} in {:.2} s ({:.2} s per sample)",
                 s.server,

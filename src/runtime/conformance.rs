@@ -6,7 +6,7 @@ use super::ciphertexts::{EncryptedInputs, EncryptedOutputs};
 use super::keys::{ClientKey, CompressedServerKey};
 use super::modulus;
 use crate::backend::params::{ExtractParams, FheParams};
-use crate::backend::{Operand, Program};
+use crate::backend::{Program, ProgramOutput};
 use tfhe::core_crypto::prelude::*;
 
 /// What a key file must hold for a model: its parameters and message width
@@ -54,12 +54,7 @@ impl CiphertextShape {
             counts: program
                 .outputs
                 .iter()
-                .map(|o| {
-                    o.elems
-                        .iter()
-                        .filter(|e| matches!(e, Operand::Reg(_)))
-                        .count()
-                })
+                .map(ProgramOutput::ciphertexts)
                 .collect(),
         }
     }
