@@ -154,7 +154,7 @@ pub enum KeyMismatch {
 /// Why a search found nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum TuneError {
-    #[error("no setting stays within {drop:.2} points of float ({float:.2}) with confidence; the best drop bound is {best:.2} points; allow a larger --max-accuracy-drop, give more validation data, or try more bits")]
+    #[error("no setting's estimated drop stays within {drop:.2} points of float ({float:.2}); the best is {best:.2} points; allow a larger --max-accuracy-drop, give more calibration or validation data, or try more bits")]
     NoCandidate { float: f64, drop: f64, best: f64 },
     #[error("the model has no output to score")]
     NoOutput,

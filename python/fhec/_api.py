@@ -523,13 +523,14 @@ def tune(
     external_data: Optional[Mapping[str, bytes]] = None,
     progress: Progress = None,
 ) -> Model:
-    """Searches the cheapest settings (estimated latency) whose validation score stays within
-    ``max_accuracy_drop`` points of the float model's with 95 % confidence (``fhec tune``).
+    """Searches the cheapest settings (estimated latency) whose estimated drop below the float
+    model's score on unseen data stays within ``max_accuracy_drop`` points (``fhec tune``;
+    each candidate also carries its 95 % confidence bound, ``drop_bound``).
 
     ``metric``: ``"accuracy"`` (``val_y`` = class indices) or ``"r2"`` (float targets).
     Returns the chosen :class:`Model`; its ``tuning`` attribute holds the search (float score,
     the chosen candidate and its margin, the Pareto front). Raises :class:`fhec.SettingsError`
-    when no setting stays within the budget (the message gives the best bound found).
+    when no setting stays within the budget (the message gives the best estimate found).
     """
     cal = _calib(calib)
     tmp: List[Any] = []

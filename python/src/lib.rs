@@ -452,8 +452,8 @@ struct TuneArgs {
     seed: u64,
 }
 
-/// Searches the cheapest settings whose validation score stays within
-/// `max_accuracy_drop` points of float's with 95 % confidence; returns the chosen compiled
+/// Searches the cheapest settings whose estimated drop below float on unseen data stays
+/// within `max_accuracy_drop` points (`fhec tune`); returns the chosen compiled
 /// model and the search as JSON.
 #[pyfunction]
 #[pyo3(signature = (calib, val_x, val_y, options_json, path=None, data=None, external=None, source=String::from("<bytes>"), progress=None))]

@@ -249,9 +249,10 @@ enum Cmd {
     /// Measure encrypted inference: keygen once, then N samples; checks each against clear
     /// mode.
     Bench(bench::BenchArgs),
-    /// Find the cheapest circuit whose drop below the float model's validation score is
-    /// within --max-accuracy-drop points with 95 % confidence; print the Pareto table and the
-    /// margin, confirm the choice with a real encrypted sample, write it.
+    /// Find the cheapest circuit whose estimated drop below the float model's score on unseen
+    /// data is within --max-accuracy-drop points; print the Pareto table (with each
+    /// candidate's 95 % confidence bound) and the margin, confirm the choice with a real
+    /// encrypted sample, write it.
     Tune(tune::TuneArgs),
     /// Measure one keyswitch + bootstrap at several table widths: the optimizer's
     /// parameters and tfhe's vetted sets, classic, multi-bit and many-LUT, on 1..N threads.
