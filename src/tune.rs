@@ -13,26 +13,24 @@
 //! A candidate *passes* when its estimated drop below float on unseen inputs is within
 //! `max_drop` points. A validation half of a few hundred samples cannot resolve a drop of
 //! half a point (one sample is 0.3–1.4 points on the shipped splits, and a choice made at
-//! the edge of such a score is partly noise), so the estimate leans on what needs no labels:
-//! for classifiers it is the largest of
-//! - the drop observed on the validation set,
-//! - the rate at which the candidate's top class differs from float's on every input tune
-//!   has (calibration and validation; a sample can only lose accuracy where it disagrees),
-//! - [`ESTIMATE_SAFETY`] × the *paired* disagreement estimate: every observed output error
-//!   (candidate − float, every input) added to every validation input's float scores, and
-//!   the rate at which that moves the top class. It resolves rates far below one input in
-//!   a few hundred, and it uses validation inputs' margins (unseen-like: calibration inputs
-//!   come from training data, where the network is more sure of itself);
-//!
-//! each over the worst of the simulated draws. For R² the estimate is the larger of the
-//! observed drop and [`ESTIMATE_SAFETY`] × the mean squared difference from float's
-//! outputs over every input, in points of the targets' variance.
+//! the edge of such a score is partly noise), so the estimate pairs what needs no labels
+//! with what does. For a classifier, every observed output error (candidate − float, on
+//! every input tune has: calibration and validation) is added to every validation input's
+//! float scores; the accuracy that costs against the input's label (losses minus gains,
+//! [`paired_estimates`]) is the *paired drop*. It resolves drops far below one input in a
+//! few hundred, a near tie float is as often wrong as right on costs nothing, and it uses
+//! validation inputs' margins (unseen-like: calibration inputs come from training data,
+//! where the network is surer of itself). The estimate is [`ESTIMATE_SAFETY`] × the paired
+//! drop of the worst simulated draw. For R² it is the larger of the observed drop and
+//! [`ESTIMATE_SAFETY`] × the mean squared difference from float's outputs over every input,
+//! in points of the targets' variance.
 //!
 //! Beside it every candidate carries a 95 % upper confidence bound on its drop (two exact
 //! binomial bounds at 97.5 %, the smaller wins: on the validation samples float gets right
-//! and the candidate gets wrong, and on the inputs where the two disagree), and the margin
-//! `max_drop` − estimate. The bound is reported, not required: with 380 inputs and no
-//! disagreement at all it is still 0.97 points.
+//! and the candidate gets wrong, and on the inputs where the two disagree), its agreement
+//! with float, its paired disagreement rate, and the margin `max_drop` − estimate. The bound
+//! is reported, not required: with 380 inputs and no disagreement at all it is still 0.97
+//! points.
 //!
 //! Phase 2 starts from the cheapest passing candidate and walks the layers (in
 //! `layer_names` order): for each, one bit less for its weights, its input activations and
@@ -218,29 +216,30 @@ const Z: f64 = 1.96;
 /// The tail each bound leaves (one-sided).
 const ALPHA: f64 = 0.025;
 
-/// How much the paired estimate of the disagreement rate is raised before it is compared
-/// with the budget. The estimate pairs every validation input's float scores with every
-/// observed output error, as if errors did not depend on the input; they do (an input near
-/// a decision boundary tends to sit where the quantized network errs most), and on the
-/// shipped QAT digits network at 3 bits it read 0.41–0.53 % where a held-out half
-/// disagreed at 1.7–2.2 %. Doubling it is what keeps tune's choices within a point of
-/// float on unseen data (docs/results.md, "Tune on unseen data").
+/// How much the paired drop ([`paired_estimates`]) is raised before it is compared with the
+/// budget. The pairing treats errors as if they did not depend on the input; they do (an
+/// input near a decision boundary tends to sit where the quantized network errs most), and
+/// on the shipped QAT digits network at 3 bits with 5-6 rounding bits it read 0.4–0.6 %
+/// where a held-out half lost 1.7–2.2 %. Doubling it is what keeps tune's choices within a
+/// point of float on unseen data (docs/results.md, "Tune on unseen data").
 pub const ESTIMATE_SAFETY: f64 = 2.0;
 
-/// The rate (in points) at which adding an observed output error to a validation input's
-/// float scores changes its top class, over every (input, error) pair: a smooth estimate of
-/// the disagreement rate on unseen inputs, where counting disagreements on a few hundred
-/// inputs can only say 0 or 0.3 %. `float_val` are float's `[N, classes]` scores on the
-/// validation inputs; `errors` are the candidate's output minus float's on every input.
-fn paired_flip_rate(float_val: &[&[f32]], errors: &[Vec<f32>]) -> f64 {
+/// What adding every observed output error to every validation input's float scores does,
+/// over every (input, error) pair, in points: how often the top class moves (the paired
+/// disagreement rate) and how much accuracy that costs against the input's label (losses
+/// minus gains: the paired drop). Smooth estimates where counting on a few hundred inputs
+/// can only say 0 or 0.3 %, and a near tie on which float is as often wrong as right costs
+/// nothing on average. `float_val` are float's `[N, classes]` scores on the validation
+/// inputs, `labels` their classes; `errors` are the candidate's output minus float's on
+/// every input.
+fn paired_estimates(float_val: &[&[f32]], labels: &[usize], errors: &[Vec<f32>]) -> (f64, f64) {
     if float_val.is_empty() || errors.is_empty() {
-        return 0.0;
+        return (0.0, 0.0);
     }
     // at most ~2^20 pairs: every k-th error on large sets
     let step = (float_val.len() * errors.len()).div_ceil(1 << 20).max(1);
-    let mut flips = 0usize;
-    let mut pairs = 0usize;
-    for f in float_val {
+    let (mut flips, mut lost, mut pairs) = (0usize, 0i64, 0usize);
+    for (f, &y) in float_val.iter().zip(labels) {
         let top = crate::model::argmax(f.iter());
         for e in errors.iter().step_by(step) {
             let mut moved = (0, f32::NEG_INFINITY);
@@ -249,11 +248,15 @@ fn paired_flip_rate(float_val: &[&[f32]], errors: &[Vec<f32>]) -> f64 {
                     moved = (i, a + b);
                 }
             }
-            flips += usize::from(moved.0 != top);
+            if moved.0 != top {
+                flips += 1;
+                lost += i64::from(top == y) - i64::from(moved.0 == y);
+            }
             pairs += 1;
         }
     }
-    100.0 * flips as f64 / pairs as f64
+    let pairs = pairs as f64;
+    (100.0 * flips as f64 / pairs, 100.0 * lost as f64 / pairs)
 }
 
 /// `1 − SS_res / SS_tot` (1 for a perfect fit, 0 for predicting the mean).
@@ -376,6 +379,9 @@ pub struct Candidate {
     /// Agreement of the candidate's predictions with float's on the calibration and
     /// validation inputs (classifiers).
     pub agreement: Option<f64>,
+    /// The paired estimate of its disagreement rate with float on unseen inputs, points
+    /// (classifiers; [`ESTIMATE_SAFETY`] times it counts in `drop_estimate`).
+    pub paired: Option<f64>,
     pub pbs_count: usize,
     pub tlu_bits: u32,
     pub polynomial_size: usize,
@@ -400,6 +406,7 @@ impl Candidate {
             "drop_bound": self.drop_bound,
             "drop_estimate": self.drop_estimate,
             "agreement": self.agreement,
+            "paired": self.paired,
             "pbs_count": self.pbs_count,
             "tlu_bits": self.tlu_bits,
             "polynomial_size": self.polynomial_size,
@@ -540,6 +547,11 @@ pub fn tune(
         float_calib,
         classifier,
         label_var,
+        val_classes: if classifier {
+            val_y.iter().map(|&v| v as usize).collect()
+        } else {
+            Vec::new()
+        },
         candidates: Vec::new(),
         models: Vec::new(),
     };
@@ -628,6 +640,8 @@ struct Search<'a> {
     classifier: bool,
     /// The validation targets' variance (R²'s denominator per sample).
     label_var: f64,
+    /// The validation labels as classes (classifiers).
+    val_classes: Vec<usize>,
     candidates: Vec<Candidate>,
     /// The compiled model of each candidate, in the same order.
     models: Vec<CompiledModel>,
@@ -694,6 +708,7 @@ impl Search<'_> {
                 drop_bound: j.drop_bound,
                 drop_estimate: j.drop_estimate,
                 agreement: j.agreement,
+                paired: j.paired,
                 pbs_count: plan.program.pbs_count,
                 tlu_bits: plan.program.tlu_bits,
                 polynomial_size: choice.params.polynomial_size,
@@ -715,23 +730,16 @@ struct Judgement {
     drop_estimate: f64,
     /// Worst draw's agreement with float on every input (classifiers).
     agreement: Option<f64>,
+    /// Worst draw's paired disagreement estimate, points (classifiers).
+    paired: Option<f64>,
 }
 
 impl Search<'_> {
-    /// Scores a candidate's draws against float. Every figure takes the worst draw: one
-    /// lucky draw of the approximate-rounding noise must not carry a candidate.
-    ///
-    /// - classifiers: the bound is the smaller of two exact binomial bounds, one on the
-    ///   validation samples float gets right and the candidate does not, one on the inputs
-    ///   (calibration and validation, no labels) where the two disagree; the estimate is the
-    ///   largest of the observed validation drop, the observed disagreement rate, and
-    ///   [`ESTIMATE_SAFETY`] × the paired disagreement estimate ([`paired_flip_rate`]).
-    /// - otherwise: the bound is the normal bound on the paired per-sample differences
-    ///   (variance floored at one sample's worth for accuracy); for R² the estimate is the
-    ///   larger of the observed drop and [`ESTIMATE_SAFETY`] × the mean squared difference
-    ///   from float's outputs over every input, in points of the targets' variance (what it
-    ///   adds to the residual when it is independent of float's own error); for an accuracy
-    ///   on class outputs the estimate is the bound.
+    /// Scores a candidate's draws against float (see the module docs). Every figure takes
+    /// the worst draw: one lucky draw of the approximate-rounding noise must not carry a
+    /// candidate. Without `[N, classes]` outputs an accuracy's bound is the normal bound on
+    /// the paired per-sample differences (variance floored at one sample's worth), and the
+    /// estimate is that bound.
     fn judge(&self, draws: &[Draw]) -> Result<Judgement> {
         let metric = self.opts.metric;
         let k = draws.len().max(1) as f64;
@@ -739,6 +747,7 @@ impl Search<'_> {
         let mut worst_drop = f64::NEG_INFINITY;
         let mut bound = f64::NEG_INFINITY;
         let mut est = 0.0f64;
+        let mut paired = 0.0f64;
         let mut worst_disagree = 0usize;
         let mut worst_losses = 0usize;
         let n_calib = self.float_calib.as_ref().map_or(0, |c| c.shape()[0]);
@@ -794,7 +803,9 @@ impl Search<'_> {
                     .map(|r| r.iter().copied().collect())
                     .collect();
                 let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
-                est = est.max(ESTIMATE_SAFETY * paired_flip_rate(&rows, &errors));
+                let (flips, lost) = paired_estimates(&rows, &self.val_classes, &errors);
+                paired = paired.max(flips);
+                est = est.max(ESTIMATE_SAFETY * lost);
             } else if metric == Metric::R2 && self.label_var > 0.0 {
                 let (mut sq, mut n) = (0.0, 0usize);
                 for (f, y) in &pairs {
@@ -812,12 +823,12 @@ impl Search<'_> {
             let n_val = self.float_val.shape()[0];
             let drop_bound =
                 rate_upper_bound(worst_losses, n_val).min(rate_upper_bound(worst_disagree, total));
-            let observed = 100.0 * worst_disagree as f64 / total.max(1) as f64;
             Judgement {
                 score,
                 drop_bound,
-                drop_estimate: worst_drop.max(observed).max(est),
+                drop_estimate: est,
                 agreement: Some(1.0 - worst_disagree as f64 / total.max(1) as f64),
+                paired: Some(paired),
             }
         } else if metric == Metric::R2 {
             Judgement {
@@ -825,6 +836,7 @@ impl Search<'_> {
                 drop_bound: bound,
                 drop_estimate: worst_drop.max(est),
                 agreement: None,
+                paired: None,
             }
         } else {
             Judgement {
@@ -832,6 +844,7 @@ impl Search<'_> {
                 drop_bound: bound,
                 drop_estimate: bound,
                 agreement: None,
+                paired: None,
             }
         })
     }
@@ -900,12 +913,17 @@ mod tests {
     }
 
     #[test]
-    fn paired_flip_rate_counts_errors_that_cross_a_margin() {
+    fn paired_estimates_count_errors_that_cross_a_margin() {
         // two inputs with margins 1 and 3; errors that move class 0 down by 0, 2 and 4
         let f: [&[f32]; 2] = [&[1.0, 0.0], &[3.0, 0.0]];
         let e = vec![vec![0.0, 0.0], vec![-2.0, 0.0], vec![-4.0, 0.0]];
-        // flips: margin 1 by −2 and −4; margin 3 by −4 → 3 of 6 pairs
-        assert!((paired_flip_rate(&f, &e) - 50.0).abs() < 1e-9);
-        assert_eq!(paired_flip_rate(&f, &[]), 0.0);
+        // flips: margin 1 by −2 and −4; margin 3 by −4 → 3 of 6 pairs; float right on both:
+        // every flip is a loss
+        let (flips, lost) = paired_estimates(&f, &[0, 0], &e);
+        assert!((flips - 50.0).abs() < 1e-9 && (lost - 50.0).abs() < 1e-9);
+        // float wrong on the near one (label 1): its two flips are gains
+        let (flips, lost) = paired_estimates(&f, &[1, 0], &e);
+        assert!((flips - 50.0).abs() < 1e-9 && (lost + 100.0 / 6.0).abs() < 1e-9);
+        assert_eq!(paired_estimates(&f, &[0, 0], &[]), (0.0, 0.0));
     }
 }

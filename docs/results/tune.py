@@ -123,7 +123,7 @@ def render(data):
     lines = [
         f"Measured on {where}; `python3 docs/results/tune.py` reruns it (`--bench` for the timings).",
         "",
-        "| model | chosen | float (val) | drop bound (val+calib) | hold-out: float → clear / sim | hold-out drop | bootstraps | est. s (1 thread) | measured s |",
+        "| model | chosen | float (val) | est. drop / 95 % bound | hold-out: float → clear / sim | hold-out drop | bootstraps | est. s (1 thread) | measured s |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for r in data["rows"]:
@@ -140,7 +140,7 @@ def render(data):
         measured = f"{r['measured_s']:.2f}" if "measured_s" in r else "—"
         unit = "" if r["metric"] == "accuracy" else " (R²)"
         lines.append(
-            f"| {r['model']}{unit} | {flags} | {r['float_val']:.2f} | {c['drop_bound']:.2f} | {r['hold_float']:.2f} → {r['hold_clear']:.2f} / {r['hold_sim']:.2f} | {drop:+.2f} | {c['pbs_count']} | {c['est_ms'] / 1e3:.2f} | {measured} |"
+            f"| {r['model']}{unit} | {flags} | {r['float_val']:.2f} | {c.get('drop_estimate', float('nan')):.2f} / {c['drop_bound']:.2f} | {r['hold_float']:.2f} → {r['hold_clear']:.2f} / {r['hold_sim']:.2f} | {drop:+.2f} | {c['pbs_count']} | {c['est_ms'] / 1e3:.2f} | {measured} |"
         )
     within = sum(1 for r in data["rows"] if "error" not in r and r["hold_float"] - r["hold_sim"] <= 1.0)
     lines.append("")

@@ -15,10 +15,10 @@ pub(super) struct TuneArgs {
     #[arg(long)]
     val_labels: PathBuf,
     /// Largest score drop below float, in points (percent). A candidate passes when its
-    /// estimated drop is within it: the largest of its validation drop, its rate of
-    /// disagreement with float on every input (calibration and validation, no labels), and
-    /// twice the paired estimate of that rate on unseen inputs. Its 95 % confidence bound
-    /// on the drop is printed beside it.
+    /// estimated drop on unseen inputs is within it: twice the paired drop, every observed
+    /// output error (calibration and validation inputs, no labels) added to every validation
+    /// input's float scores and scored against its label. Its 95 % confidence bound on the
+    /// drop is printed beside it.
     #[arg(long, default_value_t = 0.5)]
     max_accuracy_drop: f64,
     #[arg(long, value_enum, default_value = "accuracy")]
