@@ -79,7 +79,10 @@ fn tune_is_deterministic_and_picks_the_cheapest_passing_candidate() {
         assert!(c.drop_bound > 0.0 && c.drop_bound <= 100.0, "{c:?}");
         let paired = c.paired.expect("a classifier");
         assert!(c.drop_estimate.abs() <= 2.0 * paired + 1e-9, "{c:?}");
-        assert!(c.agreement.is_some_and(|a| (0.0..=1.0).contains(&a)), "{c:?}");
+        assert!(
+            c.agreement.is_some_and(|a| (0.0..=1.0).contains(&a)),
+            "{c:?}"
+        );
     }
     // the Pareto front starts at the cheapest candidate and only improves the score
     let front: Vec<_> = a.pareto().into_iter().map(|i| &a.candidates[i]).collect();
