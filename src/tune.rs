@@ -20,8 +20,11 @@
 //! [`paired_estimates`]) is the *paired drop*. It resolves drops far below one input in a
 //! few hundred, a near tie float is as often wrong as right on costs nothing, and it uses
 //! validation inputs' margins (unseen-like: calibration inputs come from training data,
-//! where the network is surer of itself). The estimate is [`ESTIMATE_SAFETY`] × the paired
-//! drop of the worst simulated draw. For R² it is the larger of the observed drop and
+//! where the network is surer of itself). The estimate is the larger of [`ESTIMATE_SAFETY`]
+//! × the paired drop and the paired disagreement rate (how often the top class moves, label
+//! or not: a disagreement costs at most one sample, and on a validation half where float is
+//! often wrong, gains hide losses that unseen inputs, on which float may be surer, would
+//! not), from the worst simulated draw. For R² it is the larger of the observed drop and
 //! [`ESTIMATE_SAFETY`] × the mean squared difference from float's outputs over every input,
 //! in points of the targets' variance.
 //!
@@ -805,7 +808,7 @@ impl Search<'_> {
                 let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
                 let (flips, lost) = paired_estimates(&rows, &self.val_classes, &errors);
                 paired = paired.max(flips);
-                est = est.max(ESTIMATE_SAFETY * lost);
+                est = est.max((ESTIMATE_SAFETY * lost).max(flips));
             } else if metric == Metric::R2 && self.label_var > 0.0 {
                 let (mut sq, mut n) = (0.0, 0usize);
                 for (f, y) in &pairs {

@@ -15,10 +15,11 @@ pub(super) struct TuneArgs {
     #[arg(long)]
     val_labels: PathBuf,
     /// Largest score drop below float, in points (percent). A candidate passes when its
-    /// estimated drop on unseen inputs is within it: twice the paired drop, every observed
-    /// output error (calibration and validation inputs, no labels) added to every validation
-    /// input's float scores and scored against its label. Its 95 % confidence bound on the
-    /// drop is printed beside it.
+    /// estimated drop on unseen inputs is within it: every observed output error
+    /// (calibration and validation inputs, no labels) added to every validation input's
+    /// float scores, the larger of twice the accuracy that costs against the labels and the
+    /// rate at which it moves the top class. Its 95 % confidence bound on the drop is
+    /// printed beside it.
     #[arg(long, default_value_t = 0.5)]
     max_accuracy_drop: f64,
     #[arg(long, value_enum, default_value = "accuracy")]
