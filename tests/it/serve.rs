@@ -2,7 +2,8 @@
 //! decrypts to the integer program's results, as `serve-run`'s does (the bytes themselves
 //! may differ: tfhe-fft picks its FFT algorithm by timing, so the noise differs); bad requests get one-line 4xx answers and the server
 //! keeps serving; keys survive a restart and a killed upload stores nothing; past its queue
-//! bound the server answers 503 with Retry-After, and a body too slow gets 408.
+//! bound the server answers 503 with Retry-After, a body too slow gets 408, and an
+//! evaluation past --request-timeout gets 504 and is stopped.
 
 use crate::common::{fhec, model, s, tmp};
 use fhec::serve::client::{ClientError, HttpClient};
@@ -10,7 +11,7 @@ use std::io::{BufRead, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// A running `fhec serve`, killed (SIGKILL) when dropped.
 struct Running {
@@ -440,4 +441,84 @@ fn past_the_queue_bound_503_and_a_slow_body_408() {
     // and the place is free again
     c.infer("iris", &id, &xct)
         .expect("served after the timeout");
+}
+
+/// The `fhec_in_flight` gauge of a running server.
+fn in_flight(url: &str) -> f64 {
+    let mut text = String::new();
+    ureq::get(format!("{url}/metrics"))
+        .call()
+        .expect("metrics")
+        .body_mut()
+        .as_reader()
+        .read_to_string(&mut text)
+        .expect("text");
+    text.lines()
+        .find_map(|l| l.strip_prefix("fhec_in_flight "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("fhec_in_flight")
+}
+
+#[test]
+fn an_evaluation_past_the_request_timeout_is_504_and_stopped() {
+    // 45 samples: several seconds of bootstraps on this machine's two cores
+    let d = setup("serve-e", "3", "45");
+    let fhe = d.join("iris.fhe");
+    let key = read(&d.join("server.key"));
+    let xct = read(&d.join("x.ct"));
+    // how long the whole evaluation takes when nothing stops it
+    let keys = tmp("serve-keys-e1");
+    let full = Running::start(&[s(&fhe)], &keys, &[]);
+    let c = full.client();
+    let id = c.upload_keys("iris", &key).expect("upload").key_id;
+    let t0 = Instant::now();
+    c.infer("iris", &id, &xct).expect("served in full");
+    let whole = t0.elapsed();
+    full.kill();
+    assert!(
+        whole > Duration::from_millis(1500),
+        "too quick to time out: {whole:?}"
+    );
+
+    let keys = tmp("serve-keys-e2");
+    let srv = Running::start(&[s(&fhe)], &keys, &["--request-timeout", "1"]);
+    let c = srv.client();
+    let id = c.upload_keys("iris", &key).expect("upload").key_id;
+    let t0 = Instant::now();
+    refused(
+        c.infer("iris", &id, &xct),
+        504,
+        &["--request-timeout", "stopped", "fewer samples"],
+    );
+    // stopped at its next stage: nothing runs any more, well before the whole evaluation
+    // would have ended
+    while in_flight(&srv.url()) > 0.0 {
+        assert!(
+            t0.elapsed() < whole,
+            "still running after {:?} (whole: {whole:?})",
+            t0.elapsed()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    println!(
+        "504 and stopped after {:?}; the whole evaluation takes {whole:?}",
+        t0.elapsed()
+    );
+    // and the server serves on: one sample fits the deadline
+    let one = d.join("one.ct");
+    ok(&[
+        "encrypt",
+        s(&fhe),
+        "--key",
+        s(&d.join("client.key")),
+        "--input",
+        s(&model("iris_mlp_test_x.npy")),
+        "--samples",
+        "1",
+        "--out",
+        s(&one),
+    ]);
+    c.infer("iris", &id, &read(&one))
+        .expect("one sample served");
+    srv.kill();
 }
