@@ -375,12 +375,12 @@ pub struct Candidate {
     pub score: f64,
     /// 95 % upper confidence bound on the drop below float, points (see the module docs).
     pub drop_bound: f64,
-    /// The drop a candidate passes by: the largest of what its validation score, its
-    /// disagreements with float and the paired estimate of its disagreement on unseen
-    /// inputs say, points (see the module docs).
+    /// The drop a candidate passes by, points: for a classifier the larger of
+    /// [`ESTIMATE_SAFETY`] × its paired drop and its paired disagreement rate; for R² the
+    /// larger of its validation drop and the scaled squared difference (see the module docs).
     pub drop_estimate: f64,
     /// Agreement of the candidate's predictions with float's on the calibration and
-    /// validation inputs (classifiers).
+    /// validation inputs (classifiers; the worst draw's).
     pub agreement: Option<f64>,
     /// The paired estimate of its disagreement rate with float on unseen inputs, points
     /// (classifiers; [`ESTIMATE_SAFETY`] times it counts in `drop_estimate`).
