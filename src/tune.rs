@@ -17,7 +17,7 @@
 //! with what does. For a classifier, every observed output error (candidate − float, on
 //! every input tune has: calibration and validation) is added to every validation input's
 //! float scores; the accuracy that costs against the input's label (losses minus gains,
-//! [`paired_estimates`]) is the *paired drop*. It resolves drops far below one input in a
+//! `paired_estimates`) is the *paired drop*. It resolves drops far below one input in a
 //! few hundred, a near tie float is as often wrong as right on costs nothing, and it uses
 //! validation inputs' margins (unseen-like: calibration inputs come from training data,
 //! where the network is surer of itself). The estimate is the larger of [`ESTIMATE_SAFETY`]
@@ -219,7 +219,7 @@ const Z: f64 = 1.96;
 /// The tail each bound leaves (one-sided).
 const ALPHA: f64 = 0.025;
 
-/// How much the paired drop ([`paired_estimates`]) is raised before it is compared with the
+/// How much the paired drop (`paired_estimates`) is raised before it is compared with the
 /// budget. The pairing treats errors as if they did not depend on the input; they do (an
 /// input near a decision boundary tends to sit where the quantized network errs most), and
 /// on the shipped QAT digits network at 3 bits with 5-6 rounding bits it read 0.4–0.6 %
