@@ -435,23 +435,31 @@ pub struct Tuned {
 }
 
 impl Tuned {
-    /// Candidates no other beats on both score and cost, cheapest first.
+    /// Candidates no other beats on both estimated drop and cost, cheapest first (what tune
+    /// trades: each is the cheapest way to its estimate).
     pub fn pareto(&self) -> Vec<usize> {
         let mut v: Vec<usize> = (0..self.candidates.len()).collect();
-        v.sort_by(|&a, &b| by_cost(&self.candidates[a], &self.candidates[b]));
+        v.sort_by(|&a, &b| {
+            let (a, b) = (&self.candidates[a], &self.candidates[b]);
+            a.est_ms
+                .total_cmp(&b.est_ms)
+                .then(a.drop_estimate.total_cmp(&b.drop_estimate))
+        });
+        // (the chosen candidate may tie another on cost and lose on the estimate: tune
+        // breaks cost ties by score; the CLI prints it beside the front)
         let mut front = Vec::new();
-        let mut best = f64::NEG_INFINITY;
+        let mut best = f64::INFINITY;
         for i in v {
-            if self.candidates[i].score > best {
-                best = self.candidates[i].score;
+            if self.candidates[i].drop_estimate < best {
+                best = self.candidates[i].drop_estimate;
                 front.push(i);
             }
         }
         front
     }
 
-    /// Candidates whose drop is within the budget with confidence, in the order `tune`
-    /// chooses by (the chosen one first).
+    /// Candidates whose estimated drop is within the budget, in the order `tune` chooses by
+    /// (the chosen one first).
     pub fn passing(&self) -> Vec<usize> {
         passing(&self.candidates, self.max_drop)
     }

@@ -189,7 +189,12 @@ fn tune_cmd(files: &Files, opts: &fhec::tune::TuneOptions, confirm: usize) -> Re
         "est ms/smp",
         "measured ms"
     );
-    for i in t.pareto() {
+    let mut rows = t.pareto();
+    if !rows.contains(&t.chosen) {
+        rows.push(t.chosen);
+        rows.sort_by(|&a, &b| t.candidates[a].est_ms.total_cmp(&t.candidates[b].est_ms));
+    }
+    for i in rows {
         let c = &t.candidates[i];
         println!(
             "{:>6} {:>9} {:>10} {:>7} {:>10} {:>7.0e} {:>10.2}% {:>6.2} {:>7.2} {:>9} {:>5} {:>6} {:>7} {:>12.1} {:>12}{}",
