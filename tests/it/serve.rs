@@ -101,19 +101,25 @@ fn setup(dir: &str, bits: &str, n: &str) -> PathBuf {
         s(&fhe),
     ]);
     ok(&["keygen", s(&fhe), "--out", s(&d)]);
+    encrypt(&d, n, &d.join("x.ct"));
+    d
+}
+
+/// The first `n` iris test samples encrypted under `dir`'s client key for `dir/iris.fhe`
+/// (from [`setup`]), written to `out`.
+fn encrypt(dir: &Path, n: &str, out: &Path) {
     ok(&[
         "encrypt",
-        s(&fhe),
+        s(&dir.join("iris.fhe")),
         "--key",
-        s(&d.join("client.key")),
+        s(&dir.join("client.key")),
         "--input",
         s(&model("iris_mlp_test_x.npy")),
         "--samples",
         n,
         "--out",
-        s(&d.join("x.ct")),
+        s(out),
     ]);
-    d
 }
 
 fn refused(r: Result<impl std::fmt::Debug, ClientError>, status: u16, needles: &[&str]) {
@@ -300,18 +306,7 @@ fn http_round_trip_equals_serve_run_and_bad_requests_are_4xx() {
     refused(c.infer("iris", &id, &read(&other.join("x.ct"))), 400, &[]);
     // 4 samples past --max-samples 3
     let four = tmp("serve-four.ct");
-    ok(&[
-        "encrypt",
-        s(&fhe),
-        "--key",
-        s(&d.join("client.key")),
-        "--input",
-        s(&model("iris_mlp_test_x.npy")),
-        "--samples",
-        "4",
-        "--out",
-        s(&four),
-    ]);
+    encrypt(&d, "4", &four);
     refused(c.infer("iris", &id, &read(&four)), 413, &["--max-samples"]);
     // the key still works, deleted it does not
     let again = c.infer("iris", &id, &xct).expect("infer again");
@@ -506,18 +501,7 @@ fn an_evaluation_past_the_request_timeout_is_504_and_stopped() {
     );
     // and the server serves on: one sample fits the deadline
     let one = d.join("one.ct");
-    ok(&[
-        "encrypt",
-        s(&fhe),
-        "--key",
-        s(&d.join("client.key")),
-        "--input",
-        s(&model("iris_mlp_test_x.npy")),
-        "--samples",
-        "1",
-        "--out",
-        s(&one),
-    ]);
+    encrypt(&d, "1", &one);
     c.infer("iris", &id, &read(&one))
         .expect("one sample served");
     srv.kill();
