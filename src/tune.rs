@@ -235,7 +235,7 @@ pub const ESTIMATE_SAFETY: f64 = 2.0;
 /// nothing on average. `float_val` are float's `[N, classes]` scores on the validation
 /// inputs, `labels` their classes; `errors` are the candidate's output minus float's on
 /// every input.
-fn paired_estimates(float_val: &[&[f32]], labels: &[usize], errors: &[Vec<f32>]) -> (f64, f64) {
+fn paired_estimates(float_val: &[Vec<f32>], labels: &[usize], errors: &[Vec<f32>]) -> (f64, f64) {
     if float_val.is_empty() || errors.is_empty() {
         return (0.0, 0.0);
     }
@@ -546,6 +546,13 @@ pub fn tune(
         })
         .collect();
     let target = float_score - opts.max_drop;
+    let float_rows = if classifier {
+        rows(&float_val)
+            .chain(float_calib.iter().flat_map(rows))
+            .collect()
+    } else {
+        Vec::new()
+    };
     let mut s = Search {
         model,
         calib,
@@ -557,6 +564,7 @@ pub fn tune(
         float_val,
         float_calib,
         classifier,
+        float_rows,
         label_var,
         val_classes: if classifier {
             val_y.iter().map(|&v| v as usize).collect()
@@ -649,6 +657,8 @@ struct Search<'a> {
     float_calib: Option<ArrayD<f32>>,
     /// Both are `[N, classes]` scores and the metric is accuracy.
     classifier: bool,
+    /// Classifiers: float's score rows on the validation inputs, then the calibration ones.
+    float_rows: Vec<Vec<f32>>,
     /// The validation targets' variance (R²'s denominator per sample).
     label_var: f64,
     /// The validation labels as classes (classifiers).
@@ -768,37 +778,38 @@ impl Search<'_> {
             let s = per.iter().sum::<f64>() / per.len().max(1) as f64;
             score += s / k;
             worst_drop = worst_drop.max(self.float_score - s);
-            let diffs: Vec<f64> = self
-                .float_samples
-                .iter()
-                .zip(&per)
-                .map(|(f, c)| f - c)
-                .collect();
-            let floor = if metric == Metric::Accuracy {
-                100.0
-            } else {
-                0.0
-            };
-            bound = bound.max(upper_bound(&diffs, floor));
+            if !self.classifier {
+                let diffs: Vec<f64> = self
+                    .float_samples
+                    .iter()
+                    .zip(&per)
+                    .map(|(f, c)| f - c)
+                    .collect();
+                let floor = if metric == Metric::Accuracy {
+                    100.0
+                } else {
+                    0.0
+                };
+                bound = bound.max(upper_bound(&diffs, floor));
+            }
             // (float's output, the candidate's) over every input
             let mut pairs = vec![(&self.float_val, first(v)?)];
             if let (Some(fc), Some(c)) = (&self.float_calib, c) {
                 pairs.push((fc, first(c)?));
             }
             if self.classifier {
+                // the candidate's rows in the same order as `float_rows`
                 let mut disagree = 0;
                 let mut errors = Vec::with_capacity(total);
-                for (f, y) in &pairs {
-                    for (fr, yr) in f.outer_iter().zip(y.outer_iter()) {
-                        let (fr, yr) = (
-                            fr.iter().copied().collect::<Vec<f32>>(),
-                            yr.iter().copied().collect::<Vec<f32>>(),
-                        );
-                        disagree += usize::from(
-                            crate::model::argmax(fr.iter()) != crate::model::argmax(yr.iter()),
-                        );
-                        errors.push(yr.iter().zip(&fr).map(|(a, b)| a - b).collect::<Vec<f32>>());
-                    }
+                for (fr, yr) in self
+                    .float_rows
+                    .iter()
+                    .zip(pairs.iter().flat_map(|(_, y)| rows(y)))
+                {
+                    disagree += usize::from(
+                        crate::model::argmax(fr.iter()) != crate::model::argmax(yr.iter()),
+                    );
+                    errors.push(yr.iter().zip(fr).map(|(a, b)| a - b).collect::<Vec<f32>>());
                 }
                 let losses = self
                     .float_samples
@@ -808,13 +819,9 @@ impl Search<'_> {
                     .count();
                 worst_disagree = worst_disagree.max(disagree);
                 worst_losses = worst_losses.max(losses);
-                let rows: Vec<Vec<f32>> = self
-                    .float_val
-                    .outer_iter()
-                    .map(|r| r.iter().copied().collect())
-                    .collect();
-                let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
-                let (flips, lost) = paired_estimates(&rows, &self.val_classes, &errors);
+                let n_val = self.float_val.shape()[0];
+                let (flips, lost) =
+                    paired_estimates(&self.float_rows[..n_val], &self.val_classes, &errors);
                 paired = paired.max(flips);
                 est = est.max((ESTIMATE_SAFETY * lost).max(flips));
             } else if metric == Metric::R2 && self.label_var > 0.0 {
@@ -864,6 +871,11 @@ impl Search<'_> {
 /// One run of a candidate: its outputs on the validation inputs and (for the agreement
 /// bound) on the calibration inputs.
 type Draw = (Vec<ArrayD<f32>>, Option<Vec<ArrayD<f32>>>);
+
+/// The rows of a `[N, …]` output, each flattened.
+fn rows(y: &ArrayD<f32>) -> impl Iterator<Item = Vec<f32>> + '_ {
+    y.outer_iter().map(|r| r.iter().copied().collect())
+}
 
 /// The predicted class of each row of a `[N, classes]` output (`None` for other shapes).
 fn predictions(y: &ArrayD<f32>) -> Option<Vec<usize>> {
@@ -926,7 +938,7 @@ mod tests {
     #[test]
     fn paired_estimates_count_errors_that_cross_a_margin() {
         // two inputs with margins 1 and 3; errors that move class 0 down by 0, 2 and 4
-        let f: [&[f32]; 2] = [&[1.0, 0.0], &[3.0, 0.0]];
+        let f = vec![vec![1.0, 0.0], vec![3.0, 0.0]];
         let e = vec![vec![0.0, 0.0], vec![-2.0, 0.0], vec![-4.0, 0.0]];
         // flips: margin 1 by −2 and −4; margin 3 by −4 → 3 of 6 pairs; float right on both:
         // every flip is a loss
