@@ -42,6 +42,9 @@ struct Lowering<'a> {
     tables: Vec<Vec<i64>>,
     table_ids: HashMap<Vec<i64>, u32>,
     worst: HashMap<(ConstraintKind, String), Constraint>,
+    /// Exact rounding's extracted bits as each read sees them, already at their final
+    /// scale (independent of `B`: [`Lowering::note_tlu`]), per constraint (the worst).
+    bit_noise: HashMap<(ConstraintKind, String), f64>,
     /// The input registers, per graph input.
     inputs: Vec<Vec<u32>>,
     /// `Round` nodes: bits dropped per element and the source, resolved by their table.
@@ -212,6 +215,7 @@ pub fn lower_with(
         tables: Vec::new(),
         table_ids: HashMap::new(),
         worst: HashMap::new(),
+        bit_noise: HashMap::new(),
         inputs: Vec::new(),
         rounds: HashMap::new(),
         max_drop: 0,
@@ -633,6 +637,11 @@ impl Lowering<'_> {
             std::mem::take(&mut self.worst).into_values().collect();
         for c in &mut constraints {
             let scale = 4f64.powi(msg_bits as i32);
+            let bits = self
+                .bit_noise
+                .get(&(c.kind, c.at.clone()))
+                .copied()
+                .unwrap_or(0.0);
             match c.kind {
                 ConstraintKind::Decryption => {
                     // half a unit, or 2^tolerance units
@@ -648,7 +657,7 @@ impl Lowering<'_> {
                 | ConstraintKind::ApproximateTableLight => {
                     // the noise was stored pre-multiplied by 2^(2·(−k−p)); apply 2^(2B)
                     c.alpha *= scale;
-                    c.gamma *= scale;
+                    c.gamma = c.gamma * scale + bits;
                     c.beta *= scale;
                     if split && c.kind == ConstraintKind::Table {
                         // the second half's top bit
@@ -663,7 +672,7 @@ impl Lowering<'_> {
                 }
                 ConstraintKind::BitExtraction => {
                     c.alpha *= scale;
-                    c.gamma *= scale;
+                    c.gamma = c.gamma * scale + bits;
                     c.beta *= scale;
                     c.margin = 0.25;
                 }
@@ -680,6 +689,15 @@ impl Lowering<'_> {
     /// times `2^(B−drop−p)`. Scales are stored without the `2^B` factor, applied once `B`
     /// is known. Approximate rounding: only the table, read at the same scale, with a whole
     /// box of margin (an error is a landing beyond the neighbouring boxes).
+    ///
+    /// Exact rounding works on the register times `2^o`, `o = B−drop−p` (the table's read
+    /// scale), and each extracted bit's bootstrap outputs it at that scale, where it is
+    /// subtracted: a bit output's noise is then amplified by `4^(B−j−o) = 4^(drop+p−j)` in
+    /// the read of a later bit `j` and not at all in the table's read, where extracting at
+    /// the register's own scale would amplify it by `4^(B−j)` and `4^(B−drop−p)`. Values
+    /// narrower than the circuit's `B` bits (most tables' inputs in a QAT network) keep
+    /// their bits' noise at their own width. These terms do not depend on `B`
+    /// ([`Lowering::bit_noise`]).
     fn note_tlu(&mut self, at: &str, nz: Noise, drop: u32, p: u32) {
         if self.rounding == Rounding::Approximate && drop > 0 {
             let s = 4f64.powi(-((drop + p) as i32));
@@ -691,7 +709,7 @@ impl Lowering<'_> {
             self.note(kind, at, nz.alpha * s, nz.gamma * s, nz.beta * s, 0.0);
             return;
         }
-        // the bits below j were extracted and subtracted: j bit outputs' noise (γ). A split
+        // the bits below j were extracted and subtracted: j bit outputs' noise. A split
         // table extracts bit `drop` too (the index's low bit), read twice from one keyswitch:
         // at its weight (subtracted) and at the top (the second half's sign); both halves
         // read the rest at the same scale as p bits, the second with the top bit added (one
@@ -704,21 +722,33 @@ impl Lowering<'_> {
                 ConstraintKind::BitExtraction,
                 at,
                 nz.alpha * s,
-                (j as f64 + nz.gamma) * s,
+                nz.gamma * s,
                 nz.beta * s,
                 0.25,
             );
+            self.note_bits(
+                ConstraintKind::BitExtraction,
+                at,
+                j as f64 * 4f64.powi((drop + p) as i32 - j as i32),
+            );
         }
+        self.note_bits(ConstraintKind::Table, at, f64::from(drop + split));
         let s = 4f64.powi(-((drop + p) as i32));
         for _half in 0..=split {
             self.note(
                 ConstraintKind::Table,
                 at,
                 nz.alpha * s,
-                (f64::from(drop + split) + nz.gamma) * s,
+                nz.gamma * s,
                 nz.beta * s,
                 0.0,
             );
         }
+    }
+
+    /// The extracted bits' noise one read sees, at its final scale (the worst per check).
+    fn note_bits(&mut self, kind: ConstraintKind, at: &str, bits: f64) {
+        let e = self.bit_noise.entry((kind, at.to_string())).or_insert(0.0);
+        *e = e.max(bits);
     }
 }

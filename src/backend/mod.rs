@@ -7,7 +7,9 @@
 //! time. Each table lookup is a `Tlu`: with exact rounding of `k` low bits it costs `k` 1-bit
 //! sign bootstraps (bit extraction: the bit is multiplied up to the most significant position
 //! and read by a constant table) plus one table bootstrap, and equals `eval_int` exactly up to
-//! the bootstraps' error probability. With split tables ([`Program::split`]) the index's low
+//! the bootstraps' error probability. The extraction works on the register times
+//! `2^(B−k−p)` (the table's read scale) and outputs each bit at that scale, so that a table
+//! input narrower than `B` bits keeps its bits' noise at its own width. With split tables ([`Program::split`]) the index's low
 //! bit is extracted too and the table runs as two bootstraps of one bit less, which the
 //! tables' parameter set can read on a quarter of the polynomial.
 //!

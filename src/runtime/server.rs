@@ -497,7 +497,9 @@ impl ServerKey {
 
     /// One table lookup of `x` (offset applied): exact rounding extracts the `drop` low
     /// bits (and a split table's index bit) and subtracts them; the table then reads the
-    /// index's top bits.
+    /// index's top bits. Exact rounding works on `x·2^o`, `o = B−drop−p`, the scale at which
+    /// the table reads: each bit's bootstrap outputs it at that scale, so that its noise
+    /// is not multiplied up by the later reads (the lowering's noise checks count it so).
     fn lookup(
         &self,
         prog: &Program,
@@ -515,26 +517,33 @@ impl ServerKey {
         // keeps it
         let (lut, lut_signed) = &luts.tables[table as usize];
         let mut low = None;
+        // the scale the table reads at (exact rounding works at it from the start)
+        let mut scale = b - drop - p;
         if prog.rounding == Rounding::Exact {
             // exact removal of the low `drop` bits (and the index's low bit for a split
-            // table), lowest first
+            // table), lowest first, on x·2^o: bit j is read at 2^(B−j−o) and output at
+            // its weight 2^(j+o)
+            let o = scale;
+            lwe_ciphertext_cleartext_mul_assign(&mut x, Cleartext(1u64 << o));
+            scale = 0;
             let extract = drop + u32::from(lut_signed.is_some());
             for j in 0..extract {
                 let mut t = x.clone();
-                lwe_ciphertext_cleartext_mul_assign(&mut t, Cleartext(1u64 << (b - j)));
+                lwe_ciphertext_cleartext_mul_assign(&mut t, Cleartext(1u64 << (b - j - o)));
                 lwe_ciphertext_plaintext_add_assign(&mut t, Plaintext(1u64 << 62));
-                let c = if j == 0 { d / 2 } else { d << (j - 1) };
+                let w = j + o;
+                let c = if w == 0 { d / 2 } else { d << (w - 1) };
                 let mut bit = if j == drop {
                     // a split table's index bit: also at the top
                     let [bit, mut top] = self.bootstrap_bit_twice(
                         &t,
-                        [&luts.signs[j as usize], &luts.signs[b as usize + 1]],
+                        [&luts.signs[w as usize], &luts.signs[b as usize + 1]],
                     );
                     lwe_ciphertext_plaintext_add_assign(&mut top, Plaintext(1 << 62));
                     low = Some(top);
                     bit
                 } else {
-                    self.bootstrap_bit(&t, &luts.signs[j as usize])
+                    self.bootstrap_bit(&t, &luts.signs[w as usize])
                 };
                 lwe_ciphertext_plaintext_add_assign(&mut bit, Plaintext(c));
                 lwe_ciphertext_sub_assign(&mut x, &bit);
@@ -544,7 +553,7 @@ impl ServerKey {
         // the index's top bit under the padding bit, then half a slot up so that the value
         // sits mid-way in it (a split table's slots are twice as wide: it reads p−1 bits)
         let read = p - u32::from(low.is_some());
-        lwe_ciphertext_cleartext_mul_assign(&mut x, Cleartext(1u64 << (b - drop - p)));
+        lwe_ciphertext_cleartext_mul_assign(&mut x, Cleartext(1u64 << scale));
         lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext(1u64 << (62 - below - read)));
         match (low, lut_signed) {
             (Some(top), Some(lut_signed)) => {

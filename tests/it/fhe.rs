@@ -176,6 +176,15 @@ fn encrypted_tiny_mlp_exact(split: fhec::backend::TableSplit) {
         p.pbs_count > p.tlu_count,
         "exact rounding should extract bits"
     );
+    // some table inputs are narrower than the message width (the decrypted limbs set it):
+    // their extractions work at the table's read scale, 2^(B−drop−p) > 1
+    assert!(
+        p.stages.iter().flatten().any(|i| matches!(
+            i,
+            fhec::backend::Instr::Tlu { drop, .. } if *drop > 0 && p.msg_bits > drop + p.tlu_bits
+        )),
+        "no narrow table input: the scaled extraction is not exercised"
+    );
     let wrapping = overflowing_rows(&m, 2);
     assert_eq!(
         wrapping.len(),
