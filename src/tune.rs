@@ -20,11 +20,13 @@
 //! `paired_estimates`) is the *paired drop*. It resolves drops far below one input in a
 //! few hundred, a near tie float is as often wrong as right on costs nothing, and it uses
 //! validation inputs' margins (unseen-like: calibration inputs come from training data,
-//! where the network is surer of itself). The estimate is the larger of [`ESTIMATE_SAFETY`]
-//! × the paired drop and the paired disagreement rate (how often the top class moves, label
+//! where the network is surer of itself). The estimate is the largest of [`ESTIMATE_SAFETY`]
+//! × the paired drop, the paired disagreement rate (how often the top class moves, label
 //! or not: a disagreement costs at most one sample, and on a validation half where float is
 //! often wrong, gains hide losses that unseen inputs, on which float may be surer, would
-//! not), from the worst simulated draw. For R² it is the larger of the observed drop and
+//! not) and the observed disagreement rate on every input (the pairing assumes errors that
+//! do not depend on the input; where a few inputs have both small margins and large errors,
+//! the count is higher than the pairing and wins), from the worst simulated draw. For R² it is the larger of the observed drop and
 //! [`ESTIMATE_SAFETY`] × the mean squared difference from float's outputs over every input,
 //! in points of the targets' variance.
 //!
@@ -375,8 +377,9 @@ pub struct Candidate {
     pub score: f64,
     /// 95 % upper confidence bound on the drop below float, points (see the module docs).
     pub drop_bound: f64,
-    /// The drop a candidate passes by, points: for a classifier the larger of
-    /// [`ESTIMATE_SAFETY`] × its paired drop and its paired disagreement rate; for R² the
+    /// The drop a candidate passes by, points: for a classifier the largest of
+    /// [`ESTIMATE_SAFETY`] × its paired drop, its paired disagreement rate and its observed
+    /// disagreement rate (1 − `agreement`); for R² the
     /// larger of its validation drop and the scaled squared difference (see the module docs).
     pub drop_estimate: f64,
     /// Agreement of the candidate's predictions with float's on the calibration and
@@ -841,10 +844,13 @@ impl Search<'_> {
             let n_val = self.float_val.shape()[0];
             let drop_bound =
                 rate_upper_bound(worst_losses, n_val).min(rate_upper_bound(worst_disagree, total));
+            // the pairing assumes errors independent of the input; where the inputs
+            // themselves disagree more often than it predicts, the count wins
+            let observed = 100.0 * worst_disagree as f64 / total.max(1) as f64;
             Judgement {
                 score,
                 drop_bound,
-                drop_estimate: est,
+                drop_estimate: est.max(observed),
                 agreement: Some(1.0 - worst_disagree as f64 / total.max(1) as f64),
                 paired: Some(paired),
             }

@@ -75,14 +75,17 @@ fn tune_is_deterministic_and_picks_the_cheapest_passing_candidate() {
             "{c:?} beats {chosen:?}"
         );
         // a classifier's bound is an exact binomial one: positive even with no disagreement
-        // at all; the estimate is at least the paired disagreement rate and (the paired drop
-        // being within it) at most twice it
+        // at all; the estimate is at least the paired and the observed disagreement rates,
+        // and (the paired drop being within the paired rate) at most the larger of twice the
+        // one and the other
         assert!(c.drop_bound > 0.0 && c.drop_bound <= 100.0, "{c:?}");
         let paired = c.paired.expect("a classifier");
-        assert!(c.drop_estimate >= paired - 1e-9, "{c:?}");
-        assert!(c.drop_estimate <= 2.0 * paired + 1e-9, "{c:?}");
+        let agreement = c.agreement.expect("a classifier");
+        assert!((0.0..=1.0).contains(&agreement), "{c:?}");
+        let observed = 100.0 * (1.0 - agreement);
+        assert!(c.drop_estimate >= paired.max(observed) - 1e-9, "{c:?}");
         assert!(
-            c.agreement.is_some_and(|a| (0.0..=1.0).contains(&a)),
+            c.drop_estimate <= (2.0 * paired).max(observed) + 1e-9,
             "{c:?}"
         );
     }
