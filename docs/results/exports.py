@@ -3,6 +3,7 @@ compiled at the defaults, with the numbers fhec itself writes as JSON.
 
     python3 docs/results/exports.py            # run (release build first), write exports.json, render
     python3 docs/results/exports.py --render   # re-render docs/exports.md from exports.json
+    python3 docs/results/exports.py --only cml_builtin,brevitas_qonnx   # rerun some rows
 
 Needs only python3's standard library and `target/release/fhec` (`cargo build --release`).
 Per row: the float run against the framework's own outputs (`fhec run --mode float
@@ -115,8 +116,18 @@ def machine():
 
 
 def render(data):
+    # rows rerun with --only keep their own machine, version and date (older rows: the file's)
+    m = data["machine"]
+    runs = {}
+    for r in data["rows"]:
+        key = (r.get("cpu", m["cpu"]), r.get("cores", m["cores"]), r.get("fhec", m["fhec"]), r.get("date", data["date"]))
+        runs.setdefault(key, []).append(r["model"].split("/")[-1].removesuffix(".onnx") if r.get("model") else "train")
+    where = "; ".join(
+        f"{cpu} ({cores} cores), {v}, {d}" + (f" ({', '.join(names)})" if len(runs) > 1 else "")
+        for (cpu, cores, v, d), names in sorted(runs.items(), key=lambda kv: -len(kv[1]))
+    )
     lines = [
-        f"Measured on {data['machine']['cpu']} ({data['machine']['cores']} cores), {data['machine']['fhec']}, {data['date']}; `python3 docs/results/exports.py` reruns it.",
+        f"Measured on {where}; `python3 docs/results/exports.py` reruns it.",
         "",
         "| export | float vs framework (max rel. diff) | framework accuracy | fhec clear accuracy (defaults) | 1 encrypted sample = clear class | bootstraps | latency (s, 1 sample) | what compile chose |",
         "|---|---|---|---|---|---|---|---|",
@@ -147,9 +158,24 @@ def main():
     if "--render" not in sys.argv:
         import datetime
 
-        with tempfile.TemporaryDirectory() as tmp:
-            rows = [run_row(label, os.path.join(ROOT, p) if p else None, kind, tmp) for label, p, kind in ROWS]
-        data = {"date": datetime.date.today().isoformat(), "machine": machine(), "rows": rows}
+        only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else None
+        today, here = datetime.date.today().isoformat(), machine()
+        if only:
+            # rerun the rows whose model is named, keep the others as measured
+            data = json.load(open(OUT))
+            for r in data["rows"]:
+                r.setdefault("date", data["date"])
+                for k in ("fhec", "cpu", "cores"):
+                    r.setdefault(k, data["machine"][k])
+            with tempfile.TemporaryDirectory() as tmp:
+                for i, (label, p, kind) in enumerate(ROWS):
+                    if os.path.basename(p or "train") in only:
+                        row = run_row(label, os.path.join(ROOT, p) if p else None, kind, tmp)
+                        data["rows"][i] = dict(row, date=today, fhec=here["fhec"], cpu=here["cpu"], cores=here["cores"])
+        else:
+            with tempfile.TemporaryDirectory() as tmp:
+                rows = [run_row(label, os.path.join(ROOT, p) if p else None, kind, tmp) for label, p, kind in ROWS]
+            data = {"date": today, "machine": here, "rows": rows}
         json.dump(data, open(OUT, "w"), indent=1)
     render(json.load(open(OUT)))
 
