@@ -26,9 +26,9 @@
 //! often wrong, gains hide losses that unseen inputs, on which float may be surer, would
 //! not) and the observed disagreement rate on every input (the pairing assumes errors that
 //! do not depend on the input; where a few inputs have both small margins and large errors,
-//! the count is higher than the pairing and wins), from the worst simulated draw. For R² it is the larger of the observed drop and
-//! [`ESTIMATE_SAFETY`] × the mean squared difference from float's outputs over every input,
-//! in points of the targets' variance.
+//! the count is higher than the pairing and wins), from the worst simulated draw. For R² it
+//! is the larger of the observed drop and [`ESTIMATE_SAFETY`] × the mean squared difference
+//! from float's outputs over every input, in points of the targets' variance.
 //!
 //! Beside it every candidate carries a 95 % upper confidence bound on its drop (two exact
 //! binomial bounds at 97.5 %, the smaller wins: on the validation samples float gets right
@@ -379,8 +379,8 @@ pub struct Candidate {
     pub drop_bound: f64,
     /// The drop a candidate passes by, points: for a classifier the largest of
     /// [`ESTIMATE_SAFETY`] × its paired drop, its paired disagreement rate and its observed
-    /// disagreement rate (1 − `agreement`); for R² the
-    /// larger of its validation drop and the scaled squared difference (see the module docs).
+    /// disagreement rate (1 − `agreement`); for R² the larger of its validation drop and the
+    /// scaled squared difference (see the module docs).
     pub drop_estimate: f64,
     /// Agreement of the candidate's predictions with float's on the calibration and
     /// validation inputs (classifiers; the worst draw's).
@@ -775,7 +775,8 @@ impl Search<'_> {
         let mut worst_disagree = 0usize;
         let mut worst_losses = 0usize;
         let n_calib = self.float_calib.as_ref().map_or(0, |c| c.shape()[0]);
-        let total = self.float_val.shape()[0] + n_calib;
+        let n_val = self.float_val.shape()[0];
+        let total = n_val + n_calib;
         for (v, c) in draws {
             let per = metric.per_sample(first(v)?, self.val_y)?;
             let s = per.iter().sum::<f64>() / per.len().max(1) as f64;
@@ -822,7 +823,6 @@ impl Search<'_> {
                     .count();
                 worst_disagree = worst_disagree.max(disagree);
                 worst_losses = worst_losses.max(losses);
-                let n_val = self.float_val.shape()[0];
                 let (flips, lost) =
                     paired_estimates(&self.float_rows[..n_val], &self.val_classes, &errors);
                 paired = paired.max(flips);
@@ -841,17 +841,16 @@ impl Search<'_> {
             }
         }
         Ok(if self.classifier {
-            let n_val = self.float_val.shape()[0];
             let drop_bound =
                 rate_upper_bound(worst_losses, n_val).min(rate_upper_bound(worst_disagree, total));
             // the pairing assumes errors independent of the input; where the inputs
             // themselves disagree more often than it predicts, the count wins
-            let observed = 100.0 * worst_disagree as f64 / total.max(1) as f64;
+            let disagreement = worst_disagree as f64 / total.max(1) as f64;
             Judgement {
                 score,
                 drop_bound,
-                drop_estimate: est.max(observed),
-                agreement: Some(1.0 - worst_disagree as f64 / total.max(1) as f64),
+                drop_estimate: est.max(100.0 * disagreement),
+                agreement: Some(1.0 - disagreement),
                 paired: Some(paired),
             }
         } else if metric == Metric::R2 {

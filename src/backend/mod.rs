@@ -9,9 +9,10 @@
 //! and read by a constant table) plus one table bootstrap, and equals `eval_int` exactly up to
 //! the bootstraps' error probability. The extraction works on the register times
 //! `2^(B−k−p)` (the table's read scale) and outputs each bit at that scale, so that a table
-//! input narrower than `B` bits keeps its bits' noise at its own width. With split tables ([`Program::split`]) the index's low
-//! bit is extracted too and the table runs as two bootstraps of one bit less, which the
-//! tables' parameter set can read on a quarter of the polynomial.
+//! input narrower than `B` bits keeps its bits' noise at its own width. With split tables
+//! ([`Program::split`]) the index's low bit is extracted too and the table runs as two
+//! bootstraps of one bit less, which the tables' parameter set can read on a quarter of the
+//! polynomial.
 //!
 //! With [`Rounding::Approximate`] the `k` low bits are not extracted: the table input is
 //! scaled so that its `p` high bits select the table box and the `k` low bits only move the

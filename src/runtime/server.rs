@@ -517,15 +517,14 @@ impl ServerKey {
         // keeps it
         let (lut, lut_signed) = &luts.tables[table as usize];
         let mut low = None;
-        // the scale the table reads at (exact rounding works at it from the start)
-        let mut scale = b - drop - p;
-        if prog.rounding == Rounding::Exact {
+        // exact rounding works at the table's read scale from the start: x·2^o
+        let exact = prog.rounding == Rounding::Exact;
+        let o = if exact { b - drop - p } else { 0 };
+        if exact {
             // exact removal of the low `drop` bits (and the index's low bit for a split
             // table), lowest first, on x·2^o: bit j is read at 2^(B−j−o) and output at
             // its weight 2^(j+o)
-            let o = scale;
             lwe_ciphertext_cleartext_mul_assign(&mut x, Cleartext(1u64 << o));
-            scale = 0;
             let extract = drop + u32::from(lut_signed.is_some());
             for j in 0..extract {
                 let mut t = x.clone();
@@ -553,7 +552,7 @@ impl ServerKey {
         // the index's top bit under the padding bit, then half a slot up so that the value
         // sits mid-way in it (a split table's slots are twice as wide: it reads p−1 bits)
         let read = p - u32::from(low.is_some());
-        lwe_ciphertext_cleartext_mul_assign(&mut x, Cleartext(1u64 << scale));
+        lwe_ciphertext_cleartext_mul_assign(&mut x, Cleartext(1u64 << (b - drop - p - o)));
         lwe_ciphertext_plaintext_add_assign(&mut x, Plaintext(1u64 << (62 - below - read)));
         match (low, lut_signed) {
             (Some(top), Some(lut_signed)) => {
