@@ -15,7 +15,8 @@ import os
 import subprocess
 import sys
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import ROOT, machine
+
 FHEC = os.environ.get("FHEC", os.path.join(ROOT, "target", "release", "fhec"))
 OUT = os.path.join(ROOT, "docs", "results", "bench_pbs.json")
 DOC = os.path.join(ROOT, "docs", "results.md")
@@ -71,16 +72,14 @@ def render(data):
 def main():
     if "--render" not in sys.argv:
         import datetime
-        import platform
 
         cmd = [FHEC, "bench-pbs", "--bits", BITS, "--vetted", "--multi-bit", "--many-lut",
                "--threads", "1,2", "--reps", str(REPS), "--json"]
         out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
         rows = [json.loads(l) for l in out.splitlines() if l.startswith("{")]
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
         data = {
             "date": datetime.date.today().isoformat(),
-            "machine": f"{cpu}, {os.cpu_count()} cores",
+            "machine": machine(),
             "command": "fhec " + " ".join(cmd[1:]),
             "rows": rows,
         }

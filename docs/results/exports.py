@@ -22,7 +22,8 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import ROOT, last_json
+
 FHEC = os.environ.get("FHEC", os.path.join(ROOT, "target", "release", "fhec"))
 OUT = os.path.join(ROOT, "docs", "results", "exports.json")
 DOC = os.path.join(ROOT, "docs", "exports.md")
@@ -47,10 +48,6 @@ def fhec(*args):
     if r.returncode != 0:
         raise SystemExit(f"fhec {' '.join(args)}: {r.stderr.strip()}")
     return r.stdout
-
-
-def last_json(text):
-    return json.loads([l for l in text.splitlines() if l.startswith("{")][-1])
 
 
 def framework_accuracy(prefix, kind):
@@ -161,12 +158,9 @@ def main():
         only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else None
         today, here = datetime.date.today().isoformat(), machine()
         if only:
-            # rerun the rows whose model is named, keep the others as measured
+            # rerun the rows whose model is named, keep the others as measured (a row without
+            # its own machine and date has the file's: render)
             data = json.load(open(OUT))
-            for r in data["rows"]:
-                r.setdefault("date", data["date"])
-                for k in ("fhec", "cpu", "cores"):
-                    r.setdefault(k, data["machine"][k])
             with tempfile.TemporaryDirectory() as tmp:
                 for i, (label, p, kind) in enumerate(ROWS):
                     if os.path.basename(p or "train") in only:

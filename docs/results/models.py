@@ -17,7 +17,6 @@ against clear mode). Run it on a quiet machine: the benches are timed. Larger pl
 their estimate only.
 """
 
-import glob
 import json
 import os
 import re
@@ -25,22 +24,13 @@ import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import ROOT, last_json, machine, models
+
 AFTER = os.environ.get("FHEC", os.path.join(ROOT, "target", "release", "fhec"))
 OUT = os.path.join(ROOT, "docs", "results", "models.json")
 DOC = os.path.join(ROOT, "docs", "results.md")
 # outputs that are not class scores (approximate rounding is compared by class elsewhere)
 REGRESSION = {"diabetes_mlp", "digits_autoenc"}
-
-
-def models():
-    out = []
-    for pattern in ("models/*.onnx", "models/exports/*.onnx"):
-        for p in sorted(glob.glob(os.path.join(ROOT, pattern))):
-            prefix = p[: -len(".onnx")]
-            if os.path.exists(prefix + "_calib.npy") and os.path.exists(prefix + "_test_x.npy"):
-                out.append(prefix)
-    return out
 
 
 def run(binary, *args):
@@ -58,7 +48,7 @@ def plan(binary, prefix, rounding, tmp, cap):
     params = re.search(r"^parameters \([^)]*\): (.*?); security", text, re.M).group(1)
     row = {"bootstraps": boot, "est_s": est, "params": params}
     if est <= cap:
-        b = json.loads([l for l in run(binary, "bench", fhe, "--input", prefix + "_test_x.npy", "--samples", "2", "--json").splitlines() if l.startswith("{")][-1])
+        b = last_json(run(binary, "bench", fhe, "--input", prefix + "_test_x.npy", "--samples", "2", "--json"))
         row.update(
             keygen_s=b["keygen_s"],
             key_mib=sum(b["server_key_bytes"].values()) / 2**20,
@@ -115,12 +105,10 @@ def render(data):
 def main():
     if "--render" not in sys.argv:
         import datetime
-        import platform
 
         before = sys.argv[sys.argv.index("--before") + 1]
         cap = float(sys.argv[sys.argv.index("--cap") + 1]) if "--cap" in sys.argv else 15.0
         only = sys.argv[sys.argv.index("--only") + 1].split(",") if "--only" in sys.argv else None
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
         roundings = sys.argv[sys.argv.index("--rounding") + 1].split(",") if "--rounding" in sys.argv else ["exact", "approximate"]
         # a partial run (--only, --rounding) replaces its rows in the last run's file
         old = json.load(open(OUT))["rows"] if (only or "--rounding" in sys.argv) and os.path.exists(OUT) else []
@@ -140,11 +128,11 @@ def main():
                     print(json.dumps(row), flush=True)
                     rows.append(row)
         if old:
-            fresh = {(r["model"], r["rounding"]) for r in rows}
-            rows = [r if (r["model"], r["rounding"]) not in fresh else next(x for x in rows if (x["model"], x["rounding"]) == (r["model"], r["rounding"])) for r in old]
+            fresh = {(r["model"], r["rounding"]): r for r in rows}
+            rows = [fresh.get((r["model"], r["rounding"]), r) for r in old]
         data = {
             "date": datetime.date.today().isoformat(),
-            "machine": f"{cpu}, {os.cpu_count()} cores",
+            "machine": machine(),
             "before": os.environ.get("BEFORE_NAME", os.path.basename(before)),
             "after": os.environ.get("AFTER_NAME", "this tree"),
             "cap_s": cap,

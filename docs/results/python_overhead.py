@@ -21,7 +21,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import ROOT, machine
+
 FHEC = os.environ.get("FHEC", os.path.join(ROOT, "target", "release", "fhec"))
 OUT = os.path.join(ROOT, "docs", "results", "python_overhead.json")
 DOC = os.path.join(ROOT, "docs", "results.md")
@@ -110,12 +111,10 @@ def render(data):
 def main():
     if "--render" not in sys.argv:
         import datetime
-        import platform
 
         with tempfile.TemporaryDirectory() as tmp:
             rows = [run_case(n, r, tmp) for n, r in CASES]
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
-        data = {"date": datetime.date.today().isoformat(), "machine": f"{cpu}, {os.cpu_count()} cores", "rows": rows}
+        data = {"date": datetime.date.today().isoformat(), "machine": machine(), "rows": rows}
         json.dump(data, open(OUT, "w"), indent=1)
     render(json.load(open(OUT)))
 

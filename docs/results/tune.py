@@ -15,14 +15,14 @@ it; `--bench` adds `fhec bench --samples 1` on the chosen model (run it on a qui
 machine: it is the only timed step).
 """
 
-import glob
 import json
 import os
 import subprocess
 import sys
 import tempfile
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from common import ROOT, last_json, machine, models
+
 FHEC = os.environ.get("FHEC", os.path.join(ROOT, "target", "release", "fhec"))
 OUT = os.path.join(ROOT, "docs", "results", "tune.json")
 DOC = os.path.join(ROOT, "docs", "results.md")
@@ -34,20 +34,6 @@ def fhec(*args):
     if r.returncode != 0:
         raise RuntimeError(f"fhec {' '.join(args)}: {r.stderr.strip()}")
     return r.stdout
-
-
-def last_json(text):
-    return json.loads([l for l in text.splitlines() if l.startswith("{")][-1])
-
-
-def models():
-    out = []
-    for pattern in ("models/*.onnx", "models/exports/*.onnx"):
-        for p in sorted(glob.glob(os.path.join(ROOT, pattern))):
-            prefix = p[: -len(".onnx")]
-            if os.path.exists(prefix + "_test_x.npy") and os.path.exists(prefix + "_calib.npy"):
-                out.append(prefix)
-    return out
 
 
 def npy_read(path):
@@ -158,18 +144,17 @@ def render(data):
 def main():
     if "--render" not in sys.argv:
         import datetime
-        import platform
 
         only = None
         if "--only" in sys.argv:
             only = sys.argv[sys.argv.index("--only") + 1].split(",")
         old = {r["model"]: r for r in json.load(open(OUT))["rows"]} if os.path.exists(OUT) else {}
-        cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
+        here = machine()
 
         def save():
             data = {
                 "date": datetime.date.today().isoformat(),
-                "machine": f"{cpu}, {os.cpu_count()} cores",
+                "machine": here,
                 "rows": [old[k] for k in sorted(old)],
             }
             json.dump(data, open(OUT, "w"), indent=1)
@@ -180,7 +165,7 @@ def main():
                     continue
                 try:
                     row = run_model(p, tmp)
-                    row["machine"] = f"{cpu}, {os.cpu_count()} cores"
+                    row["machine"] = here
                     row["date"] = datetime.date.today().isoformat()
                     old[os.path.basename(p)] = row
                 except RuntimeError as e:
