@@ -154,8 +154,15 @@ pub enum KeyMismatch {
 /// Why a search found nothing.
 #[derive(Debug, thiserror::Error)]
 pub enum TuneError {
-    #[error("no setting's estimated drop stays within {drop:.2} points of float ({float:.2}); the best is {best:.2} points; allow a larger --max-accuracy-drop, give more calibration or validation data, or try more bits")]
-    NoCandidate { float: f64, drop: f64, best: f64 },
+    /// `raised`: what raising precision past the grid reached (`tune`'s phase 1b), said
+    /// after the best estimate.
+    #[error("no setting's estimated drop stays within {drop:.2} points of float ({float:.2}); the best is {best:.2} points{raised}; allow a larger --max-accuracy-drop, give more calibration or validation data, or try more bits (--n-bits, --rounding-bits, --raise-steps)")]
+    NoCandidate {
+        float: f64,
+        drop: f64,
+        best: f64,
+        raised: String,
+    },
     #[error("the model has no output to score")]
     NoOutput,
 }

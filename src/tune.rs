@@ -37,6 +37,16 @@
 //! is reported, not required: with 380 inputs and no disagreement at all it is still 0.97
 //! points.
 //!
+//! Phase 1b runs when no setting of the grid passes (a network whose float decisions need
+//! more than the grid's uniform bits somewhere, such as attention's products): from the
+//! settings of the candidate with the lowest estimate it raises precision one step at a
+//! time with compile's moves ([`crate::compile::auto`]: every layer's weights and
+//! activations, one layer's operands, one layer's rounding). Each step ranks every move by
+//! its clear-mode estimate (noise-free, so the climb follows precision, not a draw's luck),
+//! scores the best two in full (every rounding method and error probability) and goes on
+//! from the best; it stops when a candidate passes, when no move lowers the clear-mode
+//! estimate, or after [`TuneOptions::raise_steps`]. Only then does tune refuse.
+//!
 //! Phase 2 starts from the cheapest passing candidate and walks the layers (in
 //! `layer_names` order): for each, one bit less for its weights, its input activations and
 //! its rounding is kept when the candidate still passes and the estimate drops. The
@@ -295,6 +305,9 @@ pub struct TuneOptions {
     pub ranges: Vec<RangePolicy>,
     /// Whether phase 2 (per-layer precision) runs.
     pub per_layer: bool,
+    /// When no setting of the grid passes: steps up in precision tried from the one with
+    /// the lowest estimate (0: refuse at once).
+    pub raise_steps: usize,
     /// Seed of the simulated noise and failures.
     pub seed: u64,
     /// Size limits of the import (`--max-elements`).
@@ -352,6 +365,7 @@ impl Default for TuneOptions {
             p_errors: vec![2f64.powi(-40), 1e-4],
             ranges: vec![RangePolicy::Calibrated, RangePolicy::Proven],
             per_layer: true,
+            raise_steps: 8,
             seed: 0,
             limits: fhec_ir::Limits::default(),
         }
@@ -396,11 +410,18 @@ pub struct Candidate {
 }
 
 impl Candidate {
+    /// Its global bit widths as `fhec compile` flags: `--n-bits N`, and the weights' and
+    /// activations' own when a raise (phase 1b) moved them apart from the inputs'.
+    pub fn n_bits_flags(&self) -> String {
+        n_bits_flags(&self.config)
+    }
+
     /// The candidate as the fronts show it (`tune --json`, Python's `fhec.tune`): its
     /// settings by the CLI's names, its score, bound and cost.
     pub fn summary(&self) -> serde_json::Value {
         serde_json::json!({
             "n_bits": self.n_bits,
+            "n_bits_flags": self.n_bits_flags(),
             "own_grids": self.own_grids,
             "requantize": self.config.requantize,
             "rounding_bits": self.rounding_bits,
@@ -419,6 +440,18 @@ impl Candidate {
             "est_ms": self.est_ms,
         })
     }
+}
+
+/// A config's global bit widths as `fhec compile` flags (see [`Candidate::n_bits_flags`]).
+fn n_bits_flags(c: &QuantConfig) -> String {
+    let mut f = format!("--n-bits {}", c.n_bits_inputs);
+    if c.n_bits_weights != c.n_bits_inputs {
+        f += &format!(" --n-bits-weights {}", c.n_bits_weights);
+    }
+    if c.n_bits_activations != c.n_bits_inputs {
+        f += &format!(" --n-bits-activations {}", c.n_bits_activations);
+    }
+    f
 }
 
 /// The outcome of a search.
@@ -582,6 +615,11 @@ pub fn tune(
         s.score(cfg, None)?;
     }
     progress(grid.len(), grid.len());
+    let raised = if passing(&s.candidates, opts.max_drop).is_empty() {
+        s.raise()?
+    } else {
+        None
+    };
     let no_candidate = |candidates: &[Candidate]| {
         let best = candidates
             .iter()
@@ -591,6 +629,16 @@ pub fn tune(
             float: float_score,
             drop: opts.max_drop,
             best,
+            raised: raised.as_ref().map_or(String::new(), |(e, cfg)| {
+                format!(
+                    " (raising precision, clear mode alone reached {e:.2} at {}{})",
+                    n_bits_flags(cfg),
+                    cfg.layers
+                        .iter()
+                        .map(|(n, l)| format!(" --layer {n}={}", l.spec()))
+                        .collect::<String>()
+                )
+            }),
         })
     };
     let mut chosen = passing(&s.candidates, opts.max_drop)
@@ -741,6 +789,73 @@ impl Search<'_> {
             self.models.push(fm);
         }
         Ok(())
+    }
+}
+
+impl Search<'_> {
+    /// The clear-mode estimate of `cfg` (its drop estimate without noise), or `None` when
+    /// it does not compile or run.
+    fn clear_estimate(&self, cfg: &QuantConfig) -> Option<f64> {
+        let m = quantize_model(self.model, self.calib, cfg).ok()?;
+        let v = m.run_clear(self.val_x).ok()?;
+        let c = match &self.float_calib {
+            Some(_) => Some(m.run_clear(self.calib).ok()?),
+            None => None,
+        };
+        Some(self.judge(&[(v, c)]).ok()?.drop_estimate)
+    }
+
+    /// Phase 1b, when no setting of the grid passes (see the module docs): climbs from the
+    /// settings of the candidate with the lowest estimate, one move at a time, to the move
+    /// with the lowest clear-mode estimate (every move ranked in parallel); the best two
+    /// moves of each step are scored in full (every rounding method and error
+    /// probability). Stops when a candidate passes, when no move lowers the clear-mode
+    /// estimate, or after `raise_steps`. Returns the lowest clear-mode estimate reached and
+    /// its settings (`None`: no step taken).
+    fn raise(&mut self) -> Result<Option<(f64, QuantConfig)>> {
+        use crate::compile::auto::{apply, Move};
+        use rayon::prelude::*;
+        let Some(start) = (0..self.candidates.len()).min_by(|&a, &b| {
+            let (x, y) = (&self.candidates[a], &self.candidates[b]);
+            x.drop_estimate
+                .total_cmp(&y.drop_estimate)
+                .then(by_cost(x, y))
+        }) else {
+            return Ok(None);
+        };
+        let moves = Move::all(&fhec_passes::quantize::layer_names(&self.model.graph));
+        let mut cfg = self.candidates[start].config.clone();
+        // the compiled model `apply` reads each layer's bits from
+        let mut at = self.models[start].clone();
+        let Some(mut clear) = self.clear_estimate(&cfg) else {
+            return Ok(None);
+        };
+        let mut reached = None;
+        for _ in 0..self.opts.raise_steps {
+            if !passing(&self.candidates, self.opts.max_drop).is_empty() {
+                break;
+            }
+            let this = &*self;
+            let mut ranked: Vec<(f64, QuantConfig)> = moves
+                .par_iter()
+                .filter_map(|mv| {
+                    let c = apply(&cfg, mv, &at)?;
+                    let e = this.clear_estimate(&c)?;
+                    (e < clear).then_some((e, c))
+                })
+                .collect();
+            ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let Some((e, next)) = ranked.first().cloned() else {
+                break;
+            };
+            for (_, c) in ranked.iter().take(2) {
+                self.score(c, None)?;
+            }
+            at = quantize_model(self.model, self.calib, &next)?;
+            (clear, cfg) = (e, next);
+            reached = Some((clear, cfg.clone()));
+        }
+        Ok(reached)
     }
 }
 

@@ -519,6 +519,7 @@ def tune(
     ranges: Sequence[str] = ("calibrated", "proven"),
     p_errors: Optional[Sequence[float]] = None,
     per_layer: bool = True,
+    raise_steps: int = 8,
     seed: int = 0,
     external_data: Optional[Mapping[str, bytes]] = None,
     progress: Progress = None,
@@ -530,7 +531,8 @@ def tune(
     ``metric``: ``"accuracy"`` (``val_y`` = class indices) or ``"r2"`` (float targets).
     Returns the chosen :class:`Model`; its ``tuning`` attribute holds the search (float score,
     the chosen candidate and its margin, the Pareto front). Raises :class:`fhec.SettingsError`
-    when no setting stays within the budget (the message gives the best estimate found).
+    when no setting stays within the budget (the message gives the best estimate found);
+    before that, ``raise_steps`` steps up in precision past the grid are tried (0: none).
     """
     cal = _calib(calib)
     tmp: List[Any] = []
@@ -546,6 +548,7 @@ def tune(
             "ranges": list(ranges),
             "p_errors": None if p_errors is None else [float(p) for p in p_errors],
             "per_layer": bool(per_layer),
+            "raise_steps": int(raise_steps),
             "seed": int(seed),
         }
         xs = _calib(val_x, "val_x")

@@ -449,6 +449,7 @@ struct TuneArgs {
     ranges: Vec<fhec::RangePolicy>,
     p_errors: Option<Vec<f64>>,
     per_layer: bool,
+    raise_steps: usize,
     seed: u64,
 }
 
@@ -489,6 +490,7 @@ fn tune<'py>(
         rounding_bits: a.rounding_bits,
         ranges: a.ranges,
         per_layer: a.per_layer,
+        raise_steps: a.raise_steps,
         seed: a.seed,
         ..Default::default()
     };

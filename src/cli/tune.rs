@@ -41,6 +41,10 @@ pub(super) struct TuneArgs {
     /// Skip the per-layer phase (one bit less per layer where it still passes).
     #[arg(long)]
     no_per_layer: bool,
+    /// When no setting of the grid passes: how many steps up in precision (compile's
+    /// per-layer and global moves) to try before refusing (0: refuse at once).
+    #[arg(long, default_value_t = 8)]
+    raise_steps: usize,
     /// Seed of the simulated noise and bootstrap failures.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -71,6 +75,7 @@ pub(super) fn run(a: TuneArgs) -> Result<()> {
         rounding_bits,
         ranges,
         no_per_layer,
+        raise_steps,
         seed,
         confirm,
         threads,
@@ -88,6 +93,7 @@ pub(super) fn run(a: TuneArgs) -> Result<()> {
         rounding_bits,
         ranges: ranges.into_iter().map(Into::into).collect(),
         per_layer: !no_per_layer,
+        raise_steps,
         seed,
         limits: limits(),
         ..Default::default()
@@ -234,8 +240,8 @@ fn tune_cmd(files: &Files, opts: &fhec::tune::TuneOptions, confirm: usize) -> Re
         .map(|(name, l)| format!(" --layer {name}={}", l.spec()))
         .collect();
     println!(
-        "chosen: --n-bits {}{} --rounding-bits {} --ranges {}{layers} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, estimated drop {:.2}, ≤ {:.2} points with 95 % confidence, margin {:.2}; {} bootstraps, {}-bit tables)",
-        c.n_bits,
+        "chosen: {}{} --rounding-bits {} --ranges {}{layers} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, estimated drop {:.2}, ≤ {:.2} points with 95 % confidence, margin {:.2}; {} bootstraps, {}-bit tables)",
+        c.n_bits_flags(),
         if c.config.requantize {
             " --requantize"
         } else {

@@ -176,9 +176,10 @@ fn cost(q: &CompiledModel, fhe: &FheOptions) -> Option<f64> {
         .map(|p| p.choice.est_ms)
 }
 
-/// One step up in precision, tried by [`raise_precision`].
+/// One step up in precision, tried by [`raise_precision`] (and by `tune` when no setting
+/// of its grid passes).
 #[derive(Clone, Debug, PartialEq)]
-enum Move {
+pub(crate) enum Move {
     /// Every layer's weights and activations one bit more (`--n-bits`).
     Global,
     /// One layer's weights and input activations one bit more (its accumulator grows; the
@@ -189,9 +190,20 @@ enum Move {
     Rounding(String),
 }
 
+impl Move {
+    /// Every move: all layers' operands, then each layer's operands, then each layer's
+    /// rounding.
+    pub(crate) fn all(layers: &[String]) -> Vec<Move> {
+        std::iter::once(Move::Global)
+            .chain(layers.iter().map(|l| Move::Operands(l.clone())))
+            .chain(layers.iter().map(|l| Move::Rounding(l.clone())))
+            .collect()
+    }
+}
+
 /// `cfg` after `mv`, from the precision the compiled model `q` gave each layer; `None` when
 /// nothing can be raised.
-fn apply(cfg: &QuantConfig, mv: &Move, q: &CompiledModel) -> Option<QuantConfig> {
+pub(crate) fn apply(cfg: &QuantConfig, mv: &Move, q: &CompiledModel) -> Option<QuantConfig> {
     const MAX_BITS: u32 = 12;
     let mut c = cfg.clone();
     let layer = match mv {
@@ -276,10 +288,7 @@ pub(super) fn raise_precision(
     };
     let cap = base_cost * opts.auto.max_cost_factor;
     let layers = fhec_passes::quantize::layer_names(&m.graph);
-    let moves: Vec<Move> = std::iter::once(Move::Global)
-        .chain(layers.iter().map(|l| Move::Operands(l.clone())))
-        .chain(layers.iter().map(|l| Move::Rounding(l.clone())))
-        .collect();
+    let moves = Move::all(&layers);
     let (mut cur, mut cfg, mut a, mut cur_cost) = (base.clone(), opts.quant.clone(), a0, base_cost);
     let mut taken: Vec<Move> = Vec::new();
     // the best step beyond the cap, to say what reaching the target would take; and the

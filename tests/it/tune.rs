@@ -99,6 +99,52 @@ fn tune_is_deterministic_and_picks_the_cheapest_passing_candidate() {
     assert_eq!(a.model.report().config, chosen.config);
 }
 
+/// Phase 1b: when no setting of the grid passes, tune raises precision past it (compile's
+/// moves) before refusing; a refusal says what raising reached.
+#[test]
+fn tune_raises_precision_when_no_grid_setting_passes() {
+    let data = shipped("iris_mlp");
+    let y = labels("iris_mlp");
+    let opts = TuneOptions {
+        n_bits: vec![2],
+        rounding_bits: vec![2],
+        per_layer: false,
+        ..small_grid(Metric::Accuracy, 0)
+    };
+    let t = tune_on(&data, &y, &opts);
+    // 2 range policies × 2 rounding methods × 2 error probabilities, none within 25 points
+    let grid = &t.candidates[..8];
+    assert!(grid.iter().all(|c| c.drop_estimate > 25.0), "{grid:?}");
+    let chosen = &t.candidates[t.chosen];
+    assert!(t.chosen >= 8 && chosen.drop_estimate <= 25.0, "{chosen:?}");
+    let c = &chosen.config;
+    assert!(
+        c.n_bits_weights > 2 || !c.layers.is_empty(),
+        "raised: {:?}",
+        chosen.summary()
+    );
+    // one step only, and a budget nothing meets: refused, saying what raising reached
+    let e = match tune(
+        &data.0,
+        std::slice::from_ref(&data.1),
+        std::slice::from_ref(&data.2),
+        &y,
+        &TuneOptions {
+            max_drop: 0.0,
+            raise_steps: 1,
+            ..opts
+        },
+        |_, _| {},
+    ) {
+        Ok(t) => panic!("passed: {:?}", t.candidates[t.chosen].summary()),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("raising precision, clear mode alone reached") && !e.contains('\n'),
+        "{e}"
+    );
+}
+
 #[test]
 fn regression_targets_score_by_r2() {
     assert!((r2(&[1.0, 2.0, 3.0], &[1.0, 2.0, 3.0]) - 1.0).abs() < 1e-12);
