@@ -109,6 +109,24 @@ def test_tune_finds_a_setting_within_the_budget():
         fhec.tune(MODELS / "iris_mlp.onnx", data("iris_mlp", "calib"), x, y, max_accuracy_drop=-1)
 
 
+def test_tune_raises_precision_past_its_grid_before_refusing():
+    x = data("iris_mlp", "test_x")
+    y = data("iris_mlp", "test_y").astype(np.float32)
+    kw = dict(max_accuracy_drop=25.0, n_bits=(2,), rounding_bits=(2,), per_layer=False)
+    m = fhec.tune(MODELS / "iris_mlp.onnx", data("iris_mlp", "calib"), x, y, **kw)
+    c = m.tuning["chosen"]
+    # nothing on the 2-bit grid is within 25 points; a raised setting is
+    assert c["drop_estimate"] <= 25.0
+    assert c["n_bits_flags"] != "--n-bits 2" or c["layers"], c
+    kw.update(max_accuracy_drop=0.0, raise_steps=1)
+    with pytest.raises(fhec.SettingsError, match="clear mode alone reached"):
+        fhec.tune(MODELS / "iris_mlp.onnx", data("iris_mlp", "calib"), x, y, **kw)
+    kw.update(raise_steps=0)
+    with pytest.raises(fhec.SettingsError) as e:
+        fhec.tune(MODELS / "iris_mlp.onnx", data("iris_mlp", "calib"), x, y, **kw)
+    assert "raising precision" not in str(e.value)
+
+
 def test_progress_callback_sees_the_work():
     seen = []
     x = data("iris_mlp", "test_x")
