@@ -616,7 +616,7 @@ pub fn tune(
     }
     progress(grid.len(), grid.len());
     let raised = if passing(&s.candidates, opts.max_drop).is_empty() {
-        s.raise()?
+        s.raise(&mut progress)?
     } else {
         None
     };
@@ -812,7 +812,10 @@ impl Search<'_> {
     /// probability). Stops when a candidate passes, when no move lowers the clear-mode
     /// estimate, or after `raise_steps`. Returns the lowest clear-mode estimate reached and
     /// its settings (`None`: no step taken).
-    fn raise(&mut self) -> Result<Option<(f64, QuantConfig)>> {
+    fn raise(
+        &mut self,
+        progress: &mut impl FnMut(usize, usize),
+    ) -> Result<Option<(f64, QuantConfig)>> {
         use crate::compile::auto::{apply, Move};
         use rayon::prelude::*;
         let Some(start) = (0..self.candidates.len()).min_by(|&a, &b| {
@@ -831,10 +834,11 @@ impl Search<'_> {
             return Ok(None);
         };
         let mut reached = None;
-        for _ in 0..self.opts.raise_steps {
+        for step in 0..self.opts.raise_steps {
             if !passing(&self.candidates, self.opts.max_drop).is_empty() {
                 break;
             }
+            progress(step, self.opts.raise_steps);
             let this = &*self;
             let mut ranked: Vec<(f64, QuantConfig)> = moves
                 .par_iter()
@@ -855,6 +859,7 @@ impl Search<'_> {
             (clear, cfg) = (e, next);
             reached = Some((clear, cfg.clone()));
         }
+        progress(self.opts.raise_steps, self.opts.raise_steps);
         Ok(reached)
     }
 }
