@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 
-from common import ROOT, machine
+from common import ROOT, machine, put_table
 
 FHEC = os.environ.get("FHEC", os.path.join(ROOT, "target", "release", "fhec"))
 OUT = os.path.join(ROOT, "docs", "results", "bench_pbs.json")
@@ -63,10 +63,7 @@ def render(data):
         "multi-bit sets). All are 128-bit secure."
     )
     table = "\n".join(lines)
-    text = open(DOC).read()
-    a, b = "<!-- table:pbs -->", "<!-- /table:pbs -->"
-    i, j = text.index(a) + len(a), text.index(b)
-    open(DOC, "w").write(text[:i] + "\n" + table + "\n" + text[j:])
+    put_table(DOC, "pbs", table)
 
 
 def main():

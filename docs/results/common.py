@@ -1,6 +1,6 @@
 """What the scripts under docs/results/ share (python3's standard library only): the shipped
-models with a test split, the last JSON line of a command's output, and the machine a table
-was measured on."""
+models with a test split, the last JSON line of a command's output, the machine a table
+was measured on, and writing a table between its markers in a document."""
 
 import glob
 import json
@@ -30,3 +30,12 @@ def machine():
     """`CPU model, N cores`, as the tables' headers say it."""
     cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), platform.machine())
     return f"{cpu}, {os.cpu_count()} cores"
+
+
+def put_table(doc, name, table):
+    """Replaces what stands between `<!-- table:NAME -->` and `<!-- /table:NAME -->` in `doc`
+    with `table`."""
+    text = open(doc).read()
+    a, b = f"<!-- table:{name} -->", f"<!-- /table:{name} -->"
+    i, j = text.index(a) + len(a), text.index(b)
+    open(doc, "w").write(text[:i] + "\n" + table + "\n" + text[j:])

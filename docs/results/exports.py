@@ -22,7 +22,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import ROOT, last_json
+from common import ROOT, last_json, put_table
 
 FHEC = os.environ.get("FHEC", os.path.join(ROOT, "target", "release", "fhec"))
 OUT = os.path.join(ROOT, "docs", "results", "exports.json")
@@ -145,10 +145,7 @@ def render(data):
             f"{'yes' if r['same_class'] == 1 else 'no'} | {r['bootstraps']} ({r['rounding']}) | {r['latency_s']:.2f} | {auto} |"
         )
     table = "\n".join(lines)
-    text = open(DOC).read()
-    a, b = "<!-- table:exports -->", "<!-- /table:exports -->"
-    i, j = text.index(a) + len(a), text.index(b)
-    open(DOC, "w").write(text[:i] + "\n" + table + "\n" + text[j:])
+    put_table(DOC, "exports", table)
 
 
 def main():

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import ROOT, last_json, machine, models
+from common import ROOT, last_json, machine, models, put_table
 
 AFTER = os.environ.get("FHEC", os.path.join(ROOT, "target", "release", "fhec"))
 OUT = os.path.join(ROOT, "docs", "results", "models.json")
@@ -96,10 +96,7 @@ def render(data):
             f"| {r['model']} | {r['rounding']} | {boots} | {pair('est_s', '{:.2f}')} | {pair('latency_s', '{:.2f}')} | {pair('throughput', '{:.3f}')} | {pair('keygen_s', '{:.1f}')} | {pair('key_mib', '{:.0f}')} | {eq} |"
         )
     table = "\n".join(lines)
-    text = open(DOC).read()
-    a, b = "<!-- table:models -->", "<!-- /table:models -->"
-    i, j = text.index(a) + len(a), text.index(b)
-    open(DOC, "w").write(text[:i] + "\n" + table + "\n" + text[j:])
+    put_table(DOC, "models", table)
 
 
 def main():

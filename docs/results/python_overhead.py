@@ -21,7 +21,7 @@ import sys
 import tempfile
 import time
 
-from common import ROOT, machine
+from common import ROOT, machine, put_table
 
 FHEC = os.environ.get("FHEC", os.path.join(ROOT, "target", "release", "fhec"))
 OUT = os.path.join(ROOT, "docs", "results", "python_overhead.json")
@@ -102,10 +102,7 @@ def render(data):
     lines.append("")
     lines.append(f"Medians of {data['rows'][0]['samples']} samples each, one sample per call, {data['rows'][0]['threads']} threads.")
     table = "\n".join(lines)
-    text = open(DOC).read()
-    a, b = "<!-- table:python -->", "<!-- /table:python -->"
-    i, j = text.index(a) + len(a), text.index(b)
-    open(DOC, "w").write(text[:i] + "\n" + table + "\n" + text[j:])
+    put_table(DOC, "python", table)
 
 
 def main():

@@ -21,7 +21,7 @@ import subprocess
 import sys
 import tempfile
 
-from common import ROOT, last_json, machine, models
+from common import ROOT, last_json, machine, models, put_table
 
 FHEC = os.environ.get("FHEC", os.path.join(ROOT, "target", "release", "fhec"))
 OUT = os.path.join(ROOT, "docs", "results", "tune.json")
@@ -135,10 +135,7 @@ def render(data):
         f"({len(models())} shipped; the script records each model as it finishes, so a partial run shows here)."
     )
     table = "\n".join(lines)
-    text = open(DOC).read()
-    a, b = "<!-- table:tune -->", "<!-- /table:tune -->"
-    i, j = text.index(a) + len(a), text.index(b)
-    open(DOC, "w").write(text[:i] + "\n" + table + "\n" + text[j:])
+    put_table(DOC, "tune", table)
 
 
 def main():
