@@ -416,6 +416,11 @@ impl Candidate {
         n_bits_flags(&self.config)
     }
 
+    /// Its per-layer precision as `fhec compile` flags (` --layer NAME=w4,i4,r5` each).
+    pub fn layer_flags(&self) -> String {
+        layer_flags(&self.config)
+    }
+
     /// The candidate as the fronts show it (`tune --json`, Python's `fhec.tune`): its
     /// settings by the CLI's names, its score, bound and cost.
     pub fn summary(&self) -> serde_json::Value {
@@ -452,6 +457,14 @@ fn n_bits_flags(c: &QuantConfig) -> String {
         f += &format!(" --n-bits-activations {}", c.n_bits_activations);
     }
     f
+}
+
+/// A config's per-layer precision as `fhec compile` flags (see [`Candidate::layer_flags`]).
+fn layer_flags(c: &QuantConfig) -> String {
+    c.layers
+        .iter()
+        .map(|(n, l)| format!(" --layer {n}={}", l.spec()))
+        .collect()
 }
 
 /// The outcome of a search.
@@ -633,10 +646,7 @@ pub fn tune(
                 format!(
                     " (raising precision, clear mode alone reached {e:.2} at {}{})",
                     n_bits_flags(cfg),
-                    cfg.layers
-                        .iter()
-                        .map(|(n, l)| format!(" --layer {n}={}", l.spec()))
-                        .collect::<String>()
+                    layer_flags(cfg)
                 )
             }),
         })
@@ -720,18 +730,38 @@ struct Search<'a> {
 }
 
 impl Search<'_> {
+    /// `cfg` compiled and run in clear mode on the validation (and calibration) inputs;
+    /// `None` when the compiler refuses the setting.
+    fn compile_clear(&self, cfg: &QuantConfig) -> Result<Option<(CompiledModel, Draw)>> {
+        let Ok(m) = quantize_model(self.model, self.calib, cfg) else {
+            return Ok(None);
+        };
+        let v = m.run_clear(self.val_x)?;
+        let c = match &self.float_calib {
+            Some(_) => Some(m.run_clear(self.calib)?),
+            None => None,
+        };
+        Ok(Some((m, (v, c))))
+    }
+
     /// Compiles `cfg` and scores it for every rounding method and error probability (or just
     /// `only`), adding a candidate for each (a setting the compiler or the optimizer refuses
     /// is not a candidate).
     fn score(&mut self, cfg: &QuantConfig, only: Option<(Rounding, f64)>) -> Result<()> {
-        let Ok(m) = quantize_model(self.model, self.calib, cfg) else {
-            return Ok(());
-        };
-        let clear_val = m.run_clear(self.val_x)?;
-        let clear_calib = match &self.float_calib {
-            Some(_) => Some(m.run_clear(self.calib)?),
-            None => None,
-        };
+        match self.compile_clear(cfg)? {
+            Some((m, clear)) => self.score_compiled(cfg, &m, &clear, only),
+            None => Ok(()),
+        }
+    }
+
+    /// [`Search::score`] on `cfg` already compiled (`m`) and run in clear mode (`clear`).
+    fn score_compiled(
+        &mut self,
+        cfg: &QuantConfig,
+        m: &CompiledModel,
+        (clear_val, clear_calib): &Draw,
+        only: Option<(Rounding, f64)>,
+    ) -> Result<()> {
         let settings: Vec<(Rounding, f64)> = match only {
             Some(o) => vec![o],
             None => [Rounding::Exact, Rounding::Approximate]
@@ -793,18 +823,6 @@ impl Search<'_> {
 }
 
 impl Search<'_> {
-    /// The clear-mode estimate of `cfg` (its drop estimate without noise), or `None` when
-    /// it does not compile or run.
-    fn clear_estimate(&self, cfg: &QuantConfig) -> Option<f64> {
-        let m = quantize_model(self.model, self.calib, cfg).ok()?;
-        let v = m.run_clear(self.val_x).ok()?;
-        let c = match &self.float_calib {
-            Some(_) => Some(m.run_clear(self.calib).ok()?),
-            None => None,
-        };
-        Some(self.judge(&[(v, c)]).ok()?.drop_estimate)
-    }
-
     /// Phase 1b, when no setting of the grid passes (see the module docs): climbs from the
     /// settings of the candidate with the lowest estimate, one move at a time, to the move
     /// with the lowest clear-mode estimate (every move ranked in parallel); the best two
@@ -828,11 +846,12 @@ impl Search<'_> {
         };
         let moves = Move::all(&fhec_passes::quantize::layer_names(&self.model.graph));
         let mut cfg = self.candidates[start].config.clone();
-        // the compiled model `apply` reads each layer's bits from
-        let mut at = self.models[start].clone();
-        let Some(mut clear) = self.clear_estimate(&cfg) else {
+        // the compiled model `apply` reads each layer's bits from, and the climb's clear-mode
+        // estimate
+        let Some((mut at, draw)) = self.compile_clear(&cfg)? else {
             return Ok(None);
         };
+        let mut clear = self.judge(std::slice::from_ref(&draw))?.drop_estimate;
         let mut reached = None;
         for step in 0..self.opts.raise_steps {
             if !passing(&self.candidates, self.opts.max_drop).is_empty() {
@@ -840,23 +859,26 @@ impl Search<'_> {
             }
             progress(step, self.opts.raise_steps);
             let this = &*self;
-            let mut ranked: Vec<(f64, QuantConfig)> = moves
+            // each move compiled once: ranked by its clear-mode estimate, the best two then
+            // scored from the same compiled model and clear runs
+            let mut ranked: Vec<(f64, QuantConfig, CompiledModel, Draw)> = moves
                 .par_iter()
                 .filter_map(|mv| {
                     let c = apply(&cfg, mv, &at)?;
-                    let e = this.clear_estimate(&c)?;
-                    (e < clear).then_some((e, c))
+                    let (m, draw) = this.compile_clear(&c).ok()??;
+                    let e = this.judge(std::slice::from_ref(&draw)).ok()?.drop_estimate;
+                    (e < clear).then_some((e, c, m, draw))
                 })
                 .collect();
             ranked.sort_by(|a, b| a.0.total_cmp(&b.0));
-            let Some((e, next)) = ranked.first().cloned() else {
+            ranked.truncate(2);
+            for (_, c, m, draw) in &ranked {
+                self.score_compiled(c, m, draw, None)?;
+            }
+            let Some((e, next, next_model, _)) = ranked.into_iter().next() else {
                 break;
             };
-            for (_, c) in ranked.iter().take(2) {
-                self.score(c, None)?;
-            }
-            at = quantize_model(self.model, self.calib, &next)?;
-            (clear, cfg) = (e, next);
+            (clear, cfg, at) = (e, next, next_model);
             reached = Some((clear, cfg.clone()));
         }
         progress(self.opts.raise_steps, self.opts.raise_steps);

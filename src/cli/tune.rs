@@ -233,12 +233,7 @@ fn tune_cmd(files: &Files, opts: &fhec::tune::TuneOptions, confirm: usize) -> Re
         );
     }
     let c = &t.candidates[t.chosen];
-    let layers: String = c
-        .config
-        .layers
-        .iter()
-        .map(|(name, l)| format!(" --layer {name}={}", l.spec()))
-        .collect();
+    let layers = c.layer_flags();
     println!(
         "chosen: {}{} --rounding-bits {} --ranges {}{layers} --rounding-method {} --p-error {:.1e} ({metric} {:.2} %, estimated drop {:.2}, ≤ {:.2} points with 95 % confidence, margin {:.2}; {} bootstraps, {}-bit tables)",
         c.n_bits_flags(),
